@@ -1,0 +1,73 @@
+/* RFC 8555 client state machine on the libuv loop: account, order, authorizations, challenges,
+ * finalize, download. Decides nothing about policy: one call issues one certificate. */
+#ifndef ACMEDGE_ACME_H
+#define ACMEDGE_ACME_H
+
+#include <stdint.h>
+#include <uv.h>
+#include "acmedge/common.h"
+#include "acmedge/config.h"
+#include "acmedge/storage.h"
+#include "acmedge/challenge.h"
+
+typedef struct ae_acme ae_acme;
+typedef struct ae_acme_job ae_acme_job;
+
+/* An RFC 7807 problem document, parsed. Strings malloc'd; ae_acme_problem_clear frees them. */
+typedef struct ae_acme_problem {
+  char *type;         /* full URN, e.g. "urn:ietf:params:acme:error:rejectedIdentifier" */
+  char *detail;
+  long status;
+  char *subproblems;  /* "identifier: type: detail; ..." or NULL */
+} ae_acme_problem;
+
+/* Outcome of one issuance. Valid only during the done callback. */
+typedef struct ae_acme_result {
+  int code;              /* 0 on success, else AE_E* */
+  const char *problem;   /* problem type URN, or a local one ("acmedge:timeout", "acmedge:ca-unreachable", ...) */
+  const char *detail;    /* human-readable reason (the CA's detail when it gave one) */
+  int retryable;         /* 1: transient (back off and retry); 0: input-related (long delay) */
+  int64_t retry_after;   /* absolute UNIX time the CA asked us to wait until, 0 if none */
+  const char *cert_pem;  /* on success: leaf + chain PEM, verified to match key and name */
+  const char *key_pem;   /* on success: the certificate's private key (PKCS#8 PEM) */
+  const char *challenge_type; /* "http-01" / "tls-alpn-01" used, or NULL (authz reused) */
+  const char *order_url;
+} ae_acme_result;
+
+typedef struct ae_acme_callbacks {
+  void *ud;
+  /* Progress steps: "order_created", "challenge_ready", "challenge_valid". detail is the challenge
+   * type for challenge steps, the order URL for order_created. May be NULL. */
+  void (*on_progress)(void *ud, const char *step, const char *detail);
+  /* Called exactly once when the job ends (unless cancelled). */
+  void (*on_done)(void *ud, const ae_acme_result *res);
+} ae_acme_callbacks;
+
+/* Creates the client. Keeps pointers to storage and challenges (not owned) and a reference to
+ * cfg. Caller owns *out. */
+int ae_acme_new(uv_loop_t *loop, const ae_config *cfg, ae_storage *storage, ae_challenge *ch,
+                ae_acme **out, ae_err *err);
+/* Tells which challenge types can be answered now (e.g. http-01 only when port 80 listens). */
+void ae_acme_set_challenge_types(ae_acme *a, int http01, int tlsalpn01);
+/* Starts issuing a certificate for domain. On error returns <0 and never calls on_done.
+ * *out may be NULL; the job handle is invalid after on_done. */
+int ae_acme_issue(ae_acme *a, const char *domain, const ae_acme_callbacks *cb, ae_acme_job **out,
+                  ae_err *err);
+/* Cancels a job: its challenges are unpublished, on_done is not called. */
+void ae_acme_job_cancel(ae_acme_job *job);
+/* Number of jobs in flight. */
+unsigned ae_acme_jobs_in_flight(const ae_acme *a);
+/* Cancels all jobs and closes the HTTP client; cb when all handles are closed. */
+void ae_acme_close(ae_acme *a, void (*cb)(void *ud), void *ud);
+/* Frees after close completed. */
+void ae_acme_free(ae_acme *a);
+
+/* Parses a problem document (JSON text). Returns 0 and fills *out, or AE_EPROTO. */
+int ae_acme_problem_parse(const char *json, size_t len, ae_acme_problem *out);
+/* Frees the strings of a problem. */
+void ae_acme_problem_clear(ae_acme_problem *p);
+/* 1 when a problem type (URN or short name) is transient and worth retrying soon, 0 when it is
+ * input-related (rejectedIdentifier, caa, unsupportedIdentifier, ...). */
+int ae_acme_problem_retryable(const char *type);
+
+#endif

@@ -1,0 +1,62 @@
+/* SNI certificate cache: name -> refcounted certificate, parsed once, swapped atomically. */
+#ifndef ACMEDGE_CERTSTORE_H
+#define ACMEDGE_CERTSTORE_H
+
+#include <stdint.h>
+#include <gnutls/gnutls.h>
+#include "acmedge/common.h"
+
+/* An immutable certificate + key, ready for handshakes. Refcounted (atomic), shareable across
+ * threads; freed when the last reference is dropped. */
+typedef struct ae_cert ae_cert;
+
+/* Builds a cert from PEM chain (leaf first) and PEM key. *out has one reference (caller's). */
+int ae_cert_from_pem(const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len,
+                     ae_cert **out, ae_err *err);
+/* Loads a cert from files; errors name the file. *out has one reference (caller's). */
+int ae_cert_load_files(const char *cert_path, const char *key_path, ae_cert **out, ae_err *err);
+/* Adds a reference; returns c. */
+ae_cert *ae_cert_ref(ae_cert *c);
+/* Drops a reference (NULL is fine). */
+void ae_cert_unref(ae_cert *c);
+/* GnuTLS credentials for handshakes; owned by the cert. */
+gnutls_certificate_credentials_t ae_cert_creds(const ae_cert *c);
+/* Leaf validity, as UNIX seconds. */
+int64_t ae_cert_not_before(const ae_cert *c);
+int64_t ae_cert_not_after(const ae_cert *c);
+/* Leaf serial as lowercase hex and issuer DN; owned by the cert. */
+const char *ae_cert_serial(const ae_cert *c);
+const char *ae_cert_issuer(const ae_cert *c);
+/* Returns 1 when the leaf's SAN (or CN without SAN) covers name (wildcards per RFC 6125). */
+int ae_cert_covers(const ae_cert *c, const char *name);
+/* Number of SAN DNS names and the i-th (owned by the cert). */
+size_t ae_cert_name_count(const ae_cert *c);
+const char *ae_cert_name(const ae_cert *c, size_t i);
+
+/* Generates a self-signed ECDSA P-256 cert (CN, SKI, AKI, validity days) as PEM strings
+ * (malloc'd, caller frees). names may be NULL. */
+int ae_cert_generate_selfsigned(const char *cn, const char *const *names, size_t nnames, unsigned days,
+                                char **cert_pem, char **key_pem, ae_err *err);
+
+typedef struct ae_certstore ae_certstore;
+
+/* Creates an empty store. Caller owns it (ae_certstore_free). */
+int ae_certstore_new(ae_certstore **out);
+/* Frees the store and drops its references (certs in use by connections live on). */
+void ae_certstore_free(ae_certstore *cs);
+/* Installs or replaces name -> cert (store takes its own reference). Thread-safe. Names are
+ * lowercase; "*.example.com" is a wildcard entry. */
+int ae_certstore_put(ae_certstore *cs, const char *name, ae_cert *cert);
+/* Removes name; returns AE_ENOTFOUND when absent. Thread-safe. */
+int ae_certstore_remove(ae_certstore *cs, const char *name);
+/* Exact match, then one-label wildcard. Returns a new reference (caller unrefs) or NULL.
+ * Thread-safe; no allocation. Expired certificates are still returned (caller decides). */
+ae_cert *ae_certstore_lookup(ae_certstore *cs, const char *name);
+/* Sets the default certificate (store takes a reference). */
+void ae_certstore_set_default(ae_certstore *cs, ae_cert *cert);
+/* Returns a new reference to the default certificate or NULL. */
+ae_cert *ae_certstore_default(ae_certstore *cs);
+/* Number of named entries. */
+size_t ae_certstore_count(ae_certstore *cs);
+
+#endif

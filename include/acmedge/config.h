@@ -1,0 +1,121 @@
+/* JSON configuration (design §4): parsed and validated into an immutable snapshot. */
+#ifndef ACMEDGE_CONFIG_H
+#define ACMEDGE_CONFIG_H
+
+#include <stddef.h>
+#include "acmedge/common.h"
+
+typedef struct ae_route {
+  char **hosts;        /* patterns: exact, "*.suffix" (one label) or "*" */
+  size_t nhosts;
+  char *upstream;      /* "host:port", "[v6]:port" */
+  int plain_http;      /* also proxy plain HTTP on port 80 for these hosts */
+} ae_route;
+
+typedef struct ae_config {
+  int _refs;                  /* atomic refcount, see ae_config_ref */
+  char *path;                 /* the file this snapshot was read from */
+
+  /* listen.* : NULL when disabled (JSON null or "") */
+  char *listen_https;
+  char *listen_http;
+  char *listen_admin;         /* "host:port" or "unix:/path" or "/path" */
+  char *admin_token;          /* admin.token; required for a non-loopback admin address */
+
+  int workers;                /* 0 = number of cores */
+  char *storage_path;
+  char *default_cert;         /* default_cert.cert */
+  char *default_key;          /* default_cert.key */
+
+  struct {
+    char *directory;
+    char *ca_bundle;          /* may be NULL: system trust store */
+    char *email;              /* may be NULL */
+    int http01;               /* "http-01" listed in challenges */
+    int tlsalpn01;            /* "tls-alpn-01" listed in challenges */
+    int prefer_tlsalpn01;     /* tls-alpn-01 listed before http-01 */
+    int key_rsa;              /* key_type "rsa-2048" (else ecdsa-p256) */
+    char *eab_kid;            /* eab.kid, NULL without EAB */
+    char *eab_hmac_key;       /* eab.hmac_key, base64url */
+  } acme;
+
+  struct {
+    int enabled;
+    int first_wait;           /* first_handshake "wait" (else "default") */
+    unsigned wait_timeout_ms;
+    char **allow;
+    size_t nallow;
+    char *ask;                /* NULL when unset */
+    unsigned ask_timeout_ms;  /* default 5000 */
+    unsigned max_concurrent;
+    unsigned max_queue;       /* names waiting for a job slot; default 1000 */
+    unsigned max_held;        /* handshakes held in "wait" mode; default 1000 */
+    int deny_alert;           /* on_demand.deny: "alert" sends a TLS alert instead of the default cert */
+    double rate_per_minute;
+    unsigned rate_burst;
+    unsigned rate_per_3h;
+    unsigned backoff_initial_s;
+    unsigned backoff_max_s;
+  } on_demand;
+
+  ae_route *routes;
+  size_t nroutes;
+  char **trusted_proxies;     /* peer IPs whose X-Forwarded-For is appended to, not replaced */
+  size_t ntrusted_proxies;
+
+  struct {                    /* proxy.* limits and timeouts (ms) */
+    unsigned header_timeout_ms;   /* client request head read: 408 */
+    unsigned idle_timeout_ms;     /* client keep-alive idle */
+    unsigned connect_timeout_ms;  /* upstream connect: 504 */
+    unsigned response_timeout_ms; /* upstream response head: 504 */
+    unsigned total_timeout_ms;    /* whole exchange, 0 = none */
+    unsigned max_header_bytes;    /* request line + headers: 431 */
+    unsigned max_headers;         /* header count: 431 */
+    unsigned pool_idle_max;       /* idle upstream connections kept per upstream */
+    unsigned pool_idle_timeout_ms;
+  } proxy;
+
+  struct {
+    unsigned handshake_timeout_ms; /* tls.handshake_timeout_ms, ClientHello + handshake */
+    unsigned idle_timeout_ms;
+    unsigned max_connections;
+  } tls;
+
+  int redirect_http;
+
+  struct {
+    char *hook;               /* program path, NULL when unset */
+    char **hook_args;         /* extra argv entries (events.hook may be an array) */
+    size_t nhook_args;
+    char **hook_types;        /* filter, NULL = all */
+    size_t nhook_types;
+    unsigned hook_timeout_ms; /* default 10000 */
+    unsigned hook_max_concurrent; /* default 4 */
+    unsigned buffer;          /* ring size, default 1024 */
+  } events;
+
+  struct {
+    int level;                /* ae_log_level */
+    int json;
+  } log;
+} ae_config;
+
+/* Parses and validates the file; on error returns <0 and writes "FILE: field.path: problem"
+ * into err. On success *out is owned by the caller (ae_config_free). */
+int ae_config_load(const char *path, ae_config **out, ae_err *err);
+
+/* Same as ae_config_load but from a string; name is used in messages. */
+int ae_config_parse(const char *name, const char *json, ae_config **out, ae_err *err);
+
+/* Adds a reference to a snapshot (modules holding one across a reload keep it alive). */
+ae_config *ae_config_ref(ae_config *cfg);
+/* Drops a reference; the last one frees the snapshot. NULL is fine. */
+void ae_config_free(ae_config *cfg);
+
+/* Splits "host:port", "[v6]:port" into host (no brackets) and port; 0 on success. */
+int ae_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
+
+/* Matches a host name against a pattern: exact, "*.suffix" (exactly one extra label) or "*". */
+int ae_host_match(const char *pattern, const char *host);
+
+#endif
