@@ -26,6 +26,9 @@ ae_key_type ae_key_get_type(const ae_key *k);
 json_t *ae_key_jwk(const ae_key *k);
 /* RFC 7638 thumbprint: base64url(SHA-256(canonical JWK)) into out (>= 44 bytes). */
 int ae_key_thumbprint(const ae_key *k, char *out, size_t outlen);
+/* RFC 7638 thumbprint of a public JWK object (EC or RSA; other members ignored) into out
+ * (>= 44 bytes). */
+int ae_jwk_thumbprint(json_t *jwk, char *out, size_t outlen);
 /* Returns 1 when the PEM certificate's public key is this key's public key. */
 int ae_key_matches_cert(const ae_key *k, const char *cert_pem, size_t len);
 /* Underlying GnuTLS handles (owned by the key). */

@@ -1,0 +1,63 @@
+/* On-demand provisioning: one job per name (singleflight), concurrency cap and FIFO queue, rate
+ * limits, backoff with jitter, persist + hot-swap on success, renewal timers, events. Runs on the
+ * control loop. */
+#ifndef ACMEDGE_PROVISION_H
+#define ACMEDGE_PROVISION_H
+
+#include <jansson.h>
+#include <uv.h>
+#include "acmedge/acme.h"
+#include "acmedge/certstore.h"
+#include "acmedge/config.h"
+#include "acmedge/events.h"
+#include "acmedge/http80.h"
+#include "acmedge/policy.h"
+#include "acmedge/storage.h"
+#include "acmedge/tls_front.h"
+
+typedef struct ae_provision ae_provision;
+
+typedef struct ae_provision_deps {
+  uv_loop_t *loop;
+  ae_certstore *certs;
+  ae_storage *storage;
+  ae_acme *acme;
+  ae_policy *policy;
+  ae_events *events;
+  const char *ca_host;   /* storage directory of the CA, see ae_storage_ca_host */
+  /* Called when a name's handshakes held in "wait" mode should re-check the store. */
+  void (*wake)(void *ud, const char *name);
+  void *wake_ud;
+} ae_provision_deps;
+
+/* Creates the provisioner (refs cfg; keeps the deps' pointers, not owned). Caller owns *out. */
+int ae_provision_new(const ae_provision_deps *deps, const ae_config *cfg, ae_provision **out, ae_err *err);
+/* Applies a reloaded config (on_demand limits, backoff). */
+void ae_provision_set_config(ae_provision *p, const ae_config *cfg);
+/* Loads every certificate found in storage into the cert store (event cert_loaded each) and
+ * schedules renewals. Returns the number loaded in *count. */
+int ae_provision_load(ae_provision *p, size_t *count, ae_err *err);
+/* TLS miss path: decides default / hold / alert for an SNI without a certificate and starts
+ * issuance when policy allows. */
+ae_miss_action ae_provision_on_sni(ae_provision *p, const char *name);
+/* Port-80 path: classifies a Host for a non-challenge request, starting issuance when allowed. */
+ae_h80_state ae_provision_on_http(ae_provision *p, const char *host, unsigned *retry_after_s);
+/* Admin path: requests issuance for name (policy applies). 0 when accepted or already managed;
+ * AE_EINVAL for a bad name; AE_ELIMIT when denied (err says why). */
+int ae_provision_request(ae_provision *p, const char *name, const char *source, ae_err *err);
+/* Forgets name: cancels its job, removes it from the cert store and from storage. */
+int ae_provision_forget(ae_provision *p, const char *name, ae_err *err);
+/* New reference: JSON array of managed domains (design §5). */
+json_t *ae_provision_domains_json(ae_provision *p);
+/* Per-domain Prometheus series (malloc'd text, caller frees). */
+char *ae_provision_metrics(ae_provision *p);
+/* Cancels jobs and timers; cb when every handle is closed. */
+void ae_provision_close(ae_provision *p, void (*cb)(void *ud), void *ud);
+/* Frees after close completed. */
+void ae_provision_free(ae_provision *p);
+
+/* Backoff delay in seconds for the n-th consecutive failure (n >= 1): initial * 2^(n-1) capped at
+ * max, then scaled by a factor in [0.5, 1.5) from rnd01 (a uniform [0,1) sample). */
+double ae_backoff_delay(unsigned initial_s, unsigned max_s, unsigned n, double rnd01);
+
+#endif

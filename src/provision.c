@@ -1,0 +1,697 @@
+/* On-demand provisioning. Every managed name has one record; the record's state machine is
+ *
+ *   CHECKING (ask URL in flight) -> QUEUED (waiting for a job slot or a rate token) -> ISSUING
+ *   ISSUING -> INSTALLING (persist off the loop) -> VALID (renewal timer armed)
+ *   ISSUING -> FAILED (retry_at set; demand after retry_at starts again)
+ *
+ * A renewal runs the same QUEUED/ISSUING path while the record keeps its certificate (has_cert),
+ * so the old certificate is served until the new one is swapped in. */
+#include "acmedge/provision.h"
+#include "provision_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "acmedge/log.h"
+#include "acmedge/metrics.h"
+
+#define SUB "provision"
+#define DENY_SUPPRESS_MS 60000u  /* one domain_denied event per name per minute */
+#define DENY_CACHE_MAX 10000u
+#define PENDING_RETRY_AFTER_S 5u
+
+static void pump(ae_provision *p);
+static void start_job(ae_provision *p, ae_dom *d);
+static void arm_timer(ae_dom *d, int64_t at);
+
+double ae_backoff_delay(unsigned initial_s, unsigned max_s, unsigned n, double rnd01) {
+  double d = initial_s ? (double)initial_s : 1.0;
+  for (unsigned i = 1; i < n && d < (double)max_s; i++)
+    d *= 2.0;
+  if (max_s && d > (double)max_s)
+    d = (double)max_s;
+  /* ±50% jitter spreads retries of names that failed together (one CA outage). */
+  return d * (0.5 + rnd01);
+}
+
+static double rnd01(void) { return (double)(random() % 1000000) / 1000000.0; }
+
+static int64_t now_s(void) { return (int64_t)time(NULL); }
+
+const char *ae_dom_state_name(const ae_dom *d) {
+  switch (d->state) {
+  case DS_CHECKING:
+  case DS_QUEUED:
+  case DS_ISSUING:
+  case DS_INSTALLING:
+    return d->has_cert ? "renewing" : "pending";
+  case DS_VALID:
+    return "valid";
+  case DS_FAILED:
+    return "failed";
+  }
+  return "pending";
+}
+
+static int dom_busy(const ae_dom *d) {
+  return d->state == DS_CHECKING || d->state == DS_QUEUED || d->state == DS_ISSUING || d->state == DS_INSTALLING;
+}
+
+ae_dom *ae_dom_new(ae_provision *p, const char *name) {
+  ae_dom *d = ae_calloc(1, sizeof(*d));
+  d->p = p;
+  snprintf(d->name, sizeof(d->name), "%s", name);
+  uv_timer_init(p->deps.loop, &d->timer);
+  d->timer.data = d;
+  ae_strmap_put(&p->doms, name, d);
+  return d;
+}
+
+static void dom_free_cb(uv_handle_t *h) {
+  ae_dom *d = h->data;
+  ae_provision *p = d->p;
+  free(d->issuer);
+  free(d->serial);
+  free(d->last_error);
+  free(d->last_problem);
+  free(d);
+  p->closing_handles--;
+  ae_provision_maybe_closed(p);
+}
+
+static void queue_remove(ae_provision *p, ae_dom *d) {
+  if (!d->queued)
+    return;
+  ae_dom **pp = &p->qhead;
+  while (*pp && *pp != d)
+    pp = &(*pp)->qnext;
+  if (*pp)
+    *pp = d->qnext;
+  if (p->qtail == d) {
+    p->qtail = NULL;
+    for (ae_dom *x = p->qhead; x; x = x->qnext)
+      p->qtail = x;
+  }
+  d->qnext = NULL;
+  d->queued = 0;
+  p->qlen--;
+}
+
+/* Removes the record: cancels what it started, frees it in the timer's close callback. */
+void ae_dom_remove(ae_provision *p, ae_dom *d) {
+  queue_remove(p, d);
+  if (d->preq) {
+    ae_policy_cancel(d->preq);
+    d->preq = NULL;
+  }
+  if (d->job) {
+    ae_acme_job_cancel(d->job);
+    d->job = NULL;
+    p->active--;
+    ae_metrics_add(AE_M_ORDERS_IN_FLIGHT, -1);
+  }
+  ae_strmap_del(&p->doms, d->name);
+  p->closing_handles++;
+  uv_close((uv_handle_t *)&d->timer, dom_free_cb);
+}
+
+static void set_str(char **dst, const char *v) {
+  free(*dst);
+  *dst = v ? ae_strdup(v) : NULL;
+}
+
+/* Emits domain_denied at most once per name per minute: random-SNI floods must not flood the
+ * event stream, the log and the hook. */
+static void deny_event(ae_provision *p, const char *name, const char *reason, const char *source) {
+  ae_metrics_count_label("denied", reason);
+  uint64_t now = ae_now_ms();
+  uint64_t *until = ae_strmap_get(&p->denied, name);
+  if (until && *until > now)
+    return;
+  if (!until) {
+    if (p->denied.count >= DENY_CACHE_MAX) {
+      ae_strmap_foreach(&p->denied, ae_free_value_cb, NULL);
+      ae_strmap_clear(&p->denied);
+    }
+    until = ae_malloc(sizeof(*until));
+    ae_strmap_put(&p->denied, name, until);
+  }
+  *until = now + DENY_SUPPRESS_MS;
+  json_t *det = json_object();
+  json_object_set_new(det, "reason", json_string(reason));
+  if (source)
+    json_object_set_new(det, "source", json_string(source));
+  ae_events_emit(p->deps.events, "domain_denied", name, det);
+}
+
+void ae_free_value_cb(void *ud, const char *key, void *value) {
+  (void)ud;
+  (void)key;
+  free(value);
+}
+
+static void wake(ae_provision *p, const char *name) {
+  if (p->deps.wake)
+    p->deps.wake(p->deps.wake_ud, name);
+}
+
+/* Puts an admitted record in line for a job slot; the queue is FIFO and bounded. */
+static int admit(ae_provision *p, ae_dom *d) {
+  if (p->qlen >= p->cfg->on_demand.max_queue) {
+    return AE_ELIMIT;
+  }
+  d->state = DS_QUEUED;
+  d->queued = 1;
+  d->qnext = NULL;
+  if (p->qtail)
+    p->qtail->qnext = d;
+  else
+    p->qhead = d;
+  p->qtail = d;
+  p->qlen++;
+  pump(p);
+  return 0;
+}
+
+static void rate_timer_cb(uv_timer_t *t) { pump(t->data); }
+
+/* Starts queued jobs while a slot and a rate token are free. */
+static void pump(ae_provision *p) {
+  if (p->closing)
+    return;
+  while (p->qhead && p->active < p->cfg->on_demand.max_concurrent) {
+    uint64_t wait_ms = 0;
+    if (ae_policy_rate_take(p->deps.policy, ae_now_ms(), &wait_ms) != 0) {
+      if (!uv_is_active((uv_handle_t *)&p->rate_timer)) {
+        AE_INFO(SUB, "order rate limit reached; %u name(s) queued, next slot in %llu ms", p->qlen,
+                (unsigned long long)wait_ms);
+        uv_timer_start(&p->rate_timer, rate_timer_cb, wait_ms ? wait_ms : 100, 0);
+      }
+      return;
+    }
+    ae_dom *d = p->qhead;
+    queue_remove(p, d);
+    start_job(p, d);
+  }
+}
+
+static void on_policy(void *ud, int allowed, const char *reason) {
+  ae_dom *d = ud;
+  ae_provision *p = d->p;
+  d->preq = NULL;
+  if (!allowed) {
+    AE_INFO(SUB, "%s: denied by ask (%s)", d->name, reason ? reason : "denied");
+    deny_event(p, d->name, reason ? reason : "ask_denied", NULL);
+    char name[256];
+    snprintf(name, sizeof(name), "%s", d->name);
+    ae_dom_remove(p, d);
+    wake(p, name);
+    return;
+  }
+  if (admit(p, d) != 0) {
+    deny_event(p, d->name, "queue_full", NULL);
+    char name[256];
+    snprintf(name, sizeof(name), "%s", d->name);
+    ae_dom_remove(p, d);
+    wake(p, name);
+  }
+}
+
+/* Result of starting (or joining) issuance for a name. */
+typedef enum { REQ_PENDING, REQ_VALID, REQ_FAILED, REQ_DENIED } req_result;
+
+static req_result request(ae_provision *p, const char *name, const char *source, const char **why) {
+  ae_dom *d = ae_strmap_get(&p->doms, name);
+  if (d) {
+    if (dom_busy(d))
+      return REQ_PENDING;
+    if (d->state == DS_VALID)
+      return REQ_VALID;
+    if (d->state == DS_FAILED && now_s() < d->retry_at)
+      return REQ_FAILED;
+  }
+  if (!ae_policy_allowed(p->deps.policy, name)) {
+    if (why)
+      *why = "not_allowed";
+    deny_event(p, name, "not_allowed", source);
+    return REQ_DENIED;
+  }
+  if (!d)
+    d = ae_dom_new(p, name);
+  d->requested_ms = ae_now_ms();
+  json_t *det = json_object();
+  json_object_set_new(det, "source", json_string(source));
+  ae_events_emit(p->deps.events, "domain_requested", name, det);
+
+  const char *reason = NULL;
+  int r = ae_policy_check(p->deps.policy, name, on_policy, d, &d->preq, &reason);
+  if (r == AE_EAGAIN) {
+    d->state = DS_CHECKING;
+    return REQ_PENDING;
+  }
+  if (r == 1 && admit(p, d) == 0)
+    return REQ_PENDING;
+  if (r == 1)
+    reason = "queue_full";
+  else if (r < 0 || !reason)
+    reason = "ask_failed";
+  if (why)
+    *why = reason;
+  deny_event(p, name, reason, source);
+  if (d->has_cert) {
+    d->state = DS_VALID;
+    return REQ_VALID;
+  }
+  ae_dom_remove(p, d);
+  return REQ_DENIED;
+}
+
+static void on_progress(void *ud, const char *step, const char *detail) {
+  ae_dom *d = ud;
+  if (strcmp(step, "challenge_ready") == 0 || strcmp(step, "challenge_valid") == 0) {
+    json_t *det = json_object();
+    if (detail)
+      json_object_set_new(det, "type", json_string(detail));
+    ae_events_emit(d->p->deps.events, step, d->name, det);
+  }
+}
+
+static void schedule_retry_or_renewal(ae_dom *d);
+
+static void on_done(void *ud, const ae_acme_result *res) {
+  ae_dom *d = ud;
+  ae_provision *p = d->p;
+  d->job = NULL;
+  p->active--;
+  ae_metrics_add(AE_M_ORDERS_IN_FLIGHT, -1);
+  if (res->code == 0) {
+    d->state = DS_INSTALLING;
+    ae_provision_install(p, d->name, res->cert_pem, res->key_pem, res->challenge_type);
+  } else {
+    d->failures++;
+    const ae_config *c = p->cfg;
+    double delay = res->retryable
+                       ? ae_backoff_delay(c->on_demand.backoff_initial_s, c->on_demand.backoff_max_s, d->failures, rnd01())
+                       : (double)c->on_demand.backoff_max_s;
+    int64_t retry_at = now_s() + (int64_t)ceil(delay);
+    if (res->retry_after > retry_at)
+      retry_at = res->retry_after;
+    d->retry_at = retry_at;
+    set_str(&d->last_error, res->detail ? res->detail : ae_strerror(res->code));
+    set_str(&d->last_problem, res->problem);
+    d->state = d->has_cert ? DS_VALID : DS_FAILED;
+    char when[40];
+    ae_time_rfc3339(retry_at, when, sizeof(when));
+    AE_WARN(SUB, "%s: issuance failed (%s: %s); retry after %s", d->name, res->problem ? res->problem : "error",
+            d->last_error, when);
+    ae_metrics_inc(AE_M_ISSUE_FAILURE);
+    ae_metrics_count_label("issue_failures", res->problem ? res->problem : "unknown");
+    json_t *det = json_object();
+    json_object_set_new(det, "problem", json_string(res->problem ? res->problem : "unknown"));
+    json_object_set_new(det, "detail", json_string(d->last_error));
+    json_object_set_new(det, "retry_at", json_string(when));
+    json_object_set_new(det, "retryable", json_boolean(res->retryable));
+    if (d->has_cert)
+      json_object_set_new(det, "renewal", json_true());
+    ae_events_emit(p->deps.events, "issuance_failed", d->name, det);
+    /* A renewal that failed retries by itself; a first issuance waits for demand after retry_at. */
+    if (d->has_cert)
+      arm_timer(d, retry_at);
+    wake(p, d->name);
+  }
+  pump(p);
+}
+
+static void start_job(ae_provision *p, ae_dom *d) {
+  ae_acme_callbacks cbs = {.ud = d, .on_progress = on_progress, .on_done = on_done};
+  ae_err err = {0};
+  d->state = DS_ISSUING;
+  p->active++;
+  ae_metrics_add(AE_M_ORDERS_IN_FLIGHT, 1);
+  ae_metrics_inc(AE_M_ISSUE_ATTEMPTS);
+  if (d->has_cert)
+    ae_metrics_inc(AE_M_RENEWALS);
+  json_t *det = json_object();
+  if (d->has_cert)
+    json_object_set_new(det, "renewal", json_true());
+  ae_events_emit(p->deps.events, "issuance_started", d->name, det);
+  int r = ae_acme_issue(p->deps.acme, d->name, &cbs, &d->job, &err);
+  if (r != 0) {
+    d->job = NULL;
+    /* Same path as a CA failure so backoff and events stay uniform. */
+    ae_acme_result res = {.code = r, .problem = "acmedge:internal", .detail = err.msg, .retryable = 1};
+    on_done(d, &res); /* releases the slot taken above */
+  }
+}
+
+static void timer_cb(uv_timer_t *t) {
+  ae_dom *d = t->data;
+  ae_provision *p = d->p;
+  if (dom_busy(d) || p->closing)
+    return;
+  if (d->has_cert)
+    AE_INFO(SUB, "%s: renewing certificate (expires %lld)", d->name, (long long)d->not_after);
+  if (admit(p, d) != 0) {
+    /* Queue full: try again a little later rather than dropping a renewal. */
+    arm_timer(d, now_s() + 60);
+    d->state = d->has_cert ? DS_VALID : DS_FAILED;
+  }
+}
+
+static void arm_timer(ae_dom *d, int64_t at) {
+  int64_t delta = at - now_s();
+  uint64_t ms = delta > 0 ? (uint64_t)delta * 1000u : 0;
+  d->renew_at = at;
+  uv_timer_start(&d->timer, timer_cb, ms, 0);
+}
+
+/* Renews when a third of the lifetime remains (design §1), never earlier than now. */
+static void schedule_retry_or_renewal(ae_dom *d) {
+  if (strncmp(d->name, "*.", 2) == 0) {
+    AE_INFO(SUB, "%s: wildcard certificates are not renewed automatically", d->name);
+    return;
+  }
+  int64_t life = d->not_after - d->not_before;
+  int64_t at = d->not_before + (life > 0 ? life * 2 / 3 : 0);
+  if (at < now_s())
+    at = now_s();
+  arm_timer(d, at);
+  char when[40];
+  ae_time_rfc3339(at, when, sizeof(when));
+  json_t *det = json_object();
+  json_object_set_new(det, "at", json_string(when));
+  ae_events_emit(d->p->deps.events, "renewal_scheduled", d->name, det);
+}
+
+void ae_provision_installed(ae_provision *p, const char *name, ae_cert *cert, int loaded, const char *err) {
+  ae_dom *d = ae_strmap_get(&p->doms, name);
+  if (!d) {
+    if (!loaded)
+      return; /* forgotten while persisting */
+    d = ae_dom_new(p, name);
+  }
+  if (!cert) {
+    d->failures++;
+    d->retry_at = now_s() + (int64_t)ae_backoff_delay(p->cfg->on_demand.backoff_initial_s,
+                                                      p->cfg->on_demand.backoff_max_s, d->failures, rnd01());
+    set_str(&d->last_error, err);
+    set_str(&d->last_problem, "acmedge:storage");
+    d->state = d->has_cert ? DS_VALID : DS_FAILED;
+    char when[40];
+    ae_time_rfc3339(d->retry_at, when, sizeof(when));
+    json_t *det = json_object();
+    json_object_set_new(det, "problem", json_string("acmedge:storage"));
+    json_object_set_new(det, "detail", json_string(err ? err : "install failed"));
+    json_object_set_new(det, "retry_at", json_string(when));
+    json_object_set_new(det, "retryable", json_true());
+    ae_events_emit(p->deps.events, "issuance_failed", name, det);
+    if (d->has_cert)
+      arm_timer(d, d->retry_at);
+    wake(p, name);
+    return;
+  }
+  int renewed = d->has_cert && !loaded;
+  d->has_cert = 1;
+  d->not_before = ae_cert_not_before(cert);
+  d->not_after = ae_cert_not_after(cert);
+  set_str(&d->issuer, ae_cert_issuer(cert));
+  set_str(&d->serial, ae_cert_serial(cert));
+  char na[40];
+  ae_time_rfc3339(d->not_after, na, sizeof(na));
+  if (loaded) {
+    json_t *det = json_object();
+    json_object_set_new(det, "serial", json_string(d->serial ? d->serial : ""));
+    json_object_set_new(det, "not_after", json_string(na));
+    ae_events_emit(p->deps.events, "cert_loaded", name, det);
+  } else {
+    json_t *det = json_object();
+    json_object_set_new(det, "serial", json_string(d->serial ? d->serial : ""));
+    json_object_set_new(det, "not_after", json_string(na));
+    ae_events_emit(p->deps.events, renewed ? "cert_renewed" : "cert_issued", name, det);
+  }
+  ae_certstore_put(p->deps.certs, name, cert);
+  if (!loaded) {
+    ae_metrics_inc(AE_M_ISSUE_SUCCESS);
+    if (!renewed && d->requested_ms)
+      ae_metrics_observe_ttc((double)(ae_now_ms() - d->requested_ms) / 1000.0);
+    json_t *det = json_object();
+    json_object_set_new(det, "serial", json_string(d->serial ? d->serial : ""));
+    json_object_set_new(det, "not_after", json_string(na));
+    ae_events_emit(p->deps.events, "cert_installed", name, det);
+    AE_INFO(SUB, "%s: certificate %s installed (expires %s)", name, renewed ? "renewed and" : "issued and", na);
+  }
+  d->state = DS_VALID;
+  d->failures = 0;
+  d->retry_at = 0;
+  set_str(&d->last_error, NULL);
+  set_str(&d->last_problem, NULL);
+  schedule_retry_or_renewal(d);
+  wake(p, name);
+}
+
+/* ---- public entry points ---- */
+
+int ae_provision_new(const ae_provision_deps *deps, const ae_config *cfg, ae_provision **out, ae_err *err) {
+  ae_provision *p = ae_calloc(1, sizeof(*p));
+  p->deps = *deps;
+  p->ca_host = ae_strdup(deps->ca_host);
+  p->cfg = ae_config_ref((ae_config *)cfg);
+  ae_strmap_init(&p->doms);
+  ae_strmap_init(&p->denied);
+  uv_timer_init(deps->loop, &p->rate_timer);
+  p->rate_timer.data = p;
+  srandom((unsigned)(time(NULL) ^ (uintptr_t)p));
+  *out = p;
+  (void)err;
+  return 0;
+}
+
+void ae_provision_set_config(ae_provision *p, const ae_config *cfg) {
+  ae_config *old = p->cfg;
+  p->cfg = ae_config_ref((ae_config *)cfg);
+  ae_config_free(old);
+  /* Forget denials: a name the old allow list refused may be welcome now. */
+  ae_strmap_foreach(&p->denied, ae_free_value_cb, NULL);
+  ae_strmap_clear(&p->denied);
+  pump(p);
+}
+
+static ae_miss_action deny_action(ae_provision *p) { return p->cfg->on_demand.deny_alert ? AE_MISS_ALERT : AE_MISS_DEFAULT; }
+
+ae_miss_action ae_provision_on_sni(ae_provision *p, const char *raw) {
+  char name[256];
+  const char *why = NULL;
+  if (p->closing)
+    return AE_MISS_DEFAULT;
+  if (ae_policy_normalize(raw, name, sizeof(name), &why) != 0) {
+    if (p->cfg->on_demand.enabled)
+      deny_event(p, raw, why ? why : "invalid_name", "sni");
+    return deny_action(p);
+  }
+  if (!p->cfg->on_demand.enabled)
+    return AE_MISS_DEFAULT;
+  switch (request(p, name, "sni", &why)) {
+  case REQ_PENDING:
+    return p->cfg->on_demand.first_wait ? AE_MISS_HOLD : AE_MISS_DEFAULT;
+  case REQ_DENIED:
+    return deny_action(p);
+  default:
+    return AE_MISS_DEFAULT;
+  }
+}
+
+static unsigned retry_after_for(ae_dom *d) {
+  if (d && d->state == DS_FAILED) {
+    int64_t left = d->retry_at - now_s();
+    return left > 0 ? (unsigned)left : 1u;
+  }
+  return PENDING_RETRY_AFTER_S;
+}
+
+ae_h80_state ae_provision_on_http(ae_provision *p, const char *host, unsigned *retry_after_s) {
+  ae_cert *c = ae_certstore_lookup(p->deps.certs, host);
+  if (c) {
+    int fresh = ae_cert_not_after(c) > now_s();
+    ae_cert_unref(c);
+    if (fresh)
+      return AE_H80_VALID;
+  }
+  if (!p->cfg->on_demand.enabled || p->closing)
+    return AE_H80_DENY;
+  const char *why = NULL;
+  req_result r = request(p, host, "http", &why);
+  ae_dom *d = ae_strmap_get(&p->doms, host);
+  switch (r) {
+  case REQ_PENDING:
+    *retry_after_s = retry_after_for(d);
+    return AE_H80_PENDING;
+  case REQ_FAILED:
+    *retry_after_s = retry_after_for(d);
+    return AE_H80_FAILED;
+  case REQ_VALID:
+    return AE_H80_VALID;
+  default:
+    return AE_H80_DENY;
+  }
+}
+
+int ae_provision_request(ae_provision *p, const char *raw, const char *source, ae_err *err) {
+  char name[256];
+  const char *why = NULL;
+  if (ae_policy_normalize(raw, name, sizeof(name), &why) != 0)
+    return ae_err_set(err, AE_EINVAL, "invalid domain name '%s': %s", raw, why ? why : "invalid_name");
+  switch (request(p, name, source, &why)) {
+  case REQ_DENIED:
+    return ae_err_set(err, AE_ELIMIT, "%s: denied by policy (%s)", name, why ? why : "denied");
+  default:
+    return 0;
+  }
+}
+
+json_t *ae_provision_domains_json(ae_provision *p) {
+  json_t *arr = json_array();
+  for (size_t i = 0; i < p->doms.cap; i++) {
+    ae_dom *d = p->doms.slots[i].key ? p->doms.slots[i].value : NULL;
+    if (!d)
+      continue;
+    json_t *o = json_object();
+    json_object_set_new(o, "domain", json_string(d->name));
+    json_object_set_new(o, "state", json_string(ae_dom_state_name(d)));
+    char buf[40];
+    if (d->has_cert) {
+      ae_time_rfc3339(d->not_after, buf, sizeof(buf));
+      json_object_set_new(o, "not_after", json_string(buf));
+    } else {
+      json_object_set_new(o, "not_after", json_null());
+    }
+    json_object_set_new(o, "issuer", d->issuer ? json_string(d->issuer) : json_null());
+    json_object_set_new(o, "serial", d->serial ? json_string(d->serial) : json_null());
+    json_object_set_new(o, "last_error", d->last_error ? json_string(d->last_error) : json_null());
+    json_object_set_new(o, "last_problem", d->last_problem ? json_string(d->last_problem) : json_null());
+    if (d->retry_at) {
+      ae_time_rfc3339(d->retry_at, buf, sizeof(buf));
+      json_object_set_new(o, "retry_at", json_string(buf));
+    } else {
+      json_object_set_new(o, "retry_at", json_null());
+    }
+    if (d->has_cert && uv_is_active((uv_handle_t *)&d->timer)) {
+      ae_time_rfc3339(d->renew_at, buf, sizeof(buf));
+      json_object_set_new(o, "renew_at", json_string(buf));
+    }
+    json_array_append_new(arr, o);
+  }
+  return arr;
+}
+
+char *ae_provision_metrics(ae_provision *p) {
+  size_t cap = 256 + p->doms.count * 128, n = 0;
+  char *buf = ae_malloc(cap);
+  unsigned counts[3] = {0, 0, 0}; /* pending(+renewing), valid, failed */
+  n += (size_t)snprintf(buf + n, cap - n,
+                        "# HELP acmedge_certificate_expiration_timestamp_seconds Expiry (UNIX time) of the certificate served for a domain.\n"
+                        "# TYPE acmedge_certificate_expiration_timestamp_seconds gauge\n");
+  for (size_t i = 0; i < p->doms.cap; i++) {
+    ae_dom *d = p->doms.slots[i].key ? p->doms.slots[i].value : NULL;
+    if (!d)
+      continue;
+    if (d->state == DS_VALID)
+      counts[1]++;
+    else if (d->state == DS_FAILED)
+      counts[2]++;
+    else
+      counts[0]++;
+    if (!d->has_cert)
+      continue;
+    if (cap - n < 400) {
+      cap *= 2;
+      buf = ae_realloc(buf, cap);
+    }
+    n += (size_t)snprintf(buf + n, cap - n, "acmedge_certificate_expiration_timestamp_seconds{domain=\"%s\"} %lld\n",
+                          d->name, (long long)d->not_after);
+  }
+  if (cap - n < 400) {
+    cap += 400;
+    buf = ae_realloc(buf, cap);
+  }
+  snprintf(buf + n, cap - n,
+           "# HELP acmedge_certificates Managed domains by state.\n"
+           "# TYPE acmedge_certificates gauge\n"
+           "acmedge_certificates{state=\"pending\"} %u\n"
+           "acmedge_certificates{state=\"valid\"} %u\n"
+           "acmedge_certificates{state=\"failed\"} %u\n",
+           counts[0], counts[1], counts[2]);
+  return buf;
+}
+
+int ae_provision_forget(ae_provision *p, const char *raw, ae_err *err) {
+  char name[256];
+  snprintf(name, sizeof(name), "%s", raw);
+  for (char *c = name; *c; c++)
+    if (*c >= 'A' && *c <= 'Z')
+      *c = (char)(*c + 32);
+  ae_dom *d = ae_strmap_get(&p->doms, name);
+  int in_store = ae_certstore_remove(p->deps.certs, name) == 0;
+  if (!d && !in_store)
+    return ae_err_set(err, AE_ENOTFOUND, "%s: not managed", name);
+  if (d)
+    ae_dom_remove(p, d);
+  char dir[300], key[600];
+  ae_storage_domain_dirname(name, dir, sizeof(dir));
+  snprintf(key, sizeof(key), "certs/%s/%s/", p->ca_host, dir);
+  ae_err e2 = {0};
+  int r = ae_storage_del(p->deps.storage, key, &e2);
+  if (r != 0 && r != AE_ENOTFOUND)
+    AE_WARN(SUB, "%s: removing stored certificate: %s", name, e2.msg);
+  ae_events_emit(p->deps.events, "domain_deleted", name, NULL);
+  AE_INFO(SUB, "%s: forgotten", name);
+  wake(p, name);
+  return 0;
+}
+
+static void rate_closed(uv_handle_t *h) {
+  ae_provision *p = h->data;
+  p->closing_handles--;
+  ae_provision_maybe_closed(p);
+}
+
+void ae_provision_maybe_closed(ae_provision *p) {
+  if (p->closing && p->closing_handles == 0 && p->installs == 0 && p->close_cb) {
+    void (*cb)(void *) = p->close_cb;
+    p->close_cb = NULL;
+    cb(p->close_ud);
+  }
+}
+
+static void collect_cb(void *ud, const char *key, void *value) {
+  (void)key;
+  ae_dom ***list = ud;
+  **list = value;
+  (*list)++;
+}
+
+void ae_provision_close(ae_provision *p, void (*cb)(void *ud), void *ud) {
+  p->closing = 1;
+  p->close_cb = cb;
+  p->close_ud = ud;
+  size_t n = p->doms.count;
+  ae_dom **all = ae_calloc(n + 1, sizeof(*all)), **it = all;
+  ae_strmap_foreach(&p->doms, collect_cb, &it);
+  for (size_t i = 0; i < n; i++)
+    ae_dom_remove(p, all[i]);
+  free(all);
+  p->closing_handles++;
+  uv_close((uv_handle_t *)&p->rate_timer, rate_closed);
+}
+
+void ae_provision_free(ae_provision *p) {
+  if (!p)
+    return;
+  ae_strmap_clear(&p->doms);
+  ae_strmap_foreach(&p->denied, ae_free_value_cb, NULL);
+  ae_strmap_clear(&p->denied);
+  ae_config_free(p->cfg);
+  free(p->ca_host);
+  free(p);
+}

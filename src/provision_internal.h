@@ -1,0 +1,64 @@
+/* Private to provision.c and provision_store.c. */
+#ifndef ACMEDGE_PROVISION_INTERNAL_H
+#define ACMEDGE_PROVISION_INTERNAL_H
+
+#include "acmedge/provision.h"
+#include "acmedge/strmap.h"
+
+typedef enum { DS_CHECKING, DS_QUEUED, DS_ISSUING, DS_INSTALLING, DS_VALID, DS_FAILED } ae_dom_state;
+
+/* One managed name. Freed in its timer's close callback. */
+typedef struct ae_dom {
+  struct ae_provision *p;
+  char name[256];
+  ae_dom_state state;
+  int has_cert;              /* a certificate for this name is in the store */
+  int64_t not_before, not_after;
+  char *issuer, *serial;
+  char *last_error, *last_problem;
+  int64_t retry_at;          /* UNIX seconds; 0 = none */
+  int64_t renew_at;
+  unsigned failures;         /* consecutive, drives backoff */
+  uint64_t requested_ms;     /* for the time-to-certificate histogram */
+  ae_acme_job *job;
+  ae_policy_req *preq;
+  uv_timer_t timer;          /* renewal or renewal-retry */
+  struct ae_dom *qnext;
+  int queued;
+} ae_dom;
+
+struct ae_provision {
+  ae_provision_deps deps;
+  char *ca_host;
+  ae_config *cfg;
+  ae_strmap doms;            /* name -> ae_dom* */
+  ae_strmap denied;          /* name -> uint64_t* (event suppression deadline, ms) */
+  ae_dom *qhead, *qtail;     /* FIFO of names waiting for a job slot */
+  unsigned qlen;
+  unsigned active;           /* jobs in flight */
+  uv_timer_t rate_timer;
+  unsigned installs;         /* persist jobs in the thread pool */
+  int closing;
+  unsigned closing_handles;
+  void (*close_cb)(void *);
+  void *close_ud;
+};
+
+/* Creates and registers a record for name. */
+ae_dom *ae_dom_new(struct ae_provision *p, const char *name);
+/* Unregisters and frees a record (asynchronously), cancelling its work. */
+void ae_dom_remove(struct ae_provision *p, ae_dom *d);
+/* Public state name: pending, valid, failed, renewing. */
+const char *ae_dom_state_name(const ae_dom *d);
+/* Persists cert+key off the loop, then calls ae_provision_installed on the loop. */
+void ae_provision_install(struct ae_provision *p, const char *name, const char *cert_pem, const char *key_pem,
+                          const char *challenge_type);
+/* Loop-side completion of an install (cert NULL on failure, err says why) or of a load from
+ * storage (loaded = 1): swaps the certificate in and emits the events. Takes no reference. */
+void ae_provision_installed(struct ae_provision *p, const char *name, ae_cert *cert, int loaded, const char *err);
+/* Fires the close callback once nothing is pending. */
+void ae_provision_maybe_closed(struct ae_provision *p);
+/* strmap foreach callback freeing values. */
+void ae_free_value_cb(void *ud, const char *key, void *value);
+
+#endif
