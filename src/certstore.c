@@ -131,6 +131,14 @@ static void collect_serial(ae_cert *c, gnutls_x509_crt_t leaf) {
   c->serial[o] = '\0';
 }
 
+/* GnuTLS's wording for "there is no PEM block of that kind" reads like an internal error. */
+static const char *pem_problem(int g) {
+  if (g >= 0 || g == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE || g == GNUTLS_E_BASE64_UNEXPECTED_HEADER_ERROR ||
+      g == GNUTLS_E_NO_CERTIFICATE_FOUND)
+    return "no PEM block of the expected type found";
+  return gnutls_strerror(g);
+}
+
 /* Labels prefix every error message: "" for PEM input, "path: " for files. */
 typedef struct labels {
   const char *cert;
@@ -156,8 +164,7 @@ static int cert_build(const char *cert_pem, size_t cert_len, const char *key_pem
   gnutls_datum_t cd = {(unsigned char *)(uintptr_t)cert_pem, (unsigned)cert_len};
   int g = gnutls_x509_crt_list_import2(&crts, &ncrts, &cd, GNUTLS_X509_FMT_PEM, 0);
   if (g < 0 || ncrts == 0) {
-    ae_err_set(err, AE_EINVAL, "%scannot parse certificate: %s", lb->cert,
-               g < 0 ? gnutls_strerror(g) : "no certificate found");
+    ae_err_set(err, AE_EINVAL, "%scannot parse certificate: %s", lb->cert, pem_problem(g));
     goto out;
   }
 
@@ -166,7 +173,7 @@ static int cert_build(const char *cert_pem, size_t cert_len, const char *key_pem
   if (g >= 0)
     g = gnutls_x509_privkey_import2(key, &kd, GNUTLS_X509_FMT_PEM, NULL, GNUTLS_PKCS_PLAIN);
   if (g < 0) {
-    ae_err_set(err, AE_EINVAL, "%scannot parse private key: %s", lb->key, gnutls_strerror(g));
+    ae_err_set(err, AE_EINVAL, "%scannot parse private key: %s", lb->key, pem_problem(g));
     goto out;
   }
 

@@ -1,6 +1,7 @@
 /* Small shared helpers: error carrier, allocation, files, time. */
 #include "acmedge/common.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -94,13 +95,24 @@ int ae_read_file(const char *path, size_t max, char **out, size_t *len, ae_err *
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return ae_err_set(err, errno == ENOENT ? AE_ENOTFOUND : AE_EIO, "%s: %s", path, strerror(errno));
-  size_t cap = 4096, n = 0;
+  size_t cap = max < 4096 ? max : 4096, n = 0;
   char *buf = ae_malloc(cap + 1);
   for (;;) {
     if (n == cap) {
       if (cap >= max) {
+        /* At the cap: one more byte tells "exactly max bytes" from "too large". */
+        char extra;
+        ssize_t r;
+        do {
+          r = read(fd, &extra, 1);
+        } while (r < 0 && errno == EINTR);
+        if (r == 0)
+          break;
+        int e = errno;
         free(buf);
         close(fd);
+        if (r < 0)
+          return ae_err_set(err, AE_EIO, "%s: %s", path, strerror(e));
         return ae_err_set(err, AE_ELIMIT, "%s: larger than %zu bytes", path, max);
       }
       cap = cap * 2 > max ? max : cap * 2;
@@ -245,8 +257,12 @@ int ae_time_parse_rfc3339(const char *s, int64_t *out) {
   if (*p == 'Z' || *p == 'z') {
     p++;
   } else if (*p == '+' || *p == '-') {
-    int hh, mm;
-    if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
+    /* Exactly "+HH:MM"; each check stops at the terminator, so short input is never overread. */
+    if (!isdigit((unsigned char)p[1]) || !isdigit((unsigned char)p[2]) || p[3] != ':' ||
+        !isdigit((unsigned char)p[4]) || !isdigit((unsigned char)p[5]))
+      return AE_EINVAL;
+    int hh = (p[1] - '0') * 10 + (p[2] - '0'), mm = (p[4] - '0') * 10 + (p[5] - '0');
+    if (hh > 23 || mm > 59)
       return AE_EINVAL;
     off = (hh * 3600L + mm * 60L) * (*p == '+' ? 1 : -1);
     p += 6;

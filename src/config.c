@@ -358,6 +358,12 @@ static int validate_listen(pctx *c, ae_config *cfg) {
         return fail(c, "listen.admin", "non-loopback address requires admin.token");
     }
   }
+  /* Two listeners on one address would fail to bind at start-up; say so now. */
+  if (cfg->listen_https && cfg->listen_http && strcmp(cfg->listen_https, cfg->listen_http) == 0)
+    return fail(c, "listen.http", "same address as listen.https");
+  if (cfg->listen_admin && ((cfg->listen_https && strcmp(cfg->listen_admin, cfg->listen_https) == 0) ||
+                            (cfg->listen_http && strcmp(cfg->listen_admin, cfg->listen_http) == 0)))
+    return fail(c, "listen.admin", "same address as another listener");
   if (cfg->admin_token) {
     for (const char *s = cfg->admin_token; *s; s++) {
       unsigned char ch = (unsigned char)*s;

@@ -106,6 +106,10 @@ static void write_line(ae_log_level level, const char *sub, const char *msg, con
     snprintf(buf, sizeof(buf), "%s %-5s [%s] %s %s", ts, level_names[level], sub, msg, extra_json);
   else
     snprintf(buf, sizeof(buf), "%s %-5s [%s] %s", ts, level_names[level], sub, msg);
+  /* Peer-supplied text (headers, CA error details) must not forge extra lines or terminal escapes. */
+  for (char *q = buf; *q; q++)
+    if ((unsigned char)*q < 0x20 || *q == 0x7f)
+      *q = ' ';
   emit(level, buf);
 }
 

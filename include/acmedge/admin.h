@@ -1,0 +1,51 @@
+/* Admin HTTP API (design §5): domains, Server-Sent Events, Prometheus metrics, health, on a
+ * loopback TCP address or a unix socket. Runs on the control loop. */
+#ifndef ACMEDGE_ADMIN_H
+#define ACMEDGE_ADMIN_H
+
+#include <stddef.h>
+#include <jansson.h>
+#include <uv.h>
+
+#include "acmedge/common.h"
+#include "acmedge/config.h"
+#include "acmedge/events.h"
+
+typedef struct ae_admin ae_admin;
+
+/* What the admin API asks of the rest of the process. Every callback runs on the control loop and
+ * must not block; a NULL callback makes its endpoint answer 500. */
+typedef struct ae_admin_hooks {
+  void *ud;
+  /* New reference to a JSON array of {"domain","state","not_after","issuer","last_error","retry_at"}. */
+  json_t *(*list_domains)(void *ud);
+  /* Starts provisioning through policy: 0 -> 202; AE_EINVAL -> 400; any other code -> 403 with err->msg. */
+  int (*add_domain)(void *ud, const char *name, ae_err *err);
+  /* Forgets a name: 0 -> 200 {"deleted":name}; AE_ENOTFOUND -> 404; AE_EINVAL -> 400; else 500. */
+  int (*delete_domain)(void *ud, const char *name, ae_err *err);
+  /* malloc'd Prometheus text appended to /metrics (per-domain series), or NULL. */
+  char *(*extra_metrics)(void *ud);
+} ae_admin_hooks;
+
+/* Starts listening on cfg->listen_admin ("host:port", "[v6]:port", "unix:/path" or "/path"); a NULL
+ * address gives an admin object that serves nothing. Refuses a non-loopback TCP address without
+ * cfg->admin_token. hooks is copied. On success *out is owned by the caller: ae_admin_close, then
+ * ae_admin_free. ev must outlive the admin object. */
+int ae_admin_new(uv_loop_t *loop, const ae_config *cfg, ae_events *ev, const ae_admin_hooks *hooks, ae_admin **out,
+                 ae_err *err);
+/* Applies a reloaded config: the token takes effect at once; a changed listen address is only
+ * logged (it needs a restart). cfg is not retained. */
+void ae_admin_set_config(ae_admin *a, const ae_config *cfg);
+/* TCP port actually bound (useful with port 0), 0 for a unix socket or no listener. */
+int ae_admin_port(const ae_admin *a);
+/* Sets the SSE heartbeat interval (default 15000 ms, or $ACMEDGE_ADMIN_HEARTBEAT_MS). */
+void ae_admin_set_heartbeat_ms(ae_admin *a, unsigned ms);
+/* Sets how many bytes may wait in an SSE client's write queue before it stops being written and
+ * later catches up from the ring (default 256 KiB). */
+void ae_admin_set_sse_queue_limit(ae_admin *a, size_t bytes);
+/* Closes the listener and every connection; cb(ud) runs once all handles are closed. */
+void ae_admin_close(ae_admin *a, void (*cb)(void *ud), void *ud);
+/* Frees the object after its close callback has run. NULL is fine. */
+void ae_admin_free(ae_admin *a);
+
+#endif

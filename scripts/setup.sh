@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages acmedge needs to build, test and run its local demo.
+# Only missing packages are installed; safe to run repeatedly. Usage: scripts/setup.sh [--bench]
+set -euo pipefail
+
+pkgs=(build-essential cmake pkg-config libgnutls28-dev nettle-dev libuv1-dev libcurl4-gnutls-dev
+      libjansson-dev libcmocka-dev node-llhttp pebble gnutls-bin curl python3 procps iproute2)
+if [[ "${1:-}" == "--bench" ]]; then
+  pkgs+=(nginx caddy wrk clang)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "setup: all packages present"
+  exit 0
+fi
+
+echo "setup: installing ${missing[*]}"
+sudo_cmd=()
+if [[ $(id -u) -ne 0 ]]; then
+  sudo_cmd=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Debian starts nginx after install; the benchmarks run their own instances.
+if [[ " ${missing[*]} " == *" nginx "* ]] && command -v systemctl >/dev/null 2>&1; then
+  "${sudo_cmd[@]}" systemctl stop nginx 2>/dev/null || true
+fi

@@ -1,0 +1,148 @@
+/* Private state shared by the ACME client's translation units: acme.c (client, jobs, request
+ * layer, problem documents), acme_account.c (directory + account) and acme_order.c (order,
+ * authorizations, challenges, finalize, download). */
+#ifndef ACMEDGE_ACME_INTERNAL_H
+#define ACMEDGE_ACME_INTERNAL_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "acmedge/acme.h"
+#include "acmedge/crypto.h"
+#include "acmedge/httpc.h"
+
+#define ACME_SUB "acme"
+#define ACME_NONCE_POOL 32
+#define ACME_MAX_BODY (1024u * 1024u)
+#define ACME_HTTP_TIMEOUT_MS 15000u
+#define ACME_BADNONCE_TRIES 10
+#define ACME_POLL_FIRST_MS 100u
+#define ACME_POLL_MAX_MS 3000u
+#define ACME_POLL_TOTAL_MS 120000u
+#define ACME_RETRY_AFTER_CAP_MS 10000u
+#define ACME_MAX_AUTHZ 100
+
+typedef void (*acme_step_fn)(ae_acme_job *job);
+typedef void (*acme_resp_fn)(ae_acme_job *job, const ae_http_response *resp);
+
+struct ae_acme {
+  uv_loop_t *loop;
+  ae_config *cfg;          /* own reference */
+  ae_storage *storage;     /* borrowed */
+  ae_challenge *ch;        /* borrowed */
+  ae_httpc *http;
+  int http01_ok, tlsalpn01_ok;
+  char ca_host[256];
+  char key_path[512];      /* storage key of account.key */
+  char json_path[512];     /* storage key of account.json */
+
+  /* Directory, fetched once and cached for the client's life. */
+  int have_dir;
+  char *url_new_nonce, *url_new_account, *url_new_order;
+  int eab_required;
+
+  /* Nonces from any response, newest last. */
+  char *nonces[ACME_NONCE_POOL];
+  size_t nnonces;
+
+  /* Account: the key is loaded (or generated and persisted) once; the URL (kid) comes from
+   * account.json or newAccount and is forgotten when the CA no longer knows it. */
+  int account_loaded;
+  ae_key *account_key;
+  char *account_url;
+  /* The job currently fetching the directory / registering; others wait (waiting_prereq). */
+  ae_acme_job *prereq_leader;
+
+  ae_acme_job *jobs;       /* live jobs (not ended), doubly linked */
+  unsigned njobs;
+  unsigned nzombies;       /* ended jobs whose handles are still closing */
+  int closing, http_closed;
+  void (*close_cb)(void *ud);
+  void *close_ud;
+};
+
+struct ae_acme_job {
+  ae_acme *a;
+  ae_acme_job *prev, *next;
+  char *domain;
+  ae_acme_callbacks cb;
+  int ended;               /* on_done ran or the job was cancelled */
+  uv_timer_t timer;        /* delays, polling, deferral of the first step */
+  int timer_closed;
+  acme_step_fn timer_fn;
+  uv_work_t work;          /* certificate key generation off the loop */
+  int work_busy;
+  ae_httpc_req *req;       /* the one request in flight, if any */
+
+  /* The request being sent (kept to resend after badNonce or account re-registration). */
+  struct {
+    char *url;
+    char *payload;         /* NULL: POST-as-GET */
+    int use_jwk;           /* newAccount: embed the JWK instead of kid */
+    int nonce_tries;
+    char *kid;             /* the account URL used to sign */
+    acme_resp_fn fn;
+  } op;
+
+  /* A request put aside while the account is registered again (accountDoesNotExist). */
+  struct {
+    char *url;
+    char *payload;
+    acme_resp_fn fn;
+  } saved;
+
+  /* Prerequisites (directory, account). */
+  int waiting_prereq, in_prereq, account_recovered;
+  acme_step_fn after_prereq;
+
+  /* Order state. */
+  char *order_url, *finalize_url, *cert_url;
+  char **authz;
+  size_t nauthz, iauthz;
+  char *chall_url;         /* challenge being validated for authz[iauthz] */
+  const char *chall_type;  /* static string */
+  const char *used_type;   /* last challenge type validated (result) */
+  char *http_token;        /* published http-01 token */
+  int alpn_published;
+  uint64_t poll_deadline;
+  unsigned poll_delay_ms;
+  int finalized, finalize_tries;
+  ae_key *cert_key;
+  ae_err work_err;
+  int work_rc;
+};
+
+/* acme.c */
+void acme_job_later(ae_acme_job *job, unsigned delay_ms, acme_step_fn fn);
+void acme_job_fail(ae_acme_job *job, int code, const char *problem, const char *detail, int retryable,
+                   int64_t retry_after);
+/* Ends the job from a CA response that is not what the step expected (transport error,
+ * problem document, unexpected status); what names the step for the detail. */
+void acme_job_fail_resp(ae_acme_job *job, const ae_http_response *resp, const char *what);
+void acme_job_succeed(ae_acme_job *job, const char *cert_pem, const char *key_pem);
+void acme_job_unpublish(ae_acme_job *job);
+/* The key generation work of an ended job finished: releases the job if nothing else holds it. */
+void acme_job_work_done(ae_acme_job *job);
+/* Signed POST (payload NULL = POST-as-GET) with nonce handling and badNonce retry. */
+void acme_post(ae_acme_job *job, const char *url, const char *payload, int use_jwk, acme_resp_fn fn);
+/* Unsigned GET (directory). */
+void acme_get(ae_acme_job *job, const char *url, acme_resp_fn fn);
+/* Parses a successful JSON response body; on failure ends the job and returns NULL. */
+json_t *acme_resp_json(ae_acme_job *job, const ae_http_response *resp, const char *what);
+/* 1 when the problem type URN is urn:ietf:params:acme:error:<name> (or the bare name). */
+int acme_problem_is(const char *type, const char *name);
+/* Schedules fn after the next poll delay; ends the job when the poll deadline passed. */
+void acme_poll_later(ae_acme_job *job, const ae_http_response *resp, acme_step_fn fn, const char *what);
+
+/* acme_account.c */
+/* Runs after once the directory is known and the account is registered. */
+void acme_job_prereq(ae_acme_job *job, acme_step_fn after);
+/* A leader job ended before the prerequisites were ready: hands the work to a waiter, or fails
+ * the waiters with res when res is not NULL. */
+void acme_prereq_abandon(ae_acme *a, ae_acme_job *leader, const ae_acme_result *res);
+
+/* acme_order.c */
+void acme_order_start(ae_acme_job *job);
+
+#endif

@@ -1,0 +1,147 @@
+/* Private: the proxy object and its per-client-connection state, shared by proxy.c (client side:
+ * request parsing, timers, lifecycle) and proxy_exchange.c (upstream side of one exchange). */
+#ifndef ACMEDGE_PROXY_CLIENT_H
+#define ACMEDGE_PROXY_CLIENT_H
+
+#include <llhttp.h>
+#include <stdint.h>
+
+#include "acmedge/config.h"
+#include "acmedge/proxy.h"
+#include "acmedge/transport.h"
+#include "proxy_int.h"
+
+/* Write-queue level above which the other side stops being read, and the level at which it
+ * resumes. */
+#define AE_PX_HIGH_WATER (256u * 1024u)
+#define AE_PX_LOW_WATER (64u * 1024u)
+/* Pipelined request bytes buffered while an exchange is in progress. */
+#define AE_PX_IN_CAP (64u * 1024u)
+/* Response heads from upstreams may be larger than requests (cookies). */
+#define AE_PX_RESP_HEAD_MIN (64u * 1024u)
+
+/* Defaults for proxy.* values left at 0 in the config. */
+#define AE_PX_DEF_HEADER_MS 10000u
+#define AE_PX_DEF_IDLE_MS 60000u
+#define AE_PX_DEF_CONNECT_MS 5000u
+#define AE_PX_DEF_RESPONSE_MS 60000u
+#define AE_PX_DEF_MAX_HEADER_BYTES 16384u
+#define AE_PX_DEF_MAX_HEADERS 100u
+
+typedef struct ae_pclient ae_pclient;
+
+struct ae_proxy {
+  uv_loop_t *loop;
+  ae_config *cfg;
+  ae_upstreams ups;
+  ae_pclient *clients;
+  unsigned nclients;    /* attached (transport not yet closed) */
+  unsigned nalive;      /* client objects not yet freed */
+  int closing;
+  int ups_empty;
+  void (*close_cb)(void *ud);
+  void *close_ud;
+};
+
+/* Request-side phase of a client connection. */
+enum { P_IDLE = 0, P_HEAD, P_BODY, P_TUNNEL };
+
+/* Why client reading is stopped (bit mask). */
+enum { RS_UPQ = 1, RS_INBUF = 2 };
+
+struct ae_pclient {
+  ae_proxy *px;
+  ae_pclient *prev, *next;
+  ae_transport *t;        /* NULL once the transport reported on_close */
+  uv_timer_t timer;
+  uint64_t armed;         /* deadline the timer is set for, 0 when stopped */
+  int closing;
+
+  /* request side */
+  llhttp_t rp;
+  ae_hscan rscan;
+  int rscan_on;
+  ae_hmsg req;
+  ae_buf in;              /* client bytes not parsed yet (pipelining, paused parser) */
+  int phase;
+  int rp_paused;          /* parser stopped after a complete request until its exchange ends */
+  unsigned rstop;         /* RS_* reasons reading is stopped */
+  int reading;            /* read_start issued and not stopped */
+  int read_eof;
+  int in_drive;
+  int trailers;           /* parsing the trailer section of a chunked request */
+  size_t trailer_bytes;
+  uint64_t t_idle;        /* P_IDLE since */
+  uint64_t t_client_io;   /* last client read (body inactivity) */
+
+  /* current exchange */
+  ae_config *cfg;         /* snapshot the request was routed with */
+  int route_idx;
+  ae_upool *pool;
+  char host[256];
+  int minor;
+  int method;
+  int req_keepalive;
+  int req_body;           /* 0 none, 1 content-length, 2 chunked */
+  int ws;                 /* WebSocket upgrade requested */
+  int local;              /* status of a proxy-generated response, 0 if none */
+  int req_done;
+  uint64_t t_start;
+  uint64_t t_req_done;
+
+  ae_uconn *u;
+  int u_reused;
+  int retried;
+  uint64_t t_up_start;
+  uint64_t t_connected;
+  uint64_t t_up_io;       /* last upstream read or drain */
+  uint64_t t_client_drain;
+  ae_buf uhead;           /* request head sent upstream, kept for a retry */
+  ae_buf uout;            /* bytes for the upstream, flushed after each parse pass */
+  int ups_rstop;          /* upstream reading stopped: client write queue is high */
+
+  llhttp_t sp;
+  ae_hscan sscan;
+  int sscan_on;
+  ae_hmsg resp;
+  int resp_started;       /* a response byte arrived */
+  int resp_head;          /* final response head parsed */
+  int resp_done;
+  int resp_trailers;
+  int interim;            /* the message just parsed was a 1xx */
+  int ws101;
+  int status;
+  int framing;            /* AE_FRAME_* towards the client */
+  int up_reusable;
+  int close_after;
+  uint64_t bytes_out;
+  uint64_t t_resp_head;
+  ae_buf out;             /* bytes for the client, flushed after each pass */
+};
+
+/* proxy.c */
+void ae_px_flush(ae_pclient *c);
+void ae_px_close(ae_pclient *c, int abort);
+void ae_px_finish(ae_pclient *c);
+void ae_px_timer_update(ae_pclient *c);
+void ae_px_access_log(ae_pclient *c);
+unsigned ae_px_ms(unsigned v, unsigned def);
+
+/* proxy_exchange.c */
+/* Starts forwarding the current request (head already in c->uhead); fresh forces a new
+ * connection. Errors become a 502 through ae_px_upstream_error. */
+void ae_px_connect(ae_pclient *c, int fresh);
+/* Reports an upstream failure: an error response when nothing was sent yet, else an abort. */
+void ae_px_upstream_error(ae_pclient *c, int status, const char *why);
+/* Upstream side of the tunnel and response path: resumes reading after the client drained. */
+void ae_px_client_drained(ae_pclient *c);
+/* Starts the byte tunnel after a 101; rest holds bytes already read from the upstream. */
+void ae_px_start_tunnel(ae_pclient *c, const char *rest, size_t n);
+/* Checks write-queue levels on both sides and stops/starts reading accordingly. */
+void ae_px_check_bp(ae_pclient *c);
+/* Next deadline of the upstream side (0 = none) and whether it is the connect phase. */
+uint64_t ae_px_up_deadline(ae_pclient *c, int *connect);
+/* Applies an upstream-side timeout. */
+void ae_px_up_timeout(ae_pclient *c, int connect);
+
+#endif

@@ -1,0 +1,101 @@
+/* Private state shared by the TLS listener (tls_front.c) and the per-connection state machine
+ * (tls_conn.c). Not a public interface. */
+#ifndef ACMEDGE_TLS_FRONT_INTERNAL_H
+#define ACMEDGE_TLS_FRONT_INTERNAL_H
+
+#include <gnutls/gnutls.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "acmedge/clienthello.h"
+#include "acmedge/tls_front.h"
+
+/* Connection states, in the order a connection normally walks through them. */
+typedef enum {
+  TC_READ_HELLO = 0, /* buffering and peeking the ClientHello */
+  TC_HELD,           /* no certificate yet; waiting for ae_tls_front_wake or the wait timeout */
+  TC_HANDSHAKE,      /* GnuTLS handshake running on the buffered bytes */
+  TC_ESTABLISHED,    /* records flow; the upper layer (or the built-in responder) owns the data */
+  TC_CLOSING         /* close_notify / FIN sent or handles closing; nothing is delivered upward */
+} tc_state;
+
+typedef struct tls_conn tls_conn;
+
+struct tls_conn {
+  ae_transport t;          /* public view handed to on_established; first member */
+  ae_tls_front *f;
+  tls_conn *prev, *next;   /* all connections of the front */
+  tls_conn *hprev, *hnext; /* held connections of the front */
+  uv_tcp_t tcp;
+  uv_timer_t timer;        /* handshake, hold, idle, linger timeouts and deferred reads */
+  uv_shutdown_t shutdown_req;
+  tc_state state;
+  int handles_open;
+  gnutls_session_t session;
+  ae_cert *cert;           /* reference held for the connection's lifetime */
+  int kind;                /* metric counted when the handshake succeeds */
+
+  uint8_t *in;             /* received, not yet consumed by GnuTLS (or the peek) */
+  size_t in_off, in_len;
+
+  uint64_t last_activity;  /* uv_now of the last byte moved in either direction */
+  unsigned nwrites;        /* uv_write requests in flight */
+  unsigned junk;           /* records since the last application data (empty records, alerts) */
+  unsigned hs_warnings;    /* non-fatal events during the handshake */
+  uint8_t rec_hdr[5];      /* record framing seen through the pull function */
+  unsigned rec_hdr_have;
+  size_t rec_body_left;
+
+  unsigned eof : 1;            /* the peer sent FIN or the socket failed */
+  unsigned uv_reading : 1;
+  unsigned want_read : 1;      /* the upper layer wants on_read */
+  unsigned in_recv : 1;        /* inside the record receive loop */
+  unsigned drive_pending : 1;  /* buffered data must be delivered from the timer */
+  unsigned eof_delivered : 1;
+  unsigned handed_over : 1;    /* on_established took the transport */
+  unsigned challenge : 1;      /* tls-alpn-01 validation handshake */
+  unsigned tls_dead : 1;       /* the session failed: no more records, no close_notify */
+  unsigned write_failed : 1;
+  unsigned shut_started : 1;
+  unsigned shut_done : 1;
+  unsigned closing_handles : 1;
+  unsigned hello_answered : 1;
+};
+
+struct ae_tls_front {
+  uv_loop_t *loop;
+  ae_certstore *cs;
+  ae_tls_front_hooks hooks;
+  uv_tcp_t listener;
+  uv_timer_t close_timer;
+  int port;
+  gnutls_priority_t prio;
+  gnutls_datum_t ticket_key;
+
+  /* Limits copied from the config snapshot (0 in the config means the default). */
+  unsigned handshake_timeout_ms;
+  unsigned idle_timeout_ms;     /* fallback idle limit for established connections */
+  unsigned wait_timeout_ms;     /* longest hold */
+  unsigned max_held;
+  unsigned max_connections;     /* 0 = unlimited */
+
+  unsigned nconn, nheld;
+  tls_conn *conns;
+  tls_conn *held;
+
+  int closing;
+  int front_handles;            /* listener + close timer still open */
+  void (*close_cb)(void *ud);
+  void *close_ud;
+};
+
+/* Accepts one pending connection from the listener and starts its state machine. */
+void ae_tls_conn_accept(ae_tls_front *f);
+/* Resumes a held connection with whatever the store holds for its name now (or the default). */
+void ae_tls_conn_resume(tls_conn *c);
+/* Closes a connection at once (front shutdown deadline). */
+void ae_tls_conn_abort(tls_conn *c);
+/* Called by a connection after all its handles are closed and it is unlinked and freed. */
+void ae_tls_front_conn_gone(ae_tls_front *f);
+
+#endif
