@@ -597,9 +597,10 @@ static int domain_ok(const char *d, char *out, size_t outlen) {
     unsigned char c = (unsigned char)d[i];
     if (c >= 'A' && c <= 'Z') c = (unsigned char)(c - 'A' + 'a');
     if (c == '.') {
-      if (label == 0) return 0;
+      if (label == 0 || d[i - 1] == '-') return 0;
       label = 0;
     } else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_') {
+      if (c == '-' && label == 0) return 0;
       if (++label > 63) return 0;
     } else {
       return 0;
@@ -607,7 +608,7 @@ static int domain_ok(const char *d, char *out, size_t outlen) {
     out[i] = (char)c;
   }
   out[n] = '\0';
-  return label > 0;
+  return label > 0 && d[n - 1] != '-';
 }
 
 static void job_begin(ae_acme_job *job) { acme_order_start(job); }

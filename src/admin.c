@@ -1173,7 +1173,7 @@ int ae_admin_new(uv_loop_t *loop, const ae_config *cfg, ae_events *ev, const ae_
   uv_timer_start(&a->heartbeat, on_heartbeat, a->heartbeat_ms, a->heartbeat_ms);
   uv_unref((uv_handle_t *)&a->heartbeat);
   if (addr && *addr)
-    AE_INFO("admin", "admin API listening on %s%s", addr, a->token ? " (bearer token required)" : "");
+    AE_DEBUG("admin", "admin API listening on %s%s", addr, a->token ? " (bearer token required)" : "");
   *out = a;
   return 0;
 }

@@ -778,7 +778,7 @@ void ae_build_client_head(ae_buf *out, const ae_hmsg *resp, int status, int clie
   ae_buf_add(out, "\r\n", 2);
 }
 
-void ae_build_error(ae_buf *out, int status, int keep_alive, int client_minor) {
+size_t ae_build_error(ae_buf *out, int status, int keep_alive, int client_minor) {
   const char *txt = ae_status_text(status);
   char body[96];
   int bl = snprintf(body, sizeof(body), "%d %s\n", status, txt);
@@ -797,4 +797,5 @@ void ae_build_error(ae_buf *out, int status, int keep_alive, int client_minor) {
     ae_buf_adds(out, "Connection: keep-alive\r\n");
   ae_buf_add(out, "\r\n", 2);
   ae_buf_add(out, body, (size_t)bl);
+  return (size_t)bl;
 }

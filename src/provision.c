@@ -272,8 +272,9 @@ static void on_progress(void *ud, const char *step, const char *detail) {
   ae_dom *d = ud;
   if (strcmp(step, "challenge_ready") == 0 || strcmp(step, "challenge_valid") == 0) {
     json_t *det = json_object();
+    /* "type" is the event's own key (design §6), so the challenge type goes under "challenge". */
     if (detail)
-      json_object_set_new(det, "type", json_string(detail));
+      json_object_set_new(det, "challenge", json_string(detail));
     ae_events_emit(d->p->deps.events, step, d->name, det);
   }
 }

@@ -114,6 +114,8 @@ struct ae_pclient {
   int framing;            /* AE_FRAME_* towards the client */
   int up_reusable;
   int close_after;
+  int logged;             /* access log line written for this exchange */
+  int up_write_dead;      /* a write to the upstream failed after it started answering */
   uint64_t bytes_out;
   uint64_t t_resp_head;
   ae_buf out;             /* bytes for the client, flushed after each pass */
@@ -124,21 +126,24 @@ void ae_px_flush(ae_pclient *c);
 void ae_px_close(ae_pclient *c, int abort);
 void ae_px_finish(ae_pclient *c);
 void ae_px_timer_update(ae_pclient *c);
+/* Checks write-queue levels on both sides and stops/starts reading accordingly. */
+void ae_px_check_bp(ae_pclient *c);
+/* Stops / resumes reading from the client for a reason (RS_*). */
+void ae_px_rstop(ae_pclient *c, unsigned why);
+void ae_px_rstart(ae_pclient *c, unsigned why);
 void ae_px_access_log(ae_pclient *c);
 unsigned ae_px_ms(unsigned v, unsigned def);
 
 /* proxy_exchange.c */
+/* llhttp callbacks for upstream responses. */
+extern const llhttp_settings_t ae_px_resp_settings;
 /* Starts forwarding the current request (head already in c->uhead); fresh forces a new
  * connection. Errors become a 502 through ae_px_upstream_error. */
 void ae_px_connect(ae_pclient *c, int fresh);
 /* Reports an upstream failure: an error response when nothing was sent yet, else an abort. */
 void ae_px_upstream_error(ae_pclient *c, int status, const char *why);
-/* Upstream side of the tunnel and response path: resumes reading after the client drained. */
-void ae_px_client_drained(ae_pclient *c);
 /* Starts the byte tunnel after a 101; rest holds bytes already read from the upstream. */
 void ae_px_start_tunnel(ae_pclient *c, const char *rest, size_t n);
-/* Checks write-queue levels on both sides and stops/starts reading accordingly. */
-void ae_px_check_bp(ae_pclient *c);
 /* Next deadline of the upstream side (0 = none) and whether it is the connect phase. */
 uint64_t ae_px_up_deadline(ae_pclient *c, int *connect);
 /* Applies an upstream-side timeout. */

@@ -145,8 +145,9 @@ enum { AE_FRAME_NONE = 0, AE_FRAME_CL = 1, AE_FRAME_CHUNKED = 2, AE_FRAME_CLOSE 
 void ae_build_client_head(ae_buf *out, const ae_hmsg *resp, int status, int client_minor, int framing,
                           uint64_t cl, int keep_alive, int ws101);
 
-/* Appends a short proxy-generated response (text/plain body naming the status). */
-void ae_build_error(ae_buf *out, int status, int keep_alive, int client_minor);
+/* Appends a short proxy-generated response (text/plain body naming the status); returns the
+ * body length. */
+size_t ae_build_error(ae_buf *out, int status, int keep_alive, int client_minor);
 
 /* Reason phrase for a status the proxy generates. */
 const char *ae_status_text(int status);

@@ -528,6 +528,7 @@ static void conn_established(tls_conn *c) {
 }
 
 static void conn_handshake(tls_conn *c) {
+  size_t before = c->in_off;
   for (;;) {
     int r = gnutls_handshake(c->session);
     if (r == 0) {
@@ -535,6 +536,12 @@ static void conn_handshake(tls_conn *c) {
       return;
     }
     if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) {
+      /* GnuTLS also says AGAIN after a handshake message fragment; go on while bytes remain and
+       * the last call consumed some. */
+      if (c->in_off < c->in_len && c->in_off != before) {
+        before = c->in_off;
+        continue;
+      }
       if (c->eof && c->in_off == c->in_len)
         break;
       return;
@@ -562,6 +569,7 @@ static void conn_deliver_end(tls_conn *c, ssize_t code) {
 }
 
 static void conn_recv(tls_conn *c) {
+  size_t before = c->in_off;
   c->in_recv = 1;
   while (c->state == TC_ESTABLISHED && c->want_read && !c->tls_dead) {
     gnutls_packet_t pkt = NULL;
@@ -583,6 +591,10 @@ static void conn_recv(tls_conn *c) {
       break;
     }
     if (r == GNUTLS_E_AGAIN) {
+      if (c->in_off < c->in_len && c->in_off != before) {
+        before = c->in_off;
+        continue;
+      }
       if (c->eof && c->in_off == c->in_len)
         conn_deliver_end(c, UV_EOF);
       break;

@@ -18,7 +18,7 @@ head -1 "$T/h1" | grep -q ' 503' || ae_fail "fresh name: expected 503, got $(hea
 grep -qi '^Retry-After: [0-9]' "$T/h1" || ae_fail "503 without Retry-After"
 
 od_wait_event cert_installed "$name" 20
-grep -F "[event] challenge_valid " "$T/acmedge.log" | grep -F "\"domain\":\"$name\"" | grep -q 'http-01' ||
+grep -F "[event] challenge_valid " "$T/acmedge.log" | grep -F "\"domain\":\"$name\"" | grep -q '"challenge":"http-01"' ||
   ae_fail "challenge was not validated over http-01"
 
 curl -s -o /dev/null -D "$T/h2" -H "Host: $name" "$url" || true

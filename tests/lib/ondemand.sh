@@ -55,3 +55,11 @@ od_serial() {
   timeout 10 gnutls-cli --insecure --print-cert --sni-hostname="$1" -p "$AE_HTTPS_PORT" 127.0.0.1 </dev/null 2>/dev/null |
     awk '/BEGIN CERT/{p=1} p{print} /END CERT/{exit}' | certtool -i 2>/dev/null | awk '/Serial Number/{print $NF; exit}'
 }
+
+# pebble_count_order_requests : newOrder requests Pebble received (accepted or refused). Run Pebble
+# with PEBBLE_WFE_NONCEREJECT=0 when counting, since a badNonce retry repeats the request.
+pebble_count_order_requests() {
+  local n
+  n=$(grep -c 'POST /order-plz' "$T/pebble.log" 2>/dev/null || true)
+  echo "${n:-0}"
+}

@@ -1,0 +1,398 @@
+/* Process wiring: config -> modules -> one event loop; signals for reload and graceful stop.
+ * Nothing here decides policy: each hook forwards to the module that owns the decision. */
+#include "acmedge/app.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "acmedge/acme.h"
+#include "acmedge/admin.h"
+#include "acmedge/certstore.h"
+#include "acmedge/challenge.h"
+#include "acmedge/config.h"
+#include "acmedge/events.h"
+#include "acmedge/hook.h"
+#include "acmedge/http80.h"
+#include "acmedge/log.h"
+#include "acmedge/policy.h"
+#include "acmedge/provision.h"
+#include "acmedge/proxy.h"
+#include "acmedge/storage.h"
+#include "acmedge/tls_front.h"
+
+#define SUB "main"
+#define DRAIN_TIMEOUT_MS 10000u
+
+typedef struct ae_app {
+  uv_loop_t loop;
+  ae_config *cfg;
+  char ca_host[256];
+  ae_storage *storage;
+  ae_certstore *certs;
+  ae_events *events;
+  ae_hook *hook;
+  ae_challenge *challenges;
+  ae_policy *policy;
+  ae_acme *acme;
+  ae_provision *provision;
+  ae_proxy *proxy;
+  ae_tls_front *front;
+  ae_http80 *http80;
+  ae_admin *admin;
+  uv_signal_t sig_term, sig_int, sig_hup;
+  int stopping;
+  int signals_on;
+  unsigned pending_closes;
+} ae_app;
+
+/* ---- hooks: each forwards to the owning module ---- */
+
+static ae_miss_action front_on_miss(void *ud, const char *name) {
+  ae_app *app = ud;
+  return ae_provision_on_sni(app->provision, name);
+}
+
+static ae_cert *front_alpn_cert(void *ud, const char *name) {
+  ae_app *app = ud;
+  return ae_challenge_alpn_get(app->challenges, name);
+}
+
+static void front_on_established(void *ud, ae_transport *t) {
+  ae_app *app = ud;
+  ae_proxy_attach(app->proxy, t, NULL, 0);
+}
+
+static void provision_wake(void *ud, const char *name) {
+  ae_app *app = ud;
+  if (app->front)
+    ae_tls_front_wake(app->front, name);
+}
+
+static ae_h80_state h80_host_state(void *ud, const char *host, unsigned *retry_after_s) {
+  ae_app *app = ud;
+  return ae_provision_on_http(app->provision, host, retry_after_s);
+}
+
+static int h80_plain_route(void *ud, const char *host) {
+  ae_app *app = ud;
+  const ae_config *cfg = app->cfg;
+  for (size_t i = 0; i < cfg->nroutes; i++) {
+    for (size_t j = 0; j < cfg->routes[i].nhosts; j++) {
+      if (ae_host_match(cfg->routes[i].hosts[j], host))
+        return cfg->routes[i].plain_http; /* first matching route decides, as for TLS */
+    }
+  }
+  return 0;
+}
+
+static void h80_on_plain(void *ud, ae_transport *t, const char *initial, size_t len) {
+  ae_app *app = ud;
+  ae_proxy_attach(app->proxy, t, initial, len);
+}
+
+static json_t *admin_list(void *ud) {
+  ae_app *app = ud;
+  return ae_provision_domains_json(app->provision);
+}
+
+static int admin_add(void *ud, const char *name, ae_err *err) {
+  ae_app *app = ud;
+  return ae_provision_request(app->provision, name, "api", err);
+}
+
+static int admin_delete(void *ud, const char *name, ae_err *err) {
+  ae_app *app = ud;
+  return ae_provision_forget(app->provision, name, err);
+}
+
+static char *admin_metrics(void *ud) {
+  ae_app *app = ud;
+  return ae_provision_metrics(app->provision);
+}
+
+/* ---- start-up ---- */
+
+static int file_exists(const char *path) {
+  struct stat st;
+  return path && stat(path, &st) == 0;
+}
+
+/* Uses the configured default certificate, or creates one on first start (design §4). */
+static int load_default_cert(ae_app *app, ae_err *err) {
+  const char *cp = app->cfg->default_cert, *kp = app->cfg->default_key;
+  if (!file_exists(cp) && !file_exists(kp)) {
+    char *cert_pem = NULL, *key_pem = NULL;
+    int r = ae_cert_generate_selfsigned("acmedge default", NULL, 0, 3650, &cert_pem, &key_pem, err);
+    if (r != 0)
+      return r;
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", kp);
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+      *slash = '\0';
+      if (dir[0] && (r = ae_mkdirs(dir, err)) != 0)
+        goto out;
+    }
+    snprintf(dir, sizeof(dir), "%s", cp);
+    slash = strrchr(dir, '/');
+    if (slash) {
+      *slash = '\0';
+      if (dir[0] && (r = ae_mkdirs(dir, err)) != 0)
+        goto out;
+    }
+    if ((r = ae_write_file_atomic(kp, key_pem, strlen(key_pem), 0600, err)) != 0)
+      goto out;
+    if ((r = ae_write_file_atomic(cp, cert_pem, strlen(cert_pem), 0644, err)) != 0)
+      goto out;
+    AE_INFO(SUB, "generated default certificate %s (key %s)", cp, kp);
+  out:
+    free(cert_pem);
+    free(key_pem);
+    if (r != 0)
+      return r;
+  }
+  ae_cert *c = NULL;
+  int r = ae_cert_load_files(cp, kp, &c, err);
+  if (r != 0)
+    return r;
+  ae_certstore_set_default(app->certs, c);
+  ae_cert_unref(c);
+  return 0;
+}
+
+static void apply_log_config(const ae_config *cfg) {
+  ae_log_set_level((ae_log_level)cfg->log.level);
+  ae_log_set_json(cfg->log.json);
+}
+
+static int app_start(ae_app *app, ae_err *err) {
+  const ae_config *cfg = app->cfg;
+  int r;
+  if (cfg->workers > 1)
+    AE_INFO(SUB, "workers=%d: this build serves all connections on one event loop", cfg->workers);
+  if ((r = ae_storage_fs_new(cfg->storage_path, &app->storage, err)) != 0)
+    return r;
+  if (ae_storage_ca_host(cfg->acme.directory, app->ca_host, sizeof(app->ca_host)) != 0)
+    return ae_err_set(err, AE_EINVAL, "%s: acme.directory: cannot derive a host from '%s'", cfg->path, cfg->acme.directory);
+  if ((r = ae_certstore_new(&app->certs)) != 0)
+    return ae_err_set(err, r, "cannot create certificate store");
+  if ((r = load_default_cert(app, err)) != 0)
+    return r;
+  if ((r = ae_events_new(cfg->events.buffer, &app->events)) != 0)
+    return ae_err_set(err, r, "cannot create event bus");
+  if ((r = ae_hook_new(&app->loop, cfg, app->events, &app->hook, err)) != 0)
+    return r;
+  if ((r = ae_challenge_new(&app->challenges)) != 0)
+    return ae_err_set(err, r, "cannot create challenge map");
+  if ((r = ae_policy_new(&app->loop, cfg, &app->policy, err)) != 0)
+    return r;
+  if ((r = ae_acme_new(&app->loop, cfg, app->storage, app->challenges, &app->acme, err)) != 0)
+    return r;
+  ae_acme_set_challenge_types(app->acme, cfg->listen_http != NULL && cfg->acme.http01,
+                              cfg->listen_https != NULL && cfg->acme.tlsalpn01);
+
+  ae_provision_deps deps = {.loop = &app->loop,
+                            .certs = app->certs,
+                            .storage = app->storage,
+                            .acme = app->acme,
+                            .policy = app->policy,
+                            .events = app->events,
+                            .ca_host = app->ca_host,
+                            .wake = provision_wake,
+                            .wake_ud = app};
+  if ((r = ae_provision_new(&deps, cfg, &app->provision, err)) != 0)
+    return r;
+  size_t loaded = 0;
+  if ((r = ae_provision_load(app->provision, &loaded, err)) != 0)
+    return r;
+  AE_INFO(SUB, "loaded %zu certificate(s) from %s/certs/%s", loaded, cfg->storage_path, app->ca_host);
+
+  if ((r = ae_proxy_new(&app->loop, cfg, &app->proxy, err)) != 0)
+    return r;
+  if (cfg->listen_https) {
+    ae_tls_front_hooks fh = {.ud = app,
+                             .on_miss = front_on_miss,
+                             .alpn_challenge_cert = front_alpn_cert,
+                             .on_established = front_on_established};
+    if ((r = ae_tls_front_new(&app->loop, cfg, app->certs, &fh, &app->front, err)) != 0)
+      return r;
+    AE_INFO(SUB, "https listening on %s", cfg->listen_https);
+  }
+  if (cfg->listen_http) {
+    ae_http80_hooks hh = {.ud = app, .host_state = h80_host_state, .plain_route = h80_plain_route, .on_plain = h80_on_plain};
+    if ((r = ae_http80_new(&app->loop, cfg, app->challenges, &hh, &app->http80, err)) != 0)
+      return r;
+    AE_INFO(SUB, "http listening on %s", cfg->listen_http);
+  }
+  if (cfg->listen_admin) {
+    ae_admin_hooks ah = {.ud = app,
+                         .list_domains = admin_list,
+                         .add_domain = admin_add,
+                         .delete_domain = admin_delete,
+                         .extra_metrics = admin_metrics};
+    if ((r = ae_admin_new(&app->loop, cfg, app->events, &ah, &app->admin, err)) != 0)
+      return r;
+    AE_INFO(SUB, "admin API listening on %s", cfg->listen_admin);
+  }
+  return 0;
+}
+
+/* ---- reload and stop ---- */
+
+static void reload(ae_app *app) {
+  ae_config *ncfg = NULL;
+  ae_err err = {0};
+  if (ae_config_load(app->cfg->path, &ncfg, &err) != 0) {
+    AE_ERROR(SUB, "reload refused, keeping the running configuration: %s", err.msg);
+    return;
+  }
+  const ae_config *o = app->cfg;
+#define SAME(a, b) (((a) == NULL && (b) == NULL) || ((a) && (b) && strcmp((a), (b)) == 0))
+  if (!SAME(o->listen_https, ncfg->listen_https) || !SAME(o->listen_http, ncfg->listen_http) ||
+      !SAME(o->listen_admin, ncfg->listen_admin) || !SAME(o->storage_path, ncfg->storage_path) ||
+      !SAME(o->acme.directory, ncfg->acme.directory))
+    AE_WARN(SUB, "reload: listen addresses, storage.path and acme.* apply only after a restart");
+#undef SAME
+  apply_log_config(ncfg);
+  ae_events_set_buffer(app->events, ncfg->events.buffer);
+  ae_hook_set_config(app->hook, ncfg);
+  ae_policy_set_config(app->policy, ncfg);
+  ae_provision_set_config(app->provision, ncfg);
+  ae_proxy_set_config(app->proxy, ncfg);
+  if (app->front)
+    ae_tls_front_set_config(app->front, ncfg);
+  if (app->http80)
+    ae_http80_set_config(app->http80, ncfg);
+  if (app->admin)
+    ae_admin_set_config(app->admin, ncfg);
+  ae_config_free(app->cfg);
+  app->cfg = ncfg;
+  AE_INFO(SUB, "configuration reloaded from %s", ncfg->path);
+  ae_events_emit(app->events, "config_reloaded", NULL, NULL);
+}
+
+static void closed_one(void *ud) {
+  ae_app *app = ud;
+  app->pending_closes--;
+}
+
+static void close_rest(ae_app *app) {
+  if (app->proxy) {
+    app->pending_closes++;
+    ae_proxy_close(app->proxy, closed_one, app);
+  }
+  if (app->provision) {
+    app->pending_closes++;
+    ae_provision_close(app->provision, closed_one, app);
+  }
+  if (app->acme) {
+    app->pending_closes++;
+    ae_acme_close(app->acme, closed_one, app);
+  }
+  if (app->policy) {
+    app->pending_closes++;
+    ae_policy_close(app->policy, closed_one, app);
+  }
+  if (app->hook) {
+    app->pending_closes++;
+    ae_hook_close(app->hook, closed_one, app);
+  }
+}
+
+static void front_closed(void *ud) {
+  ae_app *app = ud;
+  app->pending_closes--;
+  close_rest(app);
+}
+
+static void stop(ae_app *app) {
+  if (app->stopping)
+    return;
+  app->stopping = 1;
+  AE_INFO(SUB, "stopping: no new connections, draining open ones (up to %u ms)", DRAIN_TIMEOUT_MS);
+  if (app->signals_on) {
+    uv_close((uv_handle_t *)&app->sig_term, NULL);
+    uv_close((uv_handle_t *)&app->sig_int, NULL);
+    uv_close((uv_handle_t *)&app->sig_hup, NULL);
+  }
+  if (app->admin) {
+    app->pending_closes++;
+    ae_admin_close(app->admin, closed_one, app);
+  }
+  if (app->http80) {
+    app->pending_closes++;
+    ae_http80_close(app->http80, closed_one, app);
+  }
+  if (app->front) {
+    app->pending_closes++;
+    ae_tls_front_close(app->front, DRAIN_TIMEOUT_MS, front_closed, app);
+  } else {
+    close_rest(app);
+  }
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  ae_app *app = h->data;
+  if (signum == SIGHUP)
+    reload(app);
+  else
+    stop(app);
+}
+
+static void free_modules(ae_app *app) {
+  ae_admin_free(app->admin);
+  ae_http80_free(app->http80);
+  ae_tls_front_free(app->front);
+  ae_proxy_free(app->proxy);
+  ae_provision_free(app->provision);
+  ae_acme_free(app->acme);
+  ae_policy_free(app->policy);
+  ae_hook_free(app->hook);
+  ae_challenge_free(app->challenges);
+  ae_events_free(app->events);
+  ae_certstore_free(app->certs);
+  ae_storage_free(app->storage);
+  ae_config_free(app->cfg);
+}
+
+int ae_app_run(const char *config_path) {
+  ae_app app;
+  memset(&app, 0, sizeof(app));
+  ae_err err = {0};
+  if (ae_config_load(config_path, &app.cfg, &err) != 0) {
+    fprintf(stderr, "%s\n", err.msg);
+    return 1;
+  }
+  apply_log_config(app.cfg);
+  signal(SIGPIPE, SIG_IGN);
+  uv_loop_init(&app.loop);
+  int rc = 0;
+  if (app_start(&app, &err) != 0) {
+    AE_ERROR(SUB, "cannot start: %s", err.msg);
+    fprintf(stderr, "acmedge: cannot start: %s\n", err.msg);
+    rc = 1;
+    stop(&app);
+  } else {
+    uv_signal_init(&app.loop, &app.sig_term);
+    uv_signal_init(&app.loop, &app.sig_int);
+    uv_signal_init(&app.loop, &app.sig_hup);
+    app.sig_term.data = app.sig_int.data = app.sig_hup.data = &app;
+    uv_signal_start(&app.sig_term, on_signal, SIGTERM);
+    uv_signal_start(&app.sig_int, on_signal, SIGINT);
+    uv_signal_start(&app.sig_hup, on_signal, SIGHUP);
+    app.signals_on = 1;
+    AE_INFO(SUB, "acmedge %s running (pid %ld, config %s)", AE_VERSION, (long)getpid(), app.cfg->path);
+  }
+  uv_run(&app.loop, UV_RUN_DEFAULT);
+  free_modules(&app);
+  int lc = uv_loop_close(&app.loop);
+  if (lc != 0)
+    AE_WARN(SUB, "event loop closed with handles still open (%s)", uv_strerror(lc));
+  if (rc == 0)
+    AE_INFO(SUB, "stopped");
+  return rc;
+}
