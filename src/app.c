@@ -23,6 +23,7 @@
 #include "acmedge/proxy.h"
 #include "acmedge/storage.h"
 #include "acmedge/tls_front.h"
+#include "acmedge/workers.h"
 
 #define SUB "main"
 #define DRAIN_TIMEOUT_MS 10000u
@@ -43,6 +44,7 @@ typedef struct ae_app {
   ae_tls_front *front;
   ae_http80 *http80;
   ae_admin *admin;
+  ae_workers *workers;
   uv_signal_t sig_term, sig_int, sig_hup;
   int stopping;
   int signals_on;
@@ -70,6 +72,16 @@ static void provision_wake(void *ud, const char *name) {
   ae_app *app = ud;
   if (app->front)
     ae_tls_front_wake(app->front, name);
+  ae_workers_wake(app->workers, name);
+}
+
+/* A worker thread missed name: the same decision as the main loop's, taken here where the
+ * provisioning state lives; held handshakes on workers learn the outcome through a wake. */
+static void workers_on_miss(void *ud, const char *name, int allowed) {
+  ae_app *app = ud;
+  (void)allowed;
+  if (ae_provision_on_sni(app->provision, name) != AE_MISS_HOLD)
+    ae_workers_wake(app->workers, name);
 }
 
 static ae_h80_state h80_host_state(void *ud, const char *host, unsigned *retry_after_s) {
@@ -172,8 +184,6 @@ static void apply_log_config(const ae_config *cfg) {
 static int app_start(ae_app *app, ae_err *err) {
   const ae_config *cfg = app->cfg;
   int r;
-  if (cfg->workers > 1)
-    AE_INFO(SUB, "workers=%d: this build serves all connections on one event loop", cfg->workers);
   if ((r = ae_storage_fs_new(cfg->storage_path, &app->storage, err)) != 0)
     return r;
   if (ae_storage_ca_host(cfg->acme.directory, app->ca_host, sizeof(app->ca_host)) != 0)
@@ -221,6 +231,12 @@ static int app_start(ae_app *app, ae_err *err) {
     if ((r = ae_tls_front_new(&app->loop, cfg, app->certs, &fh, &app->front, err)) != 0)
       return r;
     AE_INFO(SUB, "https listening on %s", cfg->listen_https);
+    unsigned n = cfg->workers > 0 ? (unsigned)cfg->workers : uv_available_parallelism();
+    if (n > 1) {
+      ae_workers_hooks wh = {.ud = app, .on_miss = workers_on_miss};
+      if ((r = ae_workers_start(&app->loop, n - 1, cfg, app->certs, app->challenges, &wh, &app->workers, err)) != 0)
+        return r;
+    }
   }
   if (cfg->listen_http) {
     ae_http80_hooks hh = {.ud = app, .host_state = h80_host_state, .plain_route = h80_plain_route, .on_plain = h80_on_plain};
@@ -263,6 +279,7 @@ static void reload(ae_app *app) {
   ae_policy_set_config(app->policy, ncfg);
   ae_provision_set_config(app->provision, ncfg);
   ae_proxy_set_config(app->proxy, ncfg);
+  ae_workers_set_config(app->workers, ncfg);
   if (app->front)
     ae_tls_front_set_config(app->front, ncfg);
   if (app->http80)
@@ -323,6 +340,7 @@ static void stop(ae_app *app) {
     app->pending_closes++;
     ae_admin_close(app->admin, closed_one, app);
   }
+  ae_workers_stop(app->workers, DRAIN_TIMEOUT_MS);
   if (app->http80) {
     app->pending_closes++;
     ae_http80_close(app->http80, closed_one, app);
@@ -388,6 +406,7 @@ int ae_app_run(const char *config_path) {
     AE_INFO(SUB, "acmedge %s running (pid %ld, config %s)", AE_VERSION, (long)getpid(), app.cfg->path);
   }
   uv_run(&app.loop, UV_RUN_DEFAULT);
+  ae_workers_join_free(app.workers);
   free_modules(&app);
   int lc = uv_loop_close(&app.loop);
   if (lc != 0)

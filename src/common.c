@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,7 +164,9 @@ static int fsync_dir_of(const char *path) {
 
 int ae_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode, ae_err *err) {
   char tmp[4200];
-  int n = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+  /* pid + a process-wide counter: two threads writing the same path never share a temp file. */
+  static atomic_uint seq;
+  int n = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld%u", path, (long)getpid(), atomic_fetch_add(&seq, 1u));
   if (n < 0 || (size_t)n >= sizeof(tmp))
     return ae_err_set(err, AE_EINVAL, "%s: path too long", path);
   /* Created with the final mode so a private key is never readable by others, not even briefly. */

@@ -364,9 +364,14 @@ void ae_policy_set_config(ae_policy *p, const ae_config *cfg) {
 }
 
 int ae_policy_allowed(ae_policy *p, const char *name) {
-  if (!p || !name)
+  if (!p)
     return 0;
-  const ae_config *cfg = p->cfg;
+  return ae_policy_allowed_cfg(p->cfg, name);
+}
+
+int ae_policy_allowed_cfg(const ae_config *cfg, const char *name) {
+  if (!cfg || !name)
+    return 0;
   if (cfg->on_demand.nallow == 0)
     return cfg->on_demand.ask != NULL;
   for (size_t i = 0; i < cfg->on_demand.nallow; i++)

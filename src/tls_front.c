@@ -1,5 +1,6 @@
 /* The TLS listener: binds the https address, accepts connections into the per-connection state
  * machine (tls_conn.c), wakes held handshakes and drains connections on shutdown. */
+#include <errno.h>
 #include "tls_front_internal.h"
 
 #include <arpa/inet.h>
@@ -135,9 +136,21 @@ int ae_tls_front_new(uv_loop_t *loop, const ae_config *cfg, ae_certstore *cs,
     return ae_err_set(err, AE_ERR, "session ticket key: %s", gnutls_strerror(r));
   }
 
-  uv_tcp_init(loop, &f->listener);
+  /* With worker threads every loop binds its own listener to the same address; the kernel then
+   * spreads new connections across them (SO_REUSEPORT). */
+  unsigned nworkers = cfg->workers > 0 ? (unsigned)cfg->workers : uv_available_parallelism();
+  uv_tcp_init_ex(loop, &f->listener, addr.ss_family);
   f->listener.data = f;
-  r = uv_tcp_bind(&f->listener, (struct sockaddr *)&addr, 0);
+  r = 0;
+  if (nworkers > 1) {
+    uv_os_fd_t fd;
+    int one = 1;
+    r = uv_fileno((uv_handle_t *)&f->listener, &fd);
+    if (r == 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+      r = uv_translate_sys_error(errno);
+  }
+  if (r == 0)
+    r = uv_tcp_bind(&f->listener, (struct sockaddr *)&addr, 0);
   if (r == 0)
     r = uv_listen((uv_stream_t *)&f->listener, FRONT_BACKLOG, front_on_connection);
   if (r != 0) {

@@ -33,6 +33,9 @@ void ae_policy_set_config(ae_policy *p, const ae_config *cfg);
  * list: 1 only if ask is set), else 0. name must already be normalized. */
 int ae_policy_allowed(ae_policy *p, const char *name);
 
+/* The same static check against a config snapshot; pure, so worker threads may call it. */
+int ae_policy_allowed_cfg(const ae_config *cfg, const char *name);
+
 /* Completion of an ask check; reason is static ("ask_denied", "ask_failed") or NULL when allowed. */
 typedef void (*ae_policy_cb)(void *ud, int allowed, const char *reason);
 

@@ -84,7 +84,15 @@ static int start_admin(void) {
     fprintf(stderr, "admin_stub: %s\n", err.msg);
     return -1;
   }
-  printf("listening %d\n", ae_admin_port(g_admin));
+  int port = ae_admin_port(g_admin);
+  /* Listen again on the same port after a SIGUSR1 restart, even when ":0" picked it. */
+  static char fixed[300];
+  size_t n = strlen(g_cfg.listen_admin);
+  if (port > 0 && n > 2 && strcmp(g_cfg.listen_admin + n - 2, ":0") == 0 && n < 280) {
+    snprintf(fixed, sizeof(fixed), "%.*s:%d", (int)(n - 2), g_cfg.listen_admin, port);
+    g_cfg.listen_admin = fixed;
+  }
+  printf("listening %d\n", port);
   fflush(stdout);
   return 0;
 }

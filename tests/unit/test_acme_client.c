@@ -450,6 +450,8 @@ static void on_done(void *ud, const ae_acme_result *res) {
   snprintf(f->problem, sizeof(f->problem), "%s", res->problem ? res->problem : "");
   snprintf(f->detail, sizeof(f->detail), "%s", res->detail ? res->detail : "");
   snprintf(f->challenge_type, sizeof(f->challenge_type), "%s", res->challenge_type ? res->challenge_type : "");
+  free(f->cert_pem);
+  free(f->key_pem);
   f->cert_pem = res->cert_pem ? strdup(res->cert_pem) : NULL;
   f->key_pem = res->key_pem ? strdup(res->key_pem) : NULL;
 }

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Time to certificate: from the first ClientHello for a new name to the first handshake served with
+# the certificate issued for it, for 1 and for 50 concurrent new names, acmedge side by side with
+# Caddy's on-demand TLS. Each side gets its own Pebble (validating on that side's ports), started
+# fresh for every phase; one side runs at a time. Also counts the orders each side caused at Pebble.
+#
+# Usage: bench/ttc.sh            (ACMEDGE_BIN defaults to build/acmedge in the source tree)
+# Environment:
+#   ACMEDGE_BIN        acmedge binary
+#   CADDY_BIN          caddy binary (default: caddy)
+#   TTC_NAMES          name counts to measure (default: "1 50")
+#   TTC_SIDES          sides to measure (default: "acmedge caddy")
+#   TTC_MC8            1 = also measure acmedge with the default on_demand.max_concurrent (8)
+#   TTC_TIMEOUT        seconds after which a name counts as a failure (default 60)
+#   TTC_NONCEREJECT    Pebble's PEBBLE_WFE_NONCEREJECT percentage (default 0)
+#   TTC_VERBOSE        1 = print the per-name times
+#   AE_KEEP            1 = keep the work dir (logs of every phase)
+#
+# Everything listens on and talks to 127.0.0.1 only. Every process started is stopped on exit.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SRC_DIR=$(cd "$BENCH_DIR/.." && pwd)
+export BENCH_DIR
+: "${ACMEDGE_BIN:=$SRC_DIR/build/acmedge}"
+export ACMEDGE_BIN
+
+# shellcheck source=../tests/lib/common.sh
+source "$SRC_DIR/tests/lib/common.sh"
+# shellcheck source=lib/ttc.sh
+source "$BENCH_DIR/lib/ttc.sh"
+
+TTC_NAMES=${TTC_NAMES:-"1 50"}
+TTC_SIDES=${TTC_SIDES:-"acmedge caddy"}
+TTC_MC8=${TTC_MC8:-0}
+TTC_TIMEOUT=${TTC_TIMEOUT:-60}
+TTC_VERBOSE=${TTC_VERBOSE:-0}
+export PEBBLE_WFE_NONCEREJECT=${TTC_NONCEREJECT:-0}
+# Every name must really be validated: no authorization reuse.
+export PEBBLE_AUTHZREUSE=0
+
+for side in $TTC_SIDES; do
+  case $side in
+  acmedge) [ -x "$ACMEDGE_BIN" ] || { echo "ttc.sh: no acmedge binary at $ACMEDGE_BIN" >&2; exit 2; } ;;
+  caddy) command -v "${CADDY_BIN:-caddy}" >/dev/null || { echo "ttc.sh: caddy not found" >&2; exit 2; } ;;
+  *) echo "ttc.sh: unknown side $side" >&2; exit 2 ;;
+  esac
+done
+for tool in pebble pebble-challtestsrv certtool curl; do
+  command -v "$tool" >/dev/null || { echo "ttc.sh: $tool not found" >&2; exit 2; }
+done
+
+BASE=$(mktemp -d "${TMPDIR:-/tmp}/acmedge-ttc.XXXXXX")
+RESULTS=$BASE/results
+: >"$RESULTS"
+
+# Stops every process of every phase (newest first), shows the logs of a failed phase, removes
+# the work dir.
+_ttc_on_exit() {
+  local rc=$? d pid f
+  set +e
+  trap - EXIT
+  for d in "$BASE"/*/; do
+    [ -f "$d/.pids" ] || continue
+    for pid in $(tac "$d/.pids"); do
+      ae_kill_pid "$pid" 20
+    done
+  done
+  if [ "$rc" -ne 0 ] && [ -n "${T:-}" ] && [ -d "$T" ]; then
+    for f in "$T"/*.log; do
+      [ -f "$f" ] || continue
+      echo "===== $(basename "$f") (last 40 lines) =====" >&2
+      tail -n 40 "$f" >&2
+    done
+  fi
+  if [ "${AE_KEEP:-0}" = "1" ]; then
+    echo "work dir kept: $BASE" >&2
+  else
+    rm -rf "$BASE"
+  fi
+  exit "$rc"
+}
+trap _ttc_on_exit EXIT
+trap 'exit 130' INT TERM
+
+# Stops the processes of the current phase, newest first.
+_phase_stop() {
+  local pid
+  for pid in $(tac "$T/.pids"); do
+    ae_kill_pid "$pid" 50
+  done
+  : >"$T/.pids"
+}
+
+# ttc_client TIMEOUT NAME... : runs the measuring client against the current side; output in
+# $T/client.out (appended), the summary line on stdout.
+ttc_client() {
+  local timeout=$1
+  shift
+  "$AE_PY" "$BENCH_DIR/tools/ttc_client.py" --port "$AE_HTTPS_PORT" --ca "$T/pebble-root.pem" \
+    --timeout "$timeout" "$@" >"$T/client.last"
+  cat "$T/client.last" >>"$T/client.out"
+  grep '^summary ' "$T/client.last"
+}
+
+# _field KEY LINE : value of KEY=VALUE in a summary line.
+_field() {
+  printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"
+}
+
+# run_phase SIDE N [LABEL] [ACMEDGE_JSON_OVERRIDES] : fresh Pebble + fresh server, one warm-up
+# name (registers the account, so the measured names see a steady server), then N new names at
+# once. Appends "N LABEL median p90 max orders failures" to $RESULTS.
+run_phase() {
+  local side=$1 n=$2 label=${3:-$1} overrides=${4:-} warm summary base orders i
+  T=$BASE/$label-$n
+  export T
+  mkdir -p "$T"
+  : >"$T/.pids"
+  : >"$T/.ports"
+  unset AE_ADMIN_PORT PEBBLE_DIR PEBBLE_CA PEBBLE_MGMT PEBBLE_LOG
+  AE_HTTP_PORT=$(ae_free_port)
+  AE_HTTPS_PORT=$(ae_free_port)
+  export AE_HTTP_PORT AE_HTTPS_PORT
+  pebble_start
+  case $side in
+  acmedge)
+    ae_config_write "$T/acmedge.json" "$overrides"
+    acmedge_start "$T/acmedge.json"
+    ;;
+  caddy)
+    caddy_start
+    ;;
+  esac
+
+  warm=$(ttc_client 30 "warmup.example.test")
+  [ "$(_field ok "$warm")" = 1 ] || ae_fail "$label: warm-up name was not issued within 30 s ($warm)"
+  base=$(pebble_count_orders)
+
+  local -a names=()
+  for ((i = 1; i <= n; i++)); do
+    names+=("ttc$i-n$n.example.test")
+  done
+  echo "# $(date +%T) $label: $n new name(s)..." >&2
+  summary=$(ttc_client "$TTC_TIMEOUT" "${names[@]}")
+  # Orders a side would place after the names verified (duplicates) show up in a short settle time.
+  sleep 1
+  orders=$(($(pebble_count_orders) - base))
+  if [ "$TTC_VERBOSE" = "1" ]; then
+    grep -v '^summary ' "$T/client.last" | sed "s/^/  $label: /" >&2
+  fi
+  grep '^fail ' "$T/client.last" | head -5 | sed "s/^/  $label: /" >&2 || true
+  echo "$n $label $(_field median "$summary") $(_field p90 "$summary") $(_field max "$summary") $orders $(_field failures "$summary")" >>"$RESULTS"
+  _phase_stop
+}
+
+AE_OVERRIDES='{"on_demand": {"first_handshake": "default", "max_concurrent": 50,
+  "rate": {"burst": 100, "per_minute": 600}}, "log": {"level": "info"}}'
+AE_OVERRIDES_MC8='{"on_demand": {"first_handshake": "default", "max_concurrent": 8,
+  "rate": {"burst": 100, "per_minute": 600}}, "log": {"level": "info"}}'
+
+started=$(date +%s)
+for n in $TTC_NAMES; do
+  for side in $TTC_SIDES; do
+    run_phase "$side" "$n" "$side" "$AE_OVERRIDES"
+    if [ "$side" = acmedge ] && [ "$TTC_MC8" = 1 ] && [ "$n" -gt 1 ]; then
+      run_phase acmedge "$n" acmedge-mc8 "$AE_OVERRIDES_MC8"
+    fi
+  done
+done
+
+echo
+echo "Time to certificate ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, Pebble with PEBBLE_AUTHZREUSE=0" \
+  "PEBBLE_WFE_NONCEREJECT=$PEBBLE_WFE_NONCEREJECT PEBBLE_VA_NOSLEEP=1; acmedge max_concurrent 50 unless mc8)"
+printf '%-6s %-12s %9s %7s %7s %7s %9s\n' names side median_s p90_s max_s orders failures
+while read -r n label med p90 max orders fails; do
+  printf '%-6s %-12s %9s %7s %7s %7s %9s\n' "$n" "$label" "$med" "$p90" "$max" "$orders/$n" "$fails"
+done <"$RESULTS"
+echo
+for n in $TTC_NAMES; do
+  a=$(awk -v n="$n" '$1 == n && $2 == "acmedge" {print $3}' "$RESULTS")
+  c=$(awk -v n="$n" '$1 == n && $2 == "caddy" {print $3}' "$RESULTS")
+  if [ -n "$a" ] && [ -n "$c" ] && [ "$a" != "-" ] && [ "$c" != "-" ]; then
+    awk -v n="$n" -v a="$a" -v c="$c" 'BEGIN {
+      if (c > 0) printf "ratio acmedge/caddy of medians, %s name(s): %.2f\n", n, a / c
+      else printf "ratio acmedge/caddy of medians, %s name(s): n/a (caddy median 0)\n", n }'
+  fi
+done
+echo "total bench time: $(($(date +%s) - started)) s"

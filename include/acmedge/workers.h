@@ -1,0 +1,38 @@
+/* Extra front-end event loops (design §2 "Workers"): each thread runs its own TLS listener on the
+ * shared port (SO_REUSEPORT) and its own proxy, sharing the certificate store and the challenge
+ * map. Decisions that need provisioning state are posted to the control loop. */
+#ifndef ACMEDGE_WORKERS_H
+#define ACMEDGE_WORKERS_H
+
+#include <uv.h>
+#include "acmedge/certstore.h"
+#include "acmedge/challenge.h"
+#include "acmedge/common.h"
+#include "acmedge/config.h"
+
+typedef struct ae_workers ae_workers;
+
+typedef struct ae_workers_hooks {
+  void *ud;
+  /* On the control loop: a worker saw a ClientHello for name (normalized) without a certificate
+   * and policy's static checks passed (or failed: allowed = 0, for the denial event). The control
+   * side starts issuance, and calls ae_workers_wake(name) when held handshakes should re-check. */
+  void (*on_miss)(void *ud, const char *name, int allowed);
+} ae_workers_hooks;
+
+/* Starts n worker threads (n >= 1) bound to cfg->listen_https. Caller owns *out. */
+int ae_workers_start(uv_loop_t *control, unsigned n, const ae_config *cfg, ae_certstore *cs, ae_challenge *ch,
+                     const ae_workers_hooks *hooks, ae_workers **out, ae_err *err);
+/* Asks every worker to re-check handshakes held for name. Callable from the control loop. */
+void ae_workers_wake(ae_workers *w, const char *name);
+/* Hands a reloaded config to every worker (front timeouts, proxy routes). */
+void ae_workers_set_config(ae_workers *w, const ae_config *cfg);
+/* Stops accepting on every worker; they drain for up to drain_ms, then exit. Closes the control
+ * loop's handle (so the control loop can end). */
+void ae_workers_stop(ae_workers *w, unsigned drain_ms);
+/* Joins the threads (after stop) and frees everything. NULL is fine. */
+void ae_workers_join_free(ae_workers *w);
+/* Number of worker threads. */
+unsigned ae_workers_count(const ae_workers *w);
+
+#endif

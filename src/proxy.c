@@ -1,0 +1,892 @@
+/* Reverse proxy, client side: the ae_proxy object, client connections (llhttp request parsing in
+ * order, one exchange at a time with pipelined bytes held back), routing by Host, limits,
+ * timeouts, backpressure and the access log. The upstream half lives in proxy_exchange.c. */
+#include "acmedge/proxy.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "acmedge/common.h"
+#include "acmedge/log.h"
+#include "acmedge/metrics.h"
+#include "proxy_client.h"
+
+/* Deadline kinds, see c_deadline. */
+enum { W_NONE = 0, W_IDLE, W_HEAD, W_BODY, W_SEND, W_TUNNEL, W_CONNECT, W_RESPONSE, W_TOTAL };
+
+static void c_drive(ae_pclient *c);
+static void c_reject(ae_pclient *c, int status, const char *why);
+
+unsigned ae_px_ms(unsigned v, unsigned def) { return v ? v : def; }
+
+static const ae_config *c_cfg(const ae_pclient *c) { return c->cfg ? c->cfg : c->px->cfg; }
+
+static uint64_t now_ms(const ae_pclient *c) { return uv_now(c->px->loop); }
+
+/* ---------- reading control ---------- */
+
+void ae_px_rstop(ae_pclient *c, unsigned why) {
+  c->rstop |= why;
+  if (c->reading && c->t) {
+    c->reading = 0;
+    ae_transport_read_stop(c->t);
+  }
+}
+
+void ae_px_rstart(ae_pclient *c, unsigned why) {
+  c->rstop &= ~why;
+  if (!c->rstop && !c->reading && c->t && !c->closing && !c->read_eof) {
+    c->reading = 1;
+    ae_transport_read_start(c->t);
+  }
+}
+
+void ae_px_check_bp(ae_pclient *c) {
+  if (c->closing)
+    return;
+  if (c->u) {
+    size_t q = ae_uconn_queued(c->u);
+    if (q > AE_PX_HIGH_WATER) {
+      if (!(c->rstop & RS_UPQ)) {
+        c->t_up_io = now_ms(c);
+        ae_px_rstop(c, RS_UPQ);
+      }
+    } else if ((c->rstop & RS_UPQ) && q <= AE_PX_LOW_WATER) {
+      ae_px_rstart(c, RS_UPQ);
+    }
+  } else if (c->rstop & RS_UPQ) {
+    ae_px_rstart(c, RS_UPQ);
+  }
+  if (c->t) {
+    size_t q = ae_transport_queued(c->t);
+    if (q > AE_PX_HIGH_WATER) {
+      if (c->u && !c->ups_rstop) {
+        ae_uconn_read_stop(c->u);
+        c->ups_rstop = 1;
+        c->t_client_drain = now_ms(c);
+      }
+    } else if (c->ups_rstop && q <= AE_PX_LOW_WATER) {
+      c->ups_rstop = 0;
+      c->t_up_io = now_ms(c);
+      if (c->u)
+        ae_uconn_read_start(c->u);
+    }
+  }
+}
+
+/* ---------- output ---------- */
+
+void ae_px_flush(ae_pclient *c) {
+  if (c->closing) {
+    c->uout.len = 0;
+    c->out.len = 0;
+    return;
+  }
+  if (c->uout.len) {
+    if (c->u)
+      ae_uconn_write(c->u, c->uout.d, c->uout.len);
+    c->uout.len = 0;
+  }
+  if (c->out.len && c->t) {
+    ae_transport_write(c->t, c->out.d, c->out.len);
+    c->out.len = 0;
+  }
+  ae_px_check_bp(c);
+}
+
+/* ---------- access log ---------- */
+
+void ae_px_access_log(ae_pclient *c) {
+  if (c->logged)
+    return;
+  c->logged = 1;
+  if (!ae_log_enabled(AE_LOG_INFO))
+    return;
+  char ts[40];
+  ae_time_rfc3339((int64_t)time(NULL), ts, sizeof(ts));
+  const char *method = c->req.ulen ? llhttp_method_name((llhttp_method_t)c->rp.method) : "-";
+  const char *path = c->req.ulen ? c->req.b.d + c->req.url : "-";
+  size_t plen = c->req.ulen ? c->req.ulen : 1;
+  if (plen > 1024)
+    plen = 1024;
+  long long ups_ms = -1;
+  if (c->t_resp_head && c->t_up_start)
+    ups_ms = (long long)(c->t_resp_head - c->t_up_start);
+  const char *ip = c->t ? c->t->peer_ip : "-";
+  ae_buf j = {0};
+  ae_buf_reserve(&j, 256 + plen);
+  ae_buf_adds(&j, "{\"time\":\"");
+  ae_buf_adds(&j, ts);
+  ae_buf_adds(&j, "\",\"client\":");
+  ae_buf_addjson(&j, ip, strlen(ip));
+  ae_buf_adds(&j, ",\"host\":");
+  ae_buf_addjson(&j, c->host, strlen(c->host));
+  ae_buf_adds(&j, ",\"method\":");
+  ae_buf_addjson(&j, method, strlen(method));
+  ae_buf_adds(&j, ",\"path\":");
+  ae_buf_addjson(&j, path, plen);
+  ae_buf_adds(&j, ",\"status\":");
+  ae_buf_addu(&j, (uint64_t)c->status);
+  ae_buf_adds(&j, ",\"bytes\":");
+  ae_buf_addu(&j, c->bytes_out);
+  ae_buf_adds(&j, ",\"upstream_ms\":");
+  if (ups_ms >= 0)
+    ae_buf_addu(&j, (uint64_t)ups_ms);
+  else
+    ae_buf_adds(&j, "null");
+  ae_buf_adds(&j, ",\"upstream\":");
+  if (c->pool && !c->local) {
+    const char *un = ae_upool_name(c->pool);
+    ae_buf_addjson(&j, un, strlen(un));
+  } else {
+    ae_buf_adds(&j, "null");
+  }
+  ae_buf_adds(&j, "}");
+  ae_buf_add(&j, "", 1);
+  char msg[1200];
+  snprintf(msg, sizeof(msg), "%s %s %s%.*s %d", ip, method, c->host, (int)plen, path, c->status);
+  ae_log_structured(AE_LOG_INFO, "access", msg, j.d);
+  ae_buf_free(&j);
+}
+
+/* ---------- timers ---------- */
+
+static uint64_t max3(uint64_t a, uint64_t b, uint64_t c) {
+  uint64_t m = a > b ? a : b;
+  return m > c ? m : c;
+}
+
+/* The earliest deadline that applies to the connection's current state. */
+static uint64_t c_deadline(ae_pclient *c, int *which) {
+  const ae_config *cfg = c_cfg(c);
+  unsigned idle = ae_px_ms(cfg->proxy.idle_timeout_ms, AE_PX_DEF_IDLE_MS);
+  uint64_t best = 0;
+  *which = W_NONE;
+#define CONSIDER(dl, w)                   \
+  do {                                    \
+    uint64_t d_ = (dl);                   \
+    if (d_ && (!best || d_ < best)) {     \
+      best = d_;                          \
+      *which = (w);                       \
+    }                                     \
+  } while (0)
+  switch (c->phase) {
+  case P_IDLE:
+    CONSIDER(c->t_idle + idle, W_IDLE);
+    break;
+  case P_HEAD:
+    CONSIDER(c->t_start + ae_px_ms(cfg->proxy.header_timeout_ms, AE_PX_DEF_HEADER_MS), W_HEAD);
+    break;
+  case P_BODY:
+    if (!c->req_done && !(c->rstop & RS_UPQ))
+      CONSIDER(c->t_client_io + idle, W_BODY);
+    break;
+  case P_TUNNEL:
+    CONSIDER(max3(c->t_client_io, c->t_up_io, 0) + idle, W_TUNNEL);
+    break;
+  default:
+    break;
+  }
+  if (c->ups_rstop)
+    CONSIDER(c->t_client_drain + idle, W_SEND);
+  int connect = 0;
+  uint64_t up = ae_px_up_deadline(c, &connect);
+  CONSIDER(up, connect ? W_CONNECT : W_RESPONSE);
+  if (cfg->proxy.total_timeout_ms && c->phase == P_BODY)
+    CONSIDER(c->t_start + cfg->proxy.total_timeout_ms, W_TOTAL);
+#undef CONSIDER
+  return best;
+}
+
+static void c_timeout(ae_pclient *c, int which) {
+  switch (which) {
+  case W_IDLE:
+    AE_DEBUG("proxy", "%s: idle keep-alive connection closed", c->t ? c->t->peer_ip : "-");
+    ae_px_close(c, 0);
+    break;
+  case W_HEAD:
+    c_reject(c, 408, "request head not received in time");
+    break;
+  case W_BODY:
+    if (c->resp_head || c->local) {
+      AE_INFO("proxy", "%s: request body stalled, closing", c->t ? c->t->peer_ip : "-");
+      ae_px_access_log(c);
+      ae_px_close(c, 1);
+    } else {
+      c_reject(c, 408, "request body stalled");
+    }
+    break;
+  case W_SEND:
+    AE_INFO("proxy", "%s: client stopped reading, closing", c->t ? c->t->peer_ip : "-");
+    ae_px_access_log(c);
+    ae_px_close(c, 1);
+    break;
+  case W_TUNNEL:
+    AE_DEBUG("proxy", "%s: idle tunnel closed", c->t ? c->t->peer_ip : "-");
+    ae_px_close(c, 0);
+    break;
+  case W_CONNECT:
+    ae_px_up_timeout(c, 1);
+    break;
+  case W_RESPONSE:
+    ae_px_up_timeout(c, 0);
+    break;
+  case W_TOTAL:
+    ae_px_upstream_error(c, 504, "total timeout");
+    break;
+  default:
+    break;
+  }
+}
+
+static void c_timer_cb(uv_timer_t *t) {
+  ae_pclient *c = t->data;
+  c->armed = 0;
+  if (c->closing)
+    return;
+  int which;
+  uint64_t dl = c_deadline(c, &which);
+  if (dl && uv_now(c->px->loop) >= dl)
+    c_timeout(c, which);
+  ae_px_timer_update(c);
+}
+
+void ae_px_timer_update(ae_pclient *c) {
+  if (c->closing)
+    return;
+  int which;
+  uint64_t dl = c_deadline(c, &which);
+  if (!dl) {
+    if (c->armed) {
+      uv_timer_stop(&c->timer);
+      c->armed = 0;
+    }
+    return;
+  }
+  /* A timer already set for an earlier moment re-checks then; deadlines only move later on
+   * activity, so this keeps timer restarts off the per-read path. */
+  if (c->armed && c->armed <= dl)
+    return;
+  uint64_t now = uv_now(c->px->loop);
+  uv_timer_start(&c->timer, c_timer_cb, dl > now ? dl - now : 0, 0);
+  c->armed = dl;
+}
+
+/* ---------- lifecycle ---------- */
+
+static void px_check_closed(ae_proxy *p) {
+  if (p->closing && p->nalive == 0 && p->ups_empty && p->close_cb) {
+    void (*cb)(void *) = p->close_cb;
+    p->close_cb = NULL;
+    cb(p->close_ud);
+  }
+}
+
+static void c_freed(uv_handle_t *h) {
+  ae_pclient *c = h->data;
+  ae_proxy *p = c->px;
+  ae_hmsg_free(&c->req);
+  ae_hmsg_free(&c->resp);
+  ae_buf_free(&c->in);
+  ae_buf_free(&c->out);
+  ae_buf_free(&c->uout);
+  ae_buf_free(&c->uhead);
+  ae_config_free(c->cfg);
+  free(c);
+  p->nalive--;
+  px_check_closed(p);
+}
+
+static int exchange_open(const ae_pclient *c) { return c->phase == P_HEAD || c->phase == P_BODY; }
+
+void ae_px_close(ae_pclient *c, int abort) {
+  if (c->closing)
+    return;
+  if (exchange_open(c) && c->phase == P_BODY)
+    ae_px_access_log(c);
+  if (!abort)
+    ae_px_flush(c);
+  c->closing = 1;
+  if (c->u) {
+    ae_uconn_abort(c->u);
+    c->u = NULL;
+  }
+  if (c->armed) {
+    uv_timer_stop(&c->timer);
+    c->armed = 0;
+  }
+  if (c->t) {
+    if (abort)
+      ae_transport_abort(c->t);
+    else
+      ae_transport_close(c->t);
+  }
+}
+
+static void c_on_close(void *ud) {
+  ae_pclient *c = ud;
+  ae_proxy *p = c->px;
+  if (!c->closing) {
+    if (c->phase == P_BODY)
+      ae_px_access_log(c);
+    c->closing = 1;
+    if (c->u) {
+      ae_uconn_abort(c->u);
+      c->u = NULL;
+    }
+  }
+  c->t = NULL;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    p->clients = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  p->nclients--;
+  uv_close((uv_handle_t *)&c->timer, c_freed);
+}
+
+/* Clears per-exchange state for the next request on the connection. */
+static void c_next(ae_pclient *c) {
+  ae_config_free(c->cfg);
+  c->cfg = NULL;
+  c->route_idx = -1;
+  c->pool = NULL;
+  c->host[0] = 0;
+  c->minor = 1;
+  c->method = 0;
+  c->req_keepalive = 0;
+  c->req_body = 0;
+  c->ws = 0;
+  c->local = 0;
+  c->req_done = 0;
+  c->t_start = c->t_req_done = 0;
+  c->u_reused = c->retried = 0;
+  c->t_up_start = c->t_connected = c->t_up_io = 0;
+  c->ups_rstop = 0;
+  c->resp_started = c->resp_head = c->resp_done = c->resp_trailers = c->interim = c->ws101 = 0;
+  c->status = 0;
+  c->framing = AE_FRAME_NONE;
+  c->up_reusable = 0;
+  c->close_after = 0;
+  c->logged = 0;
+  c->up_write_dead = 0;
+  c->bytes_out = 0;
+  c->t_resp_head = 0;
+  c->trailers = 0;
+  c->trailer_bytes = 0;
+  /* Idle keep-alive connections should hold as little memory as possible. */
+  ae_buf_shrink(&c->uhead, 2048);
+  ae_buf_shrink(&c->uout, 2048);
+  ae_buf_shrink(&c->out, 2048);
+  ae_hmsg_reset(&c->req);
+  ae_hmsg_reset(&c->resp);
+  if (c->req.b.cap > 4096) {
+    ae_hmsg_free(&c->req);
+  }
+  if (c->resp.b.cap > 4096) {
+    ae_hmsg_free(&c->resp);
+  }
+  c->phase = P_IDLE;
+  c->t_idle = now_ms(c);
+  c->rp_paused = 0;
+}
+
+void ae_px_finish(ae_pclient *c) {
+  if (c->closing || !c->resp_done || c->ws101)
+    return;
+  if (!c->req_done) {
+    /* A request without body completes in the same parser pass (on_message_complete calls
+     * back here). With a body still arriving it cannot be skipped safely: close. */
+    if (c->req_body == 0)
+      return;
+    if (c->u) {
+      ae_uconn_abort(c->u);
+      c->u = NULL;
+    }
+    ae_px_access_log(c);
+    ae_px_close(c, 0);
+    return;
+  }
+  if (c->u) {
+    ae_uconn_release(c->u, c->up_reusable);
+    c->u = NULL;
+  }
+  ae_px_access_log(c);
+  ae_px_flush(c);
+  if (c->closing)
+    return;
+  int keep = c->req_keepalive && !c->close_after && !c->px->closing;
+  if (!keep || (c->read_eof && c->in.len == 0)) {
+    ae_px_close(c, 0);
+    return;
+  }
+  c_next(c);
+  ae_px_rstart(c, RS_UPQ);
+  c_drive(c);
+  ae_px_timer_update(c);
+}
+
+/* Answers a bad request with status and closes the connection. */
+static void c_reject(ae_pclient *c, int status, const char *why) {
+  if (c->closing)
+    return;
+  AE_INFO("proxy", "%s: %d %s: %s", c->t ? c->t->peer_ip : "-", status, ae_status_text(status), why);
+  if (c->u) {
+    ae_uconn_abort(c->u);
+    c->u = NULL;
+  }
+  c->uout.len = 0;
+  if (c->resp_head || c->local) {
+    ae_px_access_log(c);
+    ae_px_close(c, 1);
+    return;
+  }
+  c->status = status;
+  c->local = status;
+  c->bytes_out = ae_build_error(&c->out, status, 0, c->minor);
+  c->resp_done = 1;
+  ae_px_access_log(c);
+  ae_px_close(c, 0);
+}
+
+/* A response the proxy makes itself for a well-formed request (421, 502 without route). */
+static int c_local(ae_pclient *c, int status, const char *why) {
+  AE_WARN("proxy", "%s %s%.*s: %d %s: %s", c->t ? c->t->peer_ip : "-", c->host, (int)(c->req.ulen > 256 ? 256 : c->req.ulen),
+          c->req.b.d + c->req.url, status, ae_status_text(status), why);
+  if (status >= 500)
+    ae_metrics_inc(AE_M_UPSTREAM_ERRORS);
+  c->pool = NULL;
+  if (c->req_body) {
+    /* Skipping an unwanted body costs more than a new connection. */
+    c_reject(c, status, why);
+    return -1;
+  }
+  c->local = status;
+  c->status = status;
+  c->close_after = !c->req_keepalive || c->ws;
+  c->bytes_out = ae_build_error(&c->out, status, !c->close_after, c->minor);
+  c->resp_done = 1;
+  return 0;
+}
+
+/* ---------- request parsing ---------- */
+
+static int rq_begin(llhttp_t *p) {
+  ae_pclient *c = p->data;
+  ae_hmsg_reset(&c->req);
+  c->trailers = 0;
+  c->trailer_bytes = 0;
+  return 0;
+}
+
+static int rq_url(llhttp_t *p, const char *at, size_t n) {
+  ae_pclient *c = p->data;
+  ae_hmsg_on_url(&c->req, at, n);
+  return 0;
+}
+
+static int rq_trailer(ae_pclient *c, size_t n) {
+  c->trailer_bytes += n;
+  if (c->trailer_bytes > ae_px_ms(c_cfg(c)->proxy.max_header_bytes, AE_PX_DEF_MAX_HEADER_BYTES)) {
+    c_reject(c, 431, "trailer section too large");
+    return -1;
+  }
+  return 0;
+}
+
+static int rq_field(llhttp_t *p, const char *at, size_t n) {
+  ae_pclient *c = p->data;
+  if (c->trailers)
+    return rq_trailer(c, n);
+  ae_hmsg_on_field(&c->req, at, n);
+  return 0;
+}
+
+static int rq_value(llhttp_t *p, const char *at, size_t n) {
+  ae_pclient *c = p->data;
+  if (c->trailers)
+    return rq_trailer(c, n);
+  ae_hmsg_on_value(&c->req, at, n);
+  return 0;
+}
+
+static int c_request_head(ae_pclient *c) {
+  ae_proxy *px = c->px;
+  llhttp_t *p = &c->rp;
+  c->phase = P_BODY;
+  c->minor = p->http_minor;
+  c->method = p->method;
+  c->t_client_io = now_ms(c);
+  if (p->lenient_flags) {
+    c_reject(c, 400, "parser in lenient mode");
+    return -1;
+  }
+  if (c->method == HTTP_CONNECT) {
+    c_reject(c, 405, "CONNECT is not supported");
+    return -1;
+  }
+  ae_reqinfo ri;
+  const char *why = NULL;
+  int st = ae_req_analyze(&c->req, p->http_major, p->http_minor, c->method == HTTP_GET, &ri, &why);
+  if (st) {
+    c_reject(c, st, why ? why : "bad request");
+    return -1;
+  }
+  c->req_keepalive = llhttp_should_keep_alive(p);
+  c->req_body = ri.chunked ? 2 : (ri.has_cl && ri.cl > 0 ? 1 : 0);
+  /* Only WebSocket upgrades are tunnelled; any other Upgrade is dropped as hop-by-hop and the
+   * connection stays HTTP/1.1. */
+  if (p->upgrade && !ri.websocket)
+    p->upgrade = 0;
+  c->ws = ri.websocket;
+
+  const char *sni = c->t ? c->t->sni : "";
+  const char *hv = ri.host;
+  size_t hl = ri.host_len;
+  int from_sni = 0;
+  if (!hv || !hl) {
+    hv = sni;
+    hl = strlen(sni);
+    from_sni = 1;
+  }
+  if (hl && ae_host_normalize(hv, hl, c->host, sizeof(c->host)) != 0) {
+    c_reject(c, 400, "invalid Host");
+    return -1;
+  }
+  if (!hl)
+    c->host[0] = 0;
+
+  c->cfg = ae_config_ref(px->cfg);
+  const ae_config *cfg = c->cfg;
+  if (!from_sni && sni[0] && ae_strcasecmp(c->host, sni) != 0)
+    return c_local(c, 421, "Host does not match the TLS server name");
+
+  const ae_route *route = NULL;
+  for (size_t i = 0; i < cfg->nroutes && !route; i++) {
+    for (size_t k = 0; k < cfg->routes[i].nhosts; k++) {
+      if (ae_host_match(cfg->routes[i].hosts[k], c->host)) {
+        route = &cfg->routes[i];
+        c->route_idx = (int)i;
+        break;
+      }
+    }
+  }
+  if (!route)
+    return c_local(c, 502, "no route for host");
+  if (!c->t->is_tls && !route->plain_http)
+    return c_local(c, 502, "route not enabled for plain HTTP");
+  c->pool = ae_ups_pool(&px->ups, route->upstream);
+  if (!c->pool)
+    return c_local(c, 502, "invalid upstream address");
+
+  ae_fwd fw;
+  memset(&fw, 0, sizeof(fw));
+  fw.method = llhttp_method_name((llhttp_method_t)c->method);
+  fw.minor = c->minor;
+  fw.client_ip = c->t->peer_ip;
+  fw.trusted = cfg->ntrusted_proxies && ae_ip_in_list(c->t->peer_ip, cfg->trusted_proxies, cfg->ntrusted_proxies);
+  fw.https = c->t->is_tls;
+  fw.host = hv;
+  fw.host_len = hl;
+  fw.websocket = c->ws;
+  fw.body = ri.chunked ? 2 : (ri.has_cl ? 1 : 0);
+  fw.cl = ri.cl;
+  c->uhead.len = 0;
+  ae_build_upstream_head(&c->uhead, &c->req, &ri, &fw);
+  ae_px_connect(c, 0);
+  return c->closing ? -1 : 0;
+}
+
+static int rq_headers_complete(llhttp_t *p) {
+  ae_pclient *c = p->data;
+  return c_request_head(c);
+}
+
+static int rq_body(llhttp_t *p, const char *at, size_t n) {
+  ae_pclient *c = p->data;
+  if (!c->u || c->up_write_dead)
+    return 0;
+  if (c->req_body == 2) {
+    ae_buf_reserve(&c->uout, n + 24);
+    ae_buf_addhex(&c->uout, n);
+    ae_buf_add(&c->uout, "\r\n", 2);
+    ae_buf_add(&c->uout, at, n);
+    ae_buf_add(&c->uout, "\r\n", 2);
+  } else {
+    ae_buf_add(&c->uout, at, n);
+  }
+  return 0;
+}
+
+static int rq_chunk_header(llhttp_t *p) {
+  ae_pclient *c = p->data;
+  if (p->content_length == 0)
+    c->trailers = 1;
+  return 0;
+}
+
+static int rq_message_complete(llhttp_t *p) {
+  ae_pclient *c = p->data;
+  c->req_done = 1;
+  c->t_req_done = now_ms(c);
+  if (c->u && c->req_body == 2 && !c->up_write_dead)
+    ae_buf_add(&c->uout, "0\r\n\r\n", 5);
+  /* Stop here: the next pipelined request waits until this exchange is over. */
+  c->rp_paused = 1;
+  if (c->resp_done)
+    ae_px_finish(c);
+  return HPE_PAUSED;
+}
+
+static const llhttp_settings_t req_settings = {
+    .on_message_begin = rq_begin,
+    .on_url = rq_url,
+    .on_header_field = rq_field,
+    .on_header_value = rq_value,
+    .on_headers_complete = rq_headers_complete,
+    .on_body = rq_body,
+    .on_message_complete = rq_message_complete,
+    .on_chunk_header = rq_chunk_header,
+};
+
+static void c_begin(ae_pclient *c) {
+  const ae_config *cfg = c->px->cfg;
+  c->phase = P_HEAD;
+  c->t_start = now_ms(c);
+  ae_hscan_reset(&c->rscan, ae_px_ms(cfg->proxy.max_header_bytes, AE_PX_DEF_MAX_HEADER_BYTES),
+                 ae_px_ms(cfg->proxy.max_headers, AE_PX_DEF_MAX_HEADERS));
+  c->rscan_on = 1;
+  ae_px_timer_update(c);
+}
+
+/* Runs the head checks and llhttp over data; returns the bytes consumed (the rest belongs to
+ * a later request and waits until the current exchange ends). */
+static size_t c_parse(ae_pclient *c, const char *data, size_t n) {
+  size_t off = 0;
+  while (off < n && !c->closing && !c->rp_paused && c->phase != P_TUNNEL) {
+    if (c->phase == P_IDLE)
+      c_begin(c);
+    size_t len = n - off;
+    if (c->rscan_on) {
+      size_t used = 0;
+      int r = ae_hscan_feed(&c->rscan, data + off, len, &used);
+      if (r < 0) {
+        if (r == AE_HS_BAD)
+          c_reject(c, 400, c->rscan.why);
+        else
+          c_reject(c, 431, r == AE_HS_TOOBIG ? "request head too large" : "too many header fields");
+        return n;
+      }
+      if (r == AE_HS_DONE)
+        c->rscan_on = 0;
+    }
+    llhttp_errno_t e = llhttp_execute(&c->rp, data + off, len);
+    if (c->closing)
+      return n;
+    if (e == HPE_OK) {
+      off = n;
+      break;
+    }
+    if (e == HPE_PAUSED) {
+      off += (size_t)(llhttp_get_error_pos(&c->rp) - (data + off));
+      llhttp_resume(&c->rp);
+      continue;
+    }
+    const char *reason = llhttp_get_error_reason(&c->rp);
+    c_reject(c, 400, reason ? reason : llhttp_errno_name(e));
+    return n;
+  }
+  return off;
+}
+
+static void c_drive(ae_pclient *c) {
+  if (c->in_drive || c->closing)
+    return;
+  c->in_drive = 1;
+  while (!c->closing && !c->rp_paused && c->phase != P_TUNNEL && c->in.len) {
+    /* Parse from a detached buffer: bytes that arrive meanwhile go to a fresh c->in. */
+    ae_buf work = c->in;
+    memset(&c->in, 0, sizeof(c->in));
+    size_t used = c_parse(c, work.d, work.len);
+    if (c->closing) {
+      ae_buf_free(&work);
+      break;
+    }
+    ae_buf_consume(&work, used);
+    ae_buf_add(&work, c->in.d, c->in.len);
+    ae_buf_free(&c->in);
+    c->in = work;
+    if (used == 0)
+      break;
+  }
+  c->in_drive = 0;
+  if (c->closing)
+    return;
+  if (c->in.len < AE_PX_IN_CAP)
+    ae_px_rstart(c, RS_INBUF);
+  if (c->read_eof && !c->rp_paused && c->phase != P_TUNNEL) {
+    /* The client is gone and no complete request is pending. */
+    ae_px_close(c, c->phase != P_IDLE);
+    return;
+  }
+  ae_px_flush(c);
+  ae_px_timer_update(c);
+}
+
+static void c_on_read(void *ud, const char *data, ssize_t n) {
+  ae_pclient *c = ud;
+  if (c->closing || !c->t)
+    return;
+  if (n < 0) {
+    c->read_eof = 1;
+    c->reading = 0;
+    if (c->phase == P_TUNNEL) {
+      ae_px_close(c, 0);
+      return;
+    }
+    if (!c->in_drive && !c->rp_paused)
+      c_drive(c);
+    return;
+  }
+  if (n == 0)
+    return;
+  c->t_client_io = now_ms(c);
+  if (c->phase == P_TUNNEL) {
+    if (c->u)
+      ae_uconn_write(c->u, data, (size_t)n);
+    ae_px_check_bp(c);
+    return;
+  }
+  if (c->in_drive || c->rp_paused || c->in.len) {
+    ae_buf_add(&c->in, data, (size_t)n);
+    if (c->rp_paused && c->in.len >= AE_PX_IN_CAP)
+      ae_px_rstop(c, RS_INBUF);
+    if (!c->in_drive)
+      c_drive(c);
+    return;
+  }
+  c->in_drive = 1;
+  size_t used = c_parse(c, data, (size_t)n);
+  if (!c->closing && used < (size_t)n)
+    ae_buf_add(&c->in, data + used, (size_t)n - used);
+  c->in_drive = 0;
+  if (c->closing)
+    return;
+  if (c->rp_paused && c->in.len >= AE_PX_IN_CAP)
+    ae_px_rstop(c, RS_INBUF);
+  c_drive(c);
+}
+
+static void c_on_drain(void *ud) {
+  ae_pclient *c = ud;
+  if (c->closing)
+    return;
+  c->t_client_drain = now_ms(c);
+  ae_px_check_bp(c);
+  ae_px_timer_update(c);
+}
+
+/* ---------- public API ---------- */
+
+int ae_proxy_new(uv_loop_t *loop, const ae_config *cfg, ae_proxy **out, ae_err *err) {
+  *out = NULL;
+  if (!loop || !cfg)
+    return ae_err_set(err, AE_EINVAL, "proxy: loop and config are required");
+  ae_proxy *p = ae_calloc(1, sizeof(*p));
+  p->loop = loop;
+  p->cfg = ae_config_ref((ae_config *)cfg);
+  ae_ups_init(&p->ups, loop);
+  ae_ups_set_limits(&p->ups, cfg->proxy.pool_idle_max, cfg->proxy.pool_idle_timeout_ms);
+  for (size_t i = 0; i < cfg->nroutes; i++) {
+    if (!ae_ups_pool(&p->ups, cfg->routes[i].upstream))
+      AE_WARN("proxy", "route %zu: upstream \"%s\" is not host:port", i, cfg->routes[i].upstream);
+  }
+  *out = p;
+  return 0;
+}
+
+void ae_proxy_set_config(ae_proxy *p, const ae_config *cfg) {
+  ae_config *old = p->cfg;
+  p->cfg = ae_config_ref((ae_config *)cfg);
+  ae_config_free(old);
+  ae_ups_set_limits(&p->ups, cfg->proxy.pool_idle_max, cfg->proxy.pool_idle_timeout_ms);
+}
+
+void ae_proxy_attach(ae_proxy *p, ae_transport *t, const char *initial, size_t len) {
+  if (p->closing) {
+    t->ud = NULL;
+    t->on_read = NULL;
+    t->on_drain = NULL;
+    t->on_close = NULL;
+    ae_transport_abort(t);
+    return;
+  }
+  ae_pclient *c = ae_calloc(1, sizeof(*c));
+  c->px = p;
+  c->t = t;
+  uv_timer_init(p->loop, &c->timer);
+  c->timer.data = c;
+  llhttp_init(&c->rp, HTTP_REQUEST, &req_settings);
+  c->rp.data = c;
+  c->route_idx = -1;
+  c->minor = 1;
+  c->phase = P_IDLE;
+  c->t_idle = uv_now(p->loop);
+  c->next = p->clients;
+  if (p->clients)
+    p->clients->prev = c;
+  p->clients = c;
+  p->nclients++;
+  p->nalive++;
+  t->ud = c;
+  t->on_read = c_on_read;
+  t->on_drain = c_on_drain;
+  t->on_close = c_on_close;
+  if (initial && len)
+    c_on_read(c, initial, (ssize_t)len);
+  if (c->closing)
+    return;
+  if (!c->rstop && !c->reading && !c->read_eof) {
+    c->reading = 1;
+    ae_transport_read_start(t);
+  }
+  ae_px_timer_update(c);
+}
+
+static void ups_empty(void *ud) {
+  ae_proxy *p = ud;
+  p->ups_empty = 1;
+  px_check_closed(p);
+}
+
+void ae_proxy_close(ae_proxy *p, void (*cb)(void *ud), void *ud) {
+  if (p->closing)
+    return;
+  p->closing = 1;
+  p->close_cb = cb;
+  p->close_ud = ud;
+  ae_pclient *c = p->clients;
+  while (c) {
+    ae_pclient *next = c->next;
+    ae_px_close(c, 1);
+    c = next;
+  }
+  ae_ups_close(&p->ups, ups_empty, p);
+  px_check_closed(p);
+}
+
+void ae_proxy_free(ae_proxy *p) {
+  if (!p)
+    return;
+  ae_ups_free(&p->ups);
+  ae_config_free(p->cfg);
+  free(p);
+}
+
+unsigned ae_proxy_active(const ae_proxy *p) { return p->nclients; }
+
+unsigned ae_proxy_pool_idle(const ae_proxy *p) { return p->ups.idle_total; }
