@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Time to certificate: from the first ClientHello for a new name to the first handshake served with
 # the certificate issued for it, for 1 and for 50 concurrent new names, acmedge side by side with
 # Caddy's on-demand TLS. Each side gets its own Pebble (validating on that side's ports), started
@@ -10,7 +11,8 @@
 #   CADDY_BIN          caddy binary (default: caddy)
 #   TTC_NAMES          name counts to measure (default: "1 50")
 #   TTC_SIDES          sides to measure (default: "acmedge caddy")
-#   TTC_MC8            1 = also measure acmedge with the default on_demand.max_concurrent (8)
+#   TTC_DEFAULTS       1 (default) = for N > 1 also measure acmedge with the shipped on_demand
+#                      defaults (max_concurrent 8, rate 60/min burst 60): row "acmedge-defaults"
 #   TTC_TIMEOUT        seconds after which a name counts as a failure (default 60)
 #   TTC_NONCEREJECT    Pebble's PEBBLE_WFE_NONCEREJECT percentage (default 0)
 #   TTC_VERBOSE        1 = print the per-name times
@@ -32,7 +34,7 @@ source "$BENCH_DIR/lib/ttc.sh"
 
 TTC_NAMES=${TTC_NAMES:-"1 50"}
 TTC_SIDES=${TTC_SIDES:-"acmedge caddy"}
-TTC_MC8=${TTC_MC8:-0}
+TTC_DEFAULTS=${TTC_DEFAULTS:-1}
 TTC_TIMEOUT=${TTC_TIMEOUT:-60}
 TTC_VERBOSE=${TTC_VERBOSE:-0}
 export PEBBLE_WFE_NONCEREJECT=${TTC_NONCEREJECT:-0}
@@ -122,7 +124,7 @@ run_phase() {
   AE_HTTP_PORT=$(ae_free_port)
   AE_HTTPS_PORT=$(ae_free_port)
   export AE_HTTP_PORT AE_HTTPS_PORT
-  pebble_start
+  pebble_start ""
   case $side in
   acmedge)
     ae_config_write "$T/acmedge.json" "$overrides"
@@ -156,34 +158,37 @@ run_phase() {
 
 AE_OVERRIDES='{"on_demand": {"first_handshake": "default", "max_concurrent": 50,
   "rate": {"burst": 100, "per_minute": 600}}, "log": {"level": "info"}}'
-AE_OVERRIDES_MC8='{"on_demand": {"first_handshake": "default", "max_concurrent": 8,
-  "rate": {"burst": 100, "per_minute": 600}}, "log": {"level": "info"}}'
+AE_OVERRIDES_DEFAULTS='{"on_demand": {"first_handshake": "default"}, "log": {"level": "info"}}'
 
 started=$(date +%s)
 for n in $TTC_NAMES; do
   for side in $TTC_SIDES; do
     run_phase "$side" "$n" "$side" "$AE_OVERRIDES"
-    if [ "$side" = acmedge ] && [ "$TTC_MC8" = 1 ] && [ "$n" -gt 1 ]; then
-      run_phase acmedge "$n" acmedge-mc8 "$AE_OVERRIDES_MC8"
+    if [ "$side" = acmedge ] && [ "$TTC_DEFAULTS" = 1 ] && [ "$n" -gt 1 ]; then
+      run_phase acmedge "$n" acmedge-defaults "$AE_OVERRIDES_DEFAULTS"
     fi
   done
 done
 
 echo
 echo "Time to certificate ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, Pebble with PEBBLE_AUTHZREUSE=0" \
-  "PEBBLE_WFE_NONCEREJECT=$PEBBLE_WFE_NONCEREJECT PEBBLE_VA_NOSLEEP=1; acmedge max_concurrent 50 unless mc8)"
-printf '%-6s %-12s %9s %7s %7s %7s %9s\n' names side median_s p90_s max_s orders failures
+  "PEBBLE_WFE_NONCEREJECT=$PEBBLE_WFE_NONCEREJECT PEBBLE_VA_NOSLEEP=1)"
+echo "acmedge: first_handshake default, max_concurrent 50, rate burst 100 per_minute 600;" \
+  "acmedge-defaults: shipped on_demand defaults; caddy: $("${CADDY_BIN:-caddy}" version 2>/dev/null | head -1 | cut -d' ' -f1) on_demand_tls"
+printf '%-6s %-17s %9s %7s %7s %7s %9s\n' names side median_s p90_s max_s orders failures
 while read -r n label med p90 max orders fails; do
-  printf '%-6s %-12s %9s %7s %7s %7s %9s\n' "$n" "$label" "$med" "$p90" "$max" "$orders/$n" "$fails"
+  printf '%-6s %-17s %9s %7s %7s %7s %9s\n' "$n" "$label" "$med" "$p90" "$max" "$orders/$n" "$fails"
 done <"$RESULTS"
 echo
 for n in $TTC_NAMES; do
-  a=$(awk -v n="$n" '$1 == n && $2 == "acmedge" {print $3}' "$RESULTS")
   c=$(awk -v n="$n" '$1 == n && $2 == "caddy" {print $3}' "$RESULTS")
-  if [ -n "$a" ] && [ -n "$c" ] && [ "$a" != "-" ] && [ "$c" != "-" ]; then
-    awk -v n="$n" -v a="$a" -v c="$c" 'BEGIN {
-      if (c > 0) printf "ratio acmedge/caddy of medians, %s name(s): %.2f\n", n, a / c
-      else printf "ratio acmedge/caddy of medians, %s name(s): n/a (caddy median 0)\n", n }'
-  fi
+  for label in acmedge acmedge-defaults; do
+    a=$(awk -v n="$n" -v l="$label" '$1 == n && $2 == l {print $3}' "$RESULTS")
+    if [ -n "$a" ] && [ -n "$c" ] && [ "$a" != "-" ] && [ "$c" != "-" ]; then
+      awk -v n="$n" -v a="$a" -v c="$c" -v l="$label" 'BEGIN {
+        if (c > 0) printf "ratio %s/caddy of medians, %s name(s): %.3f\n", l, n, a / c
+        else printf "ratio %s/caddy of medians, %s name(s): n/a (caddy median 0)\n", l, n }'
+    fi
+  done
 done
 echo "total bench time: $(($(date +%s) - started)) s"

@@ -15,6 +15,10 @@
 
 static void prereq_step(ae_acme_job *job);
 
+/* A waiter resumes through acme_job_prereq again: the account may have been forgotten (another
+ * job saw accountDoesNotExist) between the leader finishing and this timer firing. */
+static void prereq_resume(ae_acme_job *job) { acme_job_prereq(job, job->after_prereq); }
+
 static void prereq_done(ae_acme_job *job) {
   ae_acme *a = job->a;
   a->prereq_leader = NULL;
@@ -23,7 +27,7 @@ static void prereq_done(ae_acme_job *job) {
   for (ae_acme_job *w = a->jobs; w != NULL; w = w->next) {
     if (w->waiting_prereq) {
       w->waiting_prereq = 0;
-      acme_job_later(w, 0, w->after_prereq);
+      acme_job_later(w, 0, prereq_resume);
     }
   }
   acme_step_fn after = job->after_prereq;

@@ -136,7 +136,8 @@ int acme_problem_is(const char *type, const char *name);
 void acme_poll_later(ae_acme_job *job, const ae_http_response *resp, acme_step_fn fn, const char *what);
 
 /* acme_account.c */
-/* Runs after once the directory is known and the account is registered. */
+/* Runs after(job) once the directory is known and the account is registered (at once when
+ * they already are; otherwise after this job or the current leader fetched them). */
 void acme_job_prereq(ae_acme_job *job, acme_step_fn after);
 /* A leader job ended before the prerequisites were ready: hands the work to a waiter, or fails
  * the waiters with res when res is not NULL. */

@@ -897,6 +897,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (c->closing)
     return;
   if (nread < 0) {
+    /* A client that half-closes after its request still gets the whole response. */
+    if (nread == UV_EOF && !c->sse && c->writes_pending > 0) {
+      c->close_after_write = 1;
+      uv_read_stop(s);
+      return;
+    }
     conn_close(c);
     return;
   }

@@ -12,8 +12,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "acmedge/log.h"
-
 #define AE_CHALLENGE_TOKEN_MAX 128
 #define AE_CHALLENGE_KEYAUTH_MAX 512
 #define AE_CHALLENGE_DOMAIN_MAX 253

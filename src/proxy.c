@@ -368,6 +368,7 @@ static void c_next(ae_pclient *c) {
   c->t_up_start = c->t_connected = c->t_up_io = 0;
   c->ups_rstop = 0;
   c->resp_started = c->resp_head = c->resp_done = c->resp_trailers = c->interim = c->ws101 = 0;
+  c->resp_src_chunked = 0;
   c->status = 0;
   c->framing = AE_FRAME_NONE;
   c->up_reusable = 0;
@@ -606,26 +607,30 @@ static int rq_headers_complete(llhttp_t *p) {
   return c_request_head(c);
 }
 
+/* A chunked request body is re-framed with the client's chunk sizes, minus extensions and
+ * trailers: chunk header here, data in rq_body, CRLF in rq_chunk_complete. */
 static int rq_body(llhttp_t *p, const char *at, size_t n) {
   ae_pclient *c = p->data;
-  if (!c->u || c->up_write_dead)
-    return 0;
-  if (c->req_body == 2) {
-    ae_buf_reserve(&c->uout, n + 24);
-    ae_buf_addhex(&c->uout, n);
-    ae_buf_add(&c->uout, "\r\n", 2);
+  if (c->u && !c->up_write_dead)
     ae_buf_add(&c->uout, at, n);
-    ae_buf_add(&c->uout, "\r\n", 2);
-  } else {
-    ae_buf_add(&c->uout, at, n);
-  }
   return 0;
 }
 
 static int rq_chunk_header(llhttp_t *p) {
   ae_pclient *c = p->data;
-  if (p->content_length == 0)
+  if (p->content_length == 0) {
     c->trailers = 1;
+  } else if (c->u && !c->up_write_dead) {
+    ae_buf_addhex(&c->uout, p->content_length);
+    ae_buf_add(&c->uout, "\r\n", 2);
+  }
+  return 0;
+}
+
+static int rq_chunk_complete(llhttp_t *p) {
+  ae_pclient *c = p->data;
+  if (!c->trailers && c->u && !c->up_write_dead)
+    ae_buf_add(&c->uout, "\r\n", 2);
   return 0;
 }
 
@@ -651,6 +656,7 @@ static const llhttp_settings_t req_settings = {
     .on_body = rq_body,
     .on_message_complete = rq_message_complete,
     .on_chunk_header = rq_chunk_header,
+    .on_chunk_complete = rq_chunk_complete,
 };
 
 static void c_begin(ae_pclient *c) {

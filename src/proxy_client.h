@@ -108,6 +108,7 @@ struct ae_pclient {
   int resp_head;          /* final response head parsed */
   int resp_done;
   int resp_trailers;
+  int resp_src_chunked;   /* the upstream body is chunked */
   int interim;            /* the message just parsed was a 1xx */
   int ws101;
   int status;

@@ -36,6 +36,7 @@ void ae_px_connect(ae_pclient *c, int fresh) {
   c->t_up_start = now_ms(c);
   c->t_connected = 0;
   c->resp_started = c->resp_head = c->resp_done = c->resp_trailers = c->interim = 0;
+  c->resp_src_chunked = 0;
   c->up_write_dead = 0;
   llhttp_init(&c->sp, HTTP_RESPONSE, &ae_px_resp_settings);
   c->sp.data = c;
@@ -204,6 +205,7 @@ static int rs_headers_complete(llhttp_t *p) {
     framing = c->minor ? AE_FRAME_CHUNKED : AE_FRAME_CLOSE;
   }
   c->framing = framing;
+  c->resp_src_chunked = (p->flags & F_CHUNKED) != 0;
   int keep = c->req_keepalive && framing != AE_FRAME_CLOSE && c->req_done && !c->ws && !c->px->closing &&
              !c->read_eof;
   c->close_after = !keep;
@@ -216,7 +218,9 @@ static int rs_headers_complete(llhttp_t *p) {
 
 static int rs_body(llhttp_t *p, const char *at, size_t n) {
   ae_pclient *c = p->data;
-  if (c->framing == AE_FRAME_CHUNKED) {
+  /* A chunked upstream body keeps its chunk boundaries (see rs_chunk_header); anything else is
+   * framed per piece. */
+  if (c->framing == AE_FRAME_CHUNKED && !c->resp_src_chunked) {
     ae_buf_reserve(&c->out, n + 24);
     ae_buf_addhex(&c->out, n);
     ae_buf_add(&c->out, "\r\n", 2);
@@ -231,8 +235,19 @@ static int rs_body(llhttp_t *p, const char *at, size_t n) {
 
 static int rs_chunk_header(llhttp_t *p) {
   ae_pclient *c = p->data;
-  if (p->content_length == 0)
+  if (p->content_length == 0) {
     c->resp_trailers = 1;
+  } else if (c->framing == AE_FRAME_CHUNKED) {
+    ae_buf_addhex(&c->out, p->content_length);
+    ae_buf_add(&c->out, "\r\n", 2);
+  }
+  return 0;
+}
+
+static int rs_chunk_complete(llhttp_t *p) {
+  ae_pclient *c = p->data;
+  if (!c->resp_trailers && c->framing == AE_FRAME_CHUNKED)
+    ae_buf_add(&c->out, "\r\n", 2);
   return 0;
 }
 
@@ -256,6 +271,7 @@ const llhttp_settings_t ae_px_resp_settings = {
     .on_body = rs_body,
     .on_message_complete = rs_message_complete,
     .on_chunk_header = rs_chunk_header,
+    .on_chunk_complete = rs_chunk_complete,
 };
 
 /* ---------- upstream events ---------- */

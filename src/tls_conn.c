@@ -1,8 +1,8 @@
-/* One TLS client connection: ClientHello peek, certificate choice, GnuTLS over libuv through
- * pull/push callbacks, and the ae_transport handed to the upper layer once established. */
+/* One TLS client connection's state machine: ClientHello peek, certificate choice (store, hold,
+ * alert, tls-alpn-01), the GnuTLS handshake, and the ae_transport handed to the upper layer once
+ * established. The byte plumbing underneath is in tls_io.c. */
 #include "tls_front_internal.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,284 +11,23 @@
 #include "acmedge/log.h"
 #include "acmedge/metrics.h"
 
-/* Peek buffer: a ClientHello up to its cap plus the rest of the read that completed it. */
-#define TC_IN_CAP (AE_CH_MAX_BYTES + 2048)
-/* Records without application data tolerated in a row (empty records, warning alerts). */
-#define TC_MAX_JUNK 32
-/* Non-fatal events tolerated during one handshake. */
-#define TC_MAX_HS_WARNINGS 8
-/* After close(): time to flush queued bytes, then to wait for the peer's FIN. */
-#define TC_FLUSH_MS 30000
-#define TC_LINGER_MS 2000
-
 enum { KIND_KNOWN = 1, KIND_DEFAULT, KIND_CHALLENGE };
 
 static const gnutls_datum_t k_alpn_http = {(unsigned char *)"http/1.1", 8};
 static const gnutls_datum_t k_alpn_acme = {(unsigned char *)"acme-tls/1", 10};
 
-/* A queued write: the request and its own copy of the bytes, freed in the write callback. */
-typedef struct tc_write {
-  uv_write_t req;
-  tls_conn *c;
-  char data[];
-} tc_write;
-
 static void conn_drive(tls_conn *c);
 static void conn_recv(tls_conn *c);
-static void conn_close_graceful(tls_conn *c);
-static void conn_close_handles(tls_conn *c, int reset);
-static void conn_timer_cb(uv_timer_t *t);
-
-static const char *conn_name(const tls_conn *c) {
-  return c->t.sni[0] ? c->t.sni : "-";
-}
-
-static void conn_arm(tls_conn *c, uint64_t ms) {
-  uv_timer_start(&c->timer, conn_timer_cb, ms, 0);
-}
-
-static void conn_unhold(tls_conn *c) {
-  ae_tls_front *f = c->f;
-  if (c->state != TC_HELD)
-    return;
-  if (c->hprev)
-    c->hprev->hnext = c->hnext;
-  else
-    f->held = c->hnext;
-  if (c->hnext)
-    c->hnext->hprev = c->hprev;
-  c->hprev = c->hnext = NULL;
-  f->nheld--;
-}
-
-/* ---- finishing ---------------------------------------------------------------------------- */
-
-static void conn_handle_closed(uv_handle_t *h) {
-  tls_conn *c = h->data;
-  if (--c->handles_open > 0)
-    return;
-  ae_tls_front *f = c->f;
-  if (c->handed_over && c->t.on_close)
-    c->t.on_close(c->t.ud);
-  if (c->session)
-    gnutls_deinit(c->session);
-  ae_cert_unref(c->cert);
-  free(c->in);
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    f->conns = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
-  f->nconn--;
-  ae_metrics_add(AE_M_CONN_OPEN, -1);
-  free(c);
-  ae_tls_front_conn_gone(f);
-}
-
-static void conn_close_handles(tls_conn *c, int reset) {
-  if (c->closing_handles)
-    return;
-  conn_unhold(c);
-  c->closing_handles = 1;
-  c->state = TC_CLOSING;
-  c->want_read = 0;
-  c->handles_open = 2;
-  uv_timer_stop(&c->timer);
-  uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
-  /* A reset frees the port at once; it is not allowed once a shutdown was requested. */
-  if (reset && !c->shut_started && uv_tcp_close_reset(&c->tcp, conn_handle_closed) == 0)
-    return;
-  uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
-}
-
-void ae_tls_conn_abort(tls_conn *c) {
-  conn_close_handles(c, 1);
-}
-
-/* ---- writing ------------------------------------------------------------------------------ */
-
-static void conn_write_done(uv_write_t *req, int status) {
-  tc_write *w = (tc_write *)req;
-  tls_conn *c = w->c;
-  free(w);
-  c->nwrites--;
-  if (c->closing_handles)
-    return;
-  if (status < 0) {
-    AE_DEBUG("tls", "%s: write failed: %s", c->t.peer_ip, uv_strerror(status));
-    c->write_failed = 1;
-    conn_close_handles(c, 1);
-    return;
-  }
-  c->last_activity = uv_now(c->f->loop);
-  if (c->nwrites == 0 && c->state == TC_ESTABLISHED && c->t.on_drain)
-    c->t.on_drain(c->t.ud);
-}
-
-/* Sends bytes in order: straight to the socket when nothing is queued, the rest copied into one
- * queued request. Returns 0 or -1 when the socket is gone. */
-static int conn_send(tls_conn *c, const giovec_t *iov, int iovcnt) {
-  if (c->closing_handles || c->write_failed)
-    return -1;
-  size_t total = 0;
-  for (int i = 0; i < iovcnt; i++)
-    total += iov[i].iov_len;
-  if (total == 0)
-    return 0;
-  size_t done = 0;
-  if (c->nwrites == 0) {
-    uv_buf_t bufs[16];
-    int n = iovcnt < 16 ? iovcnt : 16;
-    for (int i = 0; i < n; i++)
-      bufs[i] = uv_buf_init(iov[i].iov_base, (unsigned)iov[i].iov_len);
-    int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, (unsigned)n);
-    if (r > 0) {
-      done = (size_t)r;
-    } else if (r < 0 && r != UV_EAGAIN) {
-      c->write_failed = 1;
-      return -1;
-    }
-  }
-  c->last_activity = uv_now(c->f->loop);
-  if (done == total)
-    return 0;
-  tc_write *w = ae_malloc(sizeof(*w) + (total - done));
-  w->c = c;
-  size_t skip = done, pos = 0;
-  for (int i = 0; i < iovcnt; i++) {
-    size_t len = iov[i].iov_len;
-    const char *base = iov[i].iov_base;
-    if (skip >= len) {
-      skip -= len;
-      continue;
-    }
-    memcpy(w->data + pos, base + skip, len - skip);
-    pos += len - skip;
-    skip = 0;
-  }
-  uv_buf_t b = uv_buf_init(w->data, (unsigned)pos);
-  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, conn_write_done) != 0) {
-    free(w);
-    c->write_failed = 1;
-    return -1;
-  }
-  c->nwrites++;
-  return 0;
-}
-
-static ssize_t conn_vec_push(gnutls_transport_ptr_t p, const giovec_t *iov, int iovcnt) {
-  tls_conn *c = p;
-  ssize_t total = 0;
-  for (int i = 0; i < iovcnt; i++)
-    total += (ssize_t)iov[i].iov_len;
-  if (conn_send(c, iov, iovcnt) < 0) {
-    gnutls_transport_set_errno(c->session, EPIPE);
-    return -1;
-  }
-  return total;
-}
-
-/* ---- reading ------------------------------------------------------------------------------ */
-
-/* Follows the record framing of the bytes GnuTLS consumes, so that a flood of records carrying
- * no application data (empty records, warning alerts, key updates) can be cut off. */
-static int conn_track_records(tls_conn *c, const uint8_t *p, size_t n) {
-  while (n > 0) {
-    if (c->rec_body_left > 0) {
-      size_t k = n < c->rec_body_left ? n : c->rec_body_left;
-      c->rec_body_left -= k;
-      p += k;
-      n -= k;
-      continue;
-    }
-    c->rec_hdr[c->rec_hdr_have++] = *p++;
-    n--;
-    if (c->rec_hdr_have == 5) {
-      c->rec_hdr_have = 0;
-      c->rec_body_left = ((size_t)c->rec_hdr[3] << 8) | c->rec_hdr[4];
-      if (c->state == TC_ESTABLISHED && ++c->junk > TC_MAX_JUNK)
-        return -1;
-    }
-  }
-  return 0;
-}
-
-static ssize_t conn_pull(gnutls_transport_ptr_t p, void *data, size_t len) {
-  tls_conn *c = p;
-  size_t avail = c->in_len - c->in_off;
-  if (avail == 0) {
-    if (c->eof)
-      return 0;
-    gnutls_transport_set_errno(c->session, EAGAIN);
-    return -1;
-  }
-  size_t n = len < avail ? len : avail;
-  memcpy(data, c->in + c->in_off, n);
-  if (conn_track_records(c, c->in + c->in_off, n) < 0) {
-    AE_INFO("tls", "%s: closing %s: too many records without data", c->t.peer_ip, conn_name(c));
-    c->tls_dead = 1;
-    gnutls_transport_set_errno(c->session, EPROTO);
-    return -1;
-  }
-  c->in_off += n;
-  return (ssize_t)n;
-}
-
-static int conn_pull_timeout(gnutls_transport_ptr_t p, unsigned int ms) {
-  tls_conn *c = p;
-  (void)ms;
-  if (c->in_len > c->in_off || c->eof)
-    return 1;
-  gnutls_transport_set_errno(c->session, EAGAIN);
-  return -1;
-}
-
-static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
-  tls_conn *c = h->data;
-  (void)hint;
-  if (!c->in) {
-    c->in = malloc(TC_IN_CAP);
-    c->in_off = c->in_len = 0;
-    if (!c->in) {
-      buf->base = NULL;
-      buf->len = 0;
-      return;
-    }
-  }
-  if (c->in_off == c->in_len) {
-    c->in_off = c->in_len = 0;
-  } else if (c->in_off > 0) {
-    memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
-    c->in_len -= c->in_off;
-    c->in_off = 0;
-  }
-  buf->base = (char *)c->in + c->in_len;
-  buf->len = TC_IN_CAP - c->in_len;
-}
-
-static void conn_reading(tls_conn *c, int on);
-static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
-
-static void conn_reading(tls_conn *c, int on) {
-  if (on && !c->uv_reading && !c->eof && !c->closing_handles) {
-    if (uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read_cb) == 0)
-      c->uv_reading = 1;
-  } else if (!on && c->uv_reading) {
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    c->uv_reading = 0;
-  }
-}
 
 static void conn_reject(tls_conn *c, const char *reason) {
-  AE_INFO("tls", "%s: closing %s: %s", c->t.peer_ip, conn_name(c), reason);
+  AE_INFO("tls", "%s: closing %s: %s", c->t.peer_ip, tc_name(c), reason);
   ae_metrics_inc(AE_M_HS_FAILED);
-  conn_close_handles(c, 1);
+  tc_close_handles(c, 1);
 }
 
 static void conn_on_hello(tls_conn *c);
 
-static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+void tc_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   tls_conn *c = s->data;
   (void)buf;
   if (n == 0 || c->closing_handles)
@@ -301,21 +40,21 @@ static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
       return;
     }
     c->eof = 1;
-    conn_reading(c, 0);
+    tc_reading(c, 0);
   }
   switch (c->state) {
   case TC_READ_HELLO:
     if (c->eof && c->in_len == 0) {
       AE_DEBUG("tls", "%s: closed before sending anything", c->t.peer_ip);
-      conn_close_handles(c, 0);
+      tc_close_handles(c, 0);
       return;
     }
     conn_on_hello(c);
     return;
   case TC_HELD:
     if (c->eof) {
-      AE_DEBUG("tls", "%s: %s gave up while held", c->t.peer_ip, conn_name(c));
-      conn_close_handles(c, 0);
+      AE_DEBUG("tls", "%s: %s gave up while held", c->t.peer_ip, tc_name(c));
+      tc_close_handles(c, 0);
     }
     /* Extra bytes wait in the buffer for GnuTLS; a full buffer ends in UV_ENOBUFS above. */
     return;
@@ -328,7 +67,7 @@ static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     c->in_off = c->in_len = 0;
     /* While the shutdown is pending, its callback closes (it sees eof). */
     if (c->eof && (!c->shut_started || c->shut_done))
-      conn_close_handles(c, 0);
+      tc_close_handles(c, 0);
     return;
   }
 }
@@ -341,19 +80,19 @@ static void conn_start_tls(tls_conn *c, ae_cert *cert, int kind);
 static void conn_send_alert(tls_conn *c) {
   static const uint8_t alert[7] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70};
   giovec_t v = {(void *)alert, sizeof(alert)};
-  AE_INFO("tls", "%s: refusing %s: unrecognized_name", c->t.peer_ip, conn_name(c));
+  AE_INFO("tls", "%s: refusing %s: unrecognized_name", c->t.peer_ip, tc_name(c));
   ae_metrics_inc(AE_M_HS_FAILED);
-  if (conn_send(c, &v, 1) < 0) {
-    conn_close_handles(c, 1);
+  if (tc_send(c, &v, 1) < 0) {
+    tc_close_handles(c, 1);
     return;
   }
-  conn_close_graceful(c);
+  tc_close_graceful(c);
 }
 
 static void conn_use_default(tls_conn *c) {
   ae_cert *cert = ae_certstore_default(c->f->cs);
   if (!cert) {
-    AE_ERROR("tls", "%s: no default certificate for %s", c->t.peer_ip, conn_name(c));
+    AE_ERROR("tls", "%s: no default certificate for %s", c->t.peer_ip, tc_name(c));
     conn_reject(c, "no certificate");
     return;
   }
@@ -400,7 +139,7 @@ static void conn_choose_cert(tls_conn *c, const ae_clienthello *ch) {
     f->nheld++;
     ae_metrics_inc(AE_M_HS_HELD);
     AE_DEBUG("tls", "%s: holding handshake for %s", c->t.peer_ip, c->t.sni);
-    conn_arm(c, f->wait_timeout_ms);
+    tc_arm(c, f->wait_timeout_ms);
     return;
   }
   conn_use_default(c);
@@ -431,7 +170,7 @@ static void conn_on_hello(tls_conn *c) {
 void ae_tls_conn_resume(tls_conn *c) {
   if (c->state != TC_HELD || c->closing_handles)
     return;
-  conn_unhold(c);
+  tc_unhold(c);
   ae_cert *cert = ae_certstore_lookup(c->f->cs, c->t.sni);
   if (cert)
     conn_start_tls(c, cert, KIND_KNOWN);
@@ -448,7 +187,7 @@ static void conn_start_tls(tls_conn *c, ae_cert *cert, int kind) {
   if (r < 0) {
     c->session = NULL;
     AE_ERROR("tls", "gnutls_init: %s", gnutls_strerror(r));
-    conn_close_handles(c, 1);
+    tc_close_handles(c, 1);
     return;
   }
   gnutls_session_t s = c->session;
@@ -462,17 +201,17 @@ static void conn_start_tls(tls_conn *c, ae_cert *cert, int kind) {
                                   GNUTLS_ALPN_SERVER_PRECEDENCE);
   if (r < 0) {
     AE_ERROR("tls", "session setup: %s", gnutls_strerror(r));
-    conn_close_handles(c, 1);
+    tc_close_handles(c, 1);
     return;
   }
   gnutls_transport_set_ptr(s, c);
-  gnutls_transport_set_pull_function(s, conn_pull);
-  gnutls_transport_set_pull_timeout_function(s, conn_pull_timeout);
-  gnutls_transport_set_vec_push_function(s, conn_vec_push);
+  gnutls_transport_set_pull_function(s, tc_pull);
+  gnutls_transport_set_pull_timeout_function(s, tc_pull_timeout);
+  gnutls_transport_set_vec_push_function(s, tc_vec_push);
   gnutls_handshake_set_timeout(s, 0);
-  conn_arm(c, f->handshake_timeout_ms);
+  tc_arm(c, f->handshake_timeout_ms);
   if (!c->eof)
-    conn_reading(c, 1);
+    tc_reading(c, 1);
   conn_drive(c);
 }
 
@@ -510,11 +249,11 @@ static void conn_established(tls_conn *c) {
   if (c->kind == KIND_CHALLENGE) {
     ae_metrics_inc(AE_M_HS_CHALLENGE);
     AE_INFO("tls", "%s: tls-alpn-01 handshake for %s done", c->t.peer_ip, c->t.sni);
-    conn_close_graceful(c);
+    tc_close_graceful(c);
     return;
   }
   ae_metrics_inc(c->kind == KIND_KNOWN ? AE_M_HS_KNOWN : AE_M_HS_DEFAULT);
-  conn_arm(c, conn_idle_ms(c));
+  tc_arm(c, conn_idle_ms(c));
   c->want_read = 1;
   if (f->hooks.on_established) {
     c->handed_over = 1;
@@ -548,14 +287,14 @@ static void conn_handshake(tls_conn *c) {
     }
     if (!gnutls_error_is_fatal(r) && ++c->hs_warnings <= TC_MAX_HS_WARNINGS)
       continue;
-    AE_INFO("tls", "%s: handshake for %s failed: %s", c->t.peer_ip, conn_name(c), gnutls_strerror(r));
+    AE_INFO("tls", "%s: handshake for %s failed: %s", c->t.peer_ip, tc_name(c), gnutls_strerror(r));
     if (!c->eof && !c->write_failed && r != GNUTLS_E_PULL_ERROR)
       gnutls_alert_send_appropriate(c->session, r);
     break;
   }
   c->tls_dead = 1;
   ae_metrics_inc(AE_M_HS_FAILED);
-  conn_close_graceful(c);
+  tc_close_graceful(c);
 }
 
 static void conn_deliver_end(tls_conn *c, ssize_t code) {
@@ -563,7 +302,7 @@ static void conn_deliver_end(tls_conn *c, ssize_t code) {
     return;
   c->eof_delivered = 1;
   c->want_read = 0;
-  conn_reading(c, 0);
+  tc_reading(c, 0);
   if (c->t.on_read)
     c->t.on_read(c->t.ud, NULL, code);
 }
@@ -602,13 +341,13 @@ static void conn_recv(tls_conn *c) {
     if (r == GNUTLS_E_INTERRUPTED || r == GNUTLS_E_WARNING_ALERT_RECEIVED)
       continue;
     if (r == GNUTLS_E_REHANDSHAKE) {
-      AE_INFO("tls", "%s: %s: renegotiation refused, closing", c->t.peer_ip, conn_name(c));
+      AE_INFO("tls", "%s: %s: renegotiation refused, closing", c->t.peer_ip, tc_name(c));
       gnutls_alert_send(c->session, GNUTLS_AL_FATAL, GNUTLS_A_NO_RENEGOTIATION);
     } else if (r == GNUTLS_E_PREMATURE_TERMINATION) {
       conn_deliver_end(c, UV_EOF);
       break;
     } else if (!c->tls_dead) {
-      AE_DEBUG("tls", "%s: %s: record error: %s", c->t.peer_ip, conn_name(c), gnutls_strerror(r));
+      AE_DEBUG("tls", "%s: %s: record error: %s", c->t.peer_ip, tc_name(c), gnutls_strerror(r));
     }
     c->tls_dead = 1;
     conn_deliver_end(c, UV_EPROTO);
@@ -622,7 +361,7 @@ static void conn_recv(tls_conn *c) {
     c->in = NULL;
     c->in_off = c->in_len = 0;
   }
-  conn_reading(c, c->want_read && !c->eof_delivered);
+  tc_reading(c, c->want_read && !c->eof_delivered);
 }
 
 static void conn_drive(tls_conn *c) {
@@ -632,7 +371,7 @@ static void conn_drive(tls_conn *c) {
     if (c->want_read)
       conn_recv(c);
     else if (c->eof && !c->eof_delivered)
-      conn_reading(c, 0);
+      tc_reading(c, 0);
   }
 }
 
@@ -648,7 +387,7 @@ static int tls_t_write(ae_transport *t, const char *data, size_t len) {
     if (r < 0) {
       AE_DEBUG("tls", "%s: send failed: %s", c->t.peer_ip, gnutls_strerror((int)r));
       c->tls_dead = 1;
-      conn_close_handles(c, 1);
+      tc_close_handles(c, 1);
       return AE_EIO;
     }
     off += (size_t)r;
@@ -665,7 +404,7 @@ static void tls_t_read_stop(ae_transport *t) {
   tls_conn *c = (tls_conn *)t;
   c->want_read = 0;
   if (!c->in_recv)
-    conn_reading(c, 0);
+    tc_reading(c, 0);
 }
 
 static void tls_t_read_start(ae_transport *t) {
@@ -678,18 +417,18 @@ static void tls_t_read_start(ae_transport *t) {
   /* Bytes may already be buffered: deliver them from the loop, not from inside the caller. */
   if ((c->in && c->in_len > c->in_off) || gnutls_record_check_pending(c->session) > 0 || c->eof) {
     c->drive_pending = 1;
-    conn_arm(c, 0);
+    tc_arm(c, 0);
     return;
   }
-  conn_reading(c, 1);
+  tc_reading(c, 1);
 }
 
 static void tls_t_close(ae_transport *t) {
-  conn_close_graceful((tls_conn *)t);
+  tc_close_graceful((tls_conn *)t);
 }
 
 static void tls_t_abort(ae_transport *t) {
-  conn_close_handles((tls_conn *)t, 1);
+  tc_close_handles((tls_conn *)t, 1);
 }
 
 static const ae_transport_ops tls_ops = {
@@ -701,46 +440,7 @@ static const ae_transport_ops tls_ops = {
   .abort = tls_t_abort,
 };
 
-/* ---- closing ------------------------------------------------------------------------------ */
-
-static void conn_shutdown_cb(uv_shutdown_t *req, int status) {
-  tls_conn *c = req->data;
-  c->shut_done = 1;
-  if (c->closing_handles)
-    return;
-  if (status < 0 || c->eof) {
-    conn_close_handles(c, 0);
-    return;
-  }
-  /* Our side is flushed; wait briefly for the peer's FIN so unread data does not turn into RST. */
-  conn_arm(c, TC_LINGER_MS);
-}
-
-static void conn_close_graceful(tls_conn *c) {
-  if (c->closing_handles || c->state == TC_CLOSING)
-    return;
-  conn_unhold(c);
-  int had_session = c->state == TC_ESTABLISHED;
-  c->state = TC_CLOSING;
-  c->want_read = 0;
-  if (had_session && c->session && !c->tls_dead && !c->write_failed)
-    gnutls_bye(c->session, GNUTLS_SHUT_WR);
-  if (c->write_failed) {
-    conn_close_handles(c, 1);
-    return;
-  }
-  c->shutdown_req.data = c;
-  if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, conn_shutdown_cb) != 0) {
-    conn_close_handles(c, 0);
-    return;
-  }
-  c->shut_started = 1;
-  conn_arm(c, TC_FLUSH_MS);
-  c->in_off = c->in_len = 0;
-  conn_reading(c, 1);
-}
-
-static void conn_timer_cb(uv_timer_t *t) {
+void tc_timer_cb(uv_timer_t *t) {
   tls_conn *c = t->data;
   ae_tls_front *f = c->f;
   switch (c->state) {
@@ -764,18 +464,18 @@ static void conn_timer_cb(uv_timer_t *t) {
     uint64_t now = uv_now(f->loop), idle = conn_idle_ms(c);
     uint64_t quiet = now - c->last_activity;
     if (quiet >= idle && c->nwrites == 0) {
-      AE_DEBUG("tls", "%s: %s idle, closing", c->t.peer_ip, conn_name(c));
+      AE_DEBUG("tls", "%s: %s idle, closing", c->t.peer_ip, tc_name(c));
       if (c->handed_over)
-        conn_close_handles(c, 1);
+        tc_close_handles(c, 1);
       else
-        conn_close_graceful(c);
+        tc_close_graceful(c);
       return;
     }
-    conn_arm(c, quiet >= idle ? idle : idle - quiet);
+    tc_arm(c, quiet >= idle ? idle : idle - quiet);
     return;
   }
   case TC_CLOSING:
-    conn_close_handles(c, 1);
+    tc_close_handles(c, 1);
     return;
   }
 }
@@ -819,6 +519,6 @@ void ae_tls_conn_accept(ae_tls_front *f) {
   f->conns = c;
   f->nconn++;
   ae_metrics_add(AE_M_CONN_OPEN, 1);
-  conn_arm(c, f->handshake_timeout_ms);
-  conn_reading(c, 1);
+  tc_arm(c, f->handshake_timeout_ms);
+  tc_reading(c, 1);
 }

@@ -10,6 +10,16 @@
 #include "acmedge/clienthello.h"
 #include "acmedge/tls_front.h"
 
+/* Peek buffer: a ClientHello up to its cap plus the rest of the read that completed it. */
+#define TC_IN_CAP (AE_CH_MAX_BYTES + 2048)
+/* Records without application data tolerated in a row (empty records, warning alerts). */
+#define TC_MAX_JUNK 32
+/* Non-fatal events tolerated during one handshake. */
+#define TC_MAX_HS_WARNINGS 8
+/* After close(): time to flush queued bytes, then to wait for the peer's FIN. */
+#define TC_FLUSH_MS 30000
+#define TC_LINGER_MS 2000
+
 /* Connection states, in the order a connection normally walks through them. */
 typedef enum {
   TC_READ_HELLO = 0, /* buffering and peeking the ClientHello */
@@ -88,6 +98,27 @@ struct ae_tls_front {
   void (*close_cb)(void *ud);
   void *close_ud;
 };
+
+/* Connection internals shared by tls_conn.c (state machine) and tls_io.c (byte plumbing). */
+static inline const char *tc_name(const tls_conn *c) { return c->t.sni[0] ? c->t.sni : "-"; }
+/* (Re)starts the connection timer; its callback acts on the current state. */
+void tc_arm(tls_conn *c, uint64_t ms);
+void tc_timer_cb(uv_timer_t *t);
+/* Removes c from the front's held list (no-op unless held). */
+void tc_unhold(tls_conn *c);
+/* Closes both handles (reset = RST when allowed); the connection is freed after both closed. */
+void tc_close_handles(tls_conn *c, int reset);
+/* close_notify (if established), flush, FIN, short linger for the peer's FIN, then close. */
+void tc_close_graceful(tls_conn *c);
+/* Writes raw bytes in order (try_write, then one queued copy). 0, or -1 when the socket is gone. */
+int tc_send(tls_conn *c, const giovec_t *iov, int iovcnt);
+/* GnuTLS transport callbacks over the connection's buffer and socket. */
+ssize_t tc_vec_push(gnutls_transport_ptr_t p, const giovec_t *iov, int iovcnt);
+ssize_t tc_pull(gnutls_transport_ptr_t p, void *data, size_t len);
+int tc_pull_timeout(gnutls_transport_ptr_t p, unsigned int ms);
+/* Starts/stops libuv reads into the connection buffer; data goes to tc_read_cb. */
+void tc_reading(tls_conn *c, int on);
+void tc_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 
 /* Accepts one pending connection from the listener and starts its state machine. */
 void ae_tls_conn_accept(ae_tls_front *f);

@@ -41,6 +41,7 @@ struct ae_uconn {
   int state;
   int tcp_init;                 /* tcp handle initialized and not yet closed */
   int reading;
+  int paused;                   /* the owner asked for no reads (applies once connected too) */
   int detached;                 /* owner gave it up while resolving */
   const ae_uconn_handler *h;
   void *ud;
@@ -278,6 +279,7 @@ size_t ae_uconn_queued(const ae_uconn *c) {
 }
 
 void ae_uconn_read_start(ae_uconn *c) {
+  c->paused = 0;
   if (c->state != U_UP || c->reading)
     return;
   if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
@@ -285,6 +287,7 @@ void ae_uconn_read_start(ae_uconn *c) {
 }
 
 void ae_uconn_read_stop(ae_uconn *c) {
+  c->paused = 1;
   if (c->state != U_UP || !c->reading)
     return;
   uv_read_stop((uv_stream_t *)&c->tcp);
@@ -339,6 +342,7 @@ void ae_uconn_release(ae_uconn *c, int reusable) {
   }
   c->h = NULL;
   c->ud = NULL;
+  c->paused = 0;
   c->state = U_IDLE;
   c->idle_since = uv_now(u->loop);
   c->iprev = NULL;
@@ -367,7 +371,8 @@ static void deliver_connect(ae_uconn *c, int status) {
   c->state = U_UP;
   uv_tcp_nodelay(&c->tcp, 1);
   uv_tcp_keepalive(&c->tcp, 1, 60);
-  ae_uconn_read_start(c);
+  if (!c->paused && uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
+    c->reading = 1;
   if (c->pending.len) {
     ae_buf pend = c->pending;
     memset(&c->pending, 0, sizeof(c->pending));

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers for bench/ttc.sh: Caddy (on-demand TLS) as the comparison server. Sourced after
 # tests/lib/common.sh; uses its $T, ae_bg, ae_free_port, ae_pid_alive, ae_port_open and ae_fail.
 

@@ -4,6 +4,7 @@
 set -euo pipefail
 source "$AE_SRC/tests/lib/common.sh"
 ae_setup
+export PEBBLE_WFE_NONCEREJECT=0 # every newOrder request below is then a distinct attempt
 pebble_start '"domainBlocklist": ["blocked.example.test"]'
 ae_config_write "$T/acmedge.json"
 
@@ -22,5 +23,7 @@ echo "$line" | grep -qi 'blocked' || ae_fail "the CA's detail is not in the resu
 [ "$(grep -c 'blocked.example.test: creating order' "$T/issue.log")" = 1 ] || ae_fail "newOrder was sent more than once"
 # The same process (same loop, same client) then issued the next name.
 grep -q '^ok fine.example.test ' "$T/issue.out" || ae_fail "no ok line for fine.example.test after the failure"
+n=$(grep -c 'POST /order-plz' "$PEBBLE_LOG" || true)
+[ "$n" = 2 ] || ae_fail "Pebble received $n newOrder requests, want 2 (one per name)"
 [ "$(pebble_count_orders)" -le 2 ] || ae_fail "Pebble logged $(pebble_count_orders) orders, want <= 2"
 echo PASS

@@ -57,6 +57,9 @@ _ae_on_exit() {
   local rc=$?
   set +e
   trap - EXIT
+  if [ -n "${AE_REAPER_PID:-}" ]; then
+    kill "$AE_REAPER_PID" 2>/dev/null
+  fi
   if [ -n "${T:-}" ] && [ -f "$T/.pids" ]; then
     local pid
     # Newest first: clients before the servers they talk to.
@@ -82,6 +85,17 @@ _ae_on_exit() {
   exit "$rc"
 }
 
+# Watches the test shell; if it dies without running its EXIT trap (SIGKILL from a runner's
+# timeout), kills what it started and removes its temp dir.
+_ae_reaper() {
+  set +e
+  local parent=$1 dir=$2 pid
+  while kill -0 "$parent" 2>/dev/null; do sleep 1; done
+  [ -f "$dir/.pids" ] || exit 0
+  for pid in $(tac "$dir/.pids"); do kill -KILL "$pid" 2>/dev/null; done
+  [ "${AE_KEEP:-0}" = "1" ] || rm -rf "$dir"
+}
+
 # Creates $T, installs the cleanup trap. Requires ACMEDGE_BIN.
 ae_setup() {
   : "${ACMEDGE_BIN:?ACMEDGE_BIN must be set (ctest sets it)}"
@@ -91,6 +105,8 @@ ae_setup() {
   : >"$T/.ports"
   trap _ae_on_exit EXIT
   trap 'exit 130' INT TERM
+  _ae_reaper "$$" "$T" >/dev/null 2>&1 </dev/null &
+  AE_REAPER_PID=$!
 }
 
 # Prints a free TCP port on 127.0.0.1 (below the ephemeral range, unused by any socket, and not
@@ -206,8 +222,9 @@ _pebble_launch() {
     -o "$T/pebble-intermediate.pem" || ae_fail "could not fetch $PEBBLE_MGMT/intermediates/0"
 }
 
-# pebble_start [JSON_EXTRA] : Pebble + challtestsrv on loopback (see tests/lib/README or the
-# function body for the exported variables).
+# pebble_start [JSON_EXTRA] : Pebble + challtestsrv on loopback; JSON_EXTRA is merged into the
+# "pebble" config object. Exports AE_HTTP_PORT/AE_HTTPS_PORT (unless set), PEBBLE_DIR, PEBBLE_CA,
+# PEBBLE_MGMT, PEBBLE_LOG, PEBBLE_PORT; writes $T/pebble-root.pem and $T/pebble-intermediate.pem.
 pebble_start() {
   local extra=${1:-}
   if [ -z "${AE_HTTP_PORT:-}" ]; then AE_HTTP_PORT=$(ae_free_port); fi

@@ -271,7 +271,7 @@ typedef struct {
 /* Reads one response with a Content-Length (or up to EOF) from fd. Leftover bytes are kept in
  * carry for the next call (pipelining). */
 static int read_response(int fd, resp_t *r, char *carry, size_t *carry_len) {
-  static char buf[200000];
+  static char buf[1 << 20];
   size_t len = 0;
   if (carry && *carry_len) {
     memcpy(buf, carry, *carry_len);
@@ -542,6 +542,32 @@ static void test_limits(void **state) {
   fx_t *f = *state;
   start_admin(f);
   run_client(f, client_limits);
+}
+
+static int client_half_close(fx_t *f) {
+  int fd = connect_tcp(f->port, 4096);
+  CHECK(fd >= 0);
+  const char *q = "GET /v1/domains HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  CHECK(send_all(fd, q, strlen(q)) == 0);
+  CHECK(shutdown(fd, SHUT_WR) == 0);
+  usleep(200000); /* the server sees EOF before the client reads anything */
+  static resp_t r;
+  CHECK(read_response(fd, &r, NULL, NULL) == 0);
+  close(fd);
+  CHECK(r.status == 200);
+  CHECK(r.body_len > 100000);
+  return 0;
+}
+
+static void test_half_close(void **state) {
+  fx_t *f = *state;
+  for (int i = 0; i < 3000; i++) {
+    char name[64];
+    snprintf(name, sizeof(name), "host-%04d.example.test", i);
+    json_array_append_new(f->domains, json_pack("{s:s,s:s}", "domain", name, "state", "valid"));
+  }
+  start_admin(f);
+  run_client(f, client_half_close);
 }
 
 /* ------------------------------------------------------------------ token */
@@ -946,6 +972,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_basic, setup, teardown),
       cmocka_unit_test_setup_teardown(test_domains, setup, teardown),
       cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_half_close, setup, teardown),
       cmocka_unit_test_setup_teardown(test_token, setup, teardown),
       cmocka_unit_test_setup_teardown(test_refuse_public_without_token, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unix_socket, setup, teardown),

@@ -1,0 +1,310 @@
+/* Unit tests for the proxy's HTTP message helpers (src/httpmsg.c): raw head scanner, request
+ * framing analysis, Host normalisation, trusted-proxy matching and head rewriting. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <llhttp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../src/proxy_int.h"
+
+static int scan(const char *s, size_t n, uint32_t maxb, uint32_t maxf, size_t *used) {
+  ae_hscan h;
+  ae_hscan_reset(&h, maxb, maxf);
+  size_t u = 0;
+  int r = ae_hscan_feed(&h, s, n, &u);
+  if (used)
+    *used = u;
+  return r;
+}
+
+#define SCAN(lit) scan(lit, sizeof(lit) - 1, 16384, 100, NULL)
+
+static void test_hscan_ok(void **state) {
+  (void)state;
+  size_t used = 0;
+  const char req[] = "GET / HTTP/1.1\r\nHost: a\r\nX-A:b\t c\r\n\r\nBODY";
+  assert_int_equal(scan(req, sizeof(req) - 1, 16384, 100, &used), AE_HS_DONE);
+  assert_int_equal(used, sizeof(req) - 1 - 4);
+  /* Leading empty lines are tolerated, as RFC 9112 §2.2 allows. */
+  assert_int_equal(SCAN("\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), AE_HS_DONE);
+  assert_int_equal(SCAN("GET / HTTP/1.1\r\nHost: a\r\n"), AE_HS_MORE);
+  /* Byte-at-a-time feeding reaches the same result. */
+  ae_hscan h;
+  ae_hscan_reset(&h, 16384, 100);
+  int r = AE_HS_MORE;
+  for (size_t i = 0; i < sizeof(req) - 1 && r == AE_HS_MORE; i++)
+    r = ae_hscan_feed(&h, req + i, 1, &used);
+  assert_int_equal(r, AE_HS_DONE);
+}
+
+static void test_hscan_bad(void **state) {
+  (void)state;
+  assert_int_equal(SCAN("GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n c\r\n\r\n"), AE_HS_BAD);   /* obs-fold */
+  assert_int_equal(SCAN("GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n\tc\r\n\r\n"), AE_HS_BAD);  /* obs-fold tab */
+  assert_int_equal(SCAN("GET / HTTP/1.1\nHost: a\r\n\r\n"), AE_HS_BAD);                  /* bare LF */
+  assert_int_equal(SCAN("GET / HTTP/1.1\r\nHost: a\n\r\n"), AE_HS_BAD);                  /* bare LF */
+  assert_int_equal(SCAN("GET / HTTP/1.1\r\nHost: a\r\n\n"), AE_HS_BAD);                  /* bare LF end */
+  assert_int_equal(SCAN("GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n"), AE_HS_BAD);          /* bare CR */
+  assert_int_equal(SCAN("GET / HTTP/1.1\r\nHost : a\r\n\r\n"), AE_HS_BAD);               /* space before colon */
+  assert_int_equal(SCAN("GET / HTTP/1.1\r\nHost\t: a\r\n\r\n"), AE_HS_BAD);              /* tab before colon */
+  assert_int_equal(SCAN("GET / HTTP/1.1\r\n: a\r\n\r\n"), AE_HS_BAD);                    /* empty name */
+  assert_int_equal(SCAN("GET / HTTP/1.1\r\nNoColon\r\n\r\n"), AE_HS_BAD);
+  assert_int_equal(SCAN("GET / HTTP/1.1\r\nX: a\x01\r\n\r\n"), AE_HS_BAD);              /* control char */
+  assert_int_equal(SCAN("GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n"), AE_HS_BAD);
+  const char nul[] = "GET / HTTP/1.1\r\nX: a\0b\r\n\r\n";
+  assert_int_equal(scan(nul, sizeof(nul) - 1, 16384, 100, NULL), AE_HS_BAD);
+  assert_int_equal(SCAN("\nGET / HTTP/1.1\r\n\r\n"), AE_HS_BAD);
+}
+
+static void test_hscan_limits(void **state) {
+  (void)state;
+  char big[200];
+  memset(big, 'a', sizeof(big));
+  memcpy(big, "GET /", 5);
+  assert_int_equal(scan(big, sizeof(big), 100, 100, NULL), AE_HS_TOOBIG);
+  assert_int_equal(SCAN("GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\n\r\n"), AE_HS_DONE);
+  assert_int_equal(scan("GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 37, 16384, 2, NULL), AE_HS_TOOMANY);
+}
+
+/* Parses a request head with llhttp into m (the way the proxy does). */
+typedef struct {
+  ae_hmsg m;
+  int done;
+} parsed;
+
+static int p_url(llhttp_t *p, const char *at, size_t n) {
+  ae_hmsg_on_url(&((parsed *)p->data)->m, at, n);
+  return 0;
+}
+static int p_field(llhttp_t *p, const char *at, size_t n) {
+  ae_hmsg_on_field(&((parsed *)p->data)->m, at, n);
+  return 0;
+}
+static int p_value(llhttp_t *p, const char *at, size_t n) {
+  ae_hmsg_on_value(&((parsed *)p->data)->m, at, n);
+  return 0;
+}
+static int p_hc(llhttp_t *p) {
+  ((parsed *)p->data)->done = 1;
+  return HPE_PAUSED;
+}
+
+static const llhttp_settings_t psettings = {
+    .on_url = p_url, .on_header_field = p_field, .on_header_value = p_value, .on_headers_complete = p_hc};
+
+static int analyze(const char *head, parsed *pd, ae_reqinfo *ri, const char **why) {
+  memset(pd, 0, sizeof(*pd));
+  llhttp_t p;
+  llhttp_init(&p, HTTP_REQUEST, &psettings);
+  p.data = pd;
+  llhttp_errno_t e = llhttp_execute(&p, head, strlen(head));
+  if (e != HPE_PAUSED || !pd->done)
+    return -1;
+  return ae_req_analyze(&pd->m, p.http_major, p.http_minor, p.method == HTTP_GET, ri, why);
+}
+
+static void test_req_analyze(void **state) {
+  (void)state;
+  parsed pd;
+  ae_reqinfo ri;
+  const char *why;
+  assert_int_equal(analyze("GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n", &pd, &ri, &why), 0);
+  assert_int_equal(ri.host_len, 6);
+  assert_memory_equal(ri.host, "a.test", 6);
+  assert_int_equal(ri.target_len, 2);
+  ae_hmsg_free(&pd.m);
+
+  assert_int_equal(analyze("GET /x HTTP/1.1\r\n\r\n", &pd, &ri, &why), 400);  /* no Host */
+  ae_hmsg_free(&pd.m);
+  assert_int_equal(analyze("GET /x HTTP/1.0\r\n\r\n", &pd, &ri, &why), 0);    /* 1.0 may omit it */
+  assert_null(ri.host);
+  ae_hmsg_free(&pd.m);
+  assert_int_equal(analyze("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", &pd, &ri, &why), 400);
+  ae_hmsg_free(&pd.m);
+  assert_int_equal(analyze("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", &pd, &ri, &why), 400);
+  ae_hmsg_free(&pd.m);
+
+  assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", &pd, &ri, &why), 0);
+  assert_true(ri.chunked);
+  ae_hmsg_free(&pd.m);
+  assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", &pd, &ri, &why), 400);
+  ae_hmsg_free(&pd.m);
+  assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", &pd, &ri, &why),
+                   501);
+  ae_hmsg_free(&pd.m);
+  assert_int_equal(analyze("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", &pd, &ri, &why), 400);
+  ae_hmsg_free(&pd.m);
+  assert_int_equal(analyze("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n", &pd, &ri, &why), 0);
+  assert_true(ri.has_cl);
+  assert_int_equal(ri.cl, 5);
+  ae_hmsg_free(&pd.m);
+
+  /* Absolute-form must agree with Host and is forwarded in origin-form. */
+  assert_int_equal(analyze("GET http://a.test/p?q HTTP/1.1\r\nHost: a.test\r\n\r\n", &pd, &ri, &why), 0);
+  assert_int_equal(ri.target_len, 4);
+  assert_memory_equal(ri.target, "/p?q", 4);
+  ae_hmsg_free(&pd.m);
+  assert_int_equal(analyze("GET http://b.test/p HTTP/1.1\r\nHost: a.test\r\n\r\n", &pd, &ri, &why), 400);
+  ae_hmsg_free(&pd.m);
+
+  assert_int_equal(analyze("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                           &pd, &ri, &why),
+                   0);
+  assert_true(ri.websocket);
+  ae_hmsg_free(&pd.m);
+  assert_int_equal(analyze("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n", &pd, &ri, &why), 0);
+  assert_false(ri.websocket);
+  ae_hmsg_free(&pd.m);
+}
+
+static void test_host_normalize(void **state) {
+  (void)state;
+  char out[256];
+  assert_int_equal(ae_host_normalize("Example.COM:8443", 16, out, sizeof(out)), 0);
+  assert_string_equal(out, "example.com");
+  assert_int_equal(ae_host_normalize("a.test.", 7, out, sizeof(out)), 0);
+  assert_string_equal(out, "a.test");
+  assert_int_equal(ae_host_normalize("[::1]:443", 9, out, sizeof(out)), 0);
+  assert_string_equal(out, "::1");
+  assert_int_equal(ae_host_normalize("a.test:x", 8, out, sizeof(out)), AE_EINVAL);
+  assert_int_equal(ae_host_normalize("a/b", 3, out, sizeof(out)), AE_EINVAL);
+  assert_int_equal(ae_host_normalize("user@a", 6, out, sizeof(out)), AE_EINVAL);
+  assert_int_equal(ae_host_normalize("", 0, out, sizeof(out)), AE_EINVAL);
+  assert_int_equal(ae_host_normalize("[::1", 4, out, sizeof(out)), AE_EINVAL);
+}
+
+static void test_ip_in_list(void **state) {
+  (void)state;
+  char *list[] = {"10.0.0.0/8", "192.168.1.7", "fd00::/8"};
+  assert_true(ae_ip_in_list("10.1.2.3", list, 3));
+  assert_true(ae_ip_in_list("192.168.1.7", list, 3));
+  assert_false(ae_ip_in_list("192.168.1.8", list, 3));
+  assert_true(ae_ip_in_list("fd12::1", list, 3));
+  assert_false(ae_ip_in_list("fe80::1", list, 3));
+  assert_true(ae_ip_in_list("::ffff:10.9.9.9", list, 3));
+  assert_false(ae_ip_in_list("11.0.0.1", list, 3));
+  assert_false(ae_ip_in_list("garbage", list, 3));
+  assert_false(ae_ip_in_list("10.1.2.3", list, 0));
+}
+
+static int contains(const ae_buf *b, const char *s) {
+  size_t n = strlen(s);
+  if (b->len < n)
+    return 0;
+  for (size_t i = 0; i + n <= b->len; i++)
+    if (memcmp(b->d + i, s, n) == 0)
+      return 1;
+  return 0;
+}
+
+static void test_upstream_head(void **state) {
+  (void)state;
+  parsed pd;
+  ae_reqinfo ri;
+  const char *why;
+  const char *req = "POST /p HTTP/1.1\r\nHost: a.test\r\nConnection: keep-alive, X-Private\r\nX-Private: 1\r\n"
+                    "Keep-Alive: 5\r\nTE: trailers\r\nTrailer: X\r\nProxy-Authorization: secret\r\n"
+                    "Upgrade: h2c\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: http\r\n"
+                    "X-Forwarded-Host: evil\r\nForwarded: for=6.6.6.6\r\nX-Kept:  v  \r\n"
+                    "Transfer-Encoding: chunked\r\n\r\n";
+  assert_int_equal(analyze(req, &pd, &ri, &why), 0);
+  ae_fwd fw = {.method = "POST", .minor = 1, .client_ip = "10.1.2.3", .trusted = 0, .https = 1,
+               .host = "a.test", .host_len = 6, .body = 2};
+  ae_buf out = {0};
+  ae_build_upstream_head(&out, &pd.m, &ri, &fw);
+  ae_buf_add(&out, "", 1);
+  assert_true(contains(&out, "POST /p HTTP/1.1\r\nHost: a.test\r\n"));
+  assert_true(contains(&out, "\r\nX-Kept: v\r\n"));
+  assert_true(contains(&out, "\r\nX-Forwarded-For: 10.1.2.3\r\n"));
+  assert_true(contains(&out, "\r\nX-Forwarded-Proto: https\r\n"));
+  assert_true(contains(&out, "\r\nX-Forwarded-Host: a.test\r\n"));
+  assert_true(contains(&out, "\r\nVia: 1.1 acmedge\r\n"));
+  assert_true(contains(&out, "\r\nTransfer-Encoding: chunked\r\n\r\n"));
+  assert_false(contains(&out, "X-Private"));
+  assert_false(contains(&out, "Keep-Alive"));
+  assert_false(contains(&out, "TE:"));
+  assert_false(contains(&out, "Trailer"));
+  assert_false(contains(&out, "Proxy-"));
+  assert_false(contains(&out, "Upgrade"));
+  assert_false(contains(&out, "6.6.6.6"));
+  assert_false(contains(&out, "evil"));
+  assert_false(contains(&out, "Connection"));
+
+  fw.trusted = 1;
+  out.len = 0;
+  ae_build_upstream_head(&out, &pd.m, &ri, &fw);
+  ae_buf_add(&out, "", 1);
+  assert_true(contains(&out, "\r\nX-Forwarded-For: 6.6.6.6, 10.1.2.3\r\n"));
+  assert_true(contains(&out, "\r\nForwarded: for=6.6.6.6\r\n"));
+  ae_buf_free(&out);
+  ae_hmsg_free(&pd.m);
+}
+
+static void test_client_head_and_error(void **state) {
+  (void)state;
+  ae_hmsg m;
+  memset(&m, 0, sizeof(m));
+  ae_hmsg_on_url(&m, "Fine", 4);
+  ae_hmsg_on_field(&m, "Connection", 10);
+  ae_hmsg_on_value(&m, "X-Up", 4);
+  ae_hmsg_on_field(&m, "X-Up", 4);
+  ae_hmsg_on_value(&m, "1", 1);
+  ae_hmsg_on_field(&m, "Content-Length", 14);
+  ae_hmsg_on_value(&m, "99", 2);
+  ae_hmsg_on_field(&m, "Set-Cookie", 10);
+  ae_hmsg_on_value(&m, "a=b", 3);
+  ae_buf out = {0};
+  ae_build_client_head(&out, &m, 200, 1, AE_FRAME_CHUNKED, 0, 1, 0);
+  ae_buf_add(&out, "", 1);
+  assert_true(contains(&out, "HTTP/1.1 200 Fine\r\n"));
+  assert_true(contains(&out, "Set-Cookie: a=b\r\n"));
+  assert_true(contains(&out, "Transfer-Encoding: chunked\r\n"));
+  assert_false(contains(&out, "X-Up"));
+  assert_false(contains(&out, "Content-Length"));
+  assert_false(contains(&out, "Connection"));
+  out.len = 0;
+  ae_build_client_head(&out, &m, 200, 0, AE_FRAME_CL, 12, 1, 0);
+  ae_buf_add(&out, "", 1);
+  assert_true(contains(&out, "Content-Length: 12\r\nConnection: keep-alive\r\n\r\n"));
+  out.len = 0;
+  size_t bl = ae_build_error(&out, 502, 0, 1);
+  ae_buf_add(&out, "", 1);
+  assert_true(contains(&out, "HTTP/1.1 502 Bad Gateway\r\n"));
+  assert_true(contains(&out, "Connection: close\r\n"));
+  assert_true(bl > 0 && bl < 64);
+  ae_buf_free(&out);
+  ae_hmsg_free(&m);
+}
+
+static void test_buf_helpers(void **state) {
+  (void)state;
+  ae_buf b = {0};
+  ae_buf_addhex(&b, 0);
+  ae_buf_addhex(&b, 255);
+  ae_buf_addu(&b, 0);
+  ae_buf_addu(&b, 1234567890123ULL);
+  ae_buf_addjson(&b, "a\"\\\n\x01", 5);
+  ae_buf_add(&b, "", 1);
+  assert_string_equal(b.d, "0ff01234567890123\"a\\\"\\\\\\u000a\\u0001\"");
+  ae_buf_consume(&b, 3);
+  assert_int_equal(b.d[0], '0');
+  ae_buf_shrink(&b, 0);
+  assert_null(b.d);
+  ae_buf_free(&b);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_hscan_ok),       cmocka_unit_test(test_hscan_bad),
+      cmocka_unit_test(test_hscan_limits),   cmocka_unit_test(test_req_analyze),
+      cmocka_unit_test(test_host_normalize), cmocka_unit_test(test_ip_in_list),
+      cmocka_unit_test(test_upstream_head),  cmocka_unit_test(test_client_head_and_error),
+      cmocka_unit_test(test_buf_helpers),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
