@@ -95,14 +95,18 @@ _phase_stop() {
 }
 
 # ttc_client TIMEOUT NAME... : runs the measuring client against the current side; output in
-# $T/client.out (appended), the summary line on stdout.
+# $T/client.last (and appended to $T/client.out). Not to be called in a command substitution (the
+# signal traps must stay able to interrupt the wait).
 ttc_client() {
   local timeout=$1
   shift
+  # In the background and waited for, so INT/TERM interrupt the wait and the trap stops it at once.
   "$AE_PY" "$BENCH_DIR/tools/ttc_client.py" --port "$AE_HTTPS_PORT" --ca "$T/pebble-root.pem" \
-    --timeout "$timeout" "$@" >"$T/client.last"
+    --timeout "$timeout" "$@" >"$T/client.last" &
+  local pid=$!
+  echo "$pid" >>"$T/.pids"
+  wait "$pid" || ae_fail "measuring client exited with an error"
   cat "$T/client.last" >>"$T/client.out"
-  grep '^summary ' "$T/client.last"
 }
 
 # _field KEY LINE : value of KEY=VALUE in a summary line.
@@ -135,7 +139,8 @@ run_phase() {
     ;;
   esac
 
-  warm=$(ttc_client 30 "warmup.example.test")
+  ttc_client 30 "warmup.example.test"
+  warm=$(grep '^summary ' "$T/client.last")
   [ "$(_field ok "$warm")" = 1 ] || ae_fail "$label: warm-up name was not issued within 30 s ($warm)"
   base=$(pebble_count_orders)
 
@@ -144,7 +149,8 @@ run_phase() {
     names+=("ttc$i-n$n.example.test")
   done
   echo "# $(date +%T) $label: $n new name(s)..." >&2
-  summary=$(ttc_client "$TTC_TIMEOUT" "${names[@]}")
+  ttc_client "$TTC_TIMEOUT" "${names[@]}"
+  summary=$(grep '^summary ' "$T/client.last")
   # Orders a side would place after the names verified (duplicates) show up in a short settle time.
   sleep 1
   orders=$(($(pebble_count_orders) - base))

@@ -67,11 +67,13 @@ static void front_handle_closed(uv_handle_t *h) {
   front_maybe_done(f);
 }
 
+/* Closes the front's own timer and flusher once no connection needs them. */
 static void front_close_timer(ae_tls_front *f) {
   if (uv_is_closing((uv_handle_t *)&f->close_timer))
     return;
   uv_timer_stop(&f->close_timer);
   uv_close((uv_handle_t *)&f->close_timer, front_handle_closed);
+  uv_close((uv_handle_t *)&f->flusher, front_handle_closed);
 }
 
 void ae_tls_front_conn_gone(ae_tls_front *f) {
@@ -168,7 +170,9 @@ int ae_tls_front_new(uv_loop_t *loop, const ae_config *cfg, ae_certstore *cs,
   }
   uv_timer_init(loop, &f->close_timer);
   f->close_timer.data = f;
-  f->front_handles = 2;
+  uv_prepare_init(loop, &f->flusher);
+  f->flusher.data = f;
+  f->front_handles = 3;
   AE_INFO("tls", "listening on %s (port %d)", cfg->listen_https, f->port);
   *out = f;
   return 0;

@@ -16,6 +16,8 @@
 #define TC_MAX_JUNK 32
 /* Non-fatal events tolerated during one handshake. */
 #define TC_MAX_HS_WARNINGS 8
+/* Writes up to this size are gathered per connection and sent once per loop iteration. */
+#define TC_OBUF_CAP 8192
 /* After close(): time to flush queued bytes, then to wait for the peer's FIN. */
 #define TC_FLUSH_MS 30000
 #define TC_LINGER_MS 2000
@@ -45,6 +47,9 @@ struct tls_conn {
   ae_cert *cert;           /* reference held for the connection's lifetime */
   int kind;                /* metric counted when the handshake succeeds */
 
+  char *obuf;              /* small writes gathered until the loop polls again */
+  size_t olen;
+  tls_conn *dnext;         /* front's list of connections with gathered output */
   uint8_t *in;             /* received, not yet consumed by GnuTLS (or the peek) */
   size_t in_off, in_len;
 
@@ -70,6 +75,7 @@ struct tls_conn {
   unsigned shut_done : 1;
   unsigned closing_handles : 1;
   unsigned hello_answered : 1;
+  unsigned dirty : 1;          /* on the front's flush list */
 };
 
 struct ae_tls_front {
@@ -78,6 +84,8 @@ struct ae_tls_front {
   ae_tls_front_hooks hooks;
   uv_tcp_t listener;
   uv_timer_t close_timer;
+  uv_prepare_t flusher;         /* sends gathered output before the loop polls */
+  tls_conn *dirty;
   int port;
   gnutls_priority_t prio;
   gnutls_datum_t ticket_key;
@@ -94,7 +102,7 @@ struct ae_tls_front {
   tls_conn *held;
 
   int closing;
-  int front_handles;            /* listener + close timer still open */
+  int front_handles;            /* listener, close timer and flusher still open */
   void (*close_cb)(void *ud);
   void *close_ud;
 };
@@ -116,6 +124,10 @@ int tc_send(tls_conn *c, const giovec_t *iov, int iovcnt);
 ssize_t tc_vec_push(gnutls_transport_ptr_t p, const giovec_t *iov, int iovcnt);
 ssize_t tc_pull(gnutls_transport_ptr_t p, void *data, size_t len);
 int tc_pull_timeout(gnutls_transport_ptr_t p, unsigned int ms);
+/* Sends c's gathered output now (before a shutdown or a large write). 0 or -1. */
+int tc_flush(tls_conn *c);
+/* Prepare callback: flushes every connection with gathered output. */
+void tc_flush_all(uv_prepare_t *p);
 /* Starts/stops libuv reads into the connection buffer; data goes to tc_read_cb. */
 void tc_reading(tls_conn *c, int on);
 void tc_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);

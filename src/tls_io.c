@@ -61,10 +61,27 @@ static void conn_handle_closed(uv_handle_t *h) {
   ae_tls_front_conn_gone(f);
 }
 
+static void conn_undirty(tls_conn *c) {
+  if (!c->dirty)
+    return;
+  for (tls_conn **pp = &c->f->dirty; *pp; pp = &(*pp)->dnext) {
+    if (*pp == c) {
+      *pp = c->dnext;
+      break;
+    }
+  }
+  c->dirty = 0;
+  c->dnext = NULL;
+}
+
 void tc_close_handles(tls_conn *c, int reset) {
   if (c->closing_handles)
     return;
   tc_unhold(c);
+  conn_undirty(c);
+  free(c->obuf);
+  c->obuf = NULL;
+  c->olen = 0;
   c->closing_handles = 1;
   c->state = TC_CLOSING;
   c->want_read = 0;
@@ -101,16 +118,9 @@ static void conn_write_done(uv_write_t *req, int status) {
     c->t.on_drain(c->t.ud);
 }
 
-/* Sends bytes in order: straight to the socket when nothing is queued, the rest copied into one
+/* Writes bytes in order: straight to the socket when nothing is queued, the rest copied into one
  * queued request. Returns 0 or -1 when the socket is gone. */
-int tc_send(tls_conn *c, const giovec_t *iov, int iovcnt) {
-  if (c->closing_handles || c->write_failed)
-    return -1;
-  size_t total = 0;
-  for (int i = 0; i < iovcnt; i++)
-    total += iov[i].iov_len;
-  if (total == 0)
-    return 0;
+static int conn_send_now(tls_conn *c, const giovec_t *iov, int iovcnt, size_t total) {
   size_t done = 0;
   if (c->nwrites == 0) {
     uv_buf_t bufs[16];
@@ -150,6 +160,60 @@ int tc_send(tls_conn *c, const giovec_t *iov, int iovcnt) {
   }
   c->nwrites++;
   return 0;
+}
+
+int tc_flush(tls_conn *c) {
+  conn_undirty(c);
+  if (c->olen == 0)
+    return 0;
+  giovec_t v = {c->obuf, c->olen};
+  int r = conn_send_now(c, &v, 1, c->olen);
+  free(c->obuf);
+  c->obuf = NULL;
+  c->olen = 0;
+  return r;
+}
+
+/* Small writes wait in a per-connection buffer until the loop is about to poll again, so that a
+ * handshake's session tickets, the response and close_notify leave in one segment. */
+int tc_send(tls_conn *c, const giovec_t *iov, int iovcnt) {
+  if (c->closing_handles || c->write_failed)
+    return -1;
+  size_t total = 0;
+  for (int i = 0; i < iovcnt; i++)
+    total += iov[i].iov_len;
+  if (total == 0)
+    return 0;
+  c->last_activity = uv_now(c->f->loop);
+  if (c->nwrites == 0 && c->olen + total <= TC_OBUF_CAP) {
+    if (!c->obuf)
+      c->obuf = ae_malloc(TC_OBUF_CAP);
+    for (int i = 0; i < iovcnt; i++) {
+      memcpy(c->obuf + c->olen, iov[i].iov_base, iov[i].iov_len);
+      c->olen += iov[i].iov_len;
+    }
+    if (!c->dirty) {
+      ae_tls_front *f = c->f;
+      c->dirty = 1;
+      c->dnext = f->dirty;
+      f->dirty = c;
+      uv_prepare_start(&f->flusher, tc_flush_all);
+    }
+    return 0;
+  }
+  if (tc_flush(c) < 0)
+    return -1;
+  return conn_send_now(c, iov, iovcnt, total);
+}
+
+void tc_flush_all(uv_prepare_t *p) {
+  ae_tls_front *f = p->data;
+  while (f->dirty) {
+    tls_conn *c = f->dirty;
+    if (tc_flush(c) < 0)
+      tc_close_handles(c, 1);
+  }
+  uv_prepare_stop(p);
 }
 
 ssize_t tc_vec_push(gnutls_transport_ptr_t p, const giovec_t *iov, int iovcnt) {
@@ -276,7 +340,8 @@ void tc_close_graceful(tls_conn *c) {
   c->want_read = 0;
   if (had_session && c->session && !c->tls_dead && !c->write_failed)
     gnutls_bye(c->session, GNUTLS_SHUT_WR);
-  if (c->write_failed) {
+  /* The shutdown waits only for queued writes: hand the buffered bytes over first. */
+  if (c->write_failed || tc_flush(c) < 0) {
     tc_close_handles(c, 1);
     return;
   }
