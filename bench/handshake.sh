@@ -130,7 +130,7 @@ served_ok() {
 # ---- acmedge -------------------------------------------------------------------------------------
 run_acmedge() {
   ae_config_write "$T/acmedge.json" '{"workers": 1, "on_demand": {"enabled": false},
-    "tls": {"max_connections": 100000}, "log": {"level": "warn"}}'
+    "tls": {"max_connections": 100000}, "log": {"level": "error"}}'
   acmedge_start "$T/acmedge.json"
   # Start-up loads every stored certificate; wait until the last one is served.
   ae_wait_for served_ok "$AE_HTTPS_PORT" || ae_fail "acmedge does not serve the stored certificates"

@@ -1,6 +1,7 @@
 /* RFC 8555 client: the client object, job lifecycle, the request layer (nonce pool, JWS
  * signing, badNonce retry, accountDoesNotExist recovery) and RFC 7807 problem documents.
- * The account lives in acme_account.c, the order flow in acme_order.c. */
+ * The account lives in acme_account.c, the order flow in acme_order.c, renewal information
+ * (RFC 9773) in acme_ari.c. */
 #include "acme_internal.h"
 
 #include <stdio.h>
@@ -243,6 +244,7 @@ static void job_free(ae_acme_job *job) {
   free(job->authz);
   free(job->chall_url);
   free(job->http_token);
+  free(job->replaces);
   ae_key_free(job->cert_key);
   free(job);
 }
@@ -291,13 +293,16 @@ static void job_end(ae_acme_job *job) {
     a->jobs = job->next;
   if (job->next != NULL) job->next->prev = job->prev;
   job->prev = job->next = NULL;
-  a->njobs--;
+  if (job->ari)
+    a->nari--;
+  else
+    a->njobs--;
   a->nzombies++;
   uv_timer_stop(&job->timer);
   uv_close((uv_handle_t *)&job->timer, on_timer_closed);
 }
 
-static void job_finish(ae_acme_job *job, const ae_acme_result *res) {
+void acme_job_finish(ae_acme_job *job, const ae_acme_result *res) {
   ae_acme *a = job->a;
   if (job->ended) return;
   if (a->prereq_leader == job) acme_prereq_abandon(a, job, job->in_prereq ? res : NULL);
@@ -316,9 +321,12 @@ void acme_job_fail(ae_acme_job *job, int code, const char *problem, const char *
   res.retry_after = retry_after;
   res.challenge_type = job->used_type;
   res.order_url = job->order_url;
-  AE_WARN(ACME_SUB, "%s: issuance failed: %s: %s%s", job->domain, problem ? problem : "error",
-          detail ? detail : "", retryable ? "" : " (not retryable)");
-  job_finish(job, &res);
+  if (job->ari && code == AE_ENOTFOUND)
+    AE_DEBUG(ACME_SUB, "%s: %s", job->domain, detail ? detail : "no renewal information");
+  else
+    AE_WARN(ACME_SUB, "%s: %s failed: %s: %s%s", job->domain, job->ari ? "renewal information query" : "issuance",
+            problem ? problem : "error", detail ? detail : "", retryable ? "" : " (not retryable)");
+  acme_job_finish(job, &res);
 }
 
 void acme_job_succeed(ae_acme_job *job, const char *cert_pem, const char *key_pem) {
@@ -331,10 +339,10 @@ void acme_job_succeed(ae_acme_job *job, const char *cert_pem, const char *key_pe
   res.challenge_type = job->used_type;
   res.order_url = job->order_url;
   AE_INFO(ACME_SUB, "%s: certificate issued (order %s)", job->domain, job->order_url ? job->order_url : "?");
-  job_finish(job, &res);
+  acme_job_finish(job, &res);
 }
 
-static int64_t retry_after_abs(const ae_http_response *resp) {
+int64_t acme_retry_after_abs(const ae_http_response *resp) {
   long s = ae_http_retry_after_seconds(resp->retry_after);
   if (s < 0) return 0;
   return (int64_t)time(NULL) + s;
@@ -357,14 +365,14 @@ void acme_job_fail_resp(ae_acme_job *job, const ae_http_response *resp, const ch
   if (resp->status >= 400 && ae_acme_problem_parse(resp->body, resp->body_len, &p) == 0) {
     snprintf(detail, sizeof(detail), "%s%s%s%s", p.detail ? p.detail : "(no detail)", p.subproblems ? " [" : "",
              p.subproblems ? p.subproblems : "", p.subproblems ? "]" : "");
-    int64_t ra = retry_after_abs(resp);
+    int64_t ra = acme_retry_after_abs(resp);
     int code = acme_problem_is(p.type, "rateLimited") ? AE_ELIMIT : AE_EPROTO;
     acme_job_fail(job, code, p.type, detail, ae_acme_problem_retryable(p.type), ra);
     ae_acme_problem_clear(&p);
     return;
   }
   snprintf(detail, sizeof(detail), "%s: unexpected HTTP %ld from CA", what, resp->status);
-  acme_job_fail(job, AE_EPROTO, "acmedge:bad-response", detail, 1, retry_after_abs(resp));
+  acme_job_fail(job, AE_EPROTO, "acmedge:bad-response", detail, 1, acme_retry_after_abs(resp));
 }
 
 static int ct_is_json(const char *ct) {
@@ -613,38 +621,74 @@ static int domain_ok(const char *d, char *out, size_t outlen) {
 
 static void job_begin(ae_acme_job *job) { acme_order_start(job); }
 
-int ae_acme_issue(ae_acme *a, const char *domain, const ae_acme_callbacks *cb, ae_acme_job **out, ae_err *err) {
+ae_acme_job *acme_job_new(ae_acme *a, const char *label, size_t size, int ari, ae_err *err) {
+  ae_acme_job *job = ae_calloc(1, size);
+  job->a = a;
+  job->domain = ae_strdup(label);
+  job->ari = ari;
+  if (uv_timer_init(a->loop, &job->timer) != 0) {
+    free(job->domain);
+    free(job);
+    ae_err_set(err, AE_ERR, "acme: timer init failed");
+    return NULL;
+  }
+  job->timer.data = job;
+  job->next = a->jobs;
+  if (a->jobs != NULL) a->jobs->prev = job;
+  a->jobs = job;
+  if (ari)
+    a->nari++;
+  else
+    a->njobs++;
+  return job;
+}
+
+/* A certID as ae_acme_cert_id makes it: two non-empty base64url parts joined by one dot. */
+static int cert_id_ok(const char *id) {
+  size_t n = strlen(id), dots = 0;
+  if (n < 3 || n > 300 || id[0] == '.' || id[n - 1] == '.') return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)id[i];
+    if (c == '.') {
+      if (++dots > 1) return 0;
+    } else if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+                 c == '_')) {
+      return 0;
+    }
+  }
+  return dots == 1;
+}
+
+int ae_acme_issue_renewal(ae_acme *a, const char *domain, const char *replaces_cert_id, const ae_acme_callbacks *cb,
+                          ae_acme_job **out, ae_err *err) {
   if (out != NULL) *out = NULL;
   if (a == NULL || domain == NULL || cb == NULL) return ae_err_set(err, AE_EINVAL, "acme: missing argument");
   if (a->closing) return ae_err_set(err, AE_ECANCELED, "acme: client is closing");
   char name[256];
   if (!domain_ok(domain, name, sizeof(name)))
     return ae_err_set(err, AE_EINVAL, "acme: '%.80s' is not a name we can order (wildcards need dns-01)", domain);
-  ae_acme_job *job = ae_calloc(1, sizeof(*job));
-  job->a = a;
-  job->domain = ae_strdup(name);
+  if (replaces_cert_id != NULL && replaces_cert_id[0] != '\0' && !cert_id_ok(replaces_cert_id))
+    return ae_err_set(err, AE_EINVAL, "acme: '%.80s' is not an ARI certificate identifier", replaces_cert_id);
+  ae_acme_job *job = acme_job_new(a, name, sizeof(*job), 0, err);
+  if (job == NULL) return AE_ERR;
   job->cb = *cb;
-  if (uv_timer_init(a->loop, &job->timer) != 0) {
-    free(job->domain);
-    free(job);
-    return ae_err_set(err, AE_ERR, "acme: timer init failed");
-  }
-  job->timer.data = job;
-  job->next = a->jobs;
-  if (a->jobs != NULL) a->jobs->prev = job;
-  a->jobs = job;
-  a->njobs++;
-  AE_INFO(ACME_SUB, "%s: issuance started", job->domain);
+  if (replaces_cert_id != NULL && replaces_cert_id[0] != '\0') job->replaces = ae_strdup(replaces_cert_id);
+  AE_INFO(ACME_SUB, "%s: issuance started%s%s", job->domain, job->replaces ? ", replacing " : "",
+          job->replaces ? job->replaces : "");
   /* The first step runs from the loop so on_done is never called from inside this function. */
   acme_job_later(job, 0, job_begin);
   if (out != NULL) *out = job;
   return 0;
 }
 
+int ae_acme_issue(ae_acme *a, const char *domain, const ae_acme_callbacks *cb, ae_acme_job **out, ae_err *err) {
+  return ae_acme_issue_renewal(a, domain, NULL, cb, out, err);
+}
+
 void ae_acme_job_cancel(ae_acme_job *job) {
   if (job == NULL || job->ended) return;
   ae_acme *a = job->a;
-  AE_INFO(ACME_SUB, "%s: issuance cancelled", job->domain);
+  AE_INFO(ACME_SUB, "%s: %s cancelled", job->domain, job->ari ? "renewal information query" : "issuance");
   if (a->prereq_leader == job) acme_prereq_abandon(a, job, NULL);
   job_end(job);
 }
@@ -675,6 +719,7 @@ void ae_acme_free(ae_acme *a) {
   free(a->url_new_nonce);
   free(a->url_new_account);
   free(a->url_new_order);
+  free(a->url_renewal_info);
   free(a->account_url);
   ae_key_free(a->account_key);
   ae_config_free(a->cfg);

@@ -77,7 +77,7 @@ void acme_prereq_abandon(ae_acme *a, ae_acme_job *leader, const ae_acme_result *
 void acme_job_prereq(ae_acme_job *job, acme_step_fn after) {
   ae_acme *a = job->a;
   job->after_prereq = after;
-  if (a->have_dir && a->account_url != NULL && a->account_key != NULL) {
+  if (a->have_dir && (job->ari || (a->account_url != NULL && a->account_key != NULL))) {
     job->after_prereq = NULL;
     after(job);
     return;
@@ -117,10 +117,23 @@ static void on_directory(ae_acme_job *job, const ae_http_response *resp) {
   a->url_new_nonce = ae_strdup(nn);
   a->url_new_account = ae_strdup(na);
   a->url_new_order = ae_strdup(no);
+  /* renewalInfo is optional (RFC 9773): without it the caller keeps its own schedule. */
+  const char *ri = json_string_value(json_object_get(dir, "renewalInfo"));
+  free(a->url_renewal_info);
+  a->url_renewal_info = (ri != NULL && ri[0] != '\0') ? ae_strdup(ri) : NULL;
   a->eab_required = json_is_true(json_object_get(json_object_get(dir, "meta"), "externalAccountRequired"));
   a->have_dir = 1;
   json_decref(dir);
-  AE_DEBUG(ACME_SUB, "%s: directory loaded from %s", job->domain, a->cfg->acme.directory);
+  AE_DEBUG(ACME_SUB, "%s: directory loaded from %s%s", job->domain, a->cfg->acme.directory,
+           a->url_renewal_info ? " (renewalInfo offered)" : "");
+  /* Renewal information queries waiting for this leader need nothing more: let them go now
+   * rather than after the account is registered (or failed to be). */
+  for (ae_acme_job *w = a->jobs; w != NULL; w = w->next) {
+    if (w->waiting_prereq && w->ari && w != job) {
+      w->waiting_prereq = 0;
+      acme_job_later(w, 0, prereq_resume);
+    }
+  }
   prereq_step(job);
 }
 
@@ -286,6 +299,10 @@ static void prereq_step(ae_acme_job *job) {
   ae_acme *a = job->a;
   if (!a->have_dir) {
     acme_get(job, a->cfg->acme.directory, on_directory);
+    return;
+  }
+  if (job->ari) {
+    prereq_done(job);
     return;
   }
   if (!a->account_loaded && account_load(job) < 0) return;

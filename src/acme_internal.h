@@ -40,6 +40,7 @@ struct ae_acme {
   /* Directory, fetched once and cached for the client's life. */
   int have_dir;
   char *url_new_nonce, *url_new_account, *url_new_order;
+  char *url_renewal_info;  /* RFC 9773; NULL when the CA offers no ARI */
   int eab_required;
 
   /* Nonces from any response, newest last. */
@@ -54,8 +55,9 @@ struct ae_acme {
   /* The job currently fetching the directory / registering; others wait (waiting_prereq). */
   ae_acme_job *prereq_leader;
 
-  ae_acme_job *jobs;       /* live jobs (not ended), doubly linked */
-  unsigned njobs;
+  ae_acme_job *jobs;       /* live jobs (not ended), doubly linked; ARI queries included */
+  unsigned njobs;          /* issuance jobs among them */
+  unsigned nari;           /* renewalInfo queries among them */
   unsigned nzombies;       /* ended jobs whose handles are still closing */
   int closing, http_closed;
   void (*close_cb)(void *ud);
@@ -92,6 +94,18 @@ struct ae_acme_job {
     acme_resp_fn fn;
   } saved;
 
+  /* A renewalInfo query (acme_ari.c) rather than an issuance: it needs only the directory, and
+   * its on_done is a trampoline to ari_cb. The job is the first member of ae_acme_ari_req. */
+  int ari;
+  ae_acme_ari_cb ari_cb;
+  void *ari_ud;
+  struct ae_acme_renewal_info ari_info;
+
+  /* RFC 9773 "replaces" for a renewal order: the certID, whether newOrder carried it, and
+   * whether it was dropped after the CA rejected it. */
+  char *replaces;
+  int replaces_sent, replaces_dropped;
+
   /* Prerequisites (directory, account). */
   int waiting_prereq, in_prereq, account_recovered;
   acme_step_fn after_prereq;
@@ -121,6 +135,12 @@ void acme_job_fail(ae_acme_job *job, int code, const char *problem, const char *
  * problem document, unexpected status); what names the step for the detail. */
 void acme_job_fail_resp(ae_acme_job *job, const ae_http_response *resp, const char *what);
 void acme_job_succeed(ae_acme_job *job, const char *cert_pem, const char *key_pem);
+/* Ends the job with res (on_done called unless already ended). */
+void acme_job_finish(ae_acme_job *job, const ae_acme_result *res);
+/* Creates a job on the client's list (timer ready, nothing scheduled); NULL + err on failure. */
+ae_acme_job *acme_job_new(ae_acme *a, const char *label, size_t size, int ari, ae_err *err);
+/* Absolute UNIX time from the response's Retry-After header, 0 when absent or invalid. */
+int64_t acme_retry_after_abs(const ae_http_response *resp);
 void acme_job_unpublish(ae_acme_job *job);
 /* The key generation work of an ended job finished: releases the job if nothing else holds it. */
 void acme_job_work_done(ae_acme_job *job);
@@ -137,7 +157,8 @@ void acme_poll_later(ae_acme_job *job, const ae_http_response *resp, acme_step_f
 
 /* acme_account.c */
 /* Runs after(job) once the directory is known and the account is registered (at once when
- * they already are; otherwise after this job or the current leader fetched them). */
+ * they already are; otherwise after this job or the current leader fetched them). An ARI job
+ * needs only the directory. */
 void acme_job_prereq(ae_acme_job *job, acme_step_fn after);
 /* A leader job ended before the prerequisites were ready: hands the work to a waiter, or fails
  * the waiters with res when res is not NULL. */
@@ -145,5 +166,10 @@ void acme_prereq_abandon(ae_acme *a, ae_acme_job *leader, const ae_acme_result *
 
 /* acme_order.c */
 void acme_order_start(ae_acme_job *job);
+
+/* acme_ari.c: struct ae_acme_ari_req wraps the job (first member). */
+struct ae_acme_ari_req {
+  ae_acme_job job;
+};
 
 #endif

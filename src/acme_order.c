@@ -116,7 +116,29 @@ static void on_order_poll(ae_acme_job *job, const ae_http_response *resp) {
 
 static void order_poll(ae_acme_job *job) { acme_post(job, job->order_url, NULL, 0, on_order_poll); }
 
+static void order_new(ae_acme_job *job);
+
+/* 1 when a newOrder that carried "replaces" was refused because of that field: the certificate
+ * was already replaced (RFC 9773 alreadyReplaced), or the CA objects to the field itself. */
+static int problem_about_replaces(const ae_http_response *resp) {
+  if (resp->code < 0 || resp->status < 400 || resp->status >= 500) return 0;
+  ae_acme_problem p;
+  if (ae_acme_problem_parse(resp->body, resp->body_len, &p) != 0) return 0;
+  int hit = acme_problem_is(p.type, "alreadyReplaced") ||
+            ((resp->status == 400 || resp->status == 409) && p.detail != NULL && strcasestr(p.detail, "replace") != NULL);
+  ae_acme_problem_clear(&p);
+  return hit;
+}
+
 static void on_new_order(ae_acme_job *job, const ae_http_response *resp) {
+  if (job->replaces_sent && !job->replaces_dropped && problem_about_replaces(resp)) {
+    /* Renewing matters more than the CA linking the orders: ask again without the field. */
+    AE_WARN(ACME_SUB, "%s: the CA refused \"replaces\" %s (HTTP %ld); ordering without it", job->domain,
+            job->replaces, resp->status);
+    job->replaces_dropped = 1;
+    order_new(job);
+    return;
+  }
   if (resp->code < 0 || (resp->status != 201 && resp->status != 200)) {
     acme_job_fail_resp(job, resp, "newOrder");
     return;
@@ -163,13 +185,20 @@ static void on_new_order(ae_acme_job *job, const ae_http_response *resp) {
 
 static void order_new(ae_acme_job *job) {
   json_t *payload = json_pack("{s:[{s:s,s:s}]}", "identifiers", "type", "dns", "value", job->domain);
+  /* RFC 9773 §5: only a CA that offers renewalInfo understands "replaces". */
+  job->replaces_sent = 0;
+  if (payload != NULL && job->replaces != NULL && !job->replaces_dropped && job->a->url_renewal_info != NULL) {
+    json_object_set_new(payload, "replaces", json_string(job->replaces));
+    job->replaces_sent = 1;
+  }
   char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
   json_decref(payload);
   if (text == NULL) {
     acme_job_fail(job, AE_ENOMEM, "acmedge:internal", "cannot build newOrder payload", 1, 0);
     return;
   }
-  AE_INFO(ACME_SUB, "%s: creating order", job->domain);
+  AE_INFO(ACME_SUB, "%s: creating order%s%s", job->domain, job->replaces_sent ? ", replacing " : "",
+          job->replaces_sent ? job->replaces : "");
   acme_post(job, job->a->url_new_order, text, 0, on_new_order);
   free(text);
 }

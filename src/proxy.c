@@ -299,12 +299,10 @@ static void c_freed(uv_handle_t *h) {
   px_check_closed(p);
 }
 
-static int exchange_open(const ae_pclient *c) { return c->phase == P_HEAD || c->phase == P_BODY; }
-
 void ae_px_close(ae_pclient *c, int abort) {
   if (c->closing)
     return;
-  if (exchange_open(c) && c->phase == P_BODY)
+  if (c->phase == P_BODY)
     ae_px_access_log(c);
   if (!abort)
     ae_px_flush(c);

@@ -70,4 +70,37 @@ void ae_acme_problem_clear(ae_acme_problem *p);
  * input-related (rejectedIdentifier, caa, unsupportedIdentifier, ...). */
 int ae_acme_problem_retryable(const char *type);
 
+/* ---------- ACME Renewal Information (RFC 9773) ---------- */
+
+typedef struct ae_acme_ari_req ae_acme_ari_req;
+
+/* Window the CA suggests for renewing a certificate (ARI). A struct tag only: the name
+ * ae_acme_renewal_info is the query function below, and C has one namespace for both. */
+struct ae_acme_renewal_info {
+  int64_t start, end;        /* UNIX seconds */
+  int64_t retry_after;       /* absolute, 0 if none */
+  char explanation_url[512]; /* "" when the CA gave none (or one too long to keep) */
+};
+
+/* Result of ae_acme_renewal_info. info is never NULL: on code 0 it holds the window; on an
+ * error it is zeroed except retry_after, which carries the CA's Retry-After when it sent one.
+ * info is valid only during the call. */
+typedef void (*ae_acme_ari_cb)(void *ud, int code, const struct ae_acme_renewal_info *info);
+
+/* Asks the CA's renewalInfo endpoint about a certificate (leaf PEM, first cert of cert_pem). code 0 => info filled;
+   AE_ENOTFOUND when the directory has no renewalInfo (the caller falls back to its own schedule); other <0 on errors.
+   On error return, cb is never called; otherwise cb is called exactly once, never synchronously from inside this call.
+   *out may be NULL; ae_acme_ari_cancel(*out) cancels (cb not called). */
+int ae_acme_renewal_info(ae_acme *a, const char *cert_pem, ae_acme_ari_cb cb, void *ud, ae_acme_ari_req **out,
+                         ae_err *err);
+/* Cancels a renewalInfo query (cb not called). The handle is invalid once cb ran or the client closed. */
+void ae_acme_ari_cancel(ae_acme_ari_req *r);
+/* Computes the RFC 9773 certificate identifier base64url(AKI keyIdentifier) "." base64url(serial DER value) into out. */
+int ae_acme_cert_id(const char *cert_pem, char *out, size_t outlen, ae_err *err);
+/* Like ae_acme_issue, for the renewal of the certificate whose ae_acme_cert_id is replaces_cert_id
+ * (NULL or "": plain issue). newOrder carries "replaces" only when the directory advertises
+ * renewalInfo, and is sent once more without it when the CA rejects the field. */
+int ae_acme_issue_renewal(ae_acme *a, const char *domain, const char *replaces_cert_id, const ae_acme_callbacks *cb,
+                          ae_acme_job **out, ae_err *err);
+
 #endif

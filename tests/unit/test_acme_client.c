@@ -2,7 +2,9 @@
  * the happy path with a real CSR-signed certificate, and the CA misbehaving — non-JSON,
  * truncated, oversized and wrongly typed responses, missing fields, a chain for another key or
  * name, badNonce forever, accountDoesNotExist, rateLimited, invalid authorizations — plus
- * cancellation and close with jobs in flight. */
+ * cancellation and close with jobs in flight. Also ACME Renewal Information (RFC 9773): the
+ * certificate identifier against the RFC's example, renewalInfo queries (window, Retry-After,
+ * bad answers, no ARI, cancel) and "replaces" in newOrder. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -30,7 +32,19 @@
 /* ---------- fake CA ---------- */
 
 enum { DIR_OK, DIR_NOT_JSON, DIR_MISSING, DIR_HTML, DIR_HUGE, DIR_TRUNCATED, DIR_CLOSED };
-enum { ORDER_OK, ORDER_NO_AUTHZ, ORDER_RATE_LIMITED, ORDER_NO_ACCOUNT_ONCE, ORDER_INVALID_AFTER_FINALIZE };
+enum {
+  ORDER_OK,
+  ORDER_NO_AUTHZ,
+  ORDER_RATE_LIMITED,
+  ORDER_NO_ACCOUNT_ONCE,
+  ORDER_INVALID_AFTER_FINALIZE,
+  ORDER_REPLACES_CONFLICT,  /* 409 alreadyReplaced while "replaces" is present */
+  ORDER_REPLACES_MALFORMED, /* 400 malformed naming the field while "replaces" is present */
+  ORDER_REPLACES_ALWAYS_BAD /* 400 malformed mentioning replaces, with or without the field */
+};
+/* renewalInfo endpoint: absent from the directory, or answering in one of these ways. */
+enum { ARI_NONE, ARI_OK, ARI_GARBAGE, ARI_NOT_OBJECT, ARI_NO_WINDOW, ARI_BAD_TIME, ARI_END_BEFORE, ARI_END_EQUAL,
+       ARI_404, ARI_HANG, ARI_500 };
 enum { AUTHZ_VALID, AUTHZ_CHALLENGE_FAILS, AUTHZ_CHALLENGE_OK };
 enum { CERT_OK, CERT_OTHER_KEY, CERT_OTHER_NAME, CERT_EXPIRED, CERT_JSON, CERT_GARBAGE };
 
@@ -40,6 +54,11 @@ typedef struct fake_ca {
   int dir_mode, order_mode, authz_mode, cert_mode, always_bad_nonce;
   int n_account, n_order, n_post, n_nonce, n_challenge, n_finalize;
   int authz_polls;
+  int ari_mode, n_dir, n_ari;
+  int acct_fail;               /* newAccount answers invalidContact */
+  char ari_path[512];          /* path of the last renewalInfo request */
+  int n_order_replaces;        /* newOrders that carried "replaces" */
+  char last_replaces[256];     /* "replaces" of the last newOrder, "" when absent */
   int challenge_seen_published; /* the http-01 token was in the map when the CA "validated" */
   ae_challenge *ch;
   char last_kid[256];
@@ -54,6 +73,7 @@ typedef struct conn {
   char buf[65536];
   size_t len;
   int responded;
+  int hanging; /* request read, never answered; closed when the client goes away */
 } conn;
 
 typedef struct wreq {
@@ -241,7 +261,43 @@ static void handle(conn *c, const char *method, const char *path, const char *bo
       r.truncate = 1;
       break;
     default:
-      set_body(&r, "{\"newNonce\":\"%s/nonce\",\"newAccount\":\"%s/acct\",\"newOrder\":\"%s/order\"}", base, base, base);
+      if (ca->ari_mode != ARI_NONE)
+        /* The trailing slash checks the client does not double it. */
+        set_body(&r,
+                 "{\"newNonce\":\"%s/nonce\",\"newAccount\":\"%s/acct\",\"newOrder\":\"%s/order\","
+                 "\"renewalInfo\":\"%s/renewal-info/\"}",
+                 base, base, base, base);
+      else
+        set_body(&r, "{\"newNonce\":\"%s/nonce\",\"newAccount\":\"%s/acct\",\"newOrder\":\"%s/order\"}", base, base, base);
+    }
+    ca->n_dir++;
+    respond(c, method, &r);
+    return;
+  }
+  if (strncmp(path, "/renewal-info/", 14) == 0) {
+    ca->n_ari++;
+    snprintf(ca->ari_path, sizeof(ca->ari_path), "%s", path);
+    assert_string_equal(method, "GET"); /* plain GET, not POST-as-GET */
+    switch (ca->ari_mode) {
+    case ARI_GARBAGE: set_body(&r, "{\"suggestedWindow\": {\"start\": "); break;
+    case ARI_NOT_OBJECT: set_body(&r, "[1,2,3]"); break;
+    case ARI_NO_WINDOW: set_body(&r, "{\"explanationURL\":\"https://ca.example.test/why\"}"); break;
+    case ARI_BAD_TIME:
+      set_body(&r, "{\"suggestedWindow\":{\"start\":\"yesterday\",\"end\":\"2025-01-03T04:00:00Z\"}}");
+      break;
+    case ARI_END_BEFORE:
+      set_body(&r, "{\"suggestedWindow\":{\"start\":\"2025-01-03T04:00:00Z\",\"end\":\"2025-01-02T04:00:00Z\"}}");
+      break;
+    case ARI_END_EQUAL:
+      set_body(&r, "{\"suggestedWindow\":{\"start\":\"2025-01-03T04:00:00Z\",\"end\":\"2025-01-03T04:00:00Z\"}}");
+      break;
+    case ARI_404: problem(&r, 404, "malformed", "certificate not found"); break;
+    case ARI_500: problem(&r, 500, "serverInternal", "database unavailable"); snprintf(r.retry_after, sizeof(r.retry_after), "60"); break;
+    default:
+      snprintf(r.retry_after, sizeof(r.retry_after), "21600");
+      set_body(&r,
+               "{\"suggestedWindow\":{\"start\":\"2025-01-02T04:00:00Z\",\"end\":\"2025-01-03T04:00:00.5+00:00\"},"
+               "\"explanationURL\":\"https://ca.example.test/incident/42\"}");
     }
     respond(c, method, &r);
     return;
@@ -262,6 +318,12 @@ static void handle(conn *c, const char *method, const char *path, const char *bo
   }
   if (strcmp(path, "/acct") == 0) {
     ca->n_account++;
+    if (ca->acct_fail) {
+      json_decref(payload);
+      problem(&r, 400, "invalidContact", "contact refused for testing");
+      respond(c, method, &r);
+      return;
+    }
     assert_true(json_is_true(json_object_get(payload, "termsOfServiceAgreed")));
     assert_string_equal(ca->last_kid, ""); /* newAccount carries the JWK */
     r.status = 201;
@@ -271,7 +333,16 @@ static void handle(conn *c, const char *method, const char *path, const char *bo
     ca->n_order++;
     char want_kid[128];
     snprintf(want_kid, sizeof(want_kid), "%s/acct/%d", base, ca->n_account);
-    if (ca->order_mode == ORDER_NO_ACCOUNT_ONCE && ca->n_order == 1) {
+    const char *replaces = json_string_value(json_object_get(payload, "replaces"));
+    snprintf(ca->last_replaces, sizeof(ca->last_replaces), "%s", replaces ? replaces : "");
+    if (replaces != NULL) ca->n_order_replaces++;
+    if (ca->order_mode == ORDER_REPLACES_CONFLICT && replaces != NULL) {
+      problem(&r, 409, "alreadyReplaced", "certificate has already been replaced");
+    } else if (ca->order_mode == ORDER_REPLACES_MALFORMED && replaces != NULL) {
+      problem(&r, 400, "malformed", "field replaces: unknown certificate");
+    } else if (ca->order_mode == ORDER_REPLACES_ALWAYS_BAD) {
+      problem(&r, 400, "malformed", "cannot honour replaces");
+    } else if (ca->order_mode == ORDER_NO_ACCOUNT_ONCE && ca->n_order == 1) {
       problem(&r, 400, "accountDoesNotExist", "unknown account");
     } else if (ca->order_mode == ORDER_RATE_LIMITED) {
       problem(&r, 429, "rateLimited", "too many new orders recently");
@@ -361,6 +432,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     if (!uv_is_closing((uv_handle_t *)s)) uv_close((uv_handle_t *)s, conn_closed);
     return;
   }
+  if (c->hanging) return;
   c->len += (size_t)n;
   c->buf[c->len] = '\0';
   char *end = strstr(c->buf, "\r\n\r\n");
@@ -370,9 +442,16 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   if (cl != NULL && cl < end) clen = strtoul(cl + 17, NULL, 10);
   if (c->len < (size_t)(end + 4 - c->buf) + clen) return;
   c->responded = 1;
-  uv_read_stop(s);
   char method[8] = "", path[256] = "";
   sscanf(c->buf, "%7s %255s", method, path);
+  if (c->ca->ari_mode == ARI_HANG && strncmp(path, "/renewal-info/", 14) == 0) {
+    /* Keep reading so the client's close is noticed and the handle goes away. */
+    c->hanging = 1;
+    c->ca->n_ari++;
+    c->len = 0;
+    return;
+  }
+  uv_read_stop(s);
   if (c->ca->dir_mode == DIR_CLOSED && strcmp(path, "/dir") == 0) {
     uv_close((uv_handle_t *)s, conn_closed);
     return;
@@ -432,6 +511,9 @@ typedef struct fx {
   char problem[256], detail[2048];
   char *cert_pem, *key_pem;
   char challenge_type[32];
+  /* renewalInfo results */
+  int ari_done, ari_code, ari_sync, in_ari;
+  struct ae_acme_renewal_info ari_info;
 } fx;
 
 static void on_progress(void *ud, const char *step, const char *detail) {
@@ -527,6 +609,80 @@ static void run_job(fx *f, const char *domain) {
   assert_int_equal(f->done, 1);
   assert_false(f->synchronous);
   assert_int_equal(ae_acme_jobs_in_flight(f->acme), 0);
+}
+
+/* ---------- ARI helpers ---------- */
+
+static const unsigned char RFC_AKI[20] = {0x69, 0x88, 0x5B, 0x6B, 0x87, 0x46, 0x40, 0x41, 0xE1, 0xB3,
+                                          0x7B, 0x84, 0x7B, 0xA0, 0xAE, 0x2C, 0xDE, 0x01, 0xC8, 0xD4};
+static const unsigned char RFC_SERIAL[5] = {0x00, 0x87, 0x65, 0x43, 0x21};
+#define RFC_CERT_ID "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+
+/* A self-signed PEM certificate with the given Authority Key Identifier (none when aki is
+ * NULL) and serial content octets. Caller frees. */
+static char *make_cert(const unsigned char *aki, size_t aki_len, const unsigned char *serial, size_t serial_len) {
+  gnutls_x509_privkey_t key;
+  gnutls_x509_crt_t crt;
+  assert_int_equal(gnutls_x509_privkey_init(&key), 0);
+  assert_int_equal(
+      gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA, GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0), 0);
+  assert_int_equal(gnutls_x509_crt_init(&crt), 0);
+  assert_int_equal(gnutls_x509_crt_set_key(crt, key), 0);
+  assert_int_equal(gnutls_x509_crt_set_version(crt, 3), 0);
+  assert_int_equal(gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, "ari.example.test", 16), 0);
+  assert_int_equal(gnutls_x509_crt_set_serial(crt, serial, serial_len), 0);
+  if (aki != NULL) assert_int_equal(gnutls_x509_crt_set_authority_key_id(crt, aki, aki_len), 0);
+  time_t now = time(NULL);
+  gnutls_x509_crt_set_activation_time(crt, now - 60);
+  gnutls_x509_crt_set_expiration_time(crt, now + 86400);
+  assert_int_equal(gnutls_x509_crt_sign2(crt, crt, key, GNUTLS_DIG_SHA256, 0), 0);
+  gnutls_datum_t pem = {NULL, 0};
+  assert_int_equal(gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_PEM, &pem), 0);
+  char *out = malloc(pem.size + 1);
+  memcpy(out, pem.data, pem.size);
+  out[pem.size] = '\0';
+  gnutls_free(pem.data);
+  gnutls_x509_crt_deinit(crt);
+  gnutls_x509_privkey_deinit(key);
+  return out;
+}
+
+static void on_ari(void *ud, int code, const struct ae_acme_renewal_info *info) {
+  fx *f = ud;
+  f->ari_done++;
+  if (f->in_ari) f->ari_sync = 1;
+  f->ari_code = code;
+  assert_non_null(info);
+  f->ari_info = *info;
+}
+
+/* Runs the loop until pred_count reaches want or ms passed; returns 1 when it did. */
+static int run_until(fx *f, const int *count, int want, unsigned ms) {
+  uv_timer_t deadline;
+  int expired = 0;
+  uv_timer_init(&f->loop, &deadline);
+  deadline.data = &expired;
+  uv_timer_start(&deadline, on_deadline, ms, 0);
+  while (*count < want && !expired) uv_run(&f->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&deadline, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  return *count >= want;
+}
+
+/* Queries renewalInfo for the RFC example certificate and waits for cb (bounded). */
+static void run_ari(fx *f) {
+  char *pem = make_cert(RFC_AKI, sizeof(RFC_AKI), RFC_SERIAL, sizeof(RFC_SERIAL));
+  ae_err err = {0};
+  f->ari_done = 0;
+  f->in_ari = 1;
+  int rc = ae_acme_renewal_info(f->acme, pem, on_ari, f, NULL, &err);
+  f->in_ari = 0;
+  free(pem);
+  if (rc != 0) fail_msg("ae_acme_renewal_info: %s", err.msg);
+  assert_int_equal(f->ari_done, 0);
+  assert_true(run_until(f, &f->ari_done, 1, 20000));
+  assert_int_equal(f->ari_done, 1);
+  assert_false(f->ari_sync);
 }
 
 static int storage_has(fx *f, const char *rel) {
@@ -796,6 +952,363 @@ static void test_many_parallel(void **state) {
   assert_int_equal(f->ca.n_order, 8);
 }
 
+/* ---------- ARI tests ---------- */
+
+static void test_cert_id_rfc_vector(void **state) {
+  (void)state;
+  char *pem = make_cert(RFC_AKI, sizeof(RFC_AKI), RFC_SERIAL, sizeof(RFC_SERIAL));
+  char id[128];
+  ae_err err = {0};
+  if (ae_acme_cert_id(pem, id, sizeof(id), &err) != 0) fail_msg("cert id: %s", err.msg);
+  assert_string_equal(id, RFC_CERT_ID);
+  /* A chain: the first certificate counts. */
+  char *other = make_cert(RFC_SERIAL, sizeof(RFC_SERIAL), RFC_AKI, sizeof(RFC_AKI));
+  size_t n1 = strlen(pem), n2 = strlen(other);
+  char *chain = malloc(n1 + n2 + 1);
+  memcpy(chain, pem, n1);
+  memcpy(chain + n1, other, n2 + 1);
+  assert_int_equal(ae_acme_cert_id(chain, id, sizeof(id), &err), 0);
+  assert_string_equal(id, RFC_CERT_ID);
+  assert_int_equal(ae_acme_cert_id(other, id, sizeof(id), &err), 0);
+  assert_string_equal(id, "AIdlQyE.aYhba4dGQEHhs3uEe6CuLN4ByNQ");
+  /* Exactly big enough, then one byte short. */
+  assert_int_equal(ae_acme_cert_id(pem, id, sizeof(RFC_CERT_ID), &err), 0);
+  assert_string_equal(id, RFC_CERT_ID);
+  assert_int_equal(ae_acme_cert_id(pem, id, sizeof(RFC_CERT_ID) - 1, &err), AE_EINVAL);
+  assert_string_equal(id, "");
+  free(chain);
+  free(other);
+  free(pem);
+
+  /* A serial without the sign octet keeps its length. */
+  const unsigned char small[2] = {0x01, 0x02};
+  pem = make_cert(RFC_AKI, sizeof(RFC_AKI), small, sizeof(small));
+  assert_int_equal(ae_acme_cert_id(pem, id, sizeof(id), &err), 0);
+  assert_string_equal(id, "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AQI");
+  free(pem);
+}
+
+static void test_cert_id_bad_input(void **state) {
+  (void)state;
+  char id[128];
+  ae_err err = {0};
+  assert_int_equal(ae_acme_cert_id("not a certificate", id, sizeof(id), &err), AE_EINVAL);
+  assert_true(err.msg[0] != '\0');
+  assert_int_equal(ae_acme_cert_id("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", id, sizeof(id),
+                                   &err),
+                   AE_EINVAL);
+  assert_int_equal(ae_acme_cert_id("", id, sizeof(id), &err), AE_EINVAL);
+  assert_int_equal(ae_acme_cert_id(NULL, id, sizeof(id), &err), AE_EINVAL);
+  /* Self-signed without an Authority Key Identifier: no certID. */
+  gnutls_x509_privkey_t key;
+  gnutls_x509_crt_t crt;
+  gnutls_x509_privkey_init(&key);
+  gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA, GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0);
+  gnutls_x509_crt_init(&crt);
+  gnutls_x509_crt_set_key(crt, key);
+  gnutls_x509_crt_set_version(crt, 3);
+  gnutls_x509_crt_set_serial(crt, RFC_SERIAL, sizeof(RFC_SERIAL));
+  gnutls_x509_crt_set_activation_time(crt, time(NULL) - 60);
+  gnutls_x509_crt_set_expiration_time(crt, time(NULL) + 3600);
+  assert_int_equal(gnutls_x509_crt_sign2(crt, crt, key, GNUTLS_DIG_SHA256, 0), 0);
+  unsigned char buf[64];
+  size_t blen = sizeof(buf);
+  unsigned crit = 0;
+  int has_aki = gnutls_x509_crt_get_authority_key_id(crt, buf, &blen, &crit) >= 0;
+  gnutls_datum_t pem = {NULL, 0};
+  gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_PEM, &pem);
+  char *text = strndup((const char *)pem.data, pem.size);
+  gnutls_free(pem.data);
+  gnutls_x509_crt_deinit(crt);
+  gnutls_x509_privkey_deinit(key);
+  assert_false(has_aki);
+  assert_int_equal(ae_acme_cert_id(text, id, sizeof(id), &err), AE_EINVAL);
+  assert_non_null(strstr(err.msg, "Authority Key Identifier"));
+  free(text);
+}
+
+static void test_ari_window(void **state) {
+  fx *f = *state;
+  f->ca.ari_mode = ARI_OK;
+  int64_t before = (int64_t)time(NULL);
+  run_ari(f);
+  assert_int_equal(f->ari_code, 0);
+  assert_string_equal(f->ca.ari_path, "/renewal-info/" RFC_CERT_ID);
+  assert_int_equal(f->ari_info.start, 1735790400);
+  assert_int_equal(f->ari_info.end, 1735876800);
+  assert_string_equal(f->ari_info.explanation_url, "https://ca.example.test/incident/42");
+  assert_true(f->ari_info.retry_after >= before + 21600);
+  assert_true(f->ari_info.retry_after <= (int64_t)time(NULL) + 21600);
+  /* Unauthenticated: no account was created, no signed request sent. */
+  assert_int_equal(f->ca.n_account, 0);
+  assert_int_equal(f->ca.n_post, 0);
+  assert_int_equal(ae_acme_jobs_in_flight(f->acme), 0);
+  /* A second query uses the cached directory. */
+  run_ari(f);
+  assert_int_equal(f->ari_code, 0);
+  assert_int_equal(f->ca.n_dir, 1);
+  assert_int_equal(f->ca.n_ari, 2);
+}
+
+static void test_ari_not_offered(void **state) {
+  fx *f = *state;
+  f->ca.ari_mode = ARI_NONE;
+  run_ari(f);
+  assert_int_equal(f->ari_code, AE_ENOTFOUND);
+  assert_int_equal(f->ca.n_ari, 0);
+  assert_int_equal(f->ca.n_dir, 1);
+  /* Cached directory: still not offered, still via cb and never synchronously. */
+  run_ari(f);
+  assert_int_equal(f->ari_code, AE_ENOTFOUND);
+  assert_int_equal(f->ca.n_dir, 1);
+}
+
+static void expect_ari_error(fx *f, int mode, int code) {
+  f->ca.ari_mode = mode;
+  run_ari(f);
+  if (f->ari_code != code) fail_msg("ari mode %d: code %d (%s), want %d", mode, f->ari_code, ae_strerror(f->ari_code), code);
+  assert_int_equal(f->ari_info.start, 0);
+  assert_int_equal(f->ari_info.end, 0);
+  assert_string_equal(f->ari_info.explanation_url, "");
+}
+
+static void test_ari_bad_answers(void **state) {
+  fx *f = *state;
+  expect_ari_error(f, ARI_GARBAGE, AE_EPROTO);
+  expect_ari_error(f, ARI_NOT_OBJECT, AE_EPROTO);
+  expect_ari_error(f, ARI_NO_WINDOW, AE_EPROTO);
+  expect_ari_error(f, ARI_BAD_TIME, AE_EPROTO);
+  expect_ari_error(f, ARI_END_BEFORE, AE_EPROTO);
+  expect_ari_error(f, ARI_END_EQUAL, AE_EPROTO);
+  expect_ari_error(f, ARI_404, AE_ENOTFOUND);
+  int64_t before = (int64_t)time(NULL);
+  expect_ari_error(f, ARI_500, AE_EPROTO);
+  assert_true(f->ari_info.retry_after >= before + 60);
+  assert_int_equal(f->ca.n_ari, 8);
+  assert_int_equal(f->ca.n_dir, 1);
+}
+
+static void test_ari_directory_fails(void **state) {
+  fx *f = *state;
+  f->ca.dir_mode = DIR_NOT_JSON;
+  run_ari(f);
+  assert_int_equal(f->ari_code, AE_EPROTO);
+  assert_int_equal(f->ca.n_ari, 0);
+}
+
+static void test_ari_bad_arguments(void **state) {
+  fx *f = *state;
+  ae_err err = {0};
+  ae_acme_ari_req *r = (ae_acme_ari_req *)1;
+  assert_int_equal(ae_acme_renewal_info(f->acme, "garbage", on_ari, f, &r, &err), AE_EINVAL);
+  assert_null(r);
+  assert_int_equal(ae_acme_renewal_info(f->acme, NULL, on_ari, f, NULL, &err), AE_EINVAL);
+  char *pem = make_cert(RFC_AKI, sizeof(RFC_AKI), RFC_SERIAL, sizeof(RFC_SERIAL));
+  assert_int_equal(ae_acme_renewal_info(f->acme, pem, NULL, f, NULL, &err), AE_EINVAL);
+  free(pem);
+  for (int i = 0; i < 5; i++) uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(f->ari_done, 0);
+  assert_int_equal(f->ca.n_dir, 0);
+}
+
+static void test_ari_cancel(void **state) {
+  fx *f = *state;
+  f->ca.ari_mode = ARI_HANG;
+  char *pem = make_cert(RFC_AKI, sizeof(RFC_AKI), RFC_SERIAL, sizeof(RFC_SERIAL));
+  ae_err err = {0};
+  /* Cancelled before it ran at all. */
+  ae_acme_ari_req *r = NULL;
+  assert_int_equal(ae_acme_renewal_info(f->acme, pem, on_ari, f, &r, &err), 0);
+  assert_non_null(r);
+  ae_acme_ari_cancel(r);
+  /* Cancelled while its GET is in flight (the CA holds the answer). */
+  assert_int_equal(ae_acme_renewal_info(f->acme, pem, on_ari, f, &r, &err), 0);
+  assert_true(run_until(f, &f->ca.n_ari, 1, 10000));
+  ae_acme_ari_cancel(r);
+  /* One more left in flight while the client closes (teardown): no cb either. */
+  assert_int_equal(ae_acme_renewal_info(f->acme, pem, on_ari, f, &r, &err), 0);
+  assert_true(run_until(f, &f->ca.n_ari, 2, 10000));
+  int never = 0;
+  run_until(f, &never, 1, 300);
+  assert_int_equal(f->ari_done, 0);
+  assert_int_equal(f->ca.n_dir, 1);
+  free(pem);
+}
+
+/* A query and an issuance started together share one directory fetch, whichever leads. */
+static void test_ari_alongside_issue(void **state) {
+  fx *f = *state;
+  f->ca.ari_mode = ARI_OK;
+  f->ca.authz_mode = AUTHZ_VALID;
+  char *pem = make_cert(RFC_AKI, sizeof(RFC_AKI), RFC_SERIAL, sizeof(RFC_SERIAL));
+  ae_acme_callbacks cb = {.ud = f, .on_progress = on_progress, .on_done = on_done};
+  ae_err err = {0};
+  assert_int_equal(ae_acme_issue(f->acme, "x.example.test", &cb, NULL, &err), 0);
+  assert_int_equal(ae_acme_renewal_info(f->acme, pem, on_ari, f, NULL, &err), 0);
+  assert_int_equal(ae_acme_renewal_info(f->acme, pem, on_ari, f, NULL, &err), 0);
+  assert_true(run_until(f, &f->ari_done, 2, 20000));
+  assert_true(run_until(f, &f->done, 1, 20000));
+  assert_int_equal(f->ari_code, 0);
+  if (f->res.code != 0) fail_msg("issue failed: %s %s", f->problem, f->detail);
+  assert_int_equal(f->ca.n_dir, 1);
+  assert_int_equal(f->ca.n_ari, 2);
+  assert_int_equal(f->ca.n_account, 1);
+  free(pem);
+}
+
+/* A query waiting for an issuance that leads is let go once the directory is in, so the
+ * leader's account failure does not fail it. */
+static void test_ari_survives_account_failure(void **state) {
+  fx *f = *state;
+  f->ca.ari_mode = ARI_OK;
+  f->ca.acct_fail = 1;
+  char *pem = make_cert(RFC_AKI, sizeof(RFC_AKI), RFC_SERIAL, sizeof(RFC_SERIAL));
+  ae_acme_callbacks cb = {.ud = f, .on_progress = on_progress, .on_done = on_done};
+  ae_err err = {0};
+  assert_int_equal(ae_acme_issue(f->acme, "x.example.test", &cb, NULL, &err), 0);
+  assert_int_equal(ae_acme_renewal_info(f->acme, pem, on_ari, f, NULL, &err), 0);
+  assert_true(run_until(f, &f->done, 1, 20000));
+  assert_true(run_until(f, &f->ari_done, 1, 20000));
+  expect_fail(f, "urn:ietf:params:acme:error:invalidContact", 0);
+  assert_int_equal(f->ari_code, 0);
+  assert_int_equal(f->ari_info.start, 1735790400);
+  assert_int_equal(f->ca.n_dir, 1);
+  free(pem);
+}
+
+/* The same with the query leading (started first, while nothing is cached). */
+static void test_ari_leads_issue(void **state) {
+  fx *f = *state;
+  f->ca.ari_mode = ARI_OK;
+  f->ca.authz_mode = AUTHZ_VALID;
+  char *pem = make_cert(RFC_AKI, sizeof(RFC_AKI), RFC_SERIAL, sizeof(RFC_SERIAL));
+  ae_acme_callbacks cb = {.ud = f, .on_progress = on_progress, .on_done = on_done};
+  ae_err err = {0};
+  ae_acme_ari_req *r = NULL;
+  assert_int_equal(ae_acme_renewal_info(f->acme, pem, on_ari, f, &r, &err), 0);
+  assert_int_equal(ae_acme_issue(f->acme, "x.example.test", &cb, NULL, &err), 0);
+  assert_int_equal(ae_acme_issue(f->acme, "y.example.test", &cb, NULL, &err), 0);
+  assert_true(run_until(f, &f->ari_done, 1, 20000));
+  assert_true(run_until(f, &f->done, 2, 20000));
+  assert_int_equal(f->ari_code, 0);
+  assert_int_equal(f->res.code, 0);
+  assert_int_equal(f->ca.n_dir, 1);
+  assert_int_equal(f->ca.n_account, 1);
+
+  /* A leading query cancelled during the directory fetch hands over to a waiting issuance. */
+  ae_acme_close(f->acme, on_closed, f);
+  for (int i = 0; i < 1000 && !f->closed; i++) uv_run(&f->loop, UV_RUN_ONCE);
+  assert_true(f->closed);
+  ae_acme_free(f->acme);
+  f->closed = 0;
+  f->done = f->ari_done = 0;
+  f->ca.n_dir = f->ca.n_order = 0;
+  assert_int_equal(ae_acme_new(&f->loop, f->cfg, f->st, f->ch, &f->acme, &err), 0);
+  assert_int_equal(ae_acme_renewal_info(f->acme, pem, on_ari, f, &r, &err), 0);
+  assert_int_equal(ae_acme_issue(f->acme, "x.example.test", &cb, NULL, &err), 0);
+  uv_run(&f->loop, UV_RUN_NOWAIT); /* the query is now fetching the directory */
+  ae_acme_ari_cancel(r);
+  assert_true(run_until(f, &f->done, 1, 20000));
+  assert_int_equal(f->res.code, 0);
+  assert_int_equal(f->ari_done, 0);
+  assert_int_equal(f->ca.n_order, 1);
+  free(pem);
+}
+
+/* Issues with ae_acme_issue_renewal and waits (bounded). */
+static void run_renewal(fx *f, const char *replaces) {
+  ae_acme_callbacks cb = {.ud = f, .on_progress = on_progress, .on_done = on_done};
+  ae_err err = {0};
+  f->in_issue = 1;
+  assert_int_equal(ae_acme_issue_renewal(f->acme, "x.example.test", replaces, &cb, NULL, &err), 0);
+  f->in_issue = 0;
+  assert_true(run_until(f, &f->done, 1, 20000));
+  assert_int_equal(f->done, 1);
+  assert_false(f->synchronous);
+}
+
+static void test_replaces_sent_with_ari(void **state) {
+  fx *f = *state;
+  f->ca.ari_mode = ARI_OK;
+  f->ca.authz_mode = AUTHZ_VALID;
+  run_renewal(f, RFC_CERT_ID);
+  if (f->res.code != 0) fail_msg("failed: %s %s", f->problem, f->detail);
+  assert_int_equal(f->ca.n_order, 1);
+  assert_int_equal(f->ca.n_order_replaces, 1);
+  assert_string_equal(f->ca.last_replaces, RFC_CERT_ID);
+  /* Plain issue and an empty replaces send none. */
+  f->done = 0;
+  run_job(f, "x.example.test");
+  assert_int_equal(f->res.code, 0);
+  assert_string_equal(f->ca.last_replaces, "");
+  f->done = 0;
+  run_renewal(f, "");
+  assert_int_equal(f->res.code, 0);
+  assert_int_equal(f->ca.n_order_replaces, 1);
+}
+
+static void test_replaces_not_sent_without_ari(void **state) {
+  fx *f = *state;
+  f->ca.ari_mode = ARI_NONE;
+  f->ca.authz_mode = AUTHZ_VALID;
+  run_renewal(f, RFC_CERT_ID);
+  if (f->res.code != 0) fail_msg("failed: %s %s", f->problem, f->detail);
+  assert_int_equal(f->ca.n_order, 1);
+  assert_int_equal(f->ca.n_order_replaces, 0);
+  assert_string_equal(f->ca.last_replaces, "");
+}
+
+static void test_replaces_rejected_retry(void **state) {
+  fx *f = *state;
+  f->ca.ari_mode = ARI_OK;
+  f->ca.authz_mode = AUTHZ_VALID;
+  f->ca.order_mode = ORDER_REPLACES_CONFLICT;
+  run_renewal(f, RFC_CERT_ID);
+  if (f->res.code != 0) fail_msg("conflict: %s %s", f->problem, f->detail);
+  assert_int_equal(f->ca.n_order, 2);
+  assert_int_equal(f->ca.n_order_replaces, 1);
+  assert_string_equal(f->ca.last_replaces, "");
+
+  f->done = 0;
+  f->ca.n_order = f->ca.n_order_replaces = 0;
+  f->ca.order_mode = ORDER_REPLACES_MALFORMED;
+  run_renewal(f, RFC_CERT_ID);
+  if (f->res.code != 0) fail_msg("malformed: %s %s", f->problem, f->detail);
+  assert_int_equal(f->ca.n_order, 2);
+  assert_int_equal(f->ca.n_order_replaces, 1);
+
+  /* Retried once only: a CA that still refuses ends the job with its problem. */
+  f->done = 0;
+  f->ca.n_order = f->ca.n_order_replaces = 0;
+  f->ca.order_mode = ORDER_REPLACES_ALWAYS_BAD;
+  run_renewal(f, RFC_CERT_ID);
+  expect_fail(f, "urn:ietf:params:acme:error:malformed", 0);
+  assert_int_equal(f->ca.n_order, 2);
+  assert_int_equal(f->ca.n_order_replaces, 1);
+
+  /* A problem unrelated to replaces is not retried. */
+  f->done = 0;
+  f->ca.n_order = f->ca.n_order_replaces = 0;
+  f->ca.order_mode = ORDER_RATE_LIMITED;
+  run_renewal(f, RFC_CERT_ID);
+  expect_fail(f, "urn:ietf:params:acme:error:rateLimited", 1);
+  assert_int_equal(f->ca.n_order, 1);
+}
+
+static void test_replaces_bad_id(void **state) {
+  fx *f = *state;
+  ae_acme_callbacks cb = {.ud = f, .on_progress = on_progress, .on_done = on_done};
+  ae_err err = {0};
+  const char *bad[] = {"nodot", "a.b.c", ".abc", "abc.", "a b.c", "a/b.c", "a\"b.c"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    ae_acme_job *job = (ae_acme_job *)1;
+    assert_int_equal(ae_acme_issue_renewal(f->acme, "x.example.test", bad[i], &cb, &job, &err), AE_EINVAL);
+    assert_null(job);
+  }
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(f->done, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_success, setup, teardown),
@@ -820,6 +1333,21 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_bad_domain, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cancel_and_close, setup, teardown),
       cmocka_unit_test_setup_teardown(test_many_parallel, setup, teardown),
+      cmocka_unit_test(test_cert_id_rfc_vector),
+      cmocka_unit_test(test_cert_id_bad_input),
+      cmocka_unit_test_setup_teardown(test_ari_window, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_ari_not_offered, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_ari_bad_answers, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_ari_directory_fails, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_ari_bad_arguments, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_ari_cancel, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_ari_alongside_issue, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_ari_leads_issue, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_ari_survives_account_failure, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_replaces_sent_with_ari, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_replaces_not_sent_without_ari, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_replaces_rejected_retry, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_replaces_bad_id, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,134 @@
+/* The admin API's request/response endpoints: /healthz, /metrics and /v1/domains. Each answers
+ * at once from the hooks, which run on the control loop and do not block. */
+#include "admin_internal.h"
+
+#include "acmedge/metrics.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Decodes one path segment; an empty result, NUL or '/' is refused. */
+static int pct_decode(const char *in, char *out, size_t outlen) {
+  size_t o = 0;
+  for (const char *p = in; *p; p++) {
+    if (o + 1 >= outlen)
+      return -1;
+    char ch = *p;
+    if (ch == '%') {
+      int hi, lo;
+      char h1 = p[1], h2 = h1 ? p[2] : 0;
+      hi = (h1 >= '0' && h1 <= '9') ? h1 - '0' : (h1 >= 'a' && h1 <= 'f') ? h1 - 'a' + 10 : (h1 >= 'A' && h1 <= 'F') ? h1 - 'A' + 10 : -1;
+      lo = (h2 >= '0' && h2 <= '9') ? h2 - '0' : (h2 >= 'a' && h2 <= 'f') ? h2 - 'a' + 10 : (h2 >= 'A' && h2 <= 'F') ? h2 - 'A' + 10 : -1;
+      if (hi < 0 || lo < 0)
+        return -1;
+      ch = (char)(hi * 16 + lo);
+      p += 2;
+    }
+    if (ch == '\0' || ch == '/')
+      return -1;
+    out[o++] = ch;
+  }
+  out[o] = '\0';
+  return o ? 0 : -1;
+}
+
+void ae_adm_api_healthz(adm_conn *c) { ae_adm_respond(c, 200, "text/plain; charset=utf-8", "ok\n", 3, NULL); }
+
+void ae_adm_api_domains_list(adm_conn *c) {
+  ae_admin *a = c->a;
+  json_t *list = a->hooks.list_domains ? a->hooks.list_domains(a->hooks.ud) : json_array();
+  if (!list || !json_is_array(list)) {
+    json_decref(list);
+    ae_adm_respond_error(c, 500, NULL, "domain list unavailable");
+  } else {
+    ae_adm_respond_json(c, 200, list, NULL);
+  }
+}
+
+void ae_adm_api_domains_post(adm_conn *c) {
+  ae_admin *a = c->a;
+  json_error_t jerr;
+  json_t *j = json_loadb(c->body ? c->body : "", c->body_len, 0, &jerr);
+  const char *name = j ? json_string_value(json_object_get(j, "domain")) : NULL;
+  if (!j) {
+    ae_adm_respond_error(c, 400, NULL, "invalid JSON body: %s", jerr.text);
+    return;
+  }
+  if (!json_is_object(j) || !name || !*name) {
+    json_decref(j);
+    ae_adm_respond_error(c, 400, NULL, "body must be {\"domain\": \"name\"}");
+    return;
+  }
+  if (!a->hooks.add_domain) {
+    json_decref(j);
+    ae_adm_respond_error(c, 500, NULL, "adding domains is not available");
+    return;
+  }
+  ae_err err = {0, ""};
+  int r = a->hooks.add_domain(a->hooks.ud, name, &err);
+  if (r == AE_EINVAL) {
+    ae_adm_respond_error(c, 400, NULL, "%s", err.msg[0] ? err.msg : "invalid domain name");
+  } else if (r != 0) {
+    ae_adm_respond_error(c, 403, NULL, "%s", err.msg[0] ? err.msg : ae_strerror(r));
+  } else {
+    const char *state = "pending";
+    json_t *list = a->hooks.list_domains ? a->hooks.list_domains(a->hooks.ud) : NULL;
+    size_t i;
+    json_t *o;
+    json_array_foreach(list, i, o) {
+      const char *d = json_string_value(json_object_get(o, "domain"));
+      const char *s = json_string_value(json_object_get(o, "state"));
+      if (d && s && ae_strcasecmp(d, name) == 0) {
+        state = s;
+        break;
+      }
+    }
+    ae_adm_respond_json(c, 202, json_pack("{s:s,s:s}", "domain", name, "state", state), NULL);
+    json_decref(list);
+  }
+  json_decref(j);
+}
+
+void ae_adm_api_domains_delete(adm_conn *c, const char *raw) {
+  ae_admin *a = c->a;
+  char name[512];
+  if (pct_decode(raw, name, sizeof(name)) != 0) {
+    ae_adm_respond_error(c, 400, NULL, "invalid domain name in path");
+    return;
+  }
+  if (!a->hooks.delete_domain) {
+    ae_adm_respond_error(c, 500, NULL, "deleting domains is not available");
+    return;
+  }
+  ae_err err = {0, ""};
+  int r = a->hooks.delete_domain(a->hooks.ud, name, &err);
+  if (r == 0)
+    ae_adm_respond_json(c, 200, json_pack("{s:s}", "deleted", name), NULL);
+  else if (r == AE_ENOTFOUND)
+    ae_adm_respond_error(c, 404, NULL, "%s", err.msg[0] ? err.msg : "unknown domain");
+  else if (r == AE_EINVAL)
+    ae_adm_respond_error(c, 400, NULL, "%s", err.msg[0] ? err.msg : "invalid domain name");
+  else
+    ae_adm_respond_error(c, 500, NULL, "%s", err.msg[0] ? err.msg : ae_strerror(r));
+}
+
+void ae_adm_api_metrics(adm_conn *c) {
+  ae_admin *a = c->a;
+  char *base = ae_metrics_render();
+  char *extra = a->hooks.extra_metrics ? a->hooks.extra_metrics(a->hooks.ud) : NULL;
+  size_t bl = strlen(base), el = extra ? strlen(extra) : 0;
+  int need_nl = el && bl && base[bl - 1] != '\n';
+  char *out = ae_malloc(bl + el + 2);
+  memcpy(out, base, bl);
+  if (need_nl)
+    out[bl++] = '\n';
+  if (el)
+    memcpy(out + bl, extra, el);
+  size_t total = bl + el;
+  if (total && out[total - 1] != '\n')
+    out[total++] = '\n';
+  ae_adm_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", out, total, NULL);
+  free(out);
+  free(base);
+  free(extra);
+}

@@ -1,0 +1,141 @@
+/* Private to admin.c (connections, parsing, auth, routing, lifecycle), admin_listen.c (listening
+ * sockets), admin_api.c (JSON/text endpoints) and admin_sse.c (the /v1/events stream). */
+#ifndef ACMEDGE_ADMIN_INTERNAL_H
+#define ACMEDGE_ADMIN_INTERNAL_H
+
+#include "acmedge/admin.h"
+
+#include <llhttp.h>
+#include <nettle/sha2.h>
+#include <stdint.h>
+
+#define ADM_MAX_URL 4096
+#define ADM_MAX_HVAL 8192
+#define ADM_READ_BUF 65536
+
+typedef struct adm_conn adm_conn;
+
+struct ae_admin {
+  uv_loop_t *loop;
+  ae_events *ev;
+  ae_admin_hooks hooks;
+
+  union {
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } listener;
+  int listening;      /* listener handle initialised and not yet closed */
+  int is_unix;
+  int loopback;       /* TCP listener on a loopback address */
+  int port;
+  char *listen_addr;  /* as configured, to notice changes on reload */
+  char *unix_path;    /* socket file we created, unlinked at close */
+
+  char *token;        /* NULL: no authentication */
+  uint8_t token_hash[SHA256_DIGEST_SIZE];
+
+  uv_timer_t heartbeat;
+  int heartbeat_open;
+  unsigned heartbeat_ms;
+  size_t sse_queue_limit;
+
+  adm_conn *conns;   /* open connections */
+  unsigned nconns;
+  unsigned nalive;   /* connections whose memory is not yet freed (closing ones included) */
+
+  int closing;
+  void (*close_cb)(void *ud);
+  void *close_ud;
+  int close_cb_done;
+
+  char rbuf[ADM_READ_BUF];
+  int rbuf_busy;
+};
+
+struct adm_conn {
+  ae_admin *a;
+  union {
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } io;
+  uv_timer_t timer;
+  int open_handles;
+  int closing;
+  int close_after_write;
+  unsigned writes_pending;
+  adm_conn *prev, *next;
+
+  llhttp_t parser;
+  /* current request */
+  int in_request;
+  char url[ADM_MAX_URL + 1];
+  size_t url_len;
+  char hname[32];
+  size_t hname_len;
+  int hname_long;
+  char hval[ADM_MAX_HVAL + 1];
+  size_t hval_len;
+  int hval_long;
+  size_t header_bytes;
+  char *h_auth, *h_last_event_id, *h_origin, *h_host, *h_expect;
+  char *body;
+  size_t body_len, body_cap;
+  int fail_status;     /* set by a parser callback that refuses the request */
+  const char *fail_msg;
+
+  /* SSE */
+  int sse;
+  ae_events_sub *sub;
+  uint64_t last_sent;
+  int lagging;
+  int lag_ticks;
+};
+
+/* admin.c */
+
+/* Queues a copy of data; returns 0 or a negative uv error (the connection is then closed). */
+int ae_adm_conn_write(adm_conn *c, const char *data, size_t len);
+/* Unlinks the connection and closes its handles; its memory goes in the last close callback. */
+void ae_adm_conn_close(adm_conn *c);
+/* Sends a complete response; extra_headers are full "Name: value\r\n" lines or NULL. */
+void ae_adm_respond(adm_conn *c, int status, const char *ctype, const char *body, size_t blen,
+                    const char *extra_headers);
+/* Sends j as a JSON response, taking the reference (NULL answers 500). */
+void ae_adm_respond_json(adm_conn *c, int status, json_t *j, const char *extra_headers);
+/* Sends {"error": formatted message}. */
+void ae_adm_respond_error(adm_conn *c, int status, const char *extra_headers, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Listener callback: accepts one connection and starts reading requests from it. */
+void ae_adm_on_connection(uv_stream_t *server, int status);
+
+/* admin_listen.c */
+
+/* Binds and listens on addr ("host:port", "[v6]:port", "unix:/path" or "/path"). On failure the
+ * listener handle may be initialised (a->listening); the caller closes it. */
+int ae_adm_listen(ae_admin *a, const char *addr, ae_err *err);
+
+/* admin_api.c */
+
+/* GET /healthz. */
+void ae_adm_api_healthz(adm_conn *c);
+/* GET /metrics: process metrics followed by the hook's per-domain series. */
+void ae_adm_api_metrics(adm_conn *c);
+/* GET /v1/domains. */
+void ae_adm_api_domains_list(adm_conn *c);
+/* POST /v1/domains with body {"domain": name}. */
+void ae_adm_api_domains_post(adm_conn *c);
+/* DELETE /v1/domains/<raw>, raw still percent-encoded. */
+void ae_adm_api_domains_delete(adm_conn *c, const char *raw);
+
+/* admin_sse.c */
+
+/* Sets the SSE defaults (heartbeat interval, honouring $ACMEDGE_ADMIN_HEARTBEAT_MS; queue limit). */
+void ae_adm_sse_defaults(ae_admin *a);
+/* GET /v1/events: answers the stream head, subscribes and replays from Last-Event-ID or ?since=. */
+void ae_adm_sse_start(adm_conn *c, const char *query);
+/* Resumes a lagging stream from the ring once its write queue has drained. */
+void ae_adm_sse_catch_up(adm_conn *c);
+/* Heartbeat timer callback: pings every stream and drops the ones that stopped reading. */
+void ae_adm_sse_on_heartbeat(uv_timer_t *t);
+
+#endif
