@@ -160,16 +160,15 @@ static void on_renewal_info(ae_acme_job *job, const ae_http_response *resp) {
 
 static void ari_send(ae_acme_job *job) {
   ae_acme *a = job->a;
+  const ae_acme_ari_req *r = (const ae_acme_ari_req *)job;
   if (a->url_renewal_info == NULL) {
     acme_job_fail(job, AE_ENOTFOUND, "acmedge:no-renewal-info", "the CA's directory has no renewalInfo", 0, 0);
     return;
   }
-  /* job->domain is "ari <certID>". */
-  const char *id = job->domain + 4;
   size_t base = strlen(a->url_renewal_info);
   while (base > 0 && a->url_renewal_info[base - 1] == '/') base--;
   char url[ARI_URL_MAX];
-  int n = snprintf(url, sizeof(url), "%.*s/%s", (int)base, a->url_renewal_info, id);
+  int n = snprintf(url, sizeof(url), "%.*s/%s", (int)base, a->url_renewal_info, r->cert_id);
   if (n < 0 || (size_t)n >= sizeof(url)) {
     ari_fail(job, AE_EPROTO, "acmedge:bad-response", "renewalInfo: URL too long");
     return;
@@ -196,15 +195,27 @@ static void ari_on_done(void *ud, const ae_acme_result *res) {
 int ae_acme_renewal_info(ae_acme *a, const char *cert_pem, ae_acme_ari_cb cb, void *ud, ae_acme_ari_req **out,
                          ae_err *err) {
   if (out != NULL) *out = NULL;
-  if (a == NULL || cert_pem == NULL || cb == NULL) return ae_err_set(err, AE_EINVAL, "acme: missing argument");
-  if (a->closing) return ae_err_set(err, AE_ECANCELED, "acme: client is closing");
-  char id[320];
+  if (cert_pem == NULL) return ae_err_set(err, AE_EINVAL, "acme: missing argument");
+  char id[ACME_CERT_ID_MAX];
   int rc = ae_acme_cert_id(cert_pem, id, sizeof(id), err);
   if (rc < 0) return rc;
+  return ae_acme_renewal_info_by_id(a, id, cb, ud, out, err);
+}
+
+int ae_acme_renewal_info_by_id(ae_acme *a, const char *cert_id, ae_acme_ari_cb cb, void *ud, ae_acme_ari_req **out,
+                               ae_err *err) {
+  if (out != NULL) *out = NULL;
+  if (a == NULL || cert_id == NULL || cb == NULL) return ae_err_set(err, AE_EINVAL, "acme: missing argument");
+  if (a->closing) return ae_err_set(err, AE_ECANCELED, "acme: client is closing");
+  char id[ACME_CERT_ID_MAX];
+  if (strlen(cert_id) >= sizeof(id) || cert_id[0] == '\0')
+    return ae_err_set(err, AE_EINVAL, "acme: bad certificate identifier");
+  snprintf(id, sizeof(id), "%s", cert_id);
   char label[sizeof(id) + 8];
   snprintf(label, sizeof(label), "ari %s", id);
   ae_acme_job *job = acme_job_new(a, label, sizeof(ae_acme_ari_req), 1, err);
   if (job == NULL) return AE_ERR;
+  memcpy(((ae_acme_ari_req *)job)->cert_id, id, sizeof(id));
   job->ari_cb = cb;
   job->ari_ud = ud;
   job->cb.ud = job;

@@ -167,9 +167,12 @@ void acme_prereq_abandon(ae_acme *a, ae_acme_job *leader, const ae_acme_result *
 /* acme_order.c */
 void acme_order_start(ae_acme_job *job);
 
-/* acme_ari.c: struct ae_acme_ari_req wraps the job (first member). */
+/* acme_ari.c: struct ae_acme_ari_req wraps the job (first member, so the job's address is the
+ * request's and job_free releases both). */
+#define ACME_CERT_ID_MAX 320
 struct ae_acme_ari_req {
   ae_acme_job job;
+  char cert_id[ACME_CERT_ID_MAX];
 };
 
 #endif

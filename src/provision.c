@@ -25,6 +25,8 @@
 static void pump(ae_provision *p);
 static void start_job(ae_provision *p, ae_dom *d);
 static void arm_timer(ae_dom *d, int64_t at);
+static void arm_renewal(ae_dom *d);
+static void ari_query(ae_dom *d);
 
 double ae_backoff_delay(unsigned initial_s, unsigned max_s, unsigned n, double rnd01) {
   double d = initial_s ? (double)initial_s : 1.0;
@@ -74,6 +76,7 @@ static void dom_free_cb(uv_handle_t *h) {
   ae_provision *p = d->p;
   free(d->issuer);
   free(d->serial);
+  free(d->cert_id);
   free(d->last_error);
   free(d->last_problem);
   free(d);
@@ -105,6 +108,10 @@ void ae_dom_remove(ae_provision *p, ae_dom *d) {
   if (d->preq) {
     ae_policy_cancel(d->preq);
     d->preq = NULL;
+  }
+  if (d->ari) {
+    ae_acme_ari_cancel(d->ari);
+    d->ari = NULL;
   }
   if (d->job) {
     ae_acme_job_cancel(d->job);
@@ -338,7 +345,7 @@ static void start_job(ae_provision *p, ae_dom *d) {
   if (d->has_cert)
     json_object_set_new(det, "renewal", json_true());
   ae_events_emit(p->deps.events, "issuance_started", d->name, det);
-  int r = ae_acme_issue(p->deps.acme, d->name, &cbs, &d->job, &err);
+  int r = ae_acme_issue_renewal(p->deps.acme, d->name, d->has_cert ? d->cert_id : NULL, &cbs, &d->job, &err);
   if (r != 0) {
     d->job = NULL;
     /* Same path as a CA failure so backoff and events stay uniform. */
@@ -352,6 +359,11 @@ static void timer_cb(uv_timer_t *t) {
   ae_provision *p = d->p;
   if (dom_busy(d) || p->closing)
     return;
+  if (d->ari_poll_at && d->ari_poll_at <= now_s() && now_s() < d->renew_at) {
+    ari_query(d);
+    arm_renewal(d);
+    return;
+  }
   if (d->has_cert)
     AE_INFO(SUB, "%s: renewing certificate (expires %lld)", d->name, (long long)d->not_after);
   if (admit(p, d) != 0) {
@@ -361,11 +373,73 @@ static void timer_cb(uv_timer_t *t) {
   }
 }
 
-static void arm_timer(ae_dom *d, int64_t at) {
+/* One timer per name serves both the renewal and the next ARI poll, whichever comes first. */
+static void arm_renewal(ae_dom *d) {
+  int64_t at = d->renew_at;
+  if (d->ari_poll_at && d->ari_poll_at < at)
+    at = d->ari_poll_at;
   int64_t delta = at - now_s();
   uint64_t ms = delta > 0 ? (uint64_t)delta * 1000u : 0;
-  d->renew_at = at;
   uv_timer_start(&d->timer, timer_cb, ms, 0);
+}
+
+static void arm_timer(ae_dom *d, int64_t at) {
+  d->renew_at = at;
+  arm_renewal(d);
+}
+
+static void renewal_event(ae_dom *d, const char *source) {
+  char when[40];
+  ae_time_rfc3339(d->renew_at, when, sizeof(when));
+  json_t *det = json_object();
+  json_object_set_new(det, "at", json_string(when));
+  if (source)
+    json_object_set_new(det, "source", json_string(source));
+  ae_events_emit(d->p->deps.events, "renewal_scheduled", d->name, det);
+}
+
+#define ARI_POLL_DEFAULT_S (6 * 3600)  /* RFC 9773 suggests polling a few times a day */
+#define ARI_POLL_ERROR_S 3600
+#define ARI_POLL_MIN_S 60
+
+/* The CA's suggested window (ARI) replaces our own 2/3-of-lifetime schedule: a random moment in
+ * the window spreads renewals, and an early window (e.g. a revocation campaign) is honoured. */
+static void ari_done(void *ud, int code, const struct ae_acme_renewal_info *info) {
+  ae_dom *d = ud;
+  d->ari = NULL;
+  int64_t now = now_s();
+  if (code == AE_ENOTFOUND) {
+    d->ari_poll_at = 0; /* the CA offers no ARI: keep our schedule */
+    arm_renewal(d);
+    return;
+  }
+  int64_t next = code == 0 ? now + ARI_POLL_DEFAULT_S : now + ARI_POLL_ERROR_S;
+  if (info->retry_after > now)
+    next = info->retry_after;
+  if (next < now + ARI_POLL_MIN_S)
+    next = now + ARI_POLL_MIN_S;
+  d->ari_poll_at = next;
+  if (code == 0 && info->end > info->start) {
+    int64_t at = info->start + (int64_t)((double)(info->end - info->start) * rnd01());
+    if (at < now)
+      at = now;
+    if (at != d->renew_at && !dom_busy(d)) {
+      d->renew_at = at;
+      renewal_event(d, "ari");
+    }
+  }
+  arm_renewal(d);
+}
+
+static void ari_query(ae_dom *d) {
+  if (!d->cert_id || d->ari)
+    return;
+  ae_err err = {0};
+  d->ari_poll_at = 0;
+  if (ae_acme_renewal_info_by_id(d->p->deps.acme, d->cert_id, ari_done, d, &d->ari, &err) != 0) {
+    d->ari = NULL;
+    AE_DEBUG(SUB, "%s: renewal information not queried: %s", d->name, err.msg);
+  }
 }
 
 /* Renews when a third of the lifetime remains (design §1), never earlier than now. */
@@ -379,14 +453,17 @@ static void schedule_retry_or_renewal(ae_dom *d) {
   if (at < now_s())
     at = now_s();
   arm_timer(d, at);
-  char when[40];
-  ae_time_rfc3339(at, when, sizeof(when));
-  json_t *det = json_object();
-  json_object_set_new(det, "at", json_string(when));
-  ae_events_emit(d->p->deps.events, "renewal_scheduled", d->name, det);
+  renewal_event(d, NULL);
+  /* Ask the CA too (ARI); its answer moves the renewal into its window. Spread over the first
+   * minutes so a start-up with many stored certificates does not burst at the CA. */
+  if (d->cert_id) {
+    d->ari_poll_at = now_s() + 1 + (int64_t)(rnd01() * 300.0);
+    arm_renewal(d);
+  }
 }
 
-void ae_provision_installed(ae_provision *p, const char *name, ae_cert *cert, int loaded, const char *err) {
+void ae_provision_installed(ae_provision *p, const char *name, ae_cert *cert, const char *cert_id, int loaded,
+                            const char *err) {
   ae_dom *d = ae_strmap_get(&p->doms, name);
   if (!d) {
     if (!loaded)
@@ -419,6 +496,12 @@ void ae_provision_installed(ae_provision *p, const char *name, ae_cert *cert, in
   d->not_after = ae_cert_not_after(cert);
   set_str(&d->issuer, ae_cert_issuer(cert));
   set_str(&d->serial, ae_cert_serial(cert));
+  set_str(&d->cert_id, cert_id);
+  d->ari_poll_at = 0;
+  if (d->ari) {
+    ae_acme_ari_cancel(d->ari);
+    d->ari = NULL;
+  }
   char na[40];
   ae_time_rfc3339(d->not_after, na, sizeof(na));
   if (loaded) {

@@ -15,6 +15,9 @@ typedef struct ae_dom {
   int has_cert;              /* a certificate for this name is in the store */
   int64_t not_before, not_after;
   char *issuer, *serial;
+  char *cert_id;             /* RFC 9773 identifier of the served certificate (ARI, "replaces") */
+  ae_acme_ari_req *ari;      /* renewal-information query in flight */
+  int64_t ari_poll_at;       /* next ARI poll, 0 = none */
   char *last_error, *last_problem;
   int64_t retry_at;          /* UNIX seconds; 0 = none */
   int64_t renew_at;
@@ -55,7 +58,8 @@ void ae_provision_install(struct ae_provision *p, const char *name, const char *
                           const char *challenge_type);
 /* Loop-side completion of an install (cert NULL on failure, err says why) or of a load from
  * storage (loaded = 1): swaps the certificate in and emits the events. Takes no reference. */
-void ae_provision_installed(struct ae_provision *p, const char *name, ae_cert *cert, int loaded, const char *err);
+void ae_provision_installed(struct ae_provision *p, const char *name, ae_cert *cert, const char *cert_id, int loaded,
+                            const char *err);
 /* Fires the close callback once nothing is pending. */
 void ae_provision_maybe_closed(struct ae_provision *p);
 /* strmap foreach callback freeing values. */

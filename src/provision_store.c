@@ -15,6 +15,7 @@ typedef struct install_work {
   char name[256];
   char *cert_pem, *key_pem, *meta;
   ae_cert *cert;   /* parsed in the worker thread */
+  char cert_id[320];
   ae_err err;
 } install_work;
 
@@ -33,6 +34,9 @@ static void install_work_cb(uv_work_t *req) {
     w->cert = NULL;
     return;
   }
+  ae_err idle = {0};
+  if (ae_acme_cert_id(w->cert_pem, w->cert_id, sizeof(w->cert_id), &idle) != 0)
+    w->cert_id[0] = '\0'; /* no AKI: renewal simply runs on our own schedule */
   char key[700];
   cert_key(p, w->name, "key.pem", key, sizeof(key));
   if (ae_storage_put(p->deps.storage, key, w->key_pem, strlen(w->key_pem), 1, &w->err) != 0)
@@ -56,7 +60,7 @@ static void install_after_cb(uv_work_t *req, int status) {
   if (status == 0 && !p->closing) {
     if (!w->cert)
       AE_ERROR(SUB, "%s: cannot install certificate: %s", w->name, w->err.msg);
-    ae_provision_installed(p, w->name, w->cert, 0, w->cert ? NULL : w->err.msg);
+    ae_provision_installed(p, w->name, w->cert, w->cert_id[0] ? w->cert_id : NULL, 0, w->cert ? NULL : w->err.msg);
   }
   ae_cert_unref(w->cert);
   free(w->cert_pem);
@@ -87,7 +91,7 @@ void ae_provision_install(ae_provision *p, const char *name, const char *cert_pe
   p->installs++;
   if (uv_queue_work(p->deps.loop, &w->req, install_work_cb, install_after_cb) != 0) {
     p->installs--;
-    ae_provision_installed(p, name, NULL, 0, "cannot queue storage work");
+    ae_provision_installed(p, name, NULL, NULL, 0, "cannot queue storage work");
     free(w->cert_pem);
     free(w->key_pem);
     free(w->meta);
@@ -127,7 +131,10 @@ int ae_provision_load(ae_provision *p, size_t *count, ae_err *err) {
     if (ae_cert_from_pem(cert_pem, clen, key_pem, klen, &c, &e) != 0) {
       AE_WARN(SUB, "%s: skipped stored certificate (%s/%s): %s", domain, prefix, names[i], e.msg);
     } else {
-      ae_provision_installed(p, domain, c, 1, NULL);
+      char id[320];
+      ae_err idle = {0};
+      int has_id = ae_acme_cert_id(cert_pem, id, sizeof(id), &idle) == 0;
+      ae_provision_installed(p, domain, c, has_id ? id : NULL, 1, NULL);
       ae_cert_unref(c);
       (*count)++;
     }

@@ -454,8 +454,9 @@ static void c_reject(ae_pclient *c, int status, const char *why) {
 
 /* A response the proxy makes itself for a well-formed request (421, 502 without route). */
 static int c_local(ae_pclient *c, int status, const char *why) {
-  AE_WARN("proxy", "%s %s%.*s: %d %s: %s", c->t ? c->t->peer_ip : "-", c->host, (int)(c->req.ulen > 256 ? 256 : c->req.ulen),
-          c->req.b.d + c->req.url, status, ae_status_text(status), why);
+  AE_WARN("proxy", "%s %s%.*s: %d %s: %s", c->t ? c->t->peer_ip : "-", c->host,
+          (int)(c->req.ulen > 256 ? 256 : c->req.ulen), c->req.b.d ? c->req.b.d + c->req.url : "", status,
+          ae_status_text(status), why);
   if (status >= 500)
     ae_metrics_inc(AE_M_UPSTREAM_ERRORS);
   c->pool = NULL;

@@ -80,7 +80,7 @@ static void conn_start_tls(tls_conn *c, ae_cert *cert, int kind);
 static void conn_send_alert(tls_conn *c) {
   static const uint8_t alert[7] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70};
   giovec_t v = {(void *)alert, sizeof(alert)};
-  AE_INFO("tls", "%s: refusing %s: unrecognized_name", c->t.peer_ip, tc_name(c));
+  AE_DEBUG("tls", "%s: refusing %s: unrecognized_name", c->t.peer_ip, tc_name(c));
   ae_metrics_inc(AE_M_HS_FAILED);
   if (tc_send(c, &v, 1) < 0) {
     tc_close_handles(c, 1);
@@ -130,6 +130,12 @@ static void conn_choose_cert(tls_conn *c, const ae_clienthello *ch) {
     return;
   }
   if (act == AE_MISS_HOLD && !f->closing && f->nheld < f->max_held) {
+    /* The hook may have installed the certificate already. */
+    cert = ae_certstore_lookup(f->cs, c->t.sni);
+    if (cert) {
+      conn_start_tls(c, cert, KIND_KNOWN);
+      return;
+    }
     c->state = TC_HELD;
     c->hprev = NULL;
     c->hnext = f->held;
@@ -287,7 +293,8 @@ static void conn_handshake(tls_conn *c) {
     }
     if (!gnutls_error_is_fatal(r) && ++c->hs_warnings <= TC_MAX_HS_WARNINGS)
       continue;
-    AE_INFO("tls", "%s: handshake for %s failed: %s", c->t.peer_ip, tc_name(c), gnutls_strerror(r));
+    /* Debug: clients rejecting the default certificate would otherwise log a line per retry. */
+    AE_DEBUG("tls", "%s: handshake for %s failed: %s", c->t.peer_ip, tc_name(c), gnutls_strerror(r));
     if (!c->eof && !c->write_failed && r != GNUTLS_E_PULL_ERROR)
       gnutls_alert_send_appropriate(c->session, r);
     break;
@@ -397,7 +404,7 @@ static int tls_t_write(ae_transport *t, const char *data, size_t len) {
 
 static size_t tls_t_queued(ae_transport *t) {
   tls_conn *c = (tls_conn *)t;
-  return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+  return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) + c->olen;
 }
 
 static void tls_t_read_stop(ae_transport *t) {

@@ -1,6 +1,7 @@
 /* The TLS listener: binds the https address, accepts connections into the per-connection state
  * machine (tls_conn.c), wakes held handshakes and drains connections on shutdown. */
 #include <errno.h>
+#include <pthread.h>
 #include "tls_front_internal.h"
 
 #include <arpa/inet.h>
@@ -38,13 +39,17 @@ static void front_apply_config(ae_tls_front *f, const ae_config *cfg) {
   f->max_held = cfg->on_demand.max_held ? cfg->on_demand.max_held : 1000;
 }
 
+/* One ticket key for the whole process: a ticket issued on one worker loop resumes on another
+ * (the kernel spreads a client's connections across loops). GnuTLS rotates keys derived from it. */
+static gnutls_datum_t g_ticket_key;
+static int g_ticket_rc;
+static pthread_once_t g_ticket_once = PTHREAD_ONCE_INIT;
+
+static void ticket_key_init(void) { g_ticket_rc = gnutls_session_ticket_key_generate(&g_ticket_key); }
+
 static void front_release(ae_tls_front *f) {
   if (f->prio)
     gnutls_priority_deinit(f->prio);
-  if (f->ticket_key.data) {
-    gnutls_memset(f->ticket_key.data, 0, f->ticket_key.size);
-    gnutls_free(f->ticket_key.data);
-  }
   free(f);
 }
 
@@ -132,11 +137,12 @@ int ae_tls_front_new(uv_loop_t *loop, const ae_config *cfg, ae_certstore *cs,
     return ae_err_set(err, AE_ERR, "tls priority string rejected at '%s': %s", errpos ? errpos : "?",
                       gnutls_strerror(r));
   }
-  r = gnutls_session_ticket_key_generate(&f->ticket_key);
-  if (r < 0) {
+  pthread_once(&g_ticket_once, ticket_key_init);
+  if (g_ticket_rc < 0) {
     front_release(f);
-    return ae_err_set(err, AE_ERR, "session ticket key: %s", gnutls_strerror(r));
+    return ae_err_set(err, AE_ERR, "session ticket key: %s", gnutls_strerror(g_ticket_rc));
   }
+  f->ticket_key = g_ticket_key;
 
   /* With worker threads every loop binds its own listener to the same address; the kernel then
    * spreads new connections across them (SO_REUSEPORT). */

@@ -84,7 +84,8 @@ struct ae_acme_renewal_info {
 
 /* Result of ae_acme_renewal_info. info is never NULL: on code 0 it holds the window; on an
  * error it is zeroed except retry_after, which carries the CA's Retry-After when it sent one.
- * info is valid only during the call. */
+ * AE_ENOTFOUND also when the CA answers 404 (it does not know the certificate). info is valid
+ * only during the call. */
 typedef void (*ae_acme_ari_cb)(void *ud, int code, const struct ae_acme_renewal_info *info);
 
 /* Asks the CA's renewalInfo endpoint about a certificate (leaf PEM, first cert of cert_pem). code 0 => info filled;
@@ -94,6 +95,9 @@ typedef void (*ae_acme_ari_cb)(void *ud, int code, const struct ae_acme_renewal_
 int ae_acme_renewal_info(ae_acme *a, const char *cert_pem, ae_acme_ari_cb cb, void *ud, ae_acme_ari_req **out,
                          ae_err *err);
 /* Cancels a renewalInfo query (cb not called). The handle is invalid once cb ran or the client closed. */
+/* Same query for a certificate identifier from ae_acme_cert_id (callers keep the short id, not the PEM). */
+int ae_acme_renewal_info_by_id(ae_acme *a, const char *cert_id, ae_acme_ari_cb cb, void *ud, ae_acme_ari_req **out,
+                               ae_err *err);
 void ae_acme_ari_cancel(ae_acme_ari_req *r);
 /* Computes the RFC 9773 certificate identifier base64url(AKI keyIdentifier) "." base64url(serial DER value) into out. */
 int ae_acme_cert_id(const char *cert_pem, char *out, size_t outlen, ae_err *err);

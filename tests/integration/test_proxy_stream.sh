@@ -9,9 +9,9 @@ source "$AE_SRC/tests/integration/upstreams/env.sh"
 ae_setup
 # An AddressSanitizer build keeps freed memory in quarantine (256 MB by default), which would
 # measure the sanitizer rather than the proxy: keep it small.
-if ldd "$ACMEDGE_BIN" 2>/dev/null | grep -q libasan; then
-  export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=4"
-fi
+case "$(ldd "$ACMEDGE_BIN" 2>/dev/null || true)" in
+*libasan*) export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=4" ;;
+esac
 px_cert
 px_upstreams
 px_config "$T/acmedge.json" '{"log": {"level": "warn"}}'

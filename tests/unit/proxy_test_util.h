@@ -518,13 +518,17 @@ static void up_accept(uv_stream_t *ls, int status) {
     uv_read_start((uv_stream_t *)&c->tcp, up_alloc, up_read);
 }
 
-static upsrv *up_start(up_mode mode) {
+/* An upstream listening on 127.0.0.1 (v6 = 0) or [::1] (v6 = 1), port chosen by the kernel. */
+static upsrv *up_start_at(up_mode mode, int v6) {
   upsrv *s = ae_calloc(1, sizeof(*s));
   s->mode = mode;
   uv_tcp_init(T_loop, &s->listen);
   s->listen.data = s;
-  struct sockaddr_in a;
-  uv_ip4_addr("127.0.0.1", 0, &a);
+  struct sockaddr_storage a;
+  if (v6)
+    uv_ip6_addr("::1", 0, (struct sockaddr_in6 *)&a);
+  else
+    uv_ip4_addr("127.0.0.1", 0, (struct sockaddr_in *)&a);
   if (uv_tcp_bind(&s->listen, (const struct sockaddr *)&a, 0) != 0 ||
       uv_listen((uv_stream_t *)&s->listen, 128, up_accept) != 0) {
     fprintf(stderr, "upstream listen failed\n");
@@ -533,9 +537,11 @@ static upsrv *up_start(up_mode mode) {
   struct sockaddr_storage ss;
   int len = sizeof(ss);
   uv_tcp_getsockname(&s->listen, (struct sockaddr *)&ss, &len);
-  s->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  s->port = v6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port) : ntohs(((struct sockaddr_in *)&ss)->sin_port);
   return s;
 }
+
+static upsrv *up_start(up_mode mode) { return up_start_at(mode, 0); }
 
 static void up_listen_closed(uv_handle_t *h) { ((upsrv *)h->data)->listen_closed = 1; }
 static int up_all_closed(void *ud) {

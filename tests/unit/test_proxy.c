@@ -324,6 +324,30 @@ static void test_resolve_by_name(void **state) {
   env_free(e);
 }
 
+static void test_ipv6_upstream(void **state) {
+  (void)state;
+  upsrv *up = up_start_at(UP_ECHO, 1);
+  char json[512];
+  snprintf(json, sizeof(json),
+           "{\"on_demand\":{\"enabled\":false},\"routes\":[{\"hosts\":[\"*\"],\"upstream\":\"[::1]:%d\"}]}",
+           up->port);
+  ae_config *cfg = NULL;
+  ae_err err = {0};
+  assert_int_equal(ae_config_parse("v6", json, &cfg, &err), 0);
+  env e = {.up = up, .cfg = cfg};
+  assert_int_equal(ae_proxy_new(T_loop, cfg, &e.px, &err), 0);
+  t_resps rs;
+  one(&e, "", "GET /six HTTP/1.1\r\nHost: any.test\r\n\r\n", 0, 1, &rs);
+  assert_int_equal(rs.r[0].status, 200);
+  assert_true(t_has(&rs.r[0].body, "GET /six HTTP/1.1"));
+  t_resps_free(&rs);
+  ae_proxy_close(e.px, env_closed, &e);
+  assert_true(t_run_until(env_is_closed, &e, 3000));
+  ae_proxy_free(e.px);
+  ae_config_free(cfg);
+  up_stop(up);
+}
+
 static void test_set_config(void **state) {
   (void)state;
   env *e = env_new(UP_ECHO, NULL);
@@ -746,6 +770,7 @@ int main(void) {
       cmocka_unit_test(test_502_closed_port_keeps_connection),
       cmocka_unit_test(test_421_and_host_rules),
       cmocka_unit_test(test_resolve_by_name),
+      cmocka_unit_test(test_ipv6_upstream),
       cmocka_unit_test(test_set_config),
       cmocka_unit_test(test_chunked_request_reframed),
       cmocka_unit_test(test_chunked_response),

@@ -791,6 +791,25 @@ static void test_empty_record_flood(void **state) {
   assert_int_equal(wait_open(0), 0);
 }
 
+static void test_connection_cap(void **state) {
+  (void)state;
+  S.cfg.tls.max_connections = 1;
+  on_loop(set_cfg, NULL);
+  client c1 = {.sni = "a.example.test", .fd = -1};
+  assert_int_equal(client_open(&c1, S.port), 0);
+  /* Over the cap: accepted and reset at once. */
+  int fd = tcp_connect(S.port);
+  assert_true(fd >= 0);
+  assert_true(raw_sees_close(fd));
+  close(fd);
+  assert_int_equal(client_echo(&c1, "first one unaffected"), 0);
+  client_close(&c1);
+  assert_int_equal(wait_open(0), 0);
+  S.cfg.tls.max_connections = 0;
+  on_loop(set_cfg, NULL);
+  assert_int_equal(simple_handshake("a.example.test", NULL, 0), 0);
+}
+
 static void test_close_with_open_connection(void **state) {
   (void)state;
   client cl = {.sni = "a.example.test", .fd = -1};
@@ -909,6 +928,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_garbage_and_slow_do_not_disturb, setup_echo, teardown),
     cmocka_unit_test_setup_teardown(test_renegotiation_refused, setup_echo, teardown),
     cmocka_unit_test_setup_teardown(test_empty_record_flood, setup_echo, teardown),
+    cmocka_unit_test_setup_teardown(test_connection_cap, setup_echo, teardown),
     cmocka_unit_test_setup_teardown(test_close_with_open_connection, setup_echo, teardown_after_close),
     cmocka_unit_test_setup_teardown(test_builtin_hello, setup_hello, teardown),
   };
