@@ -12,9 +12,9 @@ once=0
 [[ -t 0 ]] || once=1
 
 scripts/setup.sh
-cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAE_TESTS=OFF >/dev/null
-cmake --build "$root/build" -j"$(nproc)" >/dev/null
-ACMEDGE_BIN=$root/build/acmedge
+cmake -S "$root" -B "$root/build-demo" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAE_TESTS=OFF >/dev/null
+cmake --build "$root/build-demo" -j"$(nproc)" >/dev/null
+ACMEDGE_BIN=$root/build-demo/acmedge
 export ACMEDGE_BIN
 
 # Ports of config/acmedge.json: https 8443, http 8080, admin 2020, upstream 8081; Pebble 14000/15000.
@@ -29,7 +29,9 @@ done
 
 source "$root/tests/lib/common.sh"
 T=$root/var/demo
-rm -rf "$T"
+# Pebble makes a new CA at every start, so certificates stored by an earlier demo run would not
+# verify against this run's root: start the demo from empty state.
+rm -rf "$T" "$root/var/storage"
 mkdir -p "$T" "$root/var/pebble"
 : >"$T/.pids"
 : >"$T/.ports"

@@ -19,7 +19,7 @@ jobs=$(nproc 2>/dev/null || echo 2)
 run_suite() {
   local dir=$1
   shift
-  cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAE_WERROR=ON "$@" >/dev/null
+  cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAE_WERROR=ON -DAE_TESTS=ON "$@" >/dev/null
   cmake --build "$dir" -j"$jobs"
   (cd "$dir" && ctest --output-on-failure --timeout 600 -j"$jobs" "${CTEST_ARGS[@]}")
 }
