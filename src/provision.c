@@ -401,6 +401,7 @@ static void renewal_event(ae_dom *d, const char *source) {
 #define ARI_POLL_DEFAULT_S (6 * 3600)  /* RFC 9773 suggests polling a few times a day */
 #define ARI_POLL_ERROR_S 3600
 #define ARI_POLL_MIN_S 60
+#define ARI_FIRST_POLL_MAX_S 300  /* default spread of the first poll after install or load */
 
 /* The CA's suggested window (ARI) replaces our own 2/3-of-lifetime schedule: a random moment in
  * the window spreads renewals, and an early window (e.g. a revocation campaign) is honoured. */
@@ -457,7 +458,8 @@ static void schedule_retry_or_renewal(ae_dom *d) {
   /* Ask the CA too (ARI); its answer moves the renewal into its window. Spread over the first
    * minutes so a start-up with many stored certificates does not burst at the CA. */
   if (d->cert_id) {
-    d->ari_poll_at = now_s() + 1 + (int64_t)(rnd01() * 300.0);
+    unsigned max = d->p->ari_first_poll_max_s;
+    d->ari_poll_at = max ? now_s() + 1 + (int64_t)(rnd01() * (double)max) : now_s();
     arm_renewal(d);
   }
 }
@@ -546,6 +548,16 @@ int ae_provision_new(const ae_provision_deps *deps, const ae_config *cfg, ae_pro
   ae_strmap_init(&p->denied);
   uv_timer_init(deps->loop, &p->rate_timer);
   p->rate_timer.data = p;
+  /* Test hook: ACMEDGE_ARI_FIRST_POLL_MAX_S bounds the first ARI poll's random delay (seconds,
+   * 0 = poll at once, at most a day); unset or unparsable keeps the default. Read once here. */
+  p->ari_first_poll_max_s = ARI_FIRST_POLL_MAX_S;
+  const char *hook = getenv("ACMEDGE_ARI_FIRST_POLL_MAX_S");
+  if (hook && *hook) {
+    char *end = NULL;
+    unsigned long v = strtoul(hook, &end, 10);
+    if (end && *end == '\0' && hook[0] != '-' && v <= 86400)
+      p->ari_first_poll_max_s = (unsigned)v;
+  }
   srandom((unsigned)(time(NULL) ^ (uintptr_t)p));
   *out = p;
   (void)err;

@@ -45,6 +45,10 @@ struct ae_provision {
   unsigned closing_handles;
   void (*close_cb)(void *);
   void *close_ud;
+  /* Upper bound of the first ARI poll's random delay after a certificate is installed or
+   * loaded (seconds; 0 = at once). 300 unless ACMEDGE_ARI_FIRST_POLL_MAX_S says otherwise,
+   * which exists so tests need not wait up to five minutes. */
+  unsigned ari_first_poll_max_s;
 };
 
 /* Creates and registers a record for name. */

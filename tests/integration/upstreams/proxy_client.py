@@ -27,6 +27,8 @@ def connect(port, sni, timeout=10):
     ctx.verify_mode = ssl.CERT_NONE
     ctx.set_alpn_protocols(["http/1.1"])
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    # Like curl and browsers: without it a small request can wait for a delayed ACK.
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return ctx.wrap_socket(s, server_hostname=sni)
 
 
