@@ -377,18 +377,13 @@ static void c_next(ae_pclient *c) {
   c->t_resp_head = 0;
   c->trailers = 0;
   c->trailer_bytes = 0;
-  /* Idle keep-alive connections should hold as little memory as possible. */
-  ae_buf_shrink(&c->uhead, 2048);
-  ae_buf_shrink(&c->uout, 2048);
-  ae_buf_shrink(&c->out, 2048);
-  ae_hmsg_reset(&c->req);
-  ae_hmsg_reset(&c->resp);
-  if (c->req.b.cap > 4096) {
-    ae_hmsg_free(&c->req);
-  }
-  if (c->resp.b.cap > 4096) {
-    ae_hmsg_free(&c->resp);
-  }
+  /* An idle keep-alive connection holds no buffers: a few mallocs per request are cheaper than
+   * kilobytes per idle connection. */
+  ae_buf_shrink(&c->uhead, 0);
+  ae_buf_shrink(&c->uout, 0);
+  ae_buf_shrink(&c->out, 0);
+  ae_hmsg_free(&c->req);
+  ae_hmsg_free(&c->resp);
   c->phase = P_IDLE;
   c->t_idle = now_ms(c);
   c->rp_paused = 0;

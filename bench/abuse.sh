@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# Random-SNI flood: how acmedge and Caddy's on-demand TLS hold up when clients send a stream of
+# names nobody has a certificate for. Each side gets a fresh Pebble and runs two phases:
+#   outside  random names RANDOM12.example.org, outside the allow list (acmedge "allow":
+#            ["*.example.test"]; Caddy's ask endpoint answers 200 for *.example.test only);
+#   inside   random names RANDOM12.example.test, all allowed, so each one may become an order.
+# Each phase is bounded by ABUSE_MAX handshakes or ABUSE_SECS seconds. Reported per phase:
+# connections answered per second (completed handshakes + refused ones), the outcome counts,
+# orders placed at Pebble during the phase (+2 s), the server's CPU time per connection
+# (utime+stime from /proc: the client shares the cores, so connections/s is bounded by the
+# client), its RSS before and after, its log growth, and for acmedge the domain_denied events it logged. A third row ("idle") covers
+# ABUSE_IDLE seconds without traffic after the inside phase: what the server still orders for the
+# names the flood left behind.
+#
+# Usage: bench/abuse.sh          (~3 min)
+# Environment:
+#   ACMEDGE_BIN    acmedge binary (default: build/acmedge)
+#   CADDY_BIN      caddy binary (default: caddy)
+#   ABUSE_SIDES    sides to measure (default "acmedge caddy")
+#   ABUSE_MAX      handshakes per phase at most (default 20000)
+#   ABUSE_SECS     seconds per phase at most (default 30)
+#   ABUSE_THREADS  client threads (default 8)
+#   ABUSE_TIMEOUT  seconds a client waits for one handshake (default 5)
+#   ABUSE_IDLE     seconds watched after the flood (default 30)
+#   AE_KEEP=1      keep the work dir (logs of both sides)
+# Everything listens on and talks to 127.0.0.1 only. Every process started is stopped on exit.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SRC_DIR=$(cd "$BENCH_DIR/.." && pwd)
+export BENCH_DIR
+: "${ACMEDGE_BIN:=$SRC_DIR/build/acmedge}"
+: "${CADDY_BIN:=caddy}"
+export ACMEDGE_BIN CADDY_BIN
+
+# shellcheck source=../tests/lib/common.sh
+source "$SRC_DIR/tests/lib/common.sh"
+# shellcheck source=lib/ttc.sh
+source "$BENCH_DIR/lib/ttc.sh"
+
+ABUSE_SIDES=${ABUSE_SIDES:-"acmedge caddy"}
+ABUSE_MAX=${ABUSE_MAX:-20000}
+ABUSE_SECS=${ABUSE_SECS:-30}
+ABUSE_THREADS=${ABUSE_THREADS:-8}
+ABUSE_TIMEOUT=${ABUSE_TIMEOUT:-5}
+ABUSE_IDLE=${ABUSE_IDLE:-30}
+export PEBBLE_WFE_NONCEREJECT=0
+
+for side in $ABUSE_SIDES; do
+  case $side in
+  acmedge) [ -x "$ACMEDGE_BIN" ] || { echo "abuse.sh: no acmedge binary at $ACMEDGE_BIN" >&2; exit 2; } ;;
+  caddy) command -v "$CADDY_BIN" >/dev/null || { echo "abuse.sh: $CADDY_BIN not found" >&2; exit 2; } ;;
+  *) echo "abuse.sh: unknown side $side" >&2; exit 2 ;;
+  esac
+done
+for tool in pebble pebble-challtestsrv certtool curl; do
+  command -v "$tool" >/dev/null || { echo "abuse.sh: $tool not found" >&2; exit 2; }
+done
+
+BASE=$(mktemp -d "${TMPDIR:-/tmp}/acmedge-abuse.XXXXXX")
+RESULTS=$BASE/results
+: >"$RESULTS"
+
+# Stops every process of every side (newest first), shows the logs of a failed side, removes the
+# work dir.
+_abuse_on_exit() {
+  local rc=$? d pid f
+  set +e
+  trap - EXIT
+  for d in "$BASE"/*/; do
+    [ -f "$d/.pids" ] || continue
+    for pid in $(tac "$d/.pids"); do
+      ae_kill_pid "$pid" 20
+    done
+  done
+  if [ "$rc" -ne 0 ] && [ -n "${T:-}" ] && [ -d "$T" ]; then
+    for f in "$T"/*.log; do
+      [ -f "$f" ] || continue
+      echo "===== $(basename "$f") (last 40 lines) =====" >&2
+      tail -n 40 "$f" >&2
+    done
+  fi
+  if [ "${AE_KEEP:-0}" = "1" ]; then
+    echo "work dir kept: $BASE" >&2
+  else
+    rm -rf "$BASE"
+  fi
+  exit "$rc"
+}
+trap _abuse_on_exit EXIT
+trap 'exit 130' INT TERM
+
+rss_kib() {
+  awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+# cpu_ms PID : utime + stime of the process (all its threads) in milliseconds.
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ms() {
+  awk -v hz="$CLK_TCK" '{ printf "%.0f", ($14 + $15) * 1000 / hz }' "/proc/$1/stat"
+}
+
+# _field KEY LINE : value of KEY=VALUE in a summary line.
+_field() {
+  printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"
+}
+
+# lines FILE / bytes FILE : current size of a log.
+lines() { if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi; }
+bytes() { if [ -f "$1" ]; then wc -c <"$1"; else echo 0; fi; }
+
+# flood SIDE PHASE SUFFIX PID LOG : one bounded phase of random names under SUFFIX; appends
+# "side phase ok failed timeout secs conn_per_s orders cpu_ms_per_conn rss_before rss_after
+# log_lines log_bytes denied_events" to $RESULTS.
+flood() {
+  local side=$1 phase=$2 suffix=$3 pid=$4 log=$5
+  local rss0 rss1 orders0 orders1 l0 l1 b0 b1 summary ok failed timeout secs rate denied=- c0 c1 per
+  rss0=$(rss_kib "$pid")
+  c0=$(cpu_ms "$pid")
+  orders0=$(pebble_count_orders)
+  l0=$(lines "$log")
+  b0=$(bytes "$log")
+  "$AE_PY" "$BENCH_DIR/tools/sni_client.py" --port "$AE_HTTPS_PORT" --threads "$ABUSE_THREADS" \
+    --timeout "$ABUSE_TIMEOUT" --random "$suffix" --max "$ABUSE_MAX" --secs "$ABUSE_SECS" \
+    --verbose >"$T/client-$phase.out" 2>>"$T/client.log" &
+  local cpid=$!
+  echo "$cpid" >>"$T/.pids"
+  wait "$cpid" || ae_fail "flood client exited with an error"
+  c1=$(cpu_ms "$pid")
+  sleep 2
+  ae_pid_alive "$pid" || ae_fail "$side exited during the $phase phase"
+  rss1=$(rss_kib "$pid")
+  orders1=$(pebble_count_orders)
+  l1=$(lines "$log")
+  b1=$(bytes "$log")
+  summary=$(grep '^summary ' "$T/client-$phase.out")
+  ok=$(_field ok "$summary")
+  failed=$(_field failed "$summary")
+  timeout=$(_field timeout "$summary")
+  secs=$(_field secs "$summary")
+  rate=$(awk -v a="$ok" -v b="$failed" -v s="$secs" 'BEGIN { printf "%.0f", (a + b) / s }')
+  per=$(awk -v c="$((c1 - c0))" -v n="$((ok + failed + timeout))" 'BEGIN { printf "%.3f", n ? c / n : 0 }')
+  if [ "$side" = acmedge ]; then
+    denied=$(tail -n +"$((l0 + 1))" "$log" | grep -c '\[event\] domain_denied' || true)
+  fi
+  echo "$side $phase $ok $failed $timeout $secs $rate $((orders1 - orders0)) $per $rss0 $rss1 $((l1 - l0)) $((b1 - b0)) $denied" >>"$RESULTS"
+}
+
+# idle SIDE PID LOG : no traffic for ABUSE_IDLE seconds; appends a row like flood's, without
+# client numbers.
+idle() {
+  local side=$1 pid=$2 log=$3 rss0 rss1 orders0 orders1 l0 l1 b0 b1 denied=-
+  rss0=$(rss_kib "$pid")
+  orders0=$(pebble_count_orders)
+  l0=$(lines "$log")
+  b0=$(bytes "$log")
+  sleep "$ABUSE_IDLE"
+  ae_pid_alive "$pid" || ae_fail "$side exited while idle"
+  rss1=$(rss_kib "$pid")
+  orders1=$(pebble_count_orders)
+  l1=$(lines "$log")
+  b1=$(bytes "$log")
+  if [ "$side" = acmedge ]; then
+    denied=$(tail -n +"$((l0 + 1))" "$log" | grep -c '\[event\] domain_denied' || true)
+  fi
+  echo "$side idle - - - $ABUSE_IDLE - $((orders1 - orders0)) - $rss0 $rss1 $((l1 - l0)) $((b1 - b0)) $denied" >>"$RESULTS"
+}
+
+# start_side SIDE : fresh work dir, Pebble validating on fresh ports, then the server; sets
+# SERVER_PID and SERVER_LOG.
+start_side() {
+  local side=$1 ask_port i
+  T=$BASE/$side
+  export T
+  mkdir -p "$T"
+  : >"$T/.pids"
+  : >"$T/.ports"
+  unset AE_ADMIN_PORT PEBBLE_DIR PEBBLE_CA PEBBLE_MGMT PEBBLE_LOG
+  AE_HTTP_PORT=$(ae_free_port)
+  AE_HTTPS_PORT=$(ae_free_port)
+  export AE_HTTP_PORT AE_HTTPS_PORT
+  pebble_start ""
+  case $side in
+  acmedge)
+    # The shipped on_demand defaults (rate 60/min burst 60, per_3h 300, max_concurrent 8,
+    # max_queue 1000, first_handshake "default"), log level info so the events are logged.
+    ae_config_write "$T/acmedge.json" '{"on_demand": {"backoff": {"initial_s": 60, "max_s": 86400}},
+      "log": {"level": "info", "format": "text"}}'
+    acmedge_start "$T/acmedge.json"
+    SERVER_PID=$ACMEDGE_PID
+    SERVER_LOG=$T/acmedge.log
+    ;;
+  caddy)
+    ask_port=$(ae_free_port)
+    ae_bg ask "$AE_PY" "$BENCH_DIR/tools/ask_allow.py" "$ask_port" example.test
+    ae_wait_for ae_port_open "$ask_port" || ae_fail "ask server did not start"
+    caddy_config_write "$T/caddy.json" "$ask_port"
+    mkdir -p "$T/caddy-home"
+    ae_bg caddy env HOME="$T/caddy-home" XDG_DATA_HOME="$T/caddy-home/data" \
+      XDG_CONFIG_HOME="$T/caddy-home/config" "$CADDY_BIN" run --config "$T/caddy.json"
+    SERVER_PID=$(cat "$T/caddy.pid")
+    SERVER_LOG=$T/caddy.log
+    for ((i = 0; i < 100; i++)); do
+      ae_port_open "$AE_HTTPS_PORT" && break
+      ae_pid_alive "$SERVER_PID" || ae_fail "caddy exited during start-up"
+      sleep 0.1
+    done
+    ((i < 100)) || ae_fail "caddy did not listen on 127.0.0.1:$AE_HTTPS_PORT within 10 s"
+    ;;
+  esac
+  sleep 1
+}
+
+# stop_side SIDE : SIGTERM to the server, records how long it took to exit and its status, then
+# stops the rest of the side.
+stop_side() {
+  local side=$1 pid=$SERVER_PID i rc=0 t0 t1 exited=0
+  t0=$(date +%s.%N)
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 150; i++)); do
+    if ! ae_pid_alive "$pid"; then
+      exited=1
+      break
+    fi
+    sleep 0.1
+  done
+  t1=$(date +%s.%N)
+  # Decided once: a second liveness check can race with the shell reaping the process.
+  if ((exited)); then
+    wait "$pid" 2>/dev/null || rc=$?
+  else
+    kill -KILL "$pid" 2>/dev/null || true
+    rc=killed
+  fi
+  echo "$side $rc $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')" >>"$BASE/stops"
+  for pid in $(tac "$T/.pids"); do
+    ae_kill_pid "$pid" 50
+  done
+  : >"$T/.pids"
+}
+
+for side in $ABUSE_SIDES; do
+  echo "$side: starting Pebble and the server..." >&2
+  start_side "$side"
+  echo "$side: outside the allow list (${ABUSE_SECS}s / $ABUSE_MAX handshakes at most)..." >&2
+  flood "$side" outside example.org "$SERVER_PID" "$SERVER_LOG"
+  echo "$side: inside the allow list (${ABUSE_SECS}s / $ABUSE_MAX handshakes at most)..." >&2
+  flood "$side" inside example.test "$SERVER_PID" "$SERVER_LOG"
+  if ((ABUSE_IDLE > 0)); then
+    echo "$side: idle for ${ABUSE_IDLE}s..." >&2
+    idle "$side" "$SERVER_PID" "$SERVER_LOG"
+  fi
+  if [ "$side" = acmedge ]; then
+    grep '\[event\] domain_denied' "$SERVER_LOG" | sed -n 's/.*"reason":"\([a-z_]*\)".*/\1/p' |
+      sort | uniq -c >"$BASE/acmedge-deny-reasons" || true
+  else
+    echo "$(grep -c '^ask ' "$T/ask.log" || true) $(cpu_ms "$(cat "$T/ask.pid")")" >"$BASE/caddy-asks"
+  fi
+  stop_side "$side"
+done
+
+# ---- report --------------------------------------------------------------------------------------
+echo
+echo "Random-SNI flood, $ABUSE_THREADS client threads, <= $ABUSE_MAX handshakes or ${ABUSE_SECS}s per phase"
+printf '%-8s %-8s %6s %6s %7s %6s %6s %6s %11s %11s %11s %9s %10s %7s\n' server phase ok failed timeout \
+  secs "conn/s" orders "CPU ms/conn" "RSS before" "RSS after" "log lines" "log bytes" denied
+while read -r side phase ok failed timeout secs rate orders per rss0 rss1 ll lb denied; do
+  printf '%-8s %-8s %6s %6s %7s %6s %6s %6s %11s %7s KiB %7s KiB %9s %10s %7s\n' "$side" "$phase" "$ok" \
+    "$failed" "$timeout" "$secs" "$rate" "$orders" "$per" "$rss0" "$rss1" "$ll" "$lb" "$denied"
+done <"$RESULTS"
+if [ -s "$BASE/acmedge-deny-reasons" ]; then
+  echo "acmedge domain_denied events by reason (whole run): $(awk '{ printf "%s%s=%s", (NR > 1 ? " " : ""), $2, $1 }' "$BASE/acmedge-deny-reasons")"
+fi
+if [ -s "$BASE/caddy-asks" ]; then
+  read -r asks ask_ms <"$BASE/caddy-asks"
+  echo "caddy: ask requests (whole run): $asks; the ask server's CPU time: $ask_ms ms (not in Caddy's CPU ms/conn)"
+fi
+while read -r side rc secs; do
+  echo "$side: exit status after SIGTERM: $rc (${secs}s)"
+done <"$BASE/stops"
