@@ -224,9 +224,24 @@ static int check_pattern(pctx *c, const char *path, const char *s) {
   return 0;
 }
 
+/* An IP address, or a CIDR range "addr/prefix" (prefix <= 32 for IPv4, <= 128 for IPv6). */
 static int check_ip(pctx *c, const char *path, const char *s) {
-  if (!ae_cfg_is_ip(s))
-    return fail(c, path, "expected an IP address");
+  char ip[64];
+  const char *slash = strchr(s, '/');
+  size_t n = slash ? (size_t)(slash - s) : strlen(s);
+  if (n == 0 || n >= sizeof(ip))
+    return fail(c, path, "expected an IP address or CIDR range");
+  memcpy(ip, s, n);
+  ip[n] = '\0';
+  if (!ae_cfg_is_ip(ip))
+    return fail(c, path, "expected an IP address or CIDR range");
+  if (slash) {
+    char *end = NULL;
+    long bits = strtol(slash + 1, &end, 10);
+    long max = strchr(ip, ':') ? 128 : 32;
+    if (!slash[1] || *end || bits < 0 || bits > max)
+      return fail(c, path, "bad prefix length in '%s'", s);
+  }
   return 0;
 }
 

@@ -429,7 +429,9 @@ static void test_address_errors(void **state) {
              "on_demand.allow[0]: invalid host pattern '*.*.example.com' (expected a host name, \"*.suffix\" or \"*\")");
   expect_err("{\"on_demand\":{\"allow\":[\"-bad.example.com\"]}}",
              "on_demand.allow[0]: invalid host pattern '-bad.example.com' (expected a host name, \"*.suffix\" or \"*\")");
-  expect_err("{" OD ",\"trusted_proxies\":[\"10.0.0.1\",\"proxy.local\"]}", "trusted_proxies[1]: expected an IP address");
+  expect_err("{" OD ",\"trusted_proxies\":[\"10.0.0.1\",\"proxy.local\"]}", "trusted_proxies[1]: expected an IP address or CIDR range");
+  expect_err("{" OD ",\"trusted_proxies\":[\"10.0.0.0/33\"]}", "trusted_proxies[0]: bad prefix length in '10.0.0.0/33'");
+  expect_err("{" OD ",\"trusted_proxies\":[\"10.0.0.0/\"]}", "trusted_proxies[0]: bad prefix length in '10.0.0.0/'");
   expect_err("{\"on_demand\":{\"ask\":\"ftp://127.0.0.1/ask\"}}", "on_demand.ask: must be an http or https URL");
   expect_err("{\"on_demand\":{\"ask\":\"not a url\"}}", "on_demand.ask: must be an http or https URL");
   expect_err("{" OD ",\"acme\":{\"directory\":\"http://acme.example.com/dir\"}}",
