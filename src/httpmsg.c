@@ -1,5 +1,6 @@
-/* HTTP/1.1 message helpers for the proxy: raw head checks, parsed-head storage, request framing
- * analysis (RFC 9112 §6) and the rewriting of heads in both directions. */
+/* HTTP/1.1 message helpers for the proxy: byte buffer, parsed-head storage, request framing
+ * analysis (RFC 9112 §6), trusted-proxy matching and the rewriting of heads in both directions.
+ * The raw head scanner lives in httpmsg_scan.c. */
 #include "proxy_int.h"
 
 #include <arpa/inet.h>
@@ -93,116 +94,6 @@ void ae_buf_free(ae_buf *b) {
   free(b->d);
   b->d = NULL;
   b->len = b->cap = 0;
-}
-
-/* ---------- raw head scanner ---------- */
-
-enum {
-  S_LEAD = 0,   /* before the start line: empty lines (CRLF) are skipped */
-  S_LEAD_CR,
-  S_START,      /* start line */
-  S_START_CR,
-  S_LINE,       /* beginning of a field line, or of the final empty line */
-  S_NAME,
-  S_VALUE,
-  S_VALUE_CR,
-  S_END_CR
-};
-
-void ae_hscan_reset(ae_hscan *s, uint32_t max_bytes, uint32_t max_fields) {
-  memset(s, 0, sizeof(*s));
-  s->max_bytes = max_bytes;
-  s->max_fields = max_fields;
-}
-
-static int hs_bad(ae_hscan *s, const char *why) {
-  s->why = why;
-  return AE_HS_BAD;
-}
-
-int ae_hscan_feed(ae_hscan *s, const char *p, size_t n, size_t *used) {
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)p[i];
-    if (++s->bytes > s->max_bytes)
-      return AE_HS_TOOBIG;
-    if (c == 0)
-      return hs_bad(s, "NUL in head");
-    switch (s->st) {
-    case S_LEAD:
-      if (c == '\r')
-        s->st = S_LEAD_CR;
-      else if (c == '\n')
-        return hs_bad(s, "bare LF");
-      else
-        s->st = S_START;
-      break;
-    case S_LEAD_CR:
-      if (c != '\n')
-        return hs_bad(s, "bare CR");
-      s->st = S_LEAD;
-      break;
-    case S_START:
-      if (c == '\r')
-        s->st = S_START_CR;
-      else if (c == '\n')
-        return hs_bad(s, "bare LF");
-      break;
-    case S_START_CR:
-      if (c != '\n')
-        return hs_bad(s, "bare CR");
-      s->st = S_LINE;
-      break;
-    case S_LINE:
-      if (c == '\r') {
-        s->st = S_END_CR;
-      } else if (c == ' ' || c == '\t') {
-        return hs_bad(s, "obs-fold or whitespace at line start");
-      } else if (c == '\n') {
-        return hs_bad(s, "bare LF");
-      } else if (c == ':') {
-        return hs_bad(s, "empty field name");
-      } else if (c < 0x20 || c == 0x7f) {
-        return hs_bad(s, "control character in field name");
-      } else {
-        if (++s->fields > s->max_fields)
-          return AE_HS_TOOMANY;
-        s->st = S_NAME;
-      }
-      break;
-    case S_NAME:
-      if (c == ':')
-        s->st = S_VALUE;
-      else if (c == ' ' || c == '\t')
-        return hs_bad(s, "whitespace before colon");
-      else if (c == '\r' || c == '\n')
-        return hs_bad(s, "field line without colon");
-      else if (c < 0x20 || c == 0x7f)
-        return hs_bad(s, "control character in field name");
-      break;
-    case S_VALUE:
-      if (c == '\r')
-        s->st = S_VALUE_CR;
-      else if (c == '\n')
-        return hs_bad(s, "bare LF");
-      else if ((c < 0x20 && c != '\t') || c == 0x7f)
-        return hs_bad(s, "control character in field value");
-      break;
-    case S_VALUE_CR:
-      if (c != '\n')
-        return hs_bad(s, "bare CR");
-      s->st = S_LINE;
-      break;
-    case S_END_CR:
-      if (c != '\n')
-        return hs_bad(s, "bare CR");
-      *used = i + 1;
-      return AE_HS_DONE;
-    default:
-      return hs_bad(s, "scanner state");
-    }
-  }
-  *used = n;
-  return AE_HS_MORE;
 }
 
 /* ---------- parsed head ---------- */

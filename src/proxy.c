@@ -1,29 +1,19 @@
 /* Reverse proxy, client side: the ae_proxy object, client connections (llhttp request parsing in
- * order, one exchange at a time with pipelined bytes held back), routing by Host, limits,
- * timeouts, backpressure and the access log. The upstream half lives in proxy_exchange.c. */
+ * order, one exchange at a time with pipelined bytes held back), routing by Host, limits and
+ * backpressure. The upstream half lives in proxy_exchange.c, timeouts in proxy_timer.c, the access
+ * log and the proxy's own error responses in proxy_reply.c. */
 #include "acmedge/proxy.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "acmedge/common.h"
 #include "acmedge/log.h"
-#include "acmedge/metrics.h"
 #include "proxy_client.h"
 
-/* Deadline kinds, see c_deadline. */
-enum { W_NONE = 0, W_IDLE, W_HEAD, W_BODY, W_SEND, W_TUNNEL, W_CONNECT, W_RESPONSE, W_TOTAL };
-
 static void c_drive(ae_pclient *c);
-static void c_reject(ae_pclient *c, int status, const char *why);
 
 unsigned ae_px_ms(unsigned v, unsigned def) { return v ? v : def; }
-
-static const ae_config *c_cfg(const ae_pclient *c) { return c->cfg ? c->cfg : c->px->cfg; }
-
-static uint64_t now_ms(const ae_pclient *c) { return uv_now(c->px->loop); }
 
 /* ---------- reading control ---------- */
 
@@ -50,7 +40,7 @@ void ae_px_check_bp(ae_pclient *c) {
     size_t q = ae_uconn_queued(c->u);
     if (q > AE_PX_HIGH_WATER) {
       if (!(c->rstop & RS_UPQ)) {
-        c->t_up_io = now_ms(c);
+        c->t_up_io = ae_px_now(c);
         ae_px_rstop(c, RS_UPQ);
       }
     } else if ((c->rstop & RS_UPQ) && q <= AE_PX_LOW_WATER) {
@@ -65,11 +55,11 @@ void ae_px_check_bp(ae_pclient *c) {
       if (c->u && !c->ups_rstop) {
         ae_uconn_read_stop(c->u);
         c->ups_rstop = 1;
-        c->t_client_drain = now_ms(c);
+        c->t_client_drain = ae_px_now(c);
       }
     } else if (c->ups_rstop && q <= AE_PX_LOW_WATER) {
       c->ups_rstop = 0;
-      c->t_up_io = now_ms(c);
+      c->t_up_io = ae_px_now(c);
       if (c->u)
         ae_uconn_read_start(c->u);
     }
@@ -94,184 +84,6 @@ void ae_px_flush(ae_pclient *c) {
     c->out.len = 0;
   }
   ae_px_check_bp(c);
-}
-
-/* ---------- access log ---------- */
-
-void ae_px_access_log(ae_pclient *c) {
-  if (c->logged)
-    return;
-  c->logged = 1;
-  if (!ae_log_enabled(AE_LOG_INFO))
-    return;
-  char ts[40];
-  ae_time_rfc3339((int64_t)time(NULL), ts, sizeof(ts));
-  const char *method = c->req.ulen ? llhttp_method_name((llhttp_method_t)c->rp.method) : "-";
-  const char *path = c->req.ulen ? c->req.b.d + c->req.url : "-";
-  size_t plen = c->req.ulen ? c->req.ulen : 1;
-  if (plen > 1024)
-    plen = 1024;
-  long long ups_ms = -1;
-  if (c->t_resp_head && c->t_up_start)
-    ups_ms = (long long)(c->t_resp_head - c->t_up_start);
-  const char *ip = c->t ? c->t->peer_ip : "-";
-  ae_buf j = {0};
-  ae_buf_reserve(&j, 256 + plen);
-  ae_buf_adds(&j, "{\"time\":\"");
-  ae_buf_adds(&j, ts);
-  ae_buf_adds(&j, "\",\"client\":");
-  ae_buf_addjson(&j, ip, strlen(ip));
-  ae_buf_adds(&j, ",\"host\":");
-  ae_buf_addjson(&j, c->host, strlen(c->host));
-  ae_buf_adds(&j, ",\"method\":");
-  ae_buf_addjson(&j, method, strlen(method));
-  ae_buf_adds(&j, ",\"path\":");
-  ae_buf_addjson(&j, path, plen);
-  ae_buf_adds(&j, ",\"status\":");
-  ae_buf_addu(&j, (uint64_t)c->status);
-  ae_buf_adds(&j, ",\"bytes\":");
-  ae_buf_addu(&j, c->bytes_out);
-  ae_buf_adds(&j, ",\"upstream_ms\":");
-  if (ups_ms >= 0)
-    ae_buf_addu(&j, (uint64_t)ups_ms);
-  else
-    ae_buf_adds(&j, "null");
-  ae_buf_adds(&j, ",\"upstream\":");
-  if (c->pool && !c->local) {
-    const char *un = ae_upool_name(c->pool);
-    ae_buf_addjson(&j, un, strlen(un));
-  } else {
-    ae_buf_adds(&j, "null");
-  }
-  ae_buf_adds(&j, "}");
-  ae_buf_add(&j, "", 1);
-  char msg[1200];
-  snprintf(msg, sizeof(msg), "%s %s %s%.*s %d", ip, method, c->host, (int)plen, path, c->status);
-  ae_log_structured(AE_LOG_INFO, "access", msg, j.d);
-  ae_buf_free(&j);
-}
-
-/* ---------- timers ---------- */
-
-static uint64_t max3(uint64_t a, uint64_t b, uint64_t c) {
-  uint64_t m = a > b ? a : b;
-  return m > c ? m : c;
-}
-
-/* The earliest deadline that applies to the connection's current state. */
-static uint64_t c_deadline(ae_pclient *c, int *which) {
-  const ae_config *cfg = c_cfg(c);
-  unsigned idle = ae_px_ms(cfg->proxy.idle_timeout_ms, AE_PX_DEF_IDLE_MS);
-  uint64_t best = 0;
-  *which = W_NONE;
-#define CONSIDER(dl, w)                   \
-  do {                                    \
-    uint64_t d_ = (dl);                   \
-    if (d_ && (!best || d_ < best)) {     \
-      best = d_;                          \
-      *which = (w);                       \
-    }                                     \
-  } while (0)
-  switch (c->phase) {
-  case P_IDLE:
-    CONSIDER(c->t_idle + idle, W_IDLE);
-    break;
-  case P_HEAD:
-    CONSIDER(c->t_start + ae_px_ms(cfg->proxy.header_timeout_ms, AE_PX_DEF_HEADER_MS), W_HEAD);
-    break;
-  case P_BODY:
-    if (!c->req_done && !(c->rstop & RS_UPQ))
-      CONSIDER(c->t_client_io + idle, W_BODY);
-    break;
-  case P_TUNNEL:
-    CONSIDER(max3(c->t_client_io, c->t_up_io, 0) + idle, W_TUNNEL);
-    break;
-  default:
-    break;
-  }
-  if (c->ups_rstop)
-    CONSIDER(c->t_client_drain + idle, W_SEND);
-  int connect = 0;
-  uint64_t up = ae_px_up_deadline(c, &connect);
-  CONSIDER(up, connect ? W_CONNECT : W_RESPONSE);
-  if (cfg->proxy.total_timeout_ms && c->phase == P_BODY)
-    CONSIDER(c->t_start + cfg->proxy.total_timeout_ms, W_TOTAL);
-#undef CONSIDER
-  return best;
-}
-
-static void c_timeout(ae_pclient *c, int which) {
-  switch (which) {
-  case W_IDLE:
-    AE_DEBUG("proxy", "%s: idle keep-alive connection closed", c->t ? c->t->peer_ip : "-");
-    ae_px_close(c, 0);
-    break;
-  case W_HEAD:
-    c_reject(c, 408, "request head not received in time");
-    break;
-  case W_BODY:
-    if (c->resp_head || c->local) {
-      AE_INFO("proxy", "%s: request body stalled, closing", c->t ? c->t->peer_ip : "-");
-      ae_px_access_log(c);
-      ae_px_close(c, 1);
-    } else {
-      c_reject(c, 408, "request body stalled");
-    }
-    break;
-  case W_SEND:
-    AE_INFO("proxy", "%s: client stopped reading, closing", c->t ? c->t->peer_ip : "-");
-    ae_px_access_log(c);
-    ae_px_close(c, 1);
-    break;
-  case W_TUNNEL:
-    AE_DEBUG("proxy", "%s: idle tunnel closed", c->t ? c->t->peer_ip : "-");
-    ae_px_close(c, 0);
-    break;
-  case W_CONNECT:
-    ae_px_up_timeout(c, 1);
-    break;
-  case W_RESPONSE:
-    ae_px_up_timeout(c, 0);
-    break;
-  case W_TOTAL:
-    ae_px_upstream_error(c, 504, "total timeout");
-    break;
-  default:
-    break;
-  }
-}
-
-static void c_timer_cb(uv_timer_t *t) {
-  ae_pclient *c = t->data;
-  c->armed = 0;
-  if (c->closing)
-    return;
-  int which;
-  uint64_t dl = c_deadline(c, &which);
-  if (dl && uv_now(c->px->loop) >= dl)
-    c_timeout(c, which);
-  ae_px_timer_update(c);
-}
-
-void ae_px_timer_update(ae_pclient *c) {
-  if (c->closing)
-    return;
-  int which;
-  uint64_t dl = c_deadline(c, &which);
-  if (!dl) {
-    if (c->armed) {
-      uv_timer_stop(&c->timer);
-      c->armed = 0;
-    }
-    return;
-  }
-  /* A timer already set for an earlier moment re-checks then; deadlines only move later on
-   * activity, so this keeps timer restarts off the per-read path. */
-  if (c->armed && c->armed <= dl)
-    return;
-  uint64_t now = uv_now(c->px->loop);
-  uv_timer_start(&c->timer, c_timer_cb, dl > now ? dl - now : 0, 0);
-  c->armed = dl;
 }
 
 /* ---------- lifecycle ---------- */
@@ -385,7 +197,7 @@ static void c_next(ae_pclient *c) {
   ae_hmsg_free(&c->req);
   ae_hmsg_free(&c->resp);
   c->phase = P_IDLE;
-  c->t_idle = now_ms(c);
+  c->t_idle = ae_px_now(c);
   c->rp_paused = 0;
 }
 
@@ -424,50 +236,6 @@ void ae_px_finish(ae_pclient *c) {
   ae_px_timer_update(c);
 }
 
-/* Answers a bad request with status and closes the connection. */
-static void c_reject(ae_pclient *c, int status, const char *why) {
-  if (c->closing)
-    return;
-  AE_INFO("proxy", "%s: %d %s: %s", c->t ? c->t->peer_ip : "-", status, ae_status_text(status), why);
-  if (c->u) {
-    ae_uconn_abort(c->u);
-    c->u = NULL;
-  }
-  c->uout.len = 0;
-  if (c->resp_head || c->local) {
-    ae_px_access_log(c);
-    ae_px_close(c, 1);
-    return;
-  }
-  c->status = status;
-  c->local = status;
-  c->bytes_out = ae_build_error(&c->out, status, 0, c->minor);
-  c->resp_done = 1;
-  ae_px_access_log(c);
-  ae_px_close(c, 0);
-}
-
-/* A response the proxy makes itself for a well-formed request (421, 502 without route). */
-static int c_local(ae_pclient *c, int status, const char *why) {
-  AE_WARN("proxy", "%s %s%.*s: %d %s: %s", c->t ? c->t->peer_ip : "-", c->host,
-          (int)(c->req.ulen > 256 ? 256 : c->req.ulen), c->req.b.d ? c->req.b.d + c->req.url : "", status,
-          ae_status_text(status), why);
-  if (status >= 500)
-    ae_metrics_inc(AE_M_UPSTREAM_ERRORS);
-  c->pool = NULL;
-  if (c->req_body) {
-    /* Skipping an unwanted body costs more than a new connection. */
-    c_reject(c, status, why);
-    return -1;
-  }
-  c->local = status;
-  c->status = status;
-  c->close_after = !c->req_keepalive || c->ws;
-  c->bytes_out = ae_build_error(&c->out, status, !c->close_after, c->minor);
-  c->resp_done = 1;
-  return 0;
-}
-
 /* ---------- request parsing ---------- */
 
 static int rq_begin(llhttp_t *p) {
@@ -486,8 +254,8 @@ static int rq_url(llhttp_t *p, const char *at, size_t n) {
 
 static int rq_trailer(ae_pclient *c, size_t n) {
   c->trailer_bytes += n;
-  if (c->trailer_bytes > ae_px_ms(c_cfg(c)->proxy.max_header_bytes, AE_PX_DEF_MAX_HEADER_BYTES)) {
-    c_reject(c, 431, "trailer section too large");
+  if (c->trailer_bytes > ae_px_ms(ae_px_cfg(c)->proxy.max_header_bytes, AE_PX_DEF_MAX_HEADER_BYTES)) {
+    ae_px_reject(c, 431, "trailer section too large");
     return -1;
   }
   return 0;
@@ -515,20 +283,20 @@ static int c_request_head(ae_pclient *c) {
   c->phase = P_BODY;
   c->minor = p->http_minor;
   c->method = p->method;
-  c->t_client_io = now_ms(c);
+  c->t_client_io = ae_px_now(c);
   if (p->lenient_flags) {
-    c_reject(c, 400, "parser in lenient mode");
+    ae_px_reject(c, 400, "parser in lenient mode");
     return -1;
   }
   if (c->method == HTTP_CONNECT) {
-    c_reject(c, 405, "CONNECT is not supported");
+    ae_px_reject(c, 405, "CONNECT is not supported");
     return -1;
   }
   ae_reqinfo ri;
   const char *why = NULL;
   int st = ae_req_analyze(&c->req, p->http_major, p->http_minor, c->method == HTTP_GET, &ri, &why);
   if (st) {
-    c_reject(c, st, why ? why : "bad request");
+    ae_px_reject(c, st, why ? why : "bad request");
     return -1;
   }
   c->req_keepalive = llhttp_should_keep_alive(p);
@@ -549,7 +317,7 @@ static int c_request_head(ae_pclient *c) {
     from_sni = 1;
   }
   if (hl && ae_host_normalize(hv, hl, c->host, sizeof(c->host)) != 0) {
-    c_reject(c, 400, "invalid Host");
+    ae_px_reject(c, 400, "invalid Host");
     return -1;
   }
   if (!hl)
@@ -558,7 +326,7 @@ static int c_request_head(ae_pclient *c) {
   c->cfg = ae_config_ref(px->cfg);
   const ae_config *cfg = c->cfg;
   if (!from_sni && sni[0] && ae_strcasecmp(c->host, sni) != 0)
-    return c_local(c, 421, "Host does not match the TLS server name");
+    return ae_px_local(c, 421, "Host does not match the TLS server name");
 
   const ae_route *route = NULL;
   for (size_t i = 0; i < cfg->nroutes && !route; i++) {
@@ -571,12 +339,12 @@ static int c_request_head(ae_pclient *c) {
     }
   }
   if (!route)
-    return c_local(c, 502, "no route for host");
+    return ae_px_local(c, 502, "no route for host");
   if (!c->t->is_tls && !route->plain_http)
-    return c_local(c, 502, "route not enabled for plain HTTP");
+    return ae_px_local(c, 502, "route not enabled for plain HTTP");
   c->pool = ae_ups_pool(&px->ups, route->upstream);
   if (!c->pool)
-    return c_local(c, 502, "invalid upstream address");
+    return ae_px_local(c, 502, "invalid upstream address");
 
   ae_fwd fw;
   memset(&fw, 0, sizeof(fw));
@@ -631,7 +399,7 @@ static int rq_chunk_complete(llhttp_t *p) {
 static int rq_message_complete(llhttp_t *p) {
   ae_pclient *c = p->data;
   c->req_done = 1;
-  c->t_req_done = now_ms(c);
+  c->t_req_done = ae_px_now(c);
   if (c->u && c->req_body == 2 && !c->up_write_dead)
     ae_buf_add(&c->uout, "0\r\n\r\n", 5);
   /* Stop here: the next pipelined request waits until this exchange is over. */
@@ -656,7 +424,7 @@ static const llhttp_settings_t req_settings = {
 static void c_begin(ae_pclient *c) {
   const ae_config *cfg = c->px->cfg;
   c->phase = P_HEAD;
-  c->t_start = now_ms(c);
+  c->t_start = ae_px_now(c);
   ae_hscan_reset(&c->rscan, ae_px_ms(cfg->proxy.max_header_bytes, AE_PX_DEF_MAX_HEADER_BYTES),
                  ae_px_ms(cfg->proxy.max_headers, AE_PX_DEF_MAX_HEADERS));
   c->rscan_on = 1;
@@ -676,9 +444,9 @@ static size_t c_parse(ae_pclient *c, const char *data, size_t n) {
       int r = ae_hscan_feed(&c->rscan, data + off, len, &used);
       if (r < 0) {
         if (r == AE_HS_BAD)
-          c_reject(c, 400, c->rscan.why);
+          ae_px_reject(c, 400, c->rscan.why);
         else
-          c_reject(c, 431, r == AE_HS_TOOBIG ? "request head too large" : "too many header fields");
+          ae_px_reject(c, 431, r == AE_HS_TOOBIG ? "request head too large" : "too many header fields");
         return n;
       }
       if (r == AE_HS_DONE)
@@ -697,7 +465,7 @@ static size_t c_parse(ae_pclient *c, const char *data, size_t n) {
       continue;
     }
     const char *reason = llhttp_get_error_reason(&c->rp);
-    c_reject(c, 400, reason ? reason : llhttp_errno_name(e));
+    ae_px_reject(c, 400, reason ? reason : llhttp_errno_name(e));
     return n;
   }
   return off;
@@ -754,7 +522,7 @@ static void c_on_read(void *ud, const char *data, ssize_t n) {
   }
   if (n == 0)
     return;
-  c->t_client_io = now_ms(c);
+  c->t_client_io = ae_px_now(c);
   if (c->phase == P_TUNNEL) {
     if (c->u)
       ae_uconn_write(c->u, data, (size_t)n);
@@ -785,7 +553,7 @@ static void c_on_drain(void *ud) {
   ae_pclient *c = ud;
   if (c->closing)
     return;
-  c->t_client_drain = now_ms(c);
+  c->t_client_drain = ae_px_now(c);
   ae_px_check_bp(c);
   ae_px_timer_update(c);
 }

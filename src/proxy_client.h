@@ -1,5 +1,6 @@
 /* Private: the proxy object and its per-client-connection state, shared by proxy.c (client side:
- * request parsing, timers, lifecycle) and proxy_exchange.c (upstream side of one exchange). */
+ * request parsing, lifecycle), proxy_timer.c (client timeouts), proxy_reply.c (access log and the
+ * proxy's own error responses) and proxy_exchange.c (upstream side of one exchange). */
 #ifndef ACMEDGE_PROXY_CLIENT_H
 #define ACMEDGE_PROXY_CLIENT_H
 
@@ -122,18 +123,35 @@ struct ae_pclient {
   ae_buf out;             /* bytes for the client, flushed after each pass */
 };
 
+/* The config the current exchange was routed with, else the proxy's current one. */
+static inline const ae_config *ae_px_cfg(const ae_pclient *c) { return c->cfg ? c->cfg : c->px->cfg; }
+
+/* Loop time in ms (cached by libuv per iteration). */
+static inline uint64_t ae_px_now(const ae_pclient *c) { return uv_now(c->px->loop); }
+
 /* proxy.c */
 void ae_px_flush(ae_pclient *c);
 void ae_px_close(ae_pclient *c, int abort);
 void ae_px_finish(ae_pclient *c);
-void ae_px_timer_update(ae_pclient *c);
 /* Checks write-queue levels on both sides and stops/starts reading accordingly. */
 void ae_px_check_bp(ae_pclient *c);
 /* Stops / resumes reading from the client for a reason (RS_*). */
 void ae_px_rstop(ae_pclient *c, unsigned why);
 void ae_px_rstart(ae_pclient *c, unsigned why);
-void ae_px_access_log(ae_pclient *c);
 unsigned ae_px_ms(unsigned v, unsigned def);
+
+/* proxy_timer.c */
+/* Sets the connection's timer for its earliest deadline (or stops it when there is none). */
+void ae_px_timer_update(ae_pclient *c);
+
+/* proxy_reply.c */
+/* Writes the access log line of the current exchange (once). */
+void ae_px_access_log(ae_pclient *c);
+/* Answers a bad request with status and closes the connection. */
+void ae_px_reject(ae_pclient *c, int status, const char *why);
+/* A response the proxy makes itself for a well-formed request (421, 502 without route); -1 when
+ * the connection had to be closed instead (a request body follows). */
+int ae_px_local(ae_pclient *c, int status, const char *why);
 
 /* proxy_exchange.c */
 /* llhttp callbacks for upstream responses. */

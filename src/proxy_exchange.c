@@ -16,24 +16,20 @@ static void u_on_write_error(void *ud, int status);
 
 static const ae_uconn_handler u_handler = {u_on_connect, u_on_read, u_on_drain, u_on_write_error};
 
-static uint64_t now_ms(const ae_pclient *c) { return uv_now(c->px->loop); }
-
-static const ae_config *c_cfg(const ae_pclient *c) { return c->cfg ? c->cfg : c->px->cfg; }
-
 static int idempotent(int method) {
   return method == HTTP_GET || method == HTTP_HEAD || method == HTTP_OPTIONS || method == HTTP_TRACE ||
          method == HTTP_PUT || method == HTTP_DELETE;
 }
 
 void ae_px_connect(ae_pclient *c, int fresh) {
-  const ae_config *cfg = c_cfg(c);
+  const ae_config *cfg = ae_px_cfg(c);
   unsigned maxb = ae_px_ms(cfg->proxy.max_header_bytes, AE_PX_DEF_MAX_HEADER_BYTES);
   unsigned maxh = ae_px_ms(cfg->proxy.max_headers, AE_PX_DEF_MAX_HEADERS);
   if (maxb < AE_PX_RESP_HEAD_MIN)
     maxb = AE_PX_RESP_HEAD_MIN;
   if (maxh < 200)
     maxh = 200;
-  c->t_up_start = now_ms(c);
+  c->t_up_start = ae_px_now(c);
   c->t_connected = 0;
   c->resp_started = c->resp_head = c->resp_done = c->resp_trailers = c->interim = 0;
   c->resp_src_chunked = 0;
@@ -50,7 +46,7 @@ void ae_px_connect(ae_pclient *c, int fresh) {
     return;
   }
   if (c->u_reused) {
-    c->t_connected = c->t_up_io = now_ms(c);
+    c->t_connected = c->t_up_io = ae_px_now(c);
     ae_uconn_read_start(c->u);
   }
   ae_buf_add(&c->uout, c->uhead.d, c->uhead.len);
@@ -93,7 +89,7 @@ uint64_t ae_px_up_deadline(ae_pclient *c, int *connect) {
   *connect = 0;
   if (!c->u || c->phase == P_TUNNEL || c->resp_done)
     return 0;
-  const ae_config *cfg = c_cfg(c);
+  const ae_config *cfg = ae_px_cfg(c);
   if (!ae_uconn_connected(c->u)) {
     *connect = 1;
     return c->t_up_start + ae_px_ms(cfg->proxy.connect_timeout_ms, AE_PX_DEF_CONNECT_MS);
@@ -161,7 +157,7 @@ static void count_status(int st) {
 static int rs_headers_complete(llhttp_t *p) {
   ae_pclient *c = p->data;
   int st = p->status_code;
-  c->t_up_io = now_ms(c);
+  c->t_up_io = ae_px_now(c);
   if (st == 101) {
     if (!c->ws || !ae_hmsg_has_token(&c->resp, "upgrade", "websocket")) {
       llhttp_set_error_reason(p, "unexpected 101 Switching Protocols");
@@ -171,7 +167,7 @@ static int rs_headers_complete(llhttp_t *p) {
     c->ws101 = 1;
     c->status = 101;
     c->resp_head = 1;
-    c->t_resp_head = now_ms(c);
+    c->t_resp_head = ae_px_now(c);
     ae_build_client_head(&c->out, &c->resp, 101, c->minor, AE_FRAME_NONE, 0, 1, 1);
     return 0;
   }
@@ -185,7 +181,7 @@ static int rs_headers_complete(llhttp_t *p) {
   count_status(st);
   c->status = st;
   c->resp_head = 1;
-  c->t_resp_head = now_ms(c);
+  c->t_resp_head = ae_px_now(c);
   int head = c->method == HTTP_HEAD;
   int framing;
   uint64_t cl = 0;
@@ -284,7 +280,7 @@ static void u_on_connect(void *ud, int status) {
     ae_px_timer_update(c);
     return;
   }
-  c->t_connected = c->t_up_io = now_ms(c);
+  c->t_connected = c->t_up_io = ae_px_now(c);
   ae_px_check_bp(c);
   ae_px_timer_update(c);
 }
@@ -328,7 +324,7 @@ static void u_on_read(void *ud, const char *data, ssize_t n) {
   ae_pclient *c = ud;
   if (c->closing)
     return;
-  c->t_up_io = now_ms(c);
+  c->t_up_io = ae_px_now(c);
   if (n < 0) {
     u_failed(c, (int)n);
     return;
@@ -397,7 +393,7 @@ static void u_on_drain(void *ud) {
   ae_pclient *c = ud;
   if (c->closing)
     return;
-  c->t_up_io = now_ms(c);
+  c->t_up_io = ae_px_now(c);
   ae_px_check_bp(c);
   ae_px_timer_update(c);
 }
@@ -427,7 +423,7 @@ void ae_px_start_tunnel(ae_pclient *c, const char *rest, size_t n) {
     c->in.len = 0;
   }
   c->rp_paused = 0;
-  c->t_client_io = c->t_up_io = now_ms(c);
+  c->t_client_io = c->t_up_io = ae_px_now(c);
   ae_px_flush(c);
   ae_px_rstart(c, RS_INBUF);
   if (c->read_eof) {

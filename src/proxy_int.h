@@ -1,5 +1,6 @@
-/* Private interfaces shared by the proxy sources: httpmsg.c (HTTP/1.1 head checks and
- * rewriting), upstream.c (upstream connections and keep-alive pools) and proxy.c (clients). */
+/* Private interfaces shared by the proxy sources: httpmsg.c and httpmsg_scan.c (HTTP/1.1 head
+ * checks and rewriting), upstream.c (upstream connections and keep-alive pools) and proxy*.c
+ * (clients, see proxy_client.h). */
 #ifndef ACMEDGE_PROXY_INT_H
 #define ACMEDGE_PROXY_INT_H
 
@@ -38,7 +39,7 @@ void ae_buf_shrink(ae_buf *b, size_t keep);
 /* Releases the memory. */
 void ae_buf_free(ae_buf *b);
 
-/* ---------- raw head scanner (httpmsg.c) ----------
+/* ---------- raw head scanner (httpmsg_scan.c) ----------
  * Runs over the bytes of a request or response head before llhttp sees them and rejects what
  * llhttp 8.1 lets through or what must never reach an upstream: obs-fold, bare CR, bare LF, NUL
  * and other controls in field values, whitespace before the colon, and oversize heads. */

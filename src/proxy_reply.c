@@ -1,0 +1,105 @@
+/* Reverse proxy, answers the proxy makes itself (a rejected request, or a well-formed one it
+ * cannot route) and the access log line written once per exchange. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "acmedge/common.h"
+#include "acmedge/log.h"
+#include "acmedge/metrics.h"
+#include "proxy_client.h"
+
+void ae_px_access_log(ae_pclient *c) {
+  if (c->logged)
+    return;
+  c->logged = 1;
+  if (!ae_log_enabled(AE_LOG_INFO))
+    return;
+  char ts[40];
+  ae_time_rfc3339((int64_t)time(NULL), ts, sizeof(ts));
+  const char *method = c->req.ulen ? llhttp_method_name((llhttp_method_t)c->rp.method) : "-";
+  const char *path = c->req.ulen ? c->req.b.d + c->req.url : "-";
+  size_t plen = c->req.ulen ? c->req.ulen : 1;
+  if (plen > 1024)
+    plen = 1024;
+  long long ups_ms = -1;
+  if (c->t_resp_head && c->t_up_start)
+    ups_ms = (long long)(c->t_resp_head - c->t_up_start);
+  const char *ip = c->t ? c->t->peer_ip : "-";
+  ae_buf j = {0};
+  ae_buf_reserve(&j, 256 + plen);
+  ae_buf_adds(&j, "{\"time\":\"");
+  ae_buf_adds(&j, ts);
+  ae_buf_adds(&j, "\",\"client\":");
+  ae_buf_addjson(&j, ip, strlen(ip));
+  ae_buf_adds(&j, ",\"host\":");
+  ae_buf_addjson(&j, c->host, strlen(c->host));
+  ae_buf_adds(&j, ",\"method\":");
+  ae_buf_addjson(&j, method, strlen(method));
+  ae_buf_adds(&j, ",\"path\":");
+  ae_buf_addjson(&j, path, plen);
+  ae_buf_adds(&j, ",\"status\":");
+  ae_buf_addu(&j, (uint64_t)c->status);
+  ae_buf_adds(&j, ",\"bytes\":");
+  ae_buf_addu(&j, c->bytes_out);
+  ae_buf_adds(&j, ",\"upstream_ms\":");
+  if (ups_ms >= 0)
+    ae_buf_addu(&j, (uint64_t)ups_ms);
+  else
+    ae_buf_adds(&j, "null");
+  ae_buf_adds(&j, ",\"upstream\":");
+  if (c->pool && !c->local) {
+    const char *un = ae_upool_name(c->pool);
+    ae_buf_addjson(&j, un, strlen(un));
+  } else {
+    ae_buf_adds(&j, "null");
+  }
+  ae_buf_adds(&j, "}");
+  ae_buf_add(&j, "", 1);
+  char msg[1200];
+  snprintf(msg, sizeof(msg), "%s %s %s%.*s %d", ip, method, c->host, (int)plen, path, c->status);
+  ae_log_structured(AE_LOG_INFO, "access", msg, j.d);
+  ae_buf_free(&j);
+}
+
+void ae_px_reject(ae_pclient *c, int status, const char *why) {
+  if (c->closing)
+    return;
+  AE_INFO("proxy", "%s: %d %s: %s", c->t ? c->t->peer_ip : "-", status, ae_status_text(status), why);
+  if (c->u) {
+    ae_uconn_abort(c->u);
+    c->u = NULL;
+  }
+  c->uout.len = 0;
+  if (c->resp_head || c->local) {
+    ae_px_access_log(c);
+    ae_px_close(c, 1);
+    return;
+  }
+  c->status = status;
+  c->local = status;
+  c->bytes_out = ae_build_error(&c->out, status, 0, c->minor);
+  c->resp_done = 1;
+  ae_px_access_log(c);
+  ae_px_close(c, 0);
+}
+
+int ae_px_local(ae_pclient *c, int status, const char *why) {
+  AE_WARN("proxy", "%s %s%.*s: %d %s: %s", c->t ? c->t->peer_ip : "-", c->host,
+          (int)(c->req.ulen > 256 ? 256 : c->req.ulen), c->req.b.d ? c->req.b.d + c->req.url : "", status,
+          ae_status_text(status), why);
+  if (status >= 500)
+    ae_metrics_inc(AE_M_UPSTREAM_ERRORS);
+  c->pool = NULL;
+  if (c->req_body) {
+    /* Skipping an unwanted body costs more than a new connection. */
+    ae_px_reject(c, status, why);
+    return -1;
+  }
+  c->local = status;
+  c->status = status;
+  c->close_after = !c->req_keepalive || c->ws;
+  c->bytes_out = ae_build_error(&c->out, status, !c->close_after, c->minor);
+  c->resp_done = 1;
+  return 0;
+}
