@@ -29,7 +29,32 @@ struct ae_events {
   ae_events_sub *subs;
   int dispatching; /* nesting depth of emit's subscriber loop */
   int have_dead;
+  uint64_t deny_log_second;  /* log-line budget for domain_denied, per wall-clock second */
+  unsigned deny_logged;
+  uint64_t deny_unlogged;
 };
+
+#define DENY_LOG_PER_SECOND 20u
+
+/* Denials come in floods of distinct random names: their log lines are capped per second (the
+ * events themselves still reach the stream, the hook and acmedge_denied_total). */
+static int deny_log_allowed(ae_events *ev) {
+  uint64_t sec = ae_now_ms() / 1000u;
+  if (sec != ev->deny_log_second) {
+    if (ev->deny_unlogged)
+      ae_log(AE_LOG_INFO, "event", "%llu domain_denied event(s) not written to the log (more than %u a second)",
+             (unsigned long long)ev->deny_unlogged, DENY_LOG_PER_SECOND);
+    ev->deny_log_second = sec;
+    ev->deny_logged = 0;
+    ev->deny_unlogged = 0;
+  }
+  if (ev->deny_logged < DENY_LOG_PER_SECOND) {
+    ev->deny_logged++;
+    return 1;
+  }
+  ev->deny_unlogged++;
+  return 0;
+}
 
 static void entry_clear(ev_entry *e) {
   free(e->type);
@@ -124,7 +149,8 @@ uint64_t ae_events_emit(ae_events *ev, const char *type, const char *domain, jso
     e->json = ae_strdup(text);
   }
 
-  ae_log_structured(AE_LOG_INFO, "event", type ? type : "unknown", text);
+  if (!type || strcmp(type, "domain_denied") != 0 || deny_log_allowed(ev))
+    ae_log_structured(AE_LOG_INFO, "event", type ? type : "unknown", text);
 
   /* Subscribers added during this dispatch see the next event, not this one. Removal during the
    * loop only marks the node so the walk stays valid. */

@@ -254,6 +254,13 @@ static void send_response(h80_conn *c, int status, const char *extra, const char
 }
 
 /* Origin-form path of the request target: "/" for "*" and for an absolute-form URL without one. */
+/* 1 when path starts with the ACME challenge prefix. (strncmp here trips GCC's -Wstring-compare
+ * in optimised builds, where it sees request_path's "/" fallback.) */
+static int is_challenge_path(const char *path) {
+  size_t n = sizeof(ACME_PREFIX) - 1;
+  return strlen(path) >= n && memcmp(path, ACME_PREFIX, n) == 0;
+}
+
 static const char *request_path(h80_conn *c) {
   const char *u = c->url ? c->url : "/";
   if (u[0] == '/')
@@ -303,7 +310,7 @@ static void respond(h80_conn *c) {
   ae_metrics_inc(AE_M_HTTP80_REQUESTS);
 
   const char *path = request_path(c);
-  if (strncmp(path, ACME_PREFIX, strlen(ACME_PREFIX)) == 0) {
+  if (is_challenge_path(path)) {
     answer_challenge(c, path, method, keep);
     return;
   }
@@ -495,7 +502,7 @@ static int on_headers_complete(llhttp_t *p) {
   timer_set(c, TM_BODY);
   c->host_status = classify_host(c);
   const char *path = request_path(c);
-  int challenge = strncmp(path, ACME_PREFIX, strlen(ACME_PREFIX)) == 0;
+  int challenge = is_challenge_path(path);
   if (!challenge && c->host_status == 0 && h->has_hooks && h->hooks.plain_route && h->hooks.on_plain &&
       h->hooks.plain_route(h->hooks.ud, c->host)) {
     c->event = EV_HANDOFF;

@@ -364,6 +364,12 @@ static void timer_cb(uv_timer_t *t) {
     arm_renewal(d);
     return;
   }
+  /* Woken early (an ARI poll time that moved, or a timer armed against a loop clock that was stale
+   * during a long start-up load): never renew before renew_at. */
+  if (now_s() < d->renew_at) {
+    arm_renewal(d);
+    return;
+  }
   if (d->has_cert)
     AE_INFO(SUB, "%s: renewing certificate (expires %lld)", d->name, (long long)d->not_after);
   if (admit(p, d) != 0) {

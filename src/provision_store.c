@@ -142,5 +142,8 @@ int ae_provision_load(ae_provision *p, size_t *count, ae_err *err) {
     free(key_pem);
   }
   ae_storage_list_free(names, n);
+  /* Loading thousands of certificates takes seconds; timers armed above used the loop's clock
+   * from before the load. */
+  uv_update_time(p->deps.loop);
   return 0;
 }

@@ -29,11 +29,9 @@ ae_wait_for() {
 ae_pid_alive() {
   local pid=$1 state
   kill -0 "$pid" 2>/dev/null || return 1
-  if [ -r "/proc/$pid/stat" ]; then
-    state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
-    [ "$state" != "Z" ] || return 1
-  fi
-  return 0
+  # The process may exit (and be reaped) between the two checks: an unreadable stat means gone.
+  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+  [ -n "$state" ] && [ "$state" != "Z" ]
 }
 
 # Sends SIGTERM to pid, waits up to $2 tenths of a second (default 50), then SIGKILL.

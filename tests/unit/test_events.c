@@ -252,6 +252,31 @@ static void test_nested(void **state) {
   ae_events_free(ev);
 }
 
+/* A flood of denials reaches every subscriber, but only a bounded number of log lines. */
+static void test_denied_log_cap(void **state) {
+  (void)state;
+  ae_events *ev = NULL;
+  assert_int_equal(ae_events_new(16, &ev), 0);
+  seen_t *seen = calloc(1, sizeof(*seen));
+  ae_events_sub *sub = NULL;
+  assert_int_equal(ae_events_subscribe(ev, record, seen, &sub), 0);
+  g_log_lines = 0;
+  char name[64];
+  for (int i = 0; i < 60; i++) {
+    snprintf(name, sizeof(name), "r%d.example.org", i);
+    ae_events_emit(ev, "domain_denied", name, NULL);
+  }
+  assert_int_equal(seen->n, 60);
+  /* Within one second at most 20 lines; a second boundary adds one summary line and 20 more. */
+  assert_true(g_log_lines >= 20 && g_log_lines <= 41);
+  int before = g_log_lines;
+  ae_events_emit(ev, "cert_issued", "a.example.test", NULL); /* other types are never capped */
+  assert_int_equal(g_log_lines, before + 1);
+  ae_events_unsubscribe(ev, sub);
+  ae_events_free(ev);
+  free(seen);
+}
+
 static void test_json_log_mode(void **state) {
   (void)state;
   ae_log_set_json(1);
@@ -278,6 +303,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_unsubscribe_in_callback, setup, teardown),
       cmocka_unit_test_setup_teardown(test_nested, setup, teardown),
       cmocka_unit_test_setup_teardown(test_json_log_mode, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_denied_log_cap, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
