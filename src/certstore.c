@@ -7,7 +7,12 @@
  * makes "no connection ever sees a freed cert" trivially true: a writer cannot drop the store's
  * reference while a reader sits between finding an entry and taking its own reference. Writers
  * (put/remove/set_default) are rare and drop replaced references only after unlocking, so the
- * potentially slow credential teardown never runs under the lock. */
+ * potentially slow certificate teardown never runs under the lock.
+ *
+ * Memory: a cert holds only what a handshake needs (the chain as GnuTLS pcerts, the private key)
+ * plus a little metadata. TLS fronts share one credentials object and pick the cert per session
+ * from a retrieve callback, because a credentials object per cert would carry its own (unused)
+ * trust list and roughly double the cost of every cached name. */
 #include "acmedge/certstore.h"
 
 #include <gnutls/abstract.h>
@@ -25,7 +30,9 @@
 
 struct ae_cert {
   atomic_int refs;
-  gnutls_certificate_credentials_t creds;
+  unsigned npcerts;
+  gnutls_pcert_st *pcerts;
+  gnutls_privkey_t key;
   int64_t not_before;
   int64_t not_after;
   char serial[2 * 64 + 1];
@@ -37,8 +44,11 @@ struct ae_cert {
 /* ---------- ae_cert ---------- */
 
 static void cert_destroy(ae_cert *c) {
-  if (c->creds)
-    gnutls_certificate_free_credentials(c->creds);
+  for (unsigned i = 0; i < c->npcerts; i++)
+    gnutls_pcert_deinit(&c->pcerts[i]);
+  free(c->pcerts);
+  if (c->key)
+    gnutls_privkey_deinit(c->key);
   for (size_t i = 0; i < c->nnames; i++)
     free(c->names[i]);
   free(c->names);
@@ -62,7 +72,11 @@ void ae_cert_unref(ae_cert *c) {
   }
 }
 
-gnutls_certificate_credentials_t ae_cert_creds(const ae_cert *c) { return c->creds; }
+gnutls_pcert_st *ae_cert_pcerts(const ae_cert *c, unsigned *n) {
+  *n = c->npcerts;
+  return c->pcerts;
+}
+gnutls_privkey_t ae_cert_privkey(const ae_cert *c) { return c->key; }
 int64_t ae_cert_not_before(const ae_cert *c) { return c->not_before; }
 int64_t ae_cert_not_after(const ae_cert *c) { return c->not_after; }
 const char *ae_cert_serial(const ae_cert *c) { return c->serial; }
@@ -192,23 +206,30 @@ static int cert_build(const char *cert_pem, size_t cert_len, const char *key_pem
 
   c = ae_calloc(1, sizeof(*c));
   atomic_init(&c->refs, 1);
-  g = gnutls_certificate_allocate_credentials(&c->creds);
+  /* Parsed once here, so each handshake hands GnuTLS the chain and key without re-parsing. */
+  c->pcerts = ae_calloc(ncrts, sizeof(*c->pcerts));
+  for (; c->npcerts < ncrts; c->npcerts++) {
+    g = gnutls_pcert_import_x509(&c->pcerts[c->npcerts], crts[c->npcerts], 0);
+    if (g < 0) {
+      ae_err_set(err, AE_EINVAL, "%scannot use certificate %u of the chain: %s", lb->cert, c->npcerts + 1,
+                 gnutls_strerror(g));
+      goto out;
+    }
+  }
+  g = gnutls_privkey_init(&c->key);
   if (g < 0) {
-    c->creds = NULL;
+    c->key = NULL;
     rc = AE_ENOMEM;
-    ae_err_set(err, rc, "%scannot allocate credentials: %s", lb->cert, gnutls_strerror(g));
+    ae_err_set(err, rc, "%scannot allocate private key: %s", lb->key, gnutls_strerror(g));
     goto out;
   }
-  /* The credentials copy the parsed chain and key, so each handshake reuses them unparsed. */
-  g = gnutls_certificate_set_x509_key(c->creds, crts, (int)ncrts, key);
+  /* The privkey takes the parsed key over (no copy); it is released with the privkey. */
+  g = gnutls_privkey_import_x509(c->key, key, GNUTLS_PRIVKEY_IMPORT_AUTO_RELEASE);
   if (g < 0) {
-    if (g == GNUTLS_E_CERTIFICATE_KEY_MISMATCH)
-      ae_err_set(err, AE_EINVAL, "%sprivate key does not match certificate%s%s", lb->key,
-                 lb->cert_path ? " " : "", lb->cert_path ? lb->cert_path : "");
-    else
-      ae_err_set(err, AE_EINVAL, "%scannot use certificate and key: %s", lb->cert, gnutls_strerror(g));
+    ae_err_set(err, AE_EINVAL, "%scannot use private key: %s", lb->key, gnutls_strerror(g));
     goto out;
   }
+  key = NULL;
 
   c->not_before = (int64_t)gnutls_x509_crt_get_activation_time(crts[0]);
   c->not_after = (int64_t)gnutls_x509_crt_get_expiration_time(crts[0]);

@@ -202,7 +202,7 @@ static void conn_start_tls(tls_conn *c, ae_cert *cert, int kind) {
   gnutls_session_t s = c->session;
   r = gnutls_priority_set(s, f->prio);
   if (r >= 0)
-    r = gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, ae_cert_creds(cert));
+    r = gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, f->creds);
   if (r >= 0 && !c->challenge)
     r = gnutls_session_ticket_enable_server(s, &f->ticket_key);
   if (r >= 0)
@@ -213,6 +213,7 @@ static void conn_start_tls(tls_conn *c, ae_cert *cert, int kind) {
     tc_close_handles(c, 1);
     return;
   }
+  gnutls_session_set_ptr(s, c);
   gnutls_transport_set_ptr(s, c);
   gnutls_transport_set_pull_function(s, tc_pull);
   gnutls_transport_set_pull_timeout_function(s, tc_pull_timeout);
@@ -222,6 +223,27 @@ static void conn_start_tls(tls_conn *c, ae_cert *cert, int kind) {
   if (!c->eof)
     tc_reading(c, 1);
   conn_drive(c);
+}
+
+int tc_retrieve_cert(gnutls_session_t s, const struct gnutls_cert_retr_st *info, gnutls_pcert_st **certs,
+                     unsigned int *ncerts, gnutls_ocsp_data_st **ocsp, unsigned int *nocsp,
+                     gnutls_privkey_t *key, unsigned int *flags) {
+  (void)info;
+  tls_conn *c = gnutls_session_get_ptr(s);
+  *ocsp = NULL;
+  *nocsp = 0;
+  /* No GNUTLS_CERT_RETR_DEINIT_ALL: the cert stays owned by the connection's reference, which
+   * outlives the session. */
+  *flags = 0;
+  if (!c || !c->cert) {
+    *certs = NULL;
+    *ncerts = 0;
+    *key = NULL;
+    return -1;
+  }
+  *certs = ae_cert_pcerts(c->cert, ncerts);
+  *key = ae_cert_privkey(c->cert);
+  return 0;
 }
 
 /* ---- established: the transport ----------------------------------------------------------- */

@@ -50,6 +50,8 @@ static void ticket_key_init(void) { g_ticket_rc = gnutls_session_ticket_key_gene
 static void front_release(ae_tls_front *f) {
   if (f->prio)
     gnutls_priority_deinit(f->prio);
+  if (f->creds)
+    gnutls_certificate_free_credentials(f->creds);
   free(f);
 }
 
@@ -137,6 +139,15 @@ int ae_tls_front_new(uv_loop_t *loop, const ae_config *cfg, ae_certstore *cs,
     return ae_err_set(err, AE_ERR, "tls priority string rejected at '%s': %s", errpos ? errpos : "?",
                       gnutls_strerror(r));
   }
+  /* One credentials object per front instead of one per certificate: each carries a trust list
+   * and bookkeeping a server never uses; the certificate comes from tc_retrieve_cert. */
+  r = gnutls_certificate_allocate_credentials(&f->creds);
+  if (r < 0) {
+    f->creds = NULL;
+    front_release(f);
+    return ae_err_set(err, AE_ENOMEM, "tls credentials: %s", gnutls_strerror(r));
+  }
+  gnutls_certificate_set_retrieve_function3(f->creds, tc_retrieve_cert);
   pthread_once(&g_ticket_once, ticket_key_init);
   if (g_ticket_rc < 0) {
     front_release(f);

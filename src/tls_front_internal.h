@@ -3,6 +3,7 @@
 #ifndef ACMEDGE_TLS_FRONT_INTERNAL_H
 #define ACMEDGE_TLS_FRONT_INTERNAL_H
 
+#include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
 #include <stdint.h>
 #include <uv.h>
@@ -44,7 +45,8 @@ struct tls_conn {
   tc_state state;
   int handles_open;
   gnutls_session_t session;
-  ae_cert *cert;           /* reference held for the connection's lifetime */
+  ae_cert *cert;           /* reference held for the connection's lifetime; served by
+                              tc_retrieve_cert */
   int kind;                /* metric counted when the handshake succeeds */
 
   char *obuf;              /* small writes gathered until the loop polls again */
@@ -88,6 +90,7 @@ struct ae_tls_front {
   tls_conn *dirty;
   int port;
   gnutls_priority_t prio;
+  gnutls_certificate_credentials_t creds; /* shared by all sessions; holds no certificate */
   gnutls_datum_t ticket_key;
 
   /* Limits copied from the config snapshot (0 in the config means the default). */
@@ -131,6 +134,12 @@ void tc_flush_all(uv_prepare_t *p);
 /* Starts/stops libuv reads into the connection buffer; data goes to tc_read_cb. */
 void tc_reading(tls_conn *c, int on);
 void tc_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
+/* GnuTLS certificate retrieve callback of the front's credentials: serves the chain and key of
+ * the connection's cert (the session pointer is the tls_conn). */
+int tc_retrieve_cert(gnutls_session_t s, const struct gnutls_cert_retr_st *info, gnutls_pcert_st **certs,
+                     unsigned int *ncerts, gnutls_ocsp_data_st **ocsp, unsigned int *nocsp,
+                     gnutls_privkey_t *key, unsigned int *flags);
 
 /* Accepts one pending connection from the listener and starts its state machine. */
 void ae_tls_conn_accept(ae_tls_front *f);

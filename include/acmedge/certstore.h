@@ -3,11 +3,13 @@
 #define ACMEDGE_CERTSTORE_H
 
 #include <stdint.h>
+#include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
 #include "acmedge/common.h"
 
-/* An immutable certificate + key, ready for handshakes. Refcounted (atomic), shareable across
- * threads; freed when the last reference is dropped. */
+/* An immutable certificate chain + key, parsed once and ready for handshakes (servers hand it to
+ * GnuTLS from a certificate retrieve callback). Refcounted (atomic), shareable across threads;
+ * freed when the last reference is dropped. */
 typedef struct ae_cert ae_cert;
 
 /* Builds a cert from PEM chain (leaf first) and PEM key. *out has one reference (caller's). */
@@ -19,8 +21,11 @@ int ae_cert_load_files(const char *cert_path, const char *key_path, ae_cert **ou
 ae_cert *ae_cert_ref(ae_cert *c);
 /* Drops a reference (NULL is fine). */
 void ae_cert_unref(ae_cert *c);
-/* GnuTLS credentials for handshakes; owned by the cert. */
-gnutls_certificate_credentials_t ae_cert_creds(const ae_cert *c);
+/* The parsed chain (leaf first) for a certificate retrieve callback; *n gets its length. Owned by
+ * the cert, valid while a reference is held; never modified or freed by the caller. */
+gnutls_pcert_st *ae_cert_pcerts(const ae_cert *c, unsigned *n);
+/* The leaf's private key; owned by the cert, valid while a reference is held. */
+gnutls_privkey_t ae_cert_privkey(const ae_cert *c);
 /* Leaf validity, as UNIX seconds. */
 int64_t ae_cert_not_before(const ae_cert *c);
 int64_t ae_cert_not_after(const ae_cert *c);

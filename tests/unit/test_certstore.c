@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 #include <pthread.h>
@@ -19,6 +20,7 @@
 
 #include "acmedge/certstore.h"
 #include "acmedge/common.h"
+#include "certstore_test_util.h"
 
 static ae_cert *make_cert(const char *cn, const char *const *names, size_t n) {
   char *cpem = NULL, *kpem = NULL;
@@ -90,7 +92,19 @@ static void test_generate_roundtrip(void **state) {
   assert_true(ae_cert_not_before(c) <= now);
   assert_true(ae_cert_not_after(c) > now + 9 * 86400);
   assert_true(ae_cert_not_after(c) <= now + 10 * 86400 + 5);
-  assert_non_null(ae_cert_creds(c));
+  /* The handshake material: the leaf exactly as given, and the matching ECDSA key. */
+  unsigned np = 0;
+  gnutls_pcert_st *pc = ae_cert_pcerts(c, &np);
+  assert_int_equal(np, 1);
+  assert_int_equal(pc[0].type, GNUTLS_CRT_X509);
+  gnutls_datum_t der = {NULL, 0};
+  assert_int_equal(gnutls_pem_base64_decode2("CERTIFICATE", &d, &der), 0);
+  assert_int_equal(pc[0].cert.size, der.size);
+  assert_memory_equal(pc[0].cert.data, der.data, der.size);
+  gnutls_free(der.data);
+  assert_int_equal(gnutls_pubkey_get_pk_algorithm(pc[0].pubkey, NULL), GNUTLS_PK_ECDSA);
+  assert_non_null(ae_cert_privkey(c));
+  assert_int_equal(gnutls_privkey_get_pk_algorithm(ae_cert_privkey(c), NULL), GNUTLS_PK_ECDSA);
   ae_cert_unref(c);
   free(cpem);
   free(kpem);
@@ -253,14 +267,35 @@ typedef struct server_arg {
   int fd;
   ae_cert *cert;
   int rc;
+  int retrieved; /* calls of the retrieve callback */
 } server_arg;
+
+/* Serves the session's ae_cert the way a TLS front does: one credentials object without
+ * certificates, the chain and key handed over per session. */
+static int serve_cert(gnutls_session_t s, const struct gnutls_cert_retr_st *info, gnutls_pcert_st **certs,
+                      unsigned int *ncerts, gnutls_ocsp_data_st **ocsp, unsigned int *nocsp,
+                      gnutls_privkey_t *key, unsigned int *flags) {
+  (void)info;
+  server_arg *a = gnutls_session_get_ptr(s);
+  a->retrieved++;
+  *certs = ae_cert_pcerts(a->cert, ncerts);
+  *key = ae_cert_privkey(a->cert);
+  *ocsp = NULL;
+  *nocsp = 0;
+  *flags = 0;
+  return 0;
+}
 
 static void *server_main(void *p) {
   server_arg *a = p;
+  gnutls_certificate_credentials_t sc;
+  gnutls_certificate_allocate_credentials(&sc);
+  gnutls_certificate_set_retrieve_function3(sc, serve_cert);
   gnutls_session_t s;
   gnutls_init(&s, GNUTLS_SERVER);
   gnutls_set_default_priority(s);
-  gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, ae_cert_creds(a->cert));
+  gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, sc);
+  gnutls_session_set_ptr(s, a);
   gnutls_transport_set_int(s, a->fd);
   gnutls_handshake_set_timeout(s, 10000);
   int rc;
@@ -271,14 +306,23 @@ static void *server_main(void *p) {
   if (rc == 0)
     gnutls_bye(s, GNUTLS_SHUT_WR);
   gnutls_deinit(s);
+  gnutls_certificate_free_credentials(sc);
   return NULL;
 }
 
-/* Handshakes against cert over a socketpair; returns the serial the client saw (hex). */
-static void handshake_serial(ae_cert *cert, char *serial_hex, size_t len) {
+/* What the client saw of one handshake. */
+typedef struct hs_seen {
+  char serial[64]; /* leaf serial, hex */
+  gnutls_protocol_t version;
+  gnutls_kx_algorithm_t kx;
+  gnutls_sign_algorithm_t sign; /* the server's signature in the handshake */
+} hs_seen;
+
+/* Handshakes against cert over a socketpair with the client priority prio (NULL: defaults). */
+static void handshake_with(ae_cert *cert, const char *prio, hs_seen *seen) {
   int sv[2];
   assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-  server_arg sa = {sv[0], cert, -1};
+  server_arg sa = {sv[0], cert, -1, 0};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, server_main, &sa), 0);
 
@@ -286,7 +330,10 @@ static void handshake_serial(ae_cert *cert, char *serial_hex, size_t len) {
   gnutls_certificate_allocate_credentials(&cc);
   gnutls_session_t s;
   gnutls_init(&s, GNUTLS_CLIENT);
-  gnutls_set_default_priority(s);
+  if (prio)
+    assert_int_equal(gnutls_priority_set_direct(s, prio, NULL), 0);
+  else
+    gnutls_set_default_priority(s);
   gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, cc);
   gnutls_transport_set_int(s, sv[1]);
   gnutls_handshake_set_timeout(s, 10000);
@@ -307,14 +354,25 @@ static void handshake_serial(ae_cert *cert, char *serial_hex, size_t len) {
   assert_int_equal(gnutls_x509_crt_get_serial(crt, raw, &rl), 0);
   gnutls_x509_crt_deinit(crt);
   size_t o = 0;
-  for (size_t i = 0; i < rl && o + 3 <= len; i++)
-    o += (size_t)snprintf(serial_hex + o, len - o, "%02x", raw[i]);
+  for (size_t i = 0; i < rl && o + 3 <= sizeof(seen->serial); i++)
+    o += (size_t)snprintf(seen->serial + o, sizeof(seen->serial) - o, "%02x", raw[i]);
+  seen->version = gnutls_protocol_get_version(s);
+  seen->kx = gnutls_kx_get(s);
+  seen->sign = gnutls_sign_algorithm_get(s);
   gnutls_deinit(s);
   gnutls_certificate_free_credentials(cc);
   pthread_join(th, NULL);
   assert_int_equal(sa.rc, 0);
+  assert_int_equal(sa.retrieved, 1);
   close(sv[0]);
   close(sv[1]);
+}
+
+/* Handshakes against cert over a socketpair; returns the serial the client saw (hex). */
+static void handshake_serial(ae_cert *cert, char *serial_hex, size_t len) {
+  hs_seen seen;
+  handshake_with(cert, NULL, &seen);
+  snprintf(serial_hex, len, "%s", seen.serial);
 }
 
 static void test_swap_keeps_old_alive(void **state) {
@@ -368,6 +426,56 @@ static void test_free_store_with_refs_out(void **state) {
   assert_string_equal(ae_cert_name(held, 0), "x.example.test");
   ae_cert_unref(held);
   ae_cert_unref(NULL);
+}
+
+/* --- key types: ECDSA and RSA, TLS 1.2 and 1.3 --- */
+
+static void test_rsa_and_ecdsa_handshakes(void **state) {
+  (void)state;
+  char *cpem = NULL, *kpem = NULL;
+  assert_int_equal(ae_test_make_rsa_cert("rsa.example.test", "rsa.example.test", 2048, &cpem, &kpem), 0);
+  ae_cert *rsa = NULL;
+  ae_err err = {0};
+  if (ae_cert_from_pem(cpem, strlen(cpem), kpem, strlen(kpem), &rsa, &err) != 0)
+    fail_msg("rsa from_pem: %s", err.msg);
+  free(cpem);
+  free(kpem);
+  assert_true(ae_cert_covers(rsa, "rsa.example.test"));
+  unsigned np = 0;
+  gnutls_pcert_st *pc = ae_cert_pcerts(rsa, &np);
+  assert_int_equal(np, 1);
+  unsigned bits = 0;
+  assert_int_equal(gnutls_pubkey_get_pk_algorithm(pc[0].pubkey, &bits), GNUTLS_PK_RSA);
+  assert_int_equal(bits, 2048);
+  assert_int_equal(gnutls_privkey_get_pk_algorithm(ae_cert_privkey(rsa), NULL), GNUTLS_PK_RSA);
+  ae_cert *ec = make_cert("ec", (const char *const[]){"ec.example.test"}, 1);
+
+  static const char *const tls12 = "NORMAL:-VERS-ALL:+VERS-TLS1.2";
+  static const char *const tls13 = "NORMAL:-VERS-ALL:+VERS-TLS1.3";
+  hs_seen seen;
+  handshake_with(rsa, tls12, &seen);
+  assert_string_equal(seen.serial, ae_cert_serial(rsa));
+  assert_int_equal(seen.version, GNUTLS_TLS1_2);
+  assert_int_equal(seen.kx, GNUTLS_KX_ECDHE_RSA);
+  assert_int_equal(gnutls_sign_get_pk_algorithm(seen.sign), GNUTLS_PK_RSA);
+  handshake_with(rsa, tls13, &seen);
+  assert_string_equal(seen.serial, ae_cert_serial(rsa));
+  assert_int_equal(seen.version, GNUTLS_TLS1_3);
+  /* TLS 1.3 signs with RSA-PSS only (RFC 8446 4.2.3). */
+  assert_int_equal(gnutls_sign_get_pk_algorithm(seen.sign), GNUTLS_PK_RSA_PSS);
+  /* A TLS 1.2 client that accepts only PKCS#1 v1.5 signatures still gets one. */
+  handshake_with(rsa, "NORMAL:-VERS-ALL:+VERS-TLS1.2:-SIGN-ALL:+SIGN-RSA-SHA256", &seen);
+  assert_int_equal(seen.sign, GNUTLS_SIGN_RSA_SHA256);
+
+  handshake_with(ec, tls12, &seen);
+  assert_string_equal(seen.serial, ae_cert_serial(ec));
+  assert_int_equal(seen.kx, GNUTLS_KX_ECDHE_ECDSA);
+  assert_int_equal(gnutls_sign_get_pk_algorithm(seen.sign), GNUTLS_PK_ECDSA);
+  handshake_with(ec, tls13, &seen);
+  assert_int_equal(seen.version, GNUTLS_TLS1_3);
+  assert_int_equal(seen.sign, GNUTLS_SIGN_ECDSA_SECP256R1_SHA256);
+  ae_cert_unref(rsa);
+  ae_cert_unref(ec);
 }
 
 /* --- file loading errors --- */
@@ -427,6 +535,17 @@ static void test_load_files(void **state) {
   assert_int_equal(ae_cert_load_files(chainp, kp, &c, &err), 0);
   assert_true(ae_cert_covers(c, "one.example.test")); /* the leaf's names, not the chain's */
   assert_false(ae_cert_covers(c, "two"));
+  unsigned np = 0;
+  gnutls_pcert_st *pc = ae_cert_pcerts(c, &np);
+  assert_int_equal(np, 2); /* the whole chain is served, in order */
+  gnutls_x509_crt_t second;
+  assert_int_equal(gnutls_x509_crt_init(&second), 0);
+  assert_int_equal(gnutls_x509_crt_import(second, &pc[1].cert, GNUTLS_X509_FMT_DER), 0);
+  char cn2[64];
+  size_t cn2len = sizeof(cn2);
+  assert_int_equal(gnutls_x509_crt_get_dn_by_oid(second, GNUTLS_OID_X520_COMMON_NAME, 0, 0, cn2, &cn2len), 0);
+  assert_string_equal(cn2, "two");
+  gnutls_x509_crt_deinit(second);
   ae_cert_unref(c);
   c = NULL;
 
@@ -548,6 +667,7 @@ int main(void) {
       cmocka_unit_test(test_growth),
       cmocka_unit_test(test_swap_keeps_old_alive),
       cmocka_unit_test(test_free_store_with_refs_out),
+      cmocka_unit_test(test_rsa_and_ecdsa_handshakes),
       cmocka_unit_test(test_load_files),
       cmocka_unit_test(test_concurrent_swap),
   };

@@ -6,11 +6,17 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "acmedge/log.h"
 #include "acmedge/metrics.h"
 #include "proxy_test_util.h"
+#include "../../src/proxy_client.h"
 
 typedef struct env {
   upsrv *up;
@@ -760,6 +766,171 @@ static void test_eof_mid_request_and_close_active(void **state) {
   fake_free(f);
 }
 
+/* ---------- upstream connect timeout ---------- */
+
+/* A loopback address whose connects hang: a listener with backlog 0 that is never accepted from,
+ * its accept queue filled by one established connection, so Linux drops further SYNs and a
+ * connect stays in SYN-SENT until the client gives up. */
+typedef struct hang_addr {
+  int lfd;
+  int fill;
+  int port;
+} hang_addr;
+
+static int raw_connect(const struct sockaddr_in *a) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  assert_true(fd >= 0);
+  int r = connect(fd, (const struct sockaddr *)a, sizeof(*a));
+  assert_true(r == 0 || errno == EINPROGRESS);
+  return fd;
+}
+
+/* 1 when fd's non-blocking connect completed within ms. */
+static int raw_connected(int fd, int ms) {
+  struct pollfd p = {.fd = fd, .events = POLLOUT};
+  if (poll(&p, 1, ms) != 1)
+    return 0;
+  int err = 0;
+  socklen_t el = sizeof(err);
+  return getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err == 0;
+}
+
+static void hang_open(hang_addr *h) {
+  h->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(h->lfd >= 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(bind(h->lfd, (const struct sockaddr *)&a, sizeof(a)), 0);
+  assert_int_equal(listen(h->lfd, 0), 0);
+  socklen_t al = sizeof(a);
+  assert_int_equal(getsockname(h->lfd, (struct sockaddr *)&a, &al), 0);
+  h->port = ntohs(a.sin_port);
+  h->fill = raw_connect(&a);
+  assert_true(raw_connected(h->fill, 2000));
+  /* The premise of the test: with the queue full, one more connect does not complete. */
+  int probe = raw_connect(&a);
+  if (raw_connected(probe, 150))
+    fail_msg("a connect to the full listener completed: this kernel does not drop SYNs here");
+  close(probe);
+}
+
+static void hang_close(hang_addr *h) {
+  close(h->fill);
+  close(h->lfd);
+}
+
+static char *g_timeout_log;
+
+static void capture_timeout(void *ud, ae_log_level level, const char *line) {
+  (void)ud;
+  if (level == AE_LOG_WARN && strstr(line, "upstream connect timeout") && !g_timeout_log)
+    g_timeout_log = ae_strdup(line);
+}
+
+/* No upstream connection is left apart from idle pooled ones. */
+static int ups_none_active(void *ud) {
+  const ae_proxy *px = ud;
+  return px->ups.live == px->ups.idle_total;
+}
+
+static uint64_t ms_since(uint64_t t0_ns) { return (uv_hrtime() - t0_ns) / 1000000u; }
+
+static void test_connect_timeout_504(void **state) {
+  (void)state;
+  hang_addr h;
+  hang_open(&h);
+  upsrv *up = up_start(UP_ECHO);
+  char json[1024];
+  snprintf(json, sizeof(json),
+           "{\"on_demand\":{\"enabled\":false},\"proxy\":{\"connect_timeout_ms\":300},"
+           "\"routes\":[{\"hosts\":[\"a.test\"],\"upstream\":\"127.0.0.1:%d\"},"
+           "{\"hosts\":[\"hang.test\"],\"upstream\":\"127.0.0.1:%d\"}]}",
+           up->port, h.port);
+  ae_config *cfg = NULL;
+  ae_err err = {0};
+  assert_int_equal(ae_config_parse("ct", json, &cfg, &err), 0);
+  env e = {.up = up, .cfg = cfg};
+  assert_int_equal(ae_proxy_new(T_loop, cfg, &e.px, &err), 0);
+  char upname[64];
+  snprintf(upname, sizeof(upname), "upstream 127.0.0.1:%d", h.port);
+  int64_t before = ae_metrics_get(AE_M_UPSTREAM_ERRORS);
+
+  ae_log_set_level(AE_LOG_WARN);
+  ae_log_set_sink(capture_timeout, NULL);
+  fake *f = client(&e, "");
+  uv_update_time(T_loop);
+  uint64_t t0 = uv_hrtime();
+  fake_sends(f, "GET /slow HTTP/1.1\r\nHost: hang.test\r\n\r\n");
+  t_resps rs;
+  int got = t_wait_responses(f, 1, &rs, 3000);
+  uint64_t took = ms_since(t0);
+  ae_log_set_sink(NULL, NULL);
+  ae_log_set_level(AE_LOG_ERROR);
+  assert_true(got);
+  assert_int_equal(rs.r[0].status, 504);
+  assert_true(t_has(&rs.r[0].body, "504"));
+  assert_false(t_has(&rs.r[0].head, "Connection: close"));
+  if (took < 280 || took > 1500)
+    fail_msg("504 after %llu ms, expected about 300", (unsigned long long)took);
+  t_resps_free(&rs);
+  assert_true(ae_metrics_get(AE_M_UPSTREAM_ERRORS) >= before + 1);
+  assert_non_null(g_timeout_log);
+  assert_non_null(strstr(g_timeout_log, "hang.test/slow"));
+  assert_non_null(strstr(g_timeout_log, "504"));
+  assert_non_null(strstr(g_timeout_log, upname));
+  free(g_timeout_log);
+  g_timeout_log = NULL;
+  /* The pending connect was given up, not left to the kernel's SYN retries. */
+  assert_true(t_run_until(ups_none_active, e.px, 1000));
+
+  /* A keep-alive request that was complete keeps its client connection. */
+  assert_false(f->closed);
+  f->out.len = 0;
+  fake_sends(f, "GET /after HTTP/1.1\r\nHost: a.test\r\n\r\n");
+  assert_true(t_wait_responses(f, 1, &rs, 3000));
+  assert_int_equal(rs.r[0].status, 200);
+  assert_true(t_has(&rs.r[0].body, "GET /after HTTP/1.1"));
+  t_resps_free(&rs);
+
+  /* Same again on the same connection with a complete POST body. */
+  f->out.len = 0;
+  uv_update_time(T_loop);
+  t0 = uv_hrtime();
+  fake_sends(f, "POST /p HTTP/1.1\r\nHost: hang.test\r\nContent-Length: 5\r\n\r\nhello");
+  assert_true(t_wait_responses(f, 1, &rs, 3000));
+  took = ms_since(t0);
+  assert_int_equal(rs.r[0].status, 504);
+  if (took < 280 || took > 1500)
+    fail_msg("504 after %llu ms, expected about 300", (unsigned long long)took);
+  assert_false(t_has(&rs.r[0].head, "Connection: close"));
+  t_resps_free(&rs);
+  assert_false(f->closed);
+  client_done(f);
+
+  /* A request whose body is still arriving cannot be answered and kept: 504 and a close. */
+  f = client(&e, "");
+  fake_sends(f, "POST /partial HTTP/1.1\r\nHost: hang.test\r\nContent-Length: 10\r\n\r\nabc");
+  assert_true(t_run_until(fake_is_closed, f, 3000));
+  t_parse(f, &rs, 0);
+  assert_int_equal(rs.complete, 1);
+  assert_int_equal(rs.r[0].status, 504);
+  assert_true(t_has(&rs.r[0].head, "Connection: close"));
+  t_resps_free(&rs);
+  fake_free(f);
+  assert_true(t_run_until(ups_none_active, e.px, 1000));
+  assert_int_equal(up->requests, 1);
+
+  ae_proxy_close(e.px, env_closed, &e);
+  assert_true(t_run_until(env_is_closed, &e, 3000));
+  assert_int_equal(ae_proxy_active(e.px), 0);
+  ae_proxy_free(e.px);
+  ae_config_free(cfg);
+  up_stop(up);
+  hang_close(&h);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_get_forwarding),
@@ -783,6 +954,7 @@ int main(void) {
       cmocka_unit_test(test_retry_rule),
       cmocka_unit_test(test_header_timeout_408),
       cmocka_unit_test(test_response_timeout_504),
+      cmocka_unit_test(test_connect_timeout_504),
       cmocka_unit_test(test_bad_upstreams_502),
       cmocka_unit_test(test_websocket_tunnel),
       cmocka_unit_test(test_backpressure_response),
