@@ -75,6 +75,12 @@ static void provision_wake(void *ud, const char *name) {
   ae_workers_wake(app->workers, name);
 }
 
+static void provision_decided(void *ud, const char *name) {
+  ae_app *app = ud;
+  if (app->http80)
+    ae_http80_wake(app->http80, name);
+}
+
 /* A worker thread missed name: the same decision as the main loop's, taken here where the
  * provisioning state lives; held handshakes on workers learn the outcome through a wake. */
 static void workers_on_miss(void *ud, const char *name, int allowed) {
@@ -213,6 +219,7 @@ static int app_start(ae_app *app, ae_err *err) {
                             .events = app->events,
                             .ca_host = app->ca_host,
                             .wake = provision_wake,
+                            .decided = provision_decided,
                             .wake_ud = app};
   if ((r = ae_provision_new(&deps, cfg, &app->provision, err)) != 0)
     return r;

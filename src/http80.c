@@ -1,10 +1,12 @@
-/* Port-80 listener: http-01 answers, 503 while issuing, 308 to https, plain_http hand-over. */
+/* Port-80 listener: http-01 answers, 503 while issuing, 308 to https, plain_http hand-over, and
+ * requests held while the on-demand decision for their host is in flight. */
 #include "acmedge/http80.h"
 #include "acmedge/log.h"
 #include "acmedge/metrics.h"
 #include "acmedge/policy.h"
 
 #include <llhttp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,9 +19,11 @@
 #define H80_HOST_MAX 300u              /* raw Host value incl. port; longer is broken anyway */
 #define H80_WRITE_HIGH (256u * 1024u)  /* stop reading pipelined requests above this */
 #define H80_RETRY_DEFAULT_S 5u
+#define H80_PARK_SLACK_MS 1000u        /* a held request outlives the ask timeout by this much */
+#define H80_PARK_DEFAULT_MS 6000u
 #define ACME_PREFIX "/.well-known/acme-challenge/"
 
-enum { TM_HEAD, TM_BODY, TM_IDLE };
+enum { TM_HEAD, TM_BODY, TM_IDLE, TM_PARK };
 enum { EV_NONE, EV_MESSAGE, EV_HANDOFF };
 
 typedef struct h80_conn h80_conn;
@@ -36,6 +40,9 @@ struct ae_http80 {
   int port;
 
   h80_conn *conns;        /* connections we still own */
+  h80_conn *parked;       /* connections holding a request until its host is decided */
+  uint64_t wake_gen;      /* bumped by every ae_http80_wake: a wake visits each request once */
+  uint64_t park_seq;
   size_t nopen;           /* in the list: counts against max_connections */
   size_t nalloc;          /* allocated (incl. handed over and closing): close waits for 0 */
 
@@ -78,6 +85,14 @@ struct h80_conn {
   int host_status;        /* 0 ok, else the HTTP status to answer */
   int event;
 
+  /* held request (AE_H80_CHECKING): reading is stopped, pipelined bytes stay in buf */
+  int parked;
+  h80_conn *pprev, *pnext;
+  uint64_t park_id;       /* tells a re-held connection from the hold a caller was looking at */
+  uint64_t wake_gen;
+  int req_method;
+  int req_keep;
+
   int blocked;            /* reading paused for write backpressure */
   int closing;
   int handed;
@@ -96,6 +111,10 @@ static unsigned max_headers(const ae_config *cfg) {
 }
 
 static unsigned timeout_for(const ae_config *cfg, int mode) {
+  if (mode == TM_PARK) {
+    unsigned ask = cfg->on_demand.ask_timeout_ms;
+    return ask ? ask + H80_PARK_SLACK_MS : H80_PARK_DEFAULT_MS;
+  }
   if (mode == TM_HEAD)
     return cfg->proxy.header_timeout_ms ? cfg->proxy.header_timeout_ms : H80_HEADER_TIMEOUT_DEFAULT;
   return cfg->proxy.idle_timeout_ms ? cfg->proxy.idle_timeout_ms : H80_IDLE_TIMEOUT_DEFAULT;
@@ -169,6 +188,20 @@ static void conn_unlist(h80_conn *c) {
   ae_metrics_add(AE_M_CONN_OPEN, -1);
 }
 
+static void conn_unpark(h80_conn *c) {
+  if (!c->parked)
+    return;
+  ae_http80 *h = c->h;
+  if (c->pprev)
+    c->pprev->pnext = c->pnext;
+  else
+    h->parked = c->pnext;
+  if (c->pnext)
+    c->pnext->pprev = c->pprev;
+  c->pprev = c->pnext = NULL;
+  c->parked = 0;
+}
+
 static void maybe_closed(ae_http80 *h) {
   if (h->closing && h->listener_closed && h->nalloc == 0 && h->close_cb) {
     void (*cb)(void *) = h->close_cb;
@@ -190,12 +223,14 @@ static void conn_timer_closed(uv_handle_t *handle) {
 static void conn_on_close(void *ud) {
   h80_conn *c = ud;
   c->t = NULL;
+  conn_unpark(c);
   conn_unlist(c);
   uv_close((uv_handle_t *)&c->timer, conn_timer_closed);
 }
 
 /* Flushes what was written, then closes; the conn is freed after the transport's on_close. */
 static void conn_close(h80_conn *c) {
+  conn_unpark(c);
   if (c->closing || !c->t)
     return;
   c->closing = 1;
@@ -300,31 +335,25 @@ static void answer_challenge(h80_conn *c, const char *path, int method, int keep
   send_response(c, 404, NULL, "not found\n", head_only, !keep);
 }
 
-static void respond(h80_conn *c) {
+static ae_h80_state ask_state(h80_conn *c, unsigned *retry) {
   ae_http80 *h = c->h;
-  const ae_config *cfg = h->cfg;
-  int method = llhttp_get_method(&c->parser);
-  int head_only = method == HTTP_HEAD;
-  int keep = llhttp_should_keep_alive(&c->parser) && !c->parser.upgrade && method != HTTP_CONNECT &&
-             !h->closing;
-  ae_metrics_inc(AE_M_HTTP80_REQUESTS);
+  *retry = 0;
+  if (h->has_hooks && h->hooks.host_state)
+    return h->hooks.host_state(h->hooks.ud, c->host, retry);
+  return AE_H80_DENY;
+}
 
+/* Answers the current non-challenge request: c->host_status when the Host was unusable, else st.
+ * AE_H80_CHECKING here means a held request ran out of time. */
+static void answer_host(h80_conn *c, ae_h80_state st, unsigned retry) {
+  const ae_config *cfg = c->h->cfg;
   const char *path = request_path(c);
-  if (is_challenge_path(path)) {
-    answer_challenge(c, path, method, keep);
-    return;
-  }
-
   int status = c->host_status;
   char extra[H80_HEAD_CAP + 320];
   char body[400];
   extra[0] = '\0';
   snprintf(body, sizeof(body), "not found\n");
   if (status == 0) {
-    unsigned retry = 0;
-    ae_h80_state st = AE_H80_DENY;
-    if (h->has_hooks && h->hooks.host_state)
-      st = h->hooks.host_state(h->hooks.ud, c->host, &retry);
     switch (st) {
     case AE_H80_MISDIRECTED:
       status = 421;
@@ -337,6 +366,13 @@ static void respond(h80_conn *c) {
       status = 503;
       snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", retry);
       snprintf(body, sizeof(body), "certificate for %s is being issued, retry in %u s\n", c->host, retry);
+      break;
+    case AE_H80_CHECKING:
+      /* Nothing is known yet: the short, fixed retry is the conservative answer. */
+      retry = H80_RETRY_DEFAULT_S;
+      status = 503;
+      snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", retry);
+      snprintf(body, sizeof(body), "%s is being checked, retry in %u s\n", c->host, retry);
       break;
     case AE_H80_VALID: {
       int port = https_port(cfg);
@@ -361,9 +397,52 @@ static void respond(h80_conn *c) {
   } else if (status == 400) {
     snprintf(body, sizeof(body), "bad request: missing or invalid Host\n");
   }
-  AE_DEBUG("http80", "%s %.200s host=%s -> %d (peer %s)", llhttp_method_name((llhttp_method_t)method), path,
-           c->host_count == 1 ? c->host_raw : "-", status, c->t->peer_ip);
-  send_response(c, status, extra, body, head_only, !keep || status == 400);
+  AE_DEBUG("http80", "%s %.200s host=%s -> %d (peer %s)",
+           llhttp_method_name((llhttp_method_t)c->req_method), path, c->host_count == 1 ? c->host_raw : "-",
+           status, c->t->peer_ip);
+  send_response(c, status, extra, body, c->req_method == HTTP_HEAD, !c->req_keep || status == 400);
+}
+
+/* Holds the current request: no more bytes are read (pipelined ones wait in buf) until
+ * ae_http80_wake or the hold timer answers it. */
+static void conn_park(h80_conn *c) {
+  ae_http80 *h = c->h;
+  c->parked = 1;
+  c->park_id = ++h->park_seq;
+  c->wake_gen = h->wake_gen;
+  c->pprev = NULL;
+  c->pnext = h->parked;
+  if (h->parked)
+    h->parked->pprev = c;
+  h->parked = c;
+  ae_transport_read_stop(c->t);
+  timer_set(c, TM_PARK);
+  AE_DEBUG("http80", "request for %s held until its check completes (peer %s)", c->host, c->t->peer_ip);
+}
+
+static void respond(h80_conn *c) {
+  ae_http80 *h = c->h;
+  int method = llhttp_get_method(&c->parser);
+  c->req_method = method;
+  c->req_keep = llhttp_should_keep_alive(&c->parser) && !c->parser.upgrade && method != HTTP_CONNECT &&
+                !h->closing;
+  ae_metrics_inc(AE_M_HTTP80_REQUESTS);
+
+  const char *path = request_path(c);
+  if (is_challenge_path(path)) {
+    answer_challenge(c, path, method, c->req_keep);
+    return;
+  }
+  unsigned retry = 0;
+  ae_h80_state st = AE_H80_DENY;
+  if (c->host_status == 0) {
+    st = ask_state(c, &retry);
+    if (st == AE_H80_CHECKING) {
+      conn_park(c);
+      return;
+    }
+  }
+  answer_host(c, st, retry);
 }
 
 static void hand_over(h80_conn *c) {
@@ -526,9 +605,23 @@ static void buf_consume(h80_conn *c, size_t n) {
   c->parsed = c->parsed > n ? c->parsed - n : 0;
 }
 
+/* After a request was answered: timers and backpressure for the next one. <0 when the
+ * connection must not go on parsing now (closing, held, or its write queue is too long). */
+static int after_answer(h80_conn *c) {
+  if (c->closing || c->handed || c->parked)
+    return -1;
+  timer_set(c, c->len == 0 ? TM_IDLE : TM_HEAD);
+  if (c->t && ae_transport_queued(c->t) > H80_WRITE_HIGH) {
+    c->blocked = 1;
+    ae_transport_read_stop(c->t);
+    return -1;
+  }
+  return 0;
+}
+
 static void conn_process(h80_conn *c) {
   ae_http80 *h = c->h;
-  while (!c->closing && !c->handed && !c->blocked && c->parsed < c->len) {
+  while (!c->closing && !c->handed && !c->blocked && !c->parked && c->parsed < c->len) {
     const char *start = c->buf + c->parsed;
     llhttp_errno_t e = llhttp_execute(&c->parser, start, c->len - c->parsed);
     if (e == HPE_OK) {
@@ -549,16 +642,8 @@ static void conn_process(h80_conn *c) {
         c->started = 0;
         buf_consume(c, c->parsed);
         respond(c);
-        if (c->closing || c->handed)
+        if (after_answer(c) < 0)
           return;
-        if (c->len == 0)
-          timer_set(c, TM_IDLE);
-        else
-          timer_set(c, TM_HEAD);
-        if (c->t && ae_transport_queued(c->t) > H80_WRITE_HIGH) {
-          c->blocked = 1;
-          ae_transport_read_stop(c->t);
-        }
       }
       continue;
     }
@@ -572,7 +657,7 @@ static void conn_process(h80_conn *c) {
     }
     return;
   }
-  if (c->closing || c->handed)
+  if (c->closing || c->handed || c->parked)
     return;
   if (!c->started) {
     buf_consume(c, c->parsed); /* blank lines between requests */
@@ -616,10 +701,34 @@ static void conn_on_drain(void *ud) {
   conn_process(c);
 }
 
+/* Answers a held request with st, then goes on with what the client pipelined behind it. */
+static void park_release(h80_conn *c, ae_h80_state st, unsigned retry) {
+  conn_unpark(c);
+  answer_host(c, st, retry);
+  if (after_answer(c) < 0)
+    return;
+  ae_transport_read_start(c->t);
+  conn_process(c);
+}
+
 static void conn_timeout(uv_timer_t *timer) {
   h80_conn *c = timer->data;
   if (c->closing || c->handed)
     return;
+  if (c->timer_mode == TM_PARK) {
+    if (!c->parked)
+      return;
+    uint64_t id = c->park_id;
+    unsigned retry = 0;
+    ae_h80_state st = ask_state(c, &retry);
+    if (!c->parked || c->park_id != id || c->closing)
+      return; /* answered from inside the hook */
+    if (st == AE_H80_CHECKING)
+      AE_DEBUG("http80", "check for %s still running after %u ms: 503 (peer %s)", c->host,
+               timeout_for(c->h->cfg, TM_PARK), c->t->peer_ip);
+    park_release(c, st, retry);
+    return;
+  }
   if (c->timer_mode == TM_IDLE) {
     conn_close(c);
     return;
@@ -756,12 +865,38 @@ void ae_http80_close(ae_http80 *h, void (*cb)(void *ud), void *ud) {
   h->close_ud = ud;
   uv_close((uv_handle_t *)&h->listener, listener_closed);
   for (h80_conn *c = h->conns; c; c = c->next) {
-    /* Abort even those closing gracefully: a slow peer must not hold up shutdown. */
+    /* Abort even those closing gracefully: a slow peer must not hold up shutdown. Held
+     * requests are dropped with their connection. */
+    conn_unpark(c);
     if (c->t) {
       c->closing = 1;
       uv_timer_stop(&c->timer);
       ae_transport_abort(c->t);
     }
+  }
+}
+
+void ae_http80_wake(ae_http80 *h, const char *host) {
+  if (!h || !host)
+    return;
+  uint64_t gen = ++h->wake_gen;
+  /* Answering one request can hold another (pipelined) or change the list from inside the hook:
+   * rescan from the head each time; wake_gen marks the holds already visited. */
+  for (;;) {
+    h80_conn *c = h->parked;
+    while (c && (c->wake_gen >= gen || strcmp(c->host, host) != 0))
+      c = c->pnext;
+    if (!c)
+      break;
+    c->wake_gen = gen;
+    uint64_t id = c->park_id;
+    unsigned retry = 0;
+    ae_h80_state st = ask_state(c, &retry);
+    if (!c->parked || c->park_id != id || c->closing)
+      continue;
+    if (st == AE_H80_CHECKING)
+      continue; /* still undecided: the hold timer bounds the wait */
+    park_release(c, st, retry);
   }
 }
 

@@ -204,26 +204,27 @@ static void pump(ae_provision *p) {
   }
 }
 
+static void decided(ae_provision *p, const char *name) {
+  if (p->deps.decided)
+    p->deps.decided(p->deps.wake_ud, name);
+}
+
 static void on_policy(void *ud, int allowed, const char *reason) {
   ae_dom *d = ud;
   ae_provision *p = d->p;
+  char name[256];
+  snprintf(name, sizeof(name), "%s", d->name);
   d->preq = NULL;
-  if (!allowed) {
-    AE_INFO(SUB, "%s: denied by ask (%s)", d->name, reason ? reason : "denied");
-    deny_event(p, d->name, reason ? reason : "ask_denied", NULL);
-    char name[256];
-    snprintf(name, sizeof(name), "%s", d->name);
-    ae_dom_remove(p, d);
-    wake(p, name);
+  if (allowed && admit(p, d) == 0) {
+    decided(p, name);
     return;
   }
-  if (admit(p, d) != 0) {
-    deny_event(p, d->name, "queue_full", NULL);
-    char name[256];
-    snprintf(name, sizeof(name), "%s", d->name);
-    ae_dom_remove(p, d);
-    wake(p, name);
-  }
+  if (!allowed)
+    AE_INFO(SUB, "%s: denied by ask (%s)", name, reason ? reason : "denied");
+  deny_event(p, name, allowed ? "queue_full" : (reason ? reason : "ask_denied"), NULL);
+  ae_dom_remove(p, d);
+  wake(p, name);
+  decided(p, name);
 }
 
 /* Result of starting (or joining) issuance for a name. */
@@ -627,6 +628,9 @@ ae_h80_state ae_provision_on_http(ae_provision *p, const char *host, unsigned *r
   ae_dom *d = ae_strmap_get(&p->doms, host);
   switch (r) {
   case REQ_PENDING:
+    /* While ask decides, port 80 holds the request: a name it denies must get 404, not 503. */
+    if (d && d->state == DS_CHECKING)
+      return AE_H80_CHECKING;
     *retry_after_s = retry_after_for(d);
     return AE_H80_PENDING;
   case REQ_FAILED:

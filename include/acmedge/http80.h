@@ -18,13 +18,16 @@ typedef enum {
   AE_H80_MISDIRECTED,  /* 421 */
   AE_H80_PENDING,      /* 503 + Retry-After */
   AE_H80_VALID,        /* 308 to https when redirect_http, else 404 */
-  AE_H80_FAILED        /* 503 + Retry-After until retry_at */
+  AE_H80_FAILED,       /* 503 + Retry-After until retry_at */
+  AE_H80_CHECKING      /* the decision is in flight: the request is held until ae_http80_wake for
+                        * its host, or until on_demand.ask_timeout_ms + 1 s (then 503) */
 } ae_h80_state;
 
 typedef struct ae_http80_hooks {
   void *ud;
   /* host (normalized, port stripped) of a non-challenge request: classify, possibly starting
-   * issuance (source "http"). Sets *retry_after_s for 503 answers. */
+   * issuance (source "http"). Sets *retry_after_s for 503 answers. May return AE_H80_CHECKING
+   * (then the hook's owner calls ae_http80_wake(host) once the decision is known). */
   ae_h80_state (*host_state)(void *ud, const char *host, unsigned *retry_after_s);
   /* 1 when host has a route with plain_http: the connection is handed over to on_plain (with
    * the bytes read so far). May be NULL. */
@@ -48,6 +51,10 @@ void ae_http80_set_config(ae_http80 *h, const ae_config *cfg);
 /* Stops accepting, closes every connection (handed-over ones are not ours any more); cb(ud)
  * when all handles are closed. */
 void ae_http80_close(ae_http80 *h, void (*cb)(void *ud), void *ud);
+
+/* Re-asks host_state for every request held (AE_H80_CHECKING) for host (normalized name) and
+ * answers those that are decided now; call on the listener's loop. host is borrowed. */
+void ae_http80_wake(ae_http80 *h, const char *host);
 
 /* Frees after close completed. */
 void ae_http80_free(ae_http80 *h);

@@ -28,6 +28,9 @@ typedef struct ae_provision_deps {
   /* Called when a name's handshakes held in "wait" mode should re-check the store. */
   void (*wake)(void *ud, const char *name);
   void *wake_ud;
+  /* Called when an asynchronous policy decision (the ask URL) for name is known, allowed or not:
+   * port-80 requests held meanwhile can be answered. May be NULL; uses wake_ud. */
+  void (*decided)(void *ud, const char *name);
 } ae_provision_deps;
 
 /* Creates the provisioner (refs cfg; keeps the deps' pointers, not owned). Caller owns *out. */

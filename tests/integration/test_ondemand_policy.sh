@@ -36,8 +36,16 @@ grep -F "[event] domain_denied " "$T/acmedge.log" | grep -F '"domain":"nope.exam
 od_is_default nope.example.test || ae_fail "denied name served something else later"
 ! grep -qx 'outside.example.org' "$T/ask-requests" 2>/dev/null || ae_fail "a name outside allow reached the ask URL"
 
+# Port 80: the first request for a fresh name waits for ask, so a denied name gets 404, never 503,
+# and an approved one gets 503 + Retry-After while its certificate is issued.
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -H "Host: nope2.example.test" "http://127.0.0.1:$AE_HTTP_PORT/")
+[ "$code" = 404 ] || ae_fail "ask-denied name on port 80: expected 404 on the first request, got $code"
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -H "Host: ok2.example.test" "http://127.0.0.1:$AE_HTTP_PORT/")
+[ "$code" = 503 ] || ae_fail "ask-approved name on port 80: expected 503 on the first request, got $code"
+od_wait_issued ok2.example.test 20
+
 od_is_default ok1.example.test || true
 od_wait_issued ok1.example.test 20
-[ "$(pebble_count_orders)" -eq 1 ] || ae_fail "expected 1 order (ok1 only), got $(pebble_count_orders)"
+[ "$(pebble_count_orders)" -eq 2 ] || ae_fail "expected 2 orders (ok1, ok2), got $(pebble_count_orders)"
 acmedge_stop
 echo "ok"

@@ -48,13 +48,37 @@ typedef struct fixture {
   char plain_initial[8192];
   size_t plain_len;
   int plain_closed;
+
+  /* c1.example.com / c2.example.com: states the test sets; they start as CHECKING */
+  ae_h80_state check_state[2];
+  unsigned check_retry[2];
+  int check_calls[2];
+  uv_async_t wake;    /* runs ae_http80_wake(wake_host) on the loop thread */
+  char wake_host[256];
+  int wakes_done;
 } fixture;
+
+static int check_index(const char *host) {
+  if (strcmp(host, "c1.example.com") == 0)
+    return 0;
+  if (strcmp(host, "c2.example.com") == 0)
+    return 1;
+  return -1;
+}
 
 static ae_h80_state hook_host_state(void *ud, const char *host, unsigned *retry_after_s) {
   fixture *f = ud;
   pthread_mutex_lock(&f->mu);
   f->host_calls++;
   snprintf(f->last_host, sizeof(f->last_host), "%s", host);
+  int ci = check_index(host);
+  if (ci >= 0) {
+    f->check_calls[ci]++;
+    ae_h80_state st = f->check_state[ci];
+    *retry_after_s = f->check_retry[ci];
+    pthread_mutex_unlock(&f->mu);
+    return st;
+  }
   pthread_mutex_unlock(&f->mu);
   if (strcmp(host, "pending.example.com") == 0) {
     *retry_after_s = 7;
@@ -109,10 +133,23 @@ static void server_closed(void *ud) {
   f->closed = 1;
 }
 
+static void on_wake(uv_async_t *a) {
+  fixture *f = a->data;
+  char host[256];
+  pthread_mutex_lock(&f->mu);
+  snprintf(host, sizeof(host), "%s", f->wake_host);
+  pthread_mutex_unlock(&f->mu);
+  ae_http80_wake(f->h, host);
+  pthread_mutex_lock(&f->mu);
+  f->wakes_done++;
+  pthread_mutex_unlock(&f->mu);
+}
+
 static void on_stop(uv_async_t *a) {
   fixture *f = a->data;
   ae_http80_close(f->h, server_closed, f);
   uv_close((uv_handle_t *)a, NULL);
+  uv_close((uv_handle_t *)&f->wake, NULL);
 }
 
 static void loop_thread(void *arg) {
@@ -125,6 +162,7 @@ typedef void (*tweak_fn)(ae_config *cfg);
 static fixture *start(int with_hooks, tweak_fn tweak) {
   fixture *f = calloc(1, sizeof(*f));
   pthread_mutex_init(&f->mu, NULL);
+  f->check_state[0] = f->check_state[1] = AE_H80_CHECKING;
   assert_int_equal(uv_loop_init(&f->loop), 0);
   ae_err err = {0};
   int r = ae_config_parse("test.json",
@@ -152,6 +190,8 @@ static fixture *start(int with_hooks, tweak_fn tweak) {
   assert_true(f->port > 0);
   uv_async_init(&f->loop, &f->stop, on_stop);
   f->stop.data = f;
+  uv_async_init(&f->loop, &f->wake, on_wake);
+  f->wake.data = f;
   assert_int_equal(uv_thread_create(&f->thr, loop_thread, f), 0);
   return f;
 }
@@ -685,6 +725,258 @@ static void test_bad_listen(void **state) {
   ae_config_free(cfg);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* held requests (AE_H80_CHECKING) */
+
+static void set_check(fixture *f, int idx, ae_h80_state st, unsigned retry) {
+  pthread_mutex_lock(&f->mu);
+  f->check_state[idx] = st;
+  f->check_retry[idx] = retry;
+  pthread_mutex_unlock(&f->mu);
+}
+
+static int check_calls(fixture *f, int idx) {
+  pthread_mutex_lock(&f->mu);
+  int n = f->check_calls[idx];
+  pthread_mutex_unlock(&f->mu);
+  return n;
+}
+
+/* Waits until host_state was asked n times for c<idx+1>; the request is held by then, since
+ * holding happens in the same loop callback as the question. */
+static void wait_calls(fixture *f, int idx, int n) {
+  for (int i = 0; i < 500 && check_calls(f, idx) < n; i++)
+    usleep(10000);
+  assert_int_equal(check_calls(f, idx), n);
+}
+
+/* Runs ae_http80_wake(host) on the loop and waits until it returned. */
+static void wake(fixture *f, const char *host) {
+  pthread_mutex_lock(&f->mu);
+  int before = f->wakes_done;
+  snprintf(f->wake_host, sizeof(f->wake_host), "%s", host);
+  pthread_mutex_unlock(&f->mu);
+  uv_async_send(&f->wake);
+  for (int i = 0; i < 500; i++) {
+    pthread_mutex_lock(&f->mu);
+    int done = f->wakes_done;
+    pthread_mutex_unlock(&f->mu);
+    if (done > before)
+      return;
+    usleep(10000);
+  }
+  fail_msg("wake(%s) did not run", host);
+}
+
+/* 1 when no byte arrives within ms. */
+static int cl_quiet(client *c, int ms) {
+  struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+  setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  size_t before = c->len;
+  ssize_t n = cl_fill(c);
+  int quiet = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && c->len == before;
+  struct timeval back = {5, 0};
+  setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &back, sizeof(back));
+  return quiet;
+}
+
+static void test_hold_wake(void **state) {
+  (void)state;
+  fixture *f = start(1, NULL);
+  response r;
+  client *c = cl_connect(f->port);
+
+  /* held while the check runs; a denied name then gets 404, not 503 */
+  cl_send(c, "GET / HTTP/1.1\r\nHost: C1.example.com:80\r\n\r\n");
+  wait_calls(f, 0, 1);
+  assert_true(cl_quiet(c, 200));
+  set_check(f, 0, AE_H80_DENY, 0);
+  wake(f, "c1.example.com");
+  assert_int_equal(cl_response(c, &r, 0), 0);
+  assert_int_equal(r.status, 404);
+  assert_null(hdr(&r, "Retry-After"));
+  assert_int_equal(check_calls(f, 0), 2);
+
+  /* the connection reads again */
+  cl_send(c, "GET /next HTTP/1.1\r\nHost: valid.example.com\r\n\r\n");
+  assert_int_equal(cl_response(c, &r, 0), 0);
+  assert_int_equal(r.status, 308);
+
+  /* challenge requests are never held, whatever their Host */
+  set_check(f, 0, AE_H80_CHECKING, 0);
+  cl_send(c, "GET /.well-known/acme-challenge/" TOKEN " HTTP/1.1\r\nHost: c1.example.com\r\n\r\n");
+  assert_int_equal(cl_response(c, &r, 0), 0);
+  assert_int_equal(r.status, 200);
+  assert_string_equal(r.body, KEYAUTH);
+  assert_int_equal(check_calls(f, 0), 2);
+
+  /* decided as pending: 503 with the hook's Retry-After */
+  cl_send(c, "GET / HTTP/1.1\r\nHost: c1.example.com\r\n\r\n");
+  wait_calls(f, 0, 3);
+  assert_true(cl_quiet(c, 100));
+  set_check(f, 0, AE_H80_PENDING, 7);
+  wake(f, "c1.example.com");
+  assert_int_equal(cl_response(c, &r, 0), 0);
+  assert_int_equal(r.status, 503);
+  assert_string_equal(hdr(&r, "Retry-After"), "7");
+  assert_string_equal(r.body, "certificate for c1.example.com is being issued, retry in 7 s\n");
+
+  /* a wake for another host leaves it held; so does a wake while the check still runs */
+  set_check(f, 0, AE_H80_CHECKING, 0);
+  cl_send(c, "GET / HTTP/1.1\r\nHost: c1.example.com\r\n\r\n");
+  wait_calls(f, 0, 5);
+  set_check(f, 0, AE_H80_DENY, 0);
+  wake(f, "c2.example.com");
+  wake(f, "example.com");
+  assert_true(cl_quiet(c, 200));
+  assert_int_equal(check_calls(f, 0), 5);
+  assert_int_equal(check_calls(f, 1), 0);
+  set_check(f, 0, AE_H80_CHECKING, 0);
+  wake(f, "c1.example.com");
+  assert_int_equal(check_calls(f, 0), 6);
+  assert_true(cl_quiet(c, 200));
+  set_check(f, 0, AE_H80_MISDIRECTED, 0);
+  wake(f, "c1.example.com");
+  assert_int_equal(cl_response(c, &r, 0), 0);
+  assert_int_equal(r.status, 421);
+  assert_int_equal(check_calls(f, 0), 7);
+
+  /* two connections held for the same name are both answered by one wake */
+  set_check(f, 0, AE_H80_CHECKING, 0);
+  client *d = cl_connect(f->port);
+  cl_send(c, "GET /a HTTP/1.1\r\nHost: c1.example.com\r\n\r\n");
+  cl_send(d, "HEAD /b HTTP/1.1\r\nHost: c1.example.com\r\n\r\n");
+  wait_calls(f, 0, 9);
+  set_check(f, 0, AE_H80_VALID, 0);
+  wake(f, "c1.example.com");
+  assert_int_equal(cl_response(c, &r, 0), 0);
+  assert_int_equal(r.status, 308);
+  assert_string_equal(hdr(&r, "Location"), "https://c1.example.com:8443/a");
+  assert_int_equal(cl_response(d, &r, 1), 0);
+  assert_int_equal(r.status, 308);
+  assert_string_equal(hdr(&r, "Location"), "https://c1.example.com:8443/b");
+  assert_int_equal(r.body_len, 0);
+  assert_int_equal(check_calls(f, 0), 11);
+  cl_free(d);
+  cl_free(c);
+  stop(f);
+}
+
+static void tweak_short_ask(ae_config *cfg) {
+  cfg->on_demand.ask_timeout_ms = 200;
+}
+
+static void test_hold_timeout(void **state) {
+  (void)state;
+  fixture *f = start(1, tweak_short_ask);
+  response r;
+  client *c = cl_connect(f->port);
+
+  /* still undecided when the hold ends (ask_timeout_ms + 1 s): 503, Retry-After 5 */
+  uint64_t t0 = mono_ms();
+  cl_send(c, "GET / HTTP/1.1\r\nHost: c1.example.com\r\n\r\n");
+  assert_int_equal(cl_response(c, &r, 0), 0);
+  uint64_t dt = mono_ms() - t0;
+  assert_int_equal(r.status, 503);
+  assert_string_equal(hdr(&r, "Retry-After"), "5");
+  assert_true(dt >= 1100 && dt < 4000);
+  assert_int_equal(check_calls(f, 0), 2); /* asked once more at the end of the hold */
+
+  /* decided meanwhile but nobody woke it: the question at the end of the hold answers it */
+  cl_send(c, "GET / HTTP/1.1\r\nHost: c1.example.com\r\n\r\n");
+  wait_calls(f, 0, 3);
+  set_check(f, 0, AE_H80_DENY, 0);
+  t0 = mono_ms();
+  assert_int_equal(cl_response(c, &r, 0), 0);
+  assert_int_equal(r.status, 404);
+  assert_true(mono_ms() - t0 >= 500);
+  assert_int_equal(check_calls(f, 0), 4);
+
+  /* keep-alive goes on */
+  cl_send(c, "GET / HTTP/1.1\r\nHost: valid.example.com\r\nConnection: close\r\n\r\n");
+  assert_int_equal(cl_response(c, &r, 0), 0);
+  assert_int_equal(r.status, 308);
+  assert_true(cl_eof(c));
+  cl_free(c);
+  stop(f);
+}
+
+static void test_hold_disconnect(void **state) {
+  (void)state;
+  int64_t open_before = ae_metrics_get(AE_M_CONN_OPEN);
+  fixture *f = start(1, NULL);
+
+  /* the client leaves while held; the wake then answers into a closed socket */
+  client *a = cl_connect(f->port);
+  cl_send(a, "GET / HTTP/1.1\r\nHost: c1.example.com\r\n\r\n");
+  wait_calls(f, 0, 1);
+  cl_free(a);
+  usleep(50000);
+  set_check(f, 0, AE_H80_DENY, 0);
+  wake(f, "c1.example.com");
+  for (int i = 0; i < 300 && ae_metrics_get(AE_M_CONN_OPEN) != open_before; i++)
+    usleep(10000);
+  assert_int_equal(ae_metrics_get(AE_M_CONN_OPEN), open_before);
+
+  /* one left held after its client went away, one still connected: shutdown drops both */
+  set_check(f, 1, AE_H80_CHECKING, 0);
+  client *b = cl_connect(f->port);
+  client *c = cl_connect(f->port);
+  cl_send(b, "GET / HTTP/1.1\r\nHost: c2.example.com\r\n\r\n");
+  cl_send(c, "GET / HTTP/1.1\r\nHost: c2.example.com\r\n\r\n");
+  wait_calls(f, 1, 2);
+  cl_free(b);
+  usleep(50000);
+  assert_int_equal(ae_metrics_get(AE_M_CONN_OPEN) - open_before, 2);
+  stop(f); /* asserts the loop closes with nothing left */
+  assert_int_equal(ae_metrics_get(AE_M_CONN_OPEN), open_before);
+  assert_true(cl_gone(c));
+  cl_free(c);
+}
+
+static void test_hold_pipelined(void **state) {
+  (void)state;
+  fixture *f = start(1, NULL);
+  response r;
+  client *c = cl_connect(f->port);
+  cl_send(c, "GET /1 HTTP/1.1\r\nHost: c1.example.com\r\n\r\n"
+             "GET /2 HTTP/1.1\r\nHost: valid.example.com\r\n\r\n"
+             "HEAD /3 HTTP/1.1\r\nHost: c2.example.com\r\n\r\n"
+             "GET /4 HTTP/1.1\r\nHost: valid.example.com\r\nConnection: close\r\n\r\n");
+  wait_calls(f, 0, 1);
+  assert_true(cl_quiet(c, 200));
+  /* nothing behind the held request was looked at */
+  pthread_mutex_lock(&f->mu);
+  assert_int_equal(f->host_calls, 1);
+  pthread_mutex_unlock(&f->mu);
+  /* c2's request is not held yet: this wake finds nothing */
+  wake(f, "c2.example.com");
+  assert_int_equal(check_calls(f, 1), 0);
+
+  set_check(f, 0, AE_H80_DENY, 0);
+  wake(f, "c1.example.com");
+  assert_int_equal(cl_response(c, &r, 0), 0);
+  assert_int_equal(r.status, 404);
+  assert_int_equal(cl_response(c, &r, 0), 0);
+  assert_int_equal(r.status, 308);
+  assert_string_equal(hdr(&r, "Location"), "https://valid.example.com:8443/2");
+  /* the third is held in turn, and the fourth waits behind it */
+  wait_calls(f, 1, 1);
+  assert_true(cl_quiet(c, 200));
+  set_check(f, 1, AE_H80_PENDING, 9);
+  wake(f, "c2.example.com");
+  assert_int_equal(cl_response(c, &r, 1), 0);
+  assert_int_equal(r.status, 503);
+  assert_string_equal(hdr(&r, "Retry-After"), "9");
+  assert_int_equal(r.body_len, 0);
+  assert_int_equal(cl_response(c, &r, 0), 0);
+  assert_int_equal(r.status, 308);
+  assert_string_equal(hdr(&r, "Location"), "https://valid.example.com:8443/4");
+  assert_true(cl_eof(c));
+  cl_free(c);
+  stop(f);
+}
+
 int main(void) {
   ae_log_set_level(AE_LOG_WARN);
   const struct CMUnitTest tests[] = {
@@ -698,6 +990,10 @@ int main(void) {
     cmocka_unit_test(test_close_with_open_connections),
     cmocka_unit_test(test_ipv6_listener),
     cmocka_unit_test(test_bad_listen),
+    cmocka_unit_test(test_hold_wake),
+    cmocka_unit_test(test_hold_timeout),
+    cmocka_unit_test(test_hold_disconnect),
+    cmocka_unit_test(test_hold_pipelined),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
