@@ -12,7 +12,9 @@
  * Memory: a cert holds only what a handshake needs (the chain as GnuTLS pcerts, the private key)
  * plus a little metadata. TLS fronts share one credentials object and pick the cert per session
  * from a retrieve callback, because a credentials object per cert would carry its own (unused)
- * trust list and roughly double the cost of every cached name. */
+ * trust list and roughly double the cost of every cached name. Certificates after the leaf
+ * (intermediates) are parsed once per distinct certificate and shared by every chain that
+ * carries them: thousands of leaves of one CA name the same one or two intermediates. */
 #include "acmedge/certstore.h"
 
 #include <gnutls/abstract.h>
@@ -30,8 +32,7 @@
 
 struct ae_cert {
   atomic_int refs;
-  unsigned npcerts;
-  gnutls_pcert_st *pcerts;
+  unsigned npcerts;        /* entries of pcerts filled in */
   gnutls_privkey_t key;
   int64_t not_before;
   int64_t not_after;
@@ -39,14 +40,117 @@ struct ae_cert {
   char *issuer;
   char **names;
   size_t nnames;
+  gnutls_pcert_st pcerts[]; /* [0] the leaf (owned), then shared issuer entries (issuer_get) */
 };
+
+/* ---------- shared issuer certificates ---------- */
+
+/* A parsed issuer certificate shared by every chain that carries it. The table is touched only
+ * when a cert is built or freed, never during a handshake, so one mutex is enough. */
+typedef struct issuer_ent {
+  struct issuer_ent *next;
+  uint64_t hash;
+  size_t refs;
+  gnutls_pcert_st pcert;
+} issuer_ent;
+
+#define ISSUER_BUCKETS 64
+
+static pthread_mutex_t g_issuer_mu = PTHREAD_MUTEX_INITIALIZER;
+static issuer_ent *g_issuers[ISSUER_BUCKETS];
+
+static uint64_t der_hash(const unsigned char *p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+static issuer_ent *issuer_find_locked(uint64_t h, const gnutls_datum_t *der) {
+  for (issuer_ent *e = g_issuers[h % ISSUER_BUCKETS]; e; e = e->next)
+    if (e->hash == h && e->pcert.cert.size == der->size && memcmp(e->pcert.cert.data, der->data, der->size) == 0)
+      return e;
+  return NULL;
+}
+
+/* Fills *out with the shared parsed form of crt (a struct copy whose pubkey and DER belong to the
+ * table; release with issuer_put). 0 or a GnuTLS error. */
+static int issuer_get(gnutls_x509_crt_t crt, gnutls_pcert_st *out) {
+  gnutls_datum_t der = {NULL, 0};
+  int g = gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_DER, &der);
+  if (g < 0)
+    return g;
+  uint64_t h = der_hash(der.data, der.size);
+  pthread_mutex_lock(&g_issuer_mu);
+  issuer_ent *e = issuer_find_locked(h, &der);
+  if (e) {
+    e->refs++;
+    *out = e->pcert;
+  }
+  pthread_mutex_unlock(&g_issuer_mu);
+  if (e) {
+    gnutls_free(der.data);
+    return 0;
+  }
+  /* Parsed outside the lock; another thread may have added the same certificate meanwhile. */
+  issuer_ent *fresh = ae_calloc(1, sizeof(*fresh));
+  g = gnutls_pcert_import_x509(&fresh->pcert, crt, 0);
+  if (g < 0) {
+    gnutls_free(der.data);
+    free(fresh);
+    return g;
+  }
+  fresh->hash = h;
+  fresh->refs = 1;
+  pthread_mutex_lock(&g_issuer_mu);
+  e = issuer_find_locked(h, &der);
+  if (e) {
+    e->refs++;
+    *out = e->pcert;
+  } else {
+    fresh->next = g_issuers[h % ISSUER_BUCKETS];
+    g_issuers[h % ISSUER_BUCKETS] = fresh;
+    *out = fresh->pcert;
+  }
+  pthread_mutex_unlock(&g_issuer_mu);
+  gnutls_free(der.data);
+  if (e) {
+    gnutls_pcert_deinit(&fresh->pcert);
+    free(fresh);
+  }
+  return 0;
+}
+
+/* Drops one reference taken by issuer_get; the last one frees the parsed certificate. */
+static void issuer_put(const gnutls_pcert_st *p) {
+  uint64_t h = der_hash(p->cert.data, p->cert.size);
+  issuer_ent *gone = NULL;
+  pthread_mutex_lock(&g_issuer_mu);
+  for (issuer_ent **pp = &g_issuers[h % ISSUER_BUCKETS]; *pp; pp = &(*pp)->next) {
+    if ((*pp)->pcert.cert.data == p->cert.data) {
+      if (--(*pp)->refs == 0) {
+        gone = *pp;
+        *pp = gone->next;
+      }
+      break;
+    }
+  }
+  pthread_mutex_unlock(&g_issuer_mu);
+  if (gone) {
+    gnutls_pcert_deinit(&gone->pcert);
+    free(gone);
+  }
+}
 
 /* ---------- ae_cert ---------- */
 
 static void cert_destroy(ae_cert *c) {
-  for (unsigned i = 0; i < c->npcerts; i++)
-    gnutls_pcert_deinit(&c->pcerts[i]);
-  free(c->pcerts);
+  if (c->npcerts > 0)
+    gnutls_pcert_deinit(&c->pcerts[0]);
+  for (unsigned i = 1; i < c->npcerts; i++)
+    issuer_put(&c->pcerts[i]);
   if (c->key)
     gnutls_privkey_deinit(c->key);
   for (size_t i = 0; i < c->nnames; i++)
@@ -74,7 +178,8 @@ void ae_cert_unref(ae_cert *c) {
 
 gnutls_pcert_st *ae_cert_pcerts(const ae_cert *c, unsigned *n) {
   *n = c->npcerts;
-  return c->pcerts;
+  /* GnuTLS's retrieve callback takes a non-const array; it only reads it. */
+  return (gnutls_pcert_st *)(uintptr_t)c->pcerts;
 }
 gnutls_privkey_t ae_cert_privkey(const ae_cert *c) { return c->key; }
 int64_t ae_cert_not_before(const ae_cert *c) { return c->not_before; }
@@ -204,12 +309,12 @@ static int cert_build(const char *cert_pem, size_t cert_len, const char *key_pem
     goto out;
   }
 
-  c = ae_calloc(1, sizeof(*c));
+  c = ae_calloc(1, sizeof(*c) + ncrts * sizeof(c->pcerts[0]));
   atomic_init(&c->refs, 1);
   /* Parsed once here, so each handshake hands GnuTLS the chain and key without re-parsing. */
-  c->pcerts = ae_calloc(ncrts, sizeof(*c->pcerts));
   for (; c->npcerts < ncrts; c->npcerts++) {
-    g = gnutls_pcert_import_x509(&c->pcerts[c->npcerts], crts[c->npcerts], 0);
+    unsigned i = c->npcerts;
+    g = i == 0 ? gnutls_pcert_import_x509(&c->pcerts[0], crts[0], 0) : issuer_get(crts[i], &c->pcerts[i]);
     if (g < 0) {
       ae_err_set(err, AE_EINVAL, "%scannot use certificate %u of the chain: %s", lb->cert, c->npcerts + 1,
                  gnutls_strerror(g));

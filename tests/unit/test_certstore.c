@@ -316,6 +316,9 @@ typedef struct hs_seen {
   gnutls_protocol_t version;
   gnutls_kx_algorithm_t kx;
   gnutls_sign_algorithm_t sign; /* the server's signature in the handshake */
+  unsigned npeer;               /* certificates the server sent */
+  unsigned char peer1[2048];    /* the second one (DER), when sent */
+  size_t peer1_len;
 } hs_seen;
 
 /* Handshakes against cert over a socketpair with the client priority prio (NULL: defaults). */
@@ -356,6 +359,12 @@ static void handshake_with(ae_cert *cert, const char *prio, hs_seen *seen) {
   size_t o = 0;
   for (size_t i = 0; i < rl && o + 3 <= sizeof(seen->serial); i++)
     o += (size_t)snprintf(seen->serial + o, sizeof(seen->serial) - o, "%02x", raw[i]);
+  seen->npeer = n;
+  seen->peer1_len = 0;
+  if (n >= 2 && peer[1].size <= sizeof(seen->peer1)) {
+    memcpy(seen->peer1, peer[1].data, peer[1].size);
+    seen->peer1_len = peer[1].size;
+  }
   seen->version = gnutls_protocol_get_version(s);
   seen->kx = gnutls_kx_get(s);
   seen->sign = gnutls_sign_algorithm_get(s);
@@ -476,6 +485,98 @@ static void test_rsa_and_ecdsa_handshakes(void **state) {
   assert_int_equal(seen.sign, GNUTLS_SIGN_ECDSA_SECP256R1_SHA256);
   ae_cert_unref(rsa);
   ae_cert_unref(ec);
+}
+
+/* --- chains sharing an issuer certificate --- */
+
+/* A leaf (own key) followed by the shared PEM certificate tail. */
+static ae_cert *make_chained(const char *cn, const char *tail) {
+  char *cpem = NULL, *kpem = NULL;
+  ae_err err = {0};
+  assert_int_equal(ae_cert_generate_selfsigned(cn, (const char *const[]){cn}, 1, 5, &cpem, &kpem, &err), 0);
+  size_t len = strlen(cpem) + strlen(tail) + 1;
+  char *chain = malloc(len);
+  assert_non_null(chain);
+  snprintf(chain, len, "%s%s", cpem, tail);
+  ae_cert *c = NULL;
+  if (ae_cert_from_pem(chain, strlen(chain), kpem, strlen(kpem), &c, &err) != 0)
+    fail_msg("chained from_pem: %s", err.msg);
+  free(chain);
+  free(cpem);
+  free(kpem);
+  return c;
+}
+
+typedef struct churn_arg {
+  const char *tail;
+  int bad;
+} churn_arg;
+
+static void *churn_main(void *p) {
+  churn_arg *a = p;
+  for (int i = 0; i < 50; i++) {
+    ae_cert *c = make_chained("churn.example.test", a->tail);
+    unsigned n = 0;
+    gnutls_pcert_st *pc = ae_cert_pcerts(c, &n);
+    if (n != 2 || gnutls_pubkey_get_pk_algorithm(pc[1].pubkey, NULL) != GNUTLS_PK_ECDSA)
+      a->bad++;
+    ae_cert_unref(c);
+  }
+  return NULL;
+}
+
+static void test_shared_issuers(void **state) {
+  (void)state;
+  char *ipem = NULL, *ikey = NULL;
+  ae_err err = {0};
+  assert_int_equal(ae_cert_generate_selfsigned("issuer", NULL, 0, 5, &ipem, &ikey, &err), 0);
+  gnutls_datum_t ip = {(unsigned char *)ipem, (unsigned)strlen(ipem)}, ider = {NULL, 0};
+  assert_int_equal(gnutls_pem_base64_decode2("CERTIFICATE", &ip, &ider), 0);
+
+  ae_cert *a = make_chained("a.example.test", ipem);
+  ae_cert *b = make_chained("b.example.test", ipem);
+  unsigned na = 0, nb = 0;
+  gnutls_pcert_st *pa = ae_cert_pcerts(a, &na), *pb = ae_cert_pcerts(b, &nb);
+  assert_int_equal(na, 2);
+  assert_int_equal(nb, 2);
+  /* Own leaves, one parsed issuer. */
+  assert_ptr_not_equal(pa[0].cert.data, pb[0].cert.data);
+  assert_ptr_equal(pa[1].cert.data, pb[1].cert.data);
+  assert_ptr_equal(pa[1].pubkey, pb[1].pubkey);
+  assert_int_equal(pa[1].cert.size, ider.size);
+  assert_memory_equal(pa[1].cert.data, ider.data, ider.size);
+
+  /* Freeing one chain leaves the shared issuer to the other, which still serves it. */
+  ae_cert_unref(a);
+  hs_seen seen;
+  handshake_with(b, NULL, &seen);
+  assert_string_equal(seen.serial, ae_cert_serial(b));
+  assert_int_equal(seen.npeer, 2);
+  assert_int_equal(seen.peer1_len, ider.size);
+  assert_memory_equal(seen.peer1, ider.data, ider.size);
+  ae_cert_unref(b);
+
+  /* After the last user is gone the issuer is parsed afresh (ASan flags a stale entry). */
+  ae_cert *c = make_chained("c.example.test", ipem);
+  unsigned nc = 0;
+  gnutls_pcert_st *pc = ae_cert_pcerts(c, &nc);
+  assert_int_equal(nc, 2);
+  assert_memory_equal(pc[1].cert.data, ider.data, ider.size);
+
+  /* Threads building and dropping chains with the same issuer while c holds it. */
+  churn_arg a1 = {ipem, 0}, a2 = {ipem, 0};
+  pthread_t t1, t2;
+  assert_int_equal(pthread_create(&t1, NULL, churn_main, &a1), 0);
+  assert_int_equal(pthread_create(&t2, NULL, churn_main, &a2), 0);
+  pthread_join(t1, NULL);
+  pthread_join(t2, NULL);
+  assert_int_equal(a1.bad + a2.bad, 0);
+  pc = ae_cert_pcerts(c, &nc);
+  assert_memory_equal(pc[1].cert.data, ider.data, ider.size);
+  ae_cert_unref(c);
+  gnutls_free(ider.data);
+  free(ipem);
+  free(ikey);
 }
 
 /* --- file loading errors --- */
@@ -668,6 +769,7 @@ int main(void) {
       cmocka_unit_test(test_swap_keeps_old_alive),
       cmocka_unit_test(test_free_store_with_refs_out),
       cmocka_unit_test(test_rsa_and_ecdsa_handshakes),
+      cmocka_unit_test(test_shared_issuers),
       cmocka_unit_test(test_load_files),
       cmocka_unit_test(test_concurrent_swap),
   };

@@ -29,10 +29,11 @@
 #include "acmedge/log.h"
 #include "acmedge/metrics.h"
 #include "acmedge/tls_front.h"
+#include "certstore_test_util.h"
 
 /* ---- certificates, made once ------------------------------------------------------------- */
 
-static ae_cert *g_default, *g_a, *g_wild, *g_held, *g_chal, *g_swap1, *g_swap2;
+static ae_cert *g_default, *g_a, *g_wild, *g_held, *g_chal, *g_swap1, *g_swap2, *g_rsa;
 
 static ae_cert *make_cert(const char *cn, const char *name) {
   char *cp = NULL, *kp = NULL;
@@ -56,6 +57,12 @@ static int group_setup(void **state) {
   g_chal = make_cert("chal.example.test", "chal.example.test");
   g_swap1 = make_cert("swap one", "swap.example.test");
   g_swap2 = make_cert("swap two", "swap.example.test");
+  char *cp = NULL, *kp = NULL;
+  ae_err err = {0};
+  assert_int_equal(ae_test_make_rsa_cert("rsa.example.test", "rsa.example.test", 2048, &cp, &kp), 0);
+  assert_int_equal(ae_cert_from_pem(cp, strlen(cp), kp, strlen(kp), &g_rsa, &err), 0);
+  free(cp);
+  free(kp);
   return 0;
 }
 
@@ -68,6 +75,7 @@ static int group_teardown(void **state) {
   ae_cert_unref(g_chal);
   ae_cert_unref(g_swap1);
   ae_cert_unref(g_swap2);
+  ae_cert_unref(g_rsa);
   return 0;
 }
 
@@ -187,6 +195,7 @@ static int start_server(int echo) {
   ae_certstore_set_default(S.cs, g_default);
   ae_certstore_put(S.cs, "a.example.test", g_a);
   ae_certstore_put(S.cs, "*.wild.example.test", g_wild);
+  ae_certstore_put(S.cs, "rsa.example.test", g_rsa);
   if (uv_loop_init(&S.loop) != 0 || uv_async_init(&S.loop, &S.async, async_cb) != 0)
     return -1;
   ae_tls_front_hooks hooks = {.on_miss = hook_miss, .alpn_challenge_cert = hook_chal,
@@ -308,6 +317,7 @@ typedef struct client {
   const char *sni;
   const char *prio;       /* NULL = "NORMAL" */
   const char *alpn;       /* offered ALPN protocol or NULL */
+  const gnutls_datum_t *resume; /* session data to resume, or NULL */
   int byte_by_byte;       /* write the handshake one byte per segment */
   int split_hello;        /* send the ClientHello as two TLS records */
   int sent_hello;
@@ -409,6 +419,8 @@ static int client_open(client *cl, int port) {
   if (gnutls_priority_set_direct(cl->s, cl->prio ? cl->prio : "NORMAL", &errpos) < 0)
     return cl->rc = -2;
   gnutls_credentials_set(cl->s, GNUTLS_CRD_CERTIFICATE, cl->cred);
+  if (cl->resume)
+    gnutls_session_set_data(cl->s, cl->resume->data, cl->resume->size);
   if (cl->alpn) {
     gnutls_datum_t p = {(unsigned char *)cl->alpn, (unsigned)strlen(cl->alpn)};
     gnutls_alpn_set_protocols(cl->s, &p, 1, 0);
@@ -544,6 +556,56 @@ static void test_parameters(void **state) {
   assert_string_equal(c2.alpn_sel, "http/1.1");
   assert_int_equal(client_echo(&c2, "over tls 1.2"), 0);
   client_close(&c2);
+}
+
+/* Every front serves its certificates through one shared credentials object; the chosen cert's
+ * key type must still drive suite and signature selection in both protocol versions. */
+static void test_rsa_and_ecdsa_certs(void **state) {
+  (void)state;
+  static const char *const tls12 = "NORMAL:-VERS-ALL:+VERS-TLS1.2";
+  static const char *const tls13 = "NORMAL:-VERS-ALL:+VERS-TLS1.3";
+  client r13 = {.sni = "rsa.example.test", .fd = -1, .prio = tls13};
+  assert_int_equal(client_open(&r13, S.port), 0);
+  assert_string_equal(r13.cn, "rsa.example.test");
+  assert_int_equal(gnutls_protocol_get_version(r13.s), GNUTLS_TLS1_3);
+  assert_int_equal(gnutls_sign_get_pk_algorithm(gnutls_sign_algorithm_get(r13.s)), GNUTLS_PK_RSA_PSS);
+  client r12 = {.sni = "rsa.example.test", .fd = -1, .prio = tls12};
+  assert_int_equal(client_open(&r12, S.port), 0);
+  assert_string_equal(r12.cn, "rsa.example.test");
+  assert_int_equal(gnutls_kx_get(r12.s), GNUTLS_KX_ECDHE_RSA);
+  assert_int_equal(gnutls_sign_get_pk_algorithm(gnutls_sign_algorithm_get(r12.s)), GNUTLS_PK_RSA);
+  /* ECDSA and RSA connections open side by side on the same front. */
+  client e13 = {.sni = "a.example.test", .fd = -1, .prio = tls13};
+  assert_int_equal(client_open(&e13, S.port), 0);
+  assert_string_equal(e13.cn, "a.example.test");
+  assert_int_equal(gnutls_sign_algorithm_get(e13.s), GNUTLS_SIGN_ECDSA_SECP256R1_SHA256);
+  client e12 = {.sni = "a.example.test", .fd = -1, .prio = tls12};
+  assert_int_equal(client_open(&e12, S.port), 0);
+  assert_int_equal(gnutls_kx_get(e12.s), GNUTLS_KX_ECDHE_ECDSA);
+  assert_int_equal(gnutls_sign_get_pk_algorithm(gnutls_sign_algorithm_get(e12.s)), GNUTLS_PK_ECDSA);
+  assert_int_equal(client_echo(&r13, "rsa 1.3"), 0);
+  assert_int_equal(client_echo(&r12, "rsa 1.2"), 0);
+  assert_int_equal(client_echo(&e13, "ecdsa 1.3"), 0);
+  assert_int_equal(client_echo(&e12, "ecdsa 1.2"), 0);
+  /* A client without ECDSA support gets nothing for an ECDSA-only name (no silent fallback). */
+  client no_ec = {.sni = "a.example.test", .fd = -1, .prio = "NORMAL:-VERS-ALL:+VERS-TLS1.2:-KX-ALL:+ECDHE-RSA"};
+  assert_true(client_open(&no_ec, S.port) < 0);
+  client_close(&no_ec);
+
+  /* A TLS 1.3 ticket from the RSA connection resumes without a certificate being sent. */
+  gnutls_datum_t ticket = {NULL, 0};
+  assert_int_equal(gnutls_session_get_data2(r13.s, &ticket), 0);
+  client res = {.sni = "rsa.example.test", .fd = -1, .prio = tls13, .resume = &ticket};
+  assert_int_equal(client_open(&res, S.port), 0);
+  assert_true(gnutls_session_is_resumed(res.s));
+  assert_int_equal(client_echo(&res, "resumed"), 0);
+  client_close(&res);
+  gnutls_free(ticket.data);
+  client_close(&r13);
+  client_close(&r12);
+  client_close(&e13);
+  client_close(&e12);
+  assert_int_equal(wait_open(0), 0);
 }
 
 static void test_old_and_weak_clients_refused(void **state) {
@@ -917,6 +979,7 @@ int main(void) {
     cmocka_unit_test(test_bad_listen_address),
     cmocka_unit_test_setup_teardown(test_cert_choice, setup_echo, teardown),
     cmocka_unit_test_setup_teardown(test_parameters, setup_echo, teardown),
+    cmocka_unit_test_setup_teardown(test_rsa_and_ecdsa_certs, setup_echo, teardown),
     cmocka_unit_test_setup_teardown(test_old_and_weak_clients_refused, setup_echo, teardown),
     cmocka_unit_test_setup_teardown(test_echo_and_hello_split, setup_echo, teardown),
     cmocka_unit_test_setup_teardown(test_hold_then_wake, setup_echo, teardown),
