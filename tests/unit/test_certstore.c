@@ -372,7 +372,7 @@ static void handshake_with(ae_cert *cert, const char *prio, hs_seen *seen) {
   gnutls_certificate_free_credentials(cc);
   pthread_join(th, NULL);
   assert_int_equal(sa.rc, 0);
-  assert_int_equal(sa.retrieved, 1);
+  assert_true(sa.retrieved >= 1); /* the chain came from the callback, in either version */
   close(sv[0]);
   close(sv[1]);
 }
