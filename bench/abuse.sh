@@ -28,14 +28,8 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SRC_DIR=$(cd "$BENCH_DIR/.." && pwd)
-export BENCH_DIR
-: "${ACMEDGE_BIN:=$SRC_DIR/build/acmedge}"
-: "${CADDY_BIN:=caddy}"
-export ACMEDGE_BIN CADDY_BIN
-
-# shellcheck source=../tests/lib/common.sh
-source "$SRC_DIR/tests/lib/common.sh"
+# shellcheck source=lib/common.sh
+source "$BENCH_DIR/lib/common.sh"
 # shellcheck source=lib/ttc.sh
 source "$BENCH_DIR/lib/ttc.sh"
 
@@ -47,68 +41,18 @@ ABUSE_TIMEOUT=${ABUSE_TIMEOUT:-5}
 ABUSE_IDLE=${ABUSE_IDLE:-30}
 export PEBBLE_WFE_NONCEREJECT=0
 
-for side in $ABUSE_SIDES; do
-  case $side in
-  acmedge) [ -x "$ACMEDGE_BIN" ] || { echo "abuse.sh: no acmedge binary at $ACMEDGE_BIN" >&2; exit 2; } ;;
-  caddy) command -v "$CADDY_BIN" >/dev/null || { echo "abuse.sh: $CADDY_BIN not found" >&2; exit 2; } ;;
-  *) echo "abuse.sh: unknown side $side" >&2; exit 2 ;;
-  esac
-done
-for tool in pebble pebble-challtestsrv certtool curl; do
-  command -v "$tool" >/dev/null || { echo "abuse.sh: $tool not found" >&2; exit 2; }
-done
-
-BASE=$(mktemp -d "${TMPDIR:-/tmp}/acmedge-abuse.XXXXXX")
-RESULTS=$BASE/results
-: >"$RESULTS"
-
-# Stops every process of every side (newest first), shows the logs of a failed side, removes the
-# work dir.
-_abuse_on_exit() {
-  local rc=$? d pid f
-  set +e
-  trap - EXIT
-  for d in "$BASE"/*/; do
-    [ -f "$d/.pids" ] || continue
-    for pid in $(tac "$d/.pids"); do
-      ae_kill_pid "$pid" 20
-    done
-  done
-  if [ "$rc" -ne 0 ] && [ -n "${T:-}" ] && [ -d "$T" ]; then
-    for f in "$T"/*.log; do
-      [ -f "$f" ] || continue
-      echo "===== $(basename "$f") (last 40 lines) =====" >&2
-      tail -n 40 "$f" >&2
-    done
-  fi
-  if [ "${AE_KEEP:-0}" = "1" ]; then
-    echo "work dir kept: $BASE" >&2
-  else
-    rm -rf "$BASE"
-  fi
-  exit "$rc"
-}
-trap _abuse_on_exit EXIT
-trap 'exit 130' INT TERM
-
-rss_kib() {
-  awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
-}
-
-# cpu_ms PID : utime + stime of the process (all its threads) in milliseconds.
-CLK_TCK=$(getconf CLK_TCK)
-cpu_ms() {
-  awk -v hz="$CLK_TCK" '{ printf "%.0f", ($14 + $15) * 1000 / hz }' "/proc/$1/stat"
-}
-
-# _field KEY LINE : value of KEY=VALUE in a summary line.
-_field() {
-  printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"
-}
+bench_require_sides "$ABUSE_SIDES"
+bench_require_tools pebble pebble-challtestsrv certtool curl
+bench_base abuse
 
 # lines FILE / bytes FILE : current size of a log.
 lines() { if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi; }
 bytes() { if [ -f "$1" ]; then wc -c <"$1"; else echo 0; fi; }
+
+# denied_since LOG LINES : domain_denied events acmedge logged after the first LINES lines of LOG.
+denied_since() {
+  tail -n +"$(($2 + 1))" "$1" | grep -c '\[event\] domain_denied' || true
+}
 
 # flood SIDE PHASE SUFFIX PID LOG : one bounded phase of random names under SUFFIX; appends
 # "side phase ok failed timeout secs conn_per_s orders cpu_ms_per_conn rss_before rss_after
@@ -142,7 +86,7 @@ flood() {
   rate=$(awk -v a="$ok" -v b="$failed" -v s="$secs" 'BEGIN { printf "%.0f", (a + b) / s }')
   per=$(awk -v c="$((c1 - c0))" -v n="$((ok + failed + timeout))" 'BEGIN { printf "%.3f", n ? c / n : 0 }')
   if [ "$side" = acmedge ]; then
-    denied=$(tail -n +"$((l0 + 1))" "$log" | grep -c '\[event\] domain_denied' || true)
+    denied=$(denied_since "$log" "$l0")
   fi
   echo "$side $phase $ok $failed $timeout $secs $rate $((orders1 - orders0)) $per $rss0 $rss1 $((l1 - l0)) $((b1 - b0)) $denied" >>"$RESULTS"
 }
@@ -162,7 +106,7 @@ idle() {
   l1=$(lines "$log")
   b1=$(bytes "$log")
   if [ "$side" = acmedge ]; then
-    denied=$(tail -n +"$((l0 + 1))" "$log" | grep -c '\[event\] domain_denied' || true)
+    denied=$(denied_since "$log" "$l0")
   fi
   echo "$side idle - - - $ABUSE_IDLE - $((orders1 - orders0)) - $rss0 $rss1 $((l1 - l0)) $((b1 - b0)) $denied" >>"$RESULTS"
 }
@@ -170,17 +114,8 @@ idle() {
 # start_side SIDE : fresh work dir, Pebble validating on fresh ports, then the server; sets
 # SERVER_PID and SERVER_LOG.
 start_side() {
-  local side=$1 ask_port i
-  T=$BASE/$side
-  export T
-  mkdir -p "$T"
-  : >"$T/.pids"
-  : >"$T/.ports"
-  unset AE_ADMIN_PORT PEBBLE_DIR PEBBLE_CA PEBBLE_MGMT PEBBLE_LOG
-  AE_HTTP_PORT=$(ae_free_port)
-  AE_HTTPS_PORT=$(ae_free_port)
-  export AE_HTTP_PORT AE_HTTPS_PORT
-  pebble_start ""
+  local side=$1
+  bench_run_dir "$BASE/$side"
   case $side in
   acmedge)
     # The shipped on_demand defaults (rate 60/min burst 60, per_3h 300, max_concurrent 8,
@@ -192,21 +127,9 @@ start_side() {
     SERVER_LOG=$T/acmedge.log
     ;;
   caddy)
-    ask_port=$(ae_free_port)
-    ae_bg ask "$AE_PY" "$BENCH_DIR/tools/ask_allow.py" "$ask_port" example.test
-    ae_wait_for ae_port_open "$ask_port" || ae_fail "ask server did not start"
-    caddy_config_write "$T/caddy.json" "$ask_port"
-    mkdir -p "$T/caddy-home"
-    ae_bg caddy env HOME="$T/caddy-home" XDG_DATA_HOME="$T/caddy-home/data" \
-      XDG_CONFIG_HOME="$T/caddy-home/config" "$CADDY_BIN" run --config "$T/caddy.json"
-    SERVER_PID=$(cat "$T/caddy.pid")
+    caddy_start ask_allow.py example.test
+    SERVER_PID=$CADDY_PID
     SERVER_LOG=$T/caddy.log
-    for ((i = 0; i < 100; i++)); do
-      ae_port_open "$AE_HTTPS_PORT" && break
-      ae_pid_alive "$SERVER_PID" || ae_fail "caddy exited during start-up"
-      sleep 0.1
-    done
-    ((i < 100)) || ae_fail "caddy did not listen on 127.0.0.1:$AE_HTTPS_PORT within 10 s"
     ;;
   esac
   sleep 1
@@ -234,10 +157,7 @@ stop_side() {
     rc=killed
   fi
   echo "$side $rc $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')" >>"$BASE/stops"
-  for pid in $(tac "$T/.pids"); do
-    ae_kill_pid "$pid" 50
-  done
-  : >"$T/.pids"
+  bench_run_stop
 }
 
 for side in $ABUSE_SIDES; do

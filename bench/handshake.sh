@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # New-connection TLS handshakes: acmedge beside nginx, same 1,000 certificates, same run.
 #
 # Generates BENCH_NAMES names (ECDSA P-256 leaves from one CA, certtool) in acmedge's storage
@@ -22,37 +23,26 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SRC_DIR=$(cd "$BENCH_DIR/.." && pwd)
-: "${ACMEDGE_BIN:=$SRC_DIR/build/acmedge}"
+# shellcheck source=lib/common.sh
+source "$BENCH_DIR/lib/common.sh"
 : "${HSLOAD_BIN:=$SRC_DIR/build/hsload}"
-: "${NGINX_BIN:=nginx}"
-export ACMEDGE_BIN
 BENCH_NAMES=${BENCH_NAMES:-1000}
 BENCH_SECS=${BENCH_SECS:-10}
 BENCH_CONC=${BENCH_CONC:-4}
 BENCH_SIDES=${BENCH_SIDES:-"acmedge nginx"}
 
-# shellcheck source=../tests/lib/common.sh
-source "$SRC_DIR/tests/lib/common.sh"
-
-[ -x "$ACMEDGE_BIN" ] || { echo "handshake.sh: no acmedge binary at $ACMEDGE_BIN" >&2; exit 2; }
+bench_require_sides acmedge
 [ -x "$HSLOAD_BIN" ] || { echo "handshake.sh: no hsload binary at $HSLOAD_BIN" >&2; exit 2; }
-for tool in certtool gnutls-cli "$NGINX_BIN"; do
-  command -v "$tool" >/dev/null || { echo "handshake.sh: $tool not found" >&2; exit 2; }
-done
+bench_require_tools certtool gnutls-cli "$NGINX_BIN"
 
 ae_setup
-CLK_TCK=$(getconf CLK_TCK)
 
 # ---- certificates ------------------------------------------------------------------------------
 echo "generating $BENCH_NAMES certificates..." >&2
 ca_host=127.0.0.1_9 # ae_config_write's dummy ACME directory https://127.0.0.1:9/dir
 CERTS=$T/storage/certs/$ca_host
-mkdir -p "$T/ca" "$CERTS"
-printf 'cn = "acmedge bench CA"\nca\ncert_signing_key\nexpiration_days = 30\n' >"$T/ca/ca.tmpl"
-certtool --generate-privkey --key-type=ecdsa --curve=secp256r1 --outfile "$T/ca/ca.key" >/dev/null 2>&1
-certtool --generate-self-signed --load-privkey "$T/ca/ca.key" --template "$T/ca/ca.tmpl" \
-  --outfile "$T/ca/ca.pem" >/dev/null 2>&1
+mkdir -p "$CERTS"
+bench_ca "$T/ca"
 : >"$T/names.txt"
 for ((i = 1; i <= BENCH_NAMES; i++)); do
   printf 'bench-%04d.example.test\n' "$i" >>"$T/names.txt"
@@ -82,30 +72,13 @@ certtool --generate-self-signed --load-privkey "$T/default.key" --template "$T/d
 chmod 600 "$T/default.key"
 
 # ---- helpers -------------------------------------------------------------------------------------
-# cpu_ticks PID... : utime+stime (clock ticks) summed over the PIDs and their threads.
-cpu_ticks() {
-  local total=0 pid v
-  for pid in "$@"; do
-    v=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
-    total=$((total + v))
-  done
-  echo "$total"
-}
-
-# server_pids MAINPID : the main process and its direct children (nginx's worker).
-server_pids() {
-  echo "$1"
-  pgrep -P "$1" 2>/dev/null || true
-}
-
 # measure SIDE PORT MAINPID : warm-up, then one timed run; appends a result line.
 measure() {
-  local side=$1 port=$2 pid=$3 pids t0 t1 out ok secs rate cpu_ms per
+  local side=$1 port=$2 pid=$3 out ok secs rate cpu_ms per
   "$HSLOAD_BIN" -c "$BENCH_CONC" -t 1 --get --sni-file "$T/names.txt" 127.0.0.1 "$port" >/dev/null 2>&1 || true
-  mapfile -t pids < <(server_pids "$pid")
-  t0=$(cpu_ticks "${pids[@]}")
+  cpu_sample_start "$pid"
   out=$("$HSLOAD_BIN" -c "$BENCH_CONC" -t "$BENCH_SECS" --get --sni-file "$T/names.txt" 127.0.0.1 "$port" 2>"$T/hsload-$side.err")
-  t1=$(cpu_ticks "${pids[@]}")
+  cpu_ms=$(cpu_sample_end 1000)
   echo "$out" >"$T/hsload-$side.out"
   ok=$(sed -n 's/^RESULT ok=\([0-9]*\) .*/\1/p' <<<"$out")
   secs=$(sed -n 's/^RESULT .* secs=\([0-9.]*\) .*/\1/p' <<<"$out")
@@ -113,7 +86,6 @@ measure() {
   failed=$(sed -n 's/^RESULT .*failed=\([0-9]*\) .*/\1/p' <<<"$out")
   [ -n "$ok" ] && [ "$ok" -gt 0 ] || ae_fail "$side: no successful handshakes ($(cat "$T/hsload-$side.err"))"
   rate=$(awk -v n="$ok" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
-  cpu_ms=$(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", d * 1000 / hz }')
   per=$(awk -v c="$cpu_ms" -v n="$ok" 'BEGIN { printf "%.3f", c / n }')
   echo "$side $ok $failed $secs $rate $cpu_ms $per" >>"$T/results"
 }
@@ -175,15 +147,10 @@ run_nginx() {
     done <"$T/names.txt"
     echo "}"
   } >"$d/nginx.conf"
-  "$NGINX_BIN" -t -p "$d" -c "$d/nginx.conf" -e "$d/logs/error.log" >"$T/nginx-check.log" 2>&1 ||
-    ae_fail "nginx rejected its config: $(tail -5 "$T/nginx-check.log")"
-  ae_bg nginx "$NGINX_BIN" -p "$d" -c "$d/nginx.conf" -e "$d/logs/error.log"
-  local pid
-  pid=$(cat "$T/nginx.pid")
-  ae_wait_for ae_port_open "$port" || ae_fail "nginx did not listen on $port"
+  nginx_start "$d" "$port"
   served_ok "$port" || ae_fail "nginx does not serve the stored certificates"
-  measure nginx "$port" "$pid"
-  ae_kill_pid "$pid" 50
+  measure nginx "$port" "$NGINX_PID"
+  ae_kill_pid "$NGINX_PID" 50
 }
 
 for side in $BENCH_SIDES; do

@@ -22,24 +22,13 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SRC_DIR=$(cd "$BENCH_DIR/.." && pwd)
-: "${ACMEDGE_BIN:=$SRC_DIR/build/acmedge}"
-: "${CADDY_BIN:=caddy}"
-export ACMEDGE_BIN
+# shellcheck source=lib/common.sh
+source "$BENCH_DIR/lib/common.sh"
 MEM_COUNTS=${MEM_COUNTS:-"1000 10000"}
 MEM_SIDES=${MEM_SIDES:-"acmedge caddy"}
 MEM_THREADS=${MEM_THREADS:-4}
 
-# shellcheck source=../tests/lib/common.sh
-source "$SRC_DIR/tests/lib/common.sh"
-
-for side in $MEM_SIDES; do
-  case $side in
-  acmedge) [ -x "$ACMEDGE_BIN" ] || { echo "memory.sh: no acmedge binary at $ACMEDGE_BIN" >&2; exit 2; } ;;
-  caddy) command -v "$CADDY_BIN" >/dev/null || { echo "memory.sh: $CADDY_BIN not found" >&2; exit 2; } ;;
-  *) echo "memory.sh: unknown side $side" >&2; exit 2 ;;
-  esac
-done
+bench_require_sides "$MEM_SIDES"
 "$AE_PY" -c 'import cryptography' 2>/dev/null ||
   { echo "memory.sh: $AE_PY lacks the cryptography module (Debian: python3-cryptography)" >&2; exit 2; }
 MEM_MAX=0
@@ -58,11 +47,6 @@ CA_HOST=127.0.0.1_9 # ae_config_write's dummy ACME directory https://127.0.0.1:9
 echo "generating $MEM_MAX certificates..." >&2
 "$AE_PY" "$BENCH_DIR/tools/gen_certs.py" --count "$MEM_MAX" --out "$T/pool" --ca-dir "$T/ca" \
   --names-file "$T/names-all.txt" --prefix mem --domain example.test
-
-# rss_kib PID : VmRSS of the process in KiB.
-rss_kib() {
-  awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
-}
 
 # storage_for N : a storage dir holding the first N certificates (hard links into the pool).
 storage_for() {
@@ -186,29 +170,19 @@ PY
 }
 
 run_caddy() {
-  local n=$1 storage i pid
+  local n=$1 storage
   storage=$(storage_for "$n")
   AE_HTTPS_PORT=$(ae_free_port)
   AE_HTTP_PORT=$(ae_free_port)
   export AE_HTTPS_PORT AE_HTTP_PORT
   caddy_mem_config "$T/caddy.json" "$n" "$storage"
-  mkdir -p "$T/caddy-home"
   rm -f "$T/caddy.log"
-  ae_bg caddy env HOME="$T/caddy-home" XDG_DATA_HOME="$T/caddy-home/data" \
-    XDG_CONFIG_HOME="$T/caddy-home/config" "$CADDY_BIN" run --config "$T/caddy.json"
-  pid=$(cat "$T/caddy.pid")
+  caddy_run "$T/caddy.json"
   # Caddy loads the files while provisioning, before it listens.
-  for ((i = 0; i < 1200; i++)); do
-    if ae_port_open "$AE_HTTPS_PORT"; then
-      break
-    fi
-    ae_pid_alive "$pid" || ae_fail "caddy exited during start-up"
-    sleep 0.1
-  done
-  ((i < 1200)) || ae_fail "caddy did not listen within 120 s"
-  measure caddy "$n" "$pid"
+  bench_wait_port caddy "$CADDY_PID" "$AE_HTTPS_PORT" 120
+  measure caddy "$n" "$CADDY_PID"
   cp "$T/caddy.log" "$T/caddy-$n.log"
-  ae_kill_pid "$pid" 50
+  ae_kill_pid "$CADDY_PID" 50
 }
 
 for n in 0 $MEM_COUNTS; do

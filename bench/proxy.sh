@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Reverse-proxy throughput: HTTPS keep-alive requests through acmedge, Caddy's reverse_proxy and
 # nginx as a TLS reverse proxy, side by side in one run, same certificate, one worker each, all to
 # the same fast upstream (nginx serving a small file on loopback, upstream keep-alive on).
@@ -23,11 +24,8 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SRC_DIR=$(cd "$BENCH_DIR/.." && pwd)
-: "${ACMEDGE_BIN:=$SRC_DIR/build/acmedge}"
-: "${CADDY_BIN:=caddy}"
-: "${NGINX_BIN:=nginx}"
-export ACMEDGE_BIN
+# shellcheck source=lib/common.sh
+source "$BENCH_DIR/lib/common.sh"
 BENCH_SECS=${BENCH_SECS:-10}
 BENCH_CONNS=${BENCH_CONNS:-32}
 BENCH_IDLE=${BENCH_IDLE:-1000}
@@ -35,27 +33,18 @@ BENCH_SIDES=${BENCH_SIDES:-"acmedge caddy nginx"}
 BENCH_ROUNDS=${BENCH_ROUNDS:-1}
 CLIENT="$SRC_DIR/tests/integration/upstreams/proxy_client.py"
 
-# shellcheck source=../tests/lib/common.sh
-source "$SRC_DIR/tests/lib/common.sh"
-
-[ -x "$ACMEDGE_BIN" ] || { echo "proxy.sh: no acmedge binary at $ACMEDGE_BIN" >&2; exit 2; }
-for tool in wrk certtool curl "$NGINX_BIN" "$CADDY_BIN"; do
-  command -v "$tool" >/dev/null || { echo "proxy.sh: $tool not found" >&2; exit 2; }
-done
+bench_require_sides acmedge
+bench_require_tools wrk certtool curl "$NGINX_BIN" "$CADDY_BIN"
 
 ae_setup
 chmod 755 "$T"
-CLK_TCK=$(getconf CLK_TCK)
 HOST=localhost   # resolves to loopback without touching /etc/hosts; wrk sends it as SNI and Host
 
 # ---- certificate (CA + leaf for localhost), shared by the three proxies -------------------------
 ca_host=127.0.0.1_9 # ae_config_write's dummy ACME directory https://127.0.0.1:9/dir
 CERTDIR=$T/storage/certs/$ca_host/$HOST
-mkdir -p "$T/ca" "$CERTDIR"
-printf 'cn = "acmedge bench CA"\nca\ncert_signing_key\nexpiration_days = 30\n' >"$T/ca/ca.tmpl"
-certtool --generate-privkey --key-type=ecdsa --curve=secp256r1 --outfile "$T/ca/ca.key" >/dev/null 2>&1
-certtool --generate-self-signed --load-privkey "$T/ca/ca.key" --template "$T/ca/ca.tmpl" \
-  --outfile "$T/ca/ca.pem" >/dev/null 2>&1
+mkdir -p "$CERTDIR"
+bench_ca "$T/ca"
 printf 'cn = "%s"\ndns_name = "%s"\nip_address = "127.0.0.1"\ntls_www_server\nsigning_key\nexpiration_days = 30\n' \
   "$HOST" "$HOST" >"$T/ca/leaf.tmpl"
 certtool --generate-privkey --key-type=ecdsa --curve=secp256r1 --outfile "$CERTDIR/key.pem" >/dev/null 2>&1
@@ -94,32 +83,6 @@ ae_wait_for ae_port_open "$UP_PORT" || ae_fail "upstream nginx did not start"
 curl -sf "http://127.0.0.1:$UP_PORT/small.txt" -o /dev/null || ae_fail "upstream does not serve the file"
 
 # ---- helpers ----------------------------------------------------------------------------------------
-# cpu_ticks PID... : utime+stime (clock ticks) summed over the PIDs (all their threads).
-cpu_ticks() {
-  local total=0 pid v
-  for pid in "$@"; do
-    v=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
-    total=$((total + v))
-  done
-  echo "$total"
-}
-
-# rss_kb PID... : VmRSS summed over the PIDs.
-rss_kb() {
-  local total=0 pid v
-  for pid in "$@"; do
-    v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
-    total=$((total + v))
-  done
-  echo "$total"
-}
-
-# family MAINPID : the process and its direct children (nginx's worker).
-family() {
-  echo "$1"
-  pgrep -P "$1" 2>/dev/null || true
-}
-
 # to_ms VALUE-WITH-UNIT : wrk latency ("812.00us", "1.20ms", "1.01s") in milliseconds.
 to_ms() {
   awk -v v="$1" 'BEGIN {
@@ -131,14 +94,13 @@ to_ms() {
 
 # measure SIDE PORT MAINPID : warm-up, then one timed wrk run; appends a result line.
 measure() {
-  local side=$1 port=$2 pid=$3 pids t0 t1 out reqs rate p99 cpu_us per url
+  local side=$1 port=$2 pid=$3 out reqs rate p99 cpu_us per url
   url="https://$HOST:$port/small.txt"
   curl -sf --cacert "$T/ca/ca.pem" "$url" -o /dev/null || ae_fail "$side does not proxy $url"
   wrk -t 1 -c "$BENCH_CONNS" -d 2s "$url" >/dev/null 2>&1 || true
-  mapfile -t pids < <(family "$pid")
-  t0=$(cpu_ticks "${pids[@]}")
+  cpu_sample_start "$pid"
   out=$(wrk -t 1 -c "$BENCH_CONNS" -d "${BENCH_SECS}s" --latency "$url" 2>&1)
-  t1=$(cpu_ticks "${pids[@]}")
+  cpu_us=$(cpu_sample_end 1000000)
   echo "$out" >"$T/wrk-$side.out"
   if grep -q 'Non-2xx' <<<"$out"; then
     ae_fail "$side answered errors: $(grep 'Non-2xx' <<<"$out")"
@@ -147,7 +109,6 @@ measure() {
   rate=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
   p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
   [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || ae_fail "$side: wrk made no requests: $out"
-  cpu_us=$(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", d * 1000000 / hz }')
   per=$(awk -v c="$cpu_us" -v n="$reqs" 'BEGIN { printf "%.1f", c / n }')
   echo "$side $reqs $rate $p99 $per" >>"$T/results"
 }
@@ -156,7 +117,7 @@ measure() {
 idle_rss() {
   local side=$1 port=$2 pid=$3 pids before after cpid i
   [ "$BENCH_IDLE" -gt 0 ] || return 0
-  mapfile -t pids < <(family "$pid")
+  mapfile -t pids < <(proc_family "$pid")
   sleep 0.5
   before=$(rss_kb "${pids[@]}")
   rm -f "$T/idle.ready"
@@ -218,7 +179,7 @@ EOF
 
 # ---- nginx as TLS reverse proxy, upstream keep-alive ------------------------------------------------
 run_nginx() {
-  local port d=$T/px pid
+  local port d=$T/px
   port=$(ae_free_port)
   mkdir -p "$d/tmp" "$d/logs"
   cat >"$d/nginx.conf" <<EOF
@@ -252,13 +213,9 @@ http {
   }
 }
 EOF
-  "$NGINX_BIN" -t -p "$d" -c "$d/nginx.conf" -e "$d/logs/error.log" >"$T/nginx-check.log" 2>&1 ||
-    ae_fail "nginx rejected its config: $(tail -5 "$T/nginx-check.log")"
-  ae_bg nginx "$NGINX_BIN" -p "$d" -c "$d/nginx.conf" -e "$d/logs/error.log"
-  pid=$(cat "$T/nginx.pid")
-  ae_wait_for ae_port_open "$port" || ae_fail "nginx did not listen on $port"
-  "measure_$1" nginx "$port" "$pid"
-  ae_kill_pid "$pid" 50
+  nginx_start "$d" "$port"
+  "measure_$1" nginx "$port" "$NGINX_PID"
+  ae_kill_pid "$NGINX_PID" 50
 }
 
 measure_load() { measure "$@"; }

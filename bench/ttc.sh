@@ -22,13 +22,8 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SRC_DIR=$(cd "$BENCH_DIR/.." && pwd)
-export BENCH_DIR
-: "${ACMEDGE_BIN:=$SRC_DIR/build/acmedge}"
-export ACMEDGE_BIN
-
-# shellcheck source=../tests/lib/common.sh
-source "$SRC_DIR/tests/lib/common.sh"
+# shellcheck source=lib/common.sh
+source "$BENCH_DIR/lib/common.sh"
 # shellcheck source=lib/ttc.sh
 source "$BENCH_DIR/lib/ttc.sh"
 
@@ -41,58 +36,9 @@ export PEBBLE_WFE_NONCEREJECT=${TTC_NONCEREJECT:-0}
 # Every name must really be validated: no authorization reuse.
 export PEBBLE_AUTHZREUSE=0
 
-for side in $TTC_SIDES; do
-  case $side in
-  acmedge) [ -x "$ACMEDGE_BIN" ] || { echo "ttc.sh: no acmedge binary at $ACMEDGE_BIN" >&2; exit 2; } ;;
-  caddy) command -v "${CADDY_BIN:-caddy}" >/dev/null || { echo "ttc.sh: caddy not found" >&2; exit 2; } ;;
-  *) echo "ttc.sh: unknown side $side" >&2; exit 2 ;;
-  esac
-done
-for tool in pebble pebble-challtestsrv certtool curl; do
-  command -v "$tool" >/dev/null || { echo "ttc.sh: $tool not found" >&2; exit 2; }
-done
-
-BASE=$(mktemp -d "${TMPDIR:-/tmp}/acmedge-ttc.XXXXXX")
-RESULTS=$BASE/results
-: >"$RESULTS"
-
-# Stops every process of every phase (newest first), shows the logs of a failed phase, removes
-# the work dir.
-_ttc_on_exit() {
-  local rc=$? d pid f
-  set +e
-  trap - EXIT
-  for d in "$BASE"/*/; do
-    [ -f "$d/.pids" ] || continue
-    for pid in $(tac "$d/.pids"); do
-      ae_kill_pid "$pid" 20
-    done
-  done
-  if [ "$rc" -ne 0 ] && [ -n "${T:-}" ] && [ -d "$T" ]; then
-    for f in "$T"/*.log; do
-      [ -f "$f" ] || continue
-      echo "===== $(basename "$f") (last 40 lines) =====" >&2
-      tail -n 40 "$f" >&2
-    done
-  fi
-  if [ "${AE_KEEP:-0}" = "1" ]; then
-    echo "work dir kept: $BASE" >&2
-  else
-    rm -rf "$BASE"
-  fi
-  exit "$rc"
-}
-trap _ttc_on_exit EXIT
-trap 'exit 130' INT TERM
-
-# Stops the processes of the current phase, newest first.
-_phase_stop() {
-  local pid
-  for pid in $(tac "$T/.pids"); do
-    ae_kill_pid "$pid" 50
-  done
-  : >"$T/.pids"
-}
+bench_require_sides "$TTC_SIDES"
+bench_require_tools pebble pebble-challtestsrv certtool curl
+bench_base ttc
 
 # ttc_client TIMEOUT NAME... : runs the measuring client against the current side; output in
 # $T/client.last (and appended to $T/client.out). Not to be called in a command substitution (the
@@ -109,33 +55,19 @@ ttc_client() {
   cat "$T/client.last" >>"$T/client.out"
 }
 
-# _field KEY LINE : value of KEY=VALUE in a summary line.
-_field() {
-  printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"
-}
-
 # run_phase SIDE N [LABEL] [ACMEDGE_JSON_OVERRIDES] : fresh Pebble + fresh server, one warm-up
 # name (registers the account, so the measured names see a steady server), then N new names at
 # once. Appends "N LABEL median p90 max orders failures" to $RESULTS.
 run_phase() {
   local side=$1 n=$2 label=${3:-$1} overrides=${4:-} warm summary base orders i
-  T=$BASE/$label-$n
-  export T
-  mkdir -p "$T"
-  : >"$T/.pids"
-  : >"$T/.ports"
-  unset AE_ADMIN_PORT PEBBLE_DIR PEBBLE_CA PEBBLE_MGMT PEBBLE_LOG
-  AE_HTTP_PORT=$(ae_free_port)
-  AE_HTTPS_PORT=$(ae_free_port)
-  export AE_HTTP_PORT AE_HTTPS_PORT
-  pebble_start ""
+  bench_run_dir "$BASE/$label-$n"
   case $side in
   acmedge)
     ae_config_write "$T/acmedge.json" "$overrides"
     acmedge_start "$T/acmedge.json"
     ;;
   caddy)
-    caddy_start
+    caddy_start ask_server.py
     ;;
   esac
 
@@ -159,7 +91,7 @@ run_phase() {
   fi
   grep '^fail ' "$T/client.last" | head -5 | sed "s/^/  $label: /" >&2 || true
   echo "$n $label $(_field median "$summary") $(_field p90 "$summary") $(_field max "$summary") $orders $(_field failures "$summary")" >>"$RESULTS"
-  _phase_stop
+  bench_run_stop
 }
 
 AE_OVERRIDES='{"on_demand": {"first_handshake": "default", "max_concurrent": 50,

@@ -1,102 +1,15 @@
-/* Port-80 listener: http-01 answers, 503 while issuing, 308 to https, plain_http hand-over, and
- * requests held while the on-demand decision for their host is in flight. */
-#include "acmedge/http80.h"
+/* Port-80 listener: accepts connections, reads and parses requests, hands plain_http routes to
+ * the proxy. Answers are in http80_reply.c, requests held for an on-demand decision in
+ * http80_hold.c. */
+#include "http80_internal.h"
+
 #include "acmedge/log.h"
 #include "acmedge/metrics.h"
 #include "acmedge/policy.h"
 
-#include <llhttp.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define H80_HEAD_CAP 8192u             /* request line + headers: 431 beyond */
-#define H80_HEADERS_DEFAULT 100u
-#define H80_HEADER_TIMEOUT_DEFAULT 10000u
-#define H80_IDLE_TIMEOUT_DEFAULT 60000u
-#define H80_MAX_CONN_DEFAULT 20000u
-#define H80_HOST_MAX 300u              /* raw Host value incl. port; longer is broken anyway */
-#define H80_WRITE_HIGH (256u * 1024u)  /* stop reading pipelined requests above this */
-#define H80_RETRY_DEFAULT_S 5u
-#define H80_PARK_SLACK_MS 1000u        /* a held request outlives the ask timeout by this much */
-#define H80_PARK_DEFAULT_MS 6000u
-#define ACME_PREFIX "/.well-known/acme-challenge/"
-
-enum { TM_HEAD, TM_BODY, TM_IDLE, TM_PARK };
-enum { EV_NONE, EV_MESSAGE, EV_HANDOFF };
-
-typedef struct h80_conn h80_conn;
-
-struct ae_http80 {
-  uv_loop_t *loop;
-  ae_config *cfg;
-  ae_challenge *ch;
-  ae_http80_hooks hooks;
-  int has_hooks;
-  llhttp_settings_t settings;
-
-  uv_tcp_t listener;
-  int port;
-
-  h80_conn *conns;        /* connections we still own */
-  h80_conn *parked;       /* connections holding a request until its host is decided */
-  uint64_t wake_gen;      /* bumped by every ae_http80_wake: a wake visits each request once */
-  uint64_t park_seq;
-  size_t nopen;           /* in the list: counts against max_connections */
-  size_t nalloc;          /* allocated (incl. handed over and closing): close waits for 0 */
-
-  int closing;
-  int listener_closed;
-  void (*close_cb)(void *ud);
-  void *close_ud;
-};
-
-struct h80_conn {
-  h80_conn *prev, *next;
-  int in_list;
-  ae_http80 *h;
-  ae_transport *t;
-  uv_timer_t timer;
-  int timer_mode;
-  llhttp_t parser;
-
-  /* Bytes received: [0, parsed) fed to the parser (kept while the head is read, so a hand-over
-   * can replay the request), [parsed, len) not fed yet. */
-  char *buf;
-  size_t len, cap, parsed;
-
-  /* current request */
-  int started;
-  int in_head;
-  size_t head_bytes;
-  unsigned nheaders;
-  int too_large;
-  char *url;
-  size_t url_len;
-  char field[8];
-  size_t field_len;
-  int field_is_host;
-  char host_raw[H80_HOST_MAX + 1];
-  size_t host_len;
-  int host_over;
-  unsigned host_count;
-  char host[256];         /* normalized */
-  int host_status;        /* 0 ok, else the HTTP status to answer */
-  int event;
-
-  /* held request (AE_H80_CHECKING): reading is stopped, pipelined bytes stay in buf */
-  int parked;
-  h80_conn *pprev, *pnext;
-  uint64_t park_id;       /* tells a re-held connection from the hold a caller was looking at */
-  uint64_t wake_gen;
-  int req_method;
-  int req_keep;
-
-  int blocked;            /* reading paused for write backpressure */
-  int closing;
-  int handed;
-};
 
 /* ---------------------------------------------------------------------------------------- */
 /* Settings */
@@ -110,7 +23,7 @@ static unsigned max_headers(const ae_config *cfg) {
   return cfg->proxy.max_headers ? cfg->proxy.max_headers : H80_HEADERS_DEFAULT;
 }
 
-static unsigned timeout_for(const ae_config *cfg, int mode) {
+unsigned ae_h80_timeout_for(const ae_config *cfg, int mode) {
   if (mode == TM_PARK) {
     unsigned ask = cfg->on_demand.ask_timeout_ms;
     return ask ? ask + H80_PARK_SLACK_MS : H80_PARK_DEFAULT_MS;
@@ -158,16 +71,6 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss) {
   return AE_EINVAL;
 }
 
-/* Port of listen.https for redirects: 443 when it cannot be read, -1 when https is off. */
-static int https_port(const ae_config *cfg) {
-  if (!cfg->listen_https || !cfg->listen_https[0])
-    return -1;
-  const char *c = strrchr(cfg->listen_https, ':');
-  if (!c || !c[1])
-    return 443;
-  int port = atoi(c + 1);
-  return port > 0 ? port : 443;
-}
 
 /* ---------------------------------------------------------------------------------------- */
 /* Connection lifetime */
@@ -186,20 +89,6 @@ static void conn_unlist(h80_conn *c) {
   c->in_list = 0;
   h->nopen--;
   ae_metrics_add(AE_M_CONN_OPEN, -1);
-}
-
-static void conn_unpark(h80_conn *c) {
-  if (!c->parked)
-    return;
-  ae_http80 *h = c->h;
-  if (c->pprev)
-    c->pprev->pnext = c->pnext;
-  else
-    h->parked = c->pnext;
-  if (c->pnext)
-    c->pnext->pprev = c->pprev;
-  c->pprev = c->pnext = NULL;
-  c->parked = 0;
 }
 
 static void maybe_closed(ae_http80 *h) {
@@ -223,14 +112,13 @@ static void conn_timer_closed(uv_handle_t *handle) {
 static void conn_on_close(void *ud) {
   h80_conn *c = ud;
   c->t = NULL;
-  conn_unpark(c);
+  ae_h80_unpark(c);
   conn_unlist(c);
   uv_close((uv_handle_t *)&c->timer, conn_timer_closed);
 }
 
-/* Flushes what was written, then closes; the conn is freed after the transport's on_close. */
-static void conn_close(h80_conn *c) {
-  conn_unpark(c);
+void ae_h80_conn_close(h80_conn *c) {
+  ae_h80_unpark(c);
   if (c->closing || !c->t)
     return;
   c->closing = 1;
@@ -240,209 +128,9 @@ static void conn_close(h80_conn *c) {
 
 static void conn_timeout(uv_timer_t *timer);
 
-static void timer_set(h80_conn *c, int mode) {
+void ae_h80_timer_set(h80_conn *c, int mode) {
   c->timer_mode = mode;
-  uv_timer_start(&c->timer, conn_timeout, timeout_for(c->h->cfg, mode), 0);
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* Responses */
-
-static const char *status_text(int status) {
-  switch (status) {
-  case 200: return "OK";
-  case 308: return "Permanent Redirect";
-  case 400: return "Bad Request";
-  case 404: return "Not Found";
-  case 408: return "Request Timeout";
-  case 421: return "Misdirected Request";
-  case 431: return "Request Header Fields Too Large";
-  case 503: return "Service Unavailable";
-  default: return "Error";
-  }
-}
-
-/* extra: additional header lines, each ending in CRLF (may be NULL). */
-static void send_response(h80_conn *c, int status, const char *extra, const char *body, int head_only,
-                          int close_after) {
-  size_t blen = body ? strlen(body) : 0;
-  size_t cap = 256 + (extra ? strlen(extra) : 0) + blen;
-  char *msg = ae_malloc(cap);
-  int n = snprintf(msg, cap,
-                   "HTTP/1.1 %d %s\r\n"
-                   "Content-Type: text/plain; charset=utf-8\r\n"
-                   "Content-Length: %zu\r\n"
-                   "Cache-Control: no-store\r\n"
-                   "%s%s\r\n",
-                   status, status_text(status), blen, extra ? extra : "",
-                   close_after ? "Connection: close\r\n" : "");
-  size_t len = (size_t)n;
-  if (!head_only && blen) {
-    memcpy(msg + len, body, blen);
-    len += blen;
-  }
-  if (c->t && !c->closing)
-    ae_transport_write(c->t, msg, len);
-  free(msg);
-  if (close_after)
-    conn_close(c);
-}
-
-/* Origin-form path of the request target: "/" for "*" and for an absolute-form URL without one. */
-/* 1 when path starts with the ACME challenge prefix. (strncmp here trips GCC's -Wstring-compare
- * in optimised builds, where it sees request_path's "/" fallback.) */
-static int is_challenge_path(const char *path) {
-  size_t n = sizeof(ACME_PREFIX) - 1;
-  return strlen(path) >= n && memcmp(path, ACME_PREFIX, n) == 0;
-}
-
-static const char *request_path(h80_conn *c) {
-  const char *u = c->url ? c->url : "/";
-  if (u[0] == '/')
-    return u;
-  const char *scheme = strstr(u, "://");
-  if (scheme) {
-    const char *slash = strchr(scheme + 3, '/');
-    if (slash)
-      return slash;
-  }
-  return "/";
-}
-
-/* The parser already refuses control bytes in the target; this keeps the Location header safe
- * whatever parser settings are in use. */
-static int path_safe(const char *path) {
-  for (const unsigned char *p = (const unsigned char *)path; *p; p++)
-    if (*p <= 0x20 || *p >= 0x7f)
-      return 0;
-  return 1;
-}
-
-static void answer_challenge(h80_conn *c, const char *path, int method, int keep) {
-  ae_http80 *h = c->h;
-  const char *token = path + strlen(ACME_PREFIX);
-  int head_only = method == HTTP_HEAD;
-  char keyauth[512];
-  const char *host = c->host_count == 1 ? c->host_raw : "-";
-  if ((method == HTTP_GET || head_only) && ae_challenge_token_valid(token) && h->ch &&
-      ae_challenge_http01_get(h->ch, token, keyauth, sizeof(keyauth)) == 0) {
-    AE_INFO("http80", "challenge %.8s... answered for host %s (peer %s)", token, host, c->t->peer_ip);
-    send_response(c, 200, NULL, keyauth, head_only, !keep);
-    return;
-  }
-  AE_INFO("http80", "challenge token %.8s... not found (host %s, peer %s)",
-          ae_challenge_token_valid(token) ? token : "<invalid>", host, c->t->peer_ip);
-  send_response(c, 404, NULL, "not found\n", head_only, !keep);
-}
-
-static ae_h80_state ask_state(h80_conn *c, unsigned *retry) {
-  ae_http80 *h = c->h;
-  *retry = 0;
-  if (h->has_hooks && h->hooks.host_state)
-    return h->hooks.host_state(h->hooks.ud, c->host, retry);
-  return AE_H80_DENY;
-}
-
-/* Answers the current non-challenge request: c->host_status when the Host was unusable, else st.
- * AE_H80_CHECKING here means a held request ran out of time. */
-static void answer_host(h80_conn *c, ae_h80_state st, unsigned retry) {
-  const ae_config *cfg = c->h->cfg;
-  const char *path = request_path(c);
-  int status = c->host_status;
-  char extra[H80_HEAD_CAP + 320];
-  char body[400];
-  extra[0] = '\0';
-  snprintf(body, sizeof(body), "not found\n");
-  if (status == 0) {
-    switch (st) {
-    case AE_H80_MISDIRECTED:
-      status = 421;
-      snprintf(body, sizeof(body), "misdirected request\n");
-      break;
-    case AE_H80_PENDING:
-    case AE_H80_FAILED:
-      if (retry == 0)
-        retry = H80_RETRY_DEFAULT_S;
-      status = 503;
-      snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", retry);
-      snprintf(body, sizeof(body), "certificate for %s is being issued, retry in %u s\n", c->host, retry);
-      break;
-    case AE_H80_CHECKING:
-      /* Nothing is known yet: the short, fixed retry is the conservative answer. */
-      retry = H80_RETRY_DEFAULT_S;
-      status = 503;
-      snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", retry);
-      snprintf(body, sizeof(body), "%s is being checked, retry in %u s\n", c->host, retry);
-      break;
-    case AE_H80_VALID: {
-      int port = https_port(cfg);
-      if (!cfg->redirect_http || port < 0) {
-        status = 404;
-        break;
-      }
-      char portbuf[16] = "";
-      if (port != 443)
-        snprintf(portbuf, sizeof(portbuf), ":%d", port);
-      status = 308;
-      snprintf(extra, sizeof(extra), "Location: https://%s%s%s\r\n", c->host, portbuf,
-               path_safe(path) ? path : "/");
-      snprintf(body, sizeof(body), "moved to https\n");
-      break;
-    }
-    case AE_H80_DENY:
-    default:
-      status = 404;
-      break;
-    }
-  } else if (status == 400) {
-    snprintf(body, sizeof(body), "bad request: missing or invalid Host\n");
-  }
-  AE_DEBUG("http80", "%s %.200s host=%s -> %d (peer %s)",
-           llhttp_method_name((llhttp_method_t)c->req_method), path, c->host_count == 1 ? c->host_raw : "-",
-           status, c->t->peer_ip);
-  send_response(c, status, extra, body, c->req_method == HTTP_HEAD, !c->req_keep || status == 400);
-}
-
-/* Holds the current request: no more bytes are read (pipelined ones wait in buf) until
- * ae_http80_wake or the hold timer answers it. */
-static void conn_park(h80_conn *c) {
-  ae_http80 *h = c->h;
-  c->parked = 1;
-  c->park_id = ++h->park_seq;
-  c->wake_gen = h->wake_gen;
-  c->pprev = NULL;
-  c->pnext = h->parked;
-  if (h->parked)
-    h->parked->pprev = c;
-  h->parked = c;
-  ae_transport_read_stop(c->t);
-  timer_set(c, TM_PARK);
-  AE_DEBUG("http80", "request for %s held until its check completes (peer %s)", c->host, c->t->peer_ip);
-}
-
-static void respond(h80_conn *c) {
-  ae_http80 *h = c->h;
-  int method = llhttp_get_method(&c->parser);
-  c->req_method = method;
-  c->req_keep = llhttp_should_keep_alive(&c->parser) && !c->parser.upgrade && method != HTTP_CONNECT &&
-                !h->closing;
-  ae_metrics_inc(AE_M_HTTP80_REQUESTS);
-
-  const char *path = request_path(c);
-  if (is_challenge_path(path)) {
-    answer_challenge(c, path, method, c->req_keep);
-    return;
-  }
-  unsigned retry = 0;
-  ae_h80_state st = AE_H80_DENY;
-  if (c->host_status == 0) {
-    st = ask_state(c, &retry);
-    if (st == AE_H80_CHECKING) {
-      conn_park(c);
-      return;
-    }
-  }
-  answer_host(c, st, retry);
+  uv_timer_start(&c->timer, conn_timeout, ae_h80_timeout_for(c->h->cfg, mode), 0);
 }
 
 static void hand_over(h80_conn *c) {
@@ -496,7 +184,7 @@ static int on_message_begin(llhttp_t *p) {
   c->host_status = 0;
   c->event = EV_NONE;
   if (c->timer_mode != TM_HEAD)
-    timer_set(c, TM_HEAD);
+    ae_h80_timer_set(c, TM_HEAD);
   return 0;
 }
 
@@ -578,10 +266,10 @@ static int on_headers_complete(llhttp_t *p) {
   h80_conn *c = p->data;
   ae_http80 *h = c->h;
   c->in_head = 0;
-  timer_set(c, TM_BODY);
+  ae_h80_timer_set(c, TM_BODY);
   c->host_status = classify_host(c);
-  const char *path = request_path(c);
-  int challenge = is_challenge_path(path);
+  const char *path = ae_h80_request_path(c);
+  int challenge = ae_h80_is_challenge_path(path);
   if (!challenge && c->host_status == 0 && h->has_hooks && h->hooks.plain_route && h->hooks.on_plain &&
       h->hooks.plain_route(h->hooks.ud, c->host)) {
     c->event = EV_HANDOFF;
@@ -605,12 +293,10 @@ static void buf_consume(h80_conn *c, size_t n) {
   c->parsed = c->parsed > n ? c->parsed - n : 0;
 }
 
-/* After a request was answered: timers and backpressure for the next one. <0 when the
- * connection must not go on parsing now (closing, held, or its write queue is too long). */
-static int after_answer(h80_conn *c) {
+int ae_h80_after_answer(h80_conn *c) {
   if (c->closing || c->handed || c->parked)
     return -1;
-  timer_set(c, c->len == 0 ? TM_IDLE : TM_HEAD);
+  ae_h80_timer_set(c, c->len == 0 ? TM_IDLE : TM_HEAD);
   if (c->t && ae_transport_queued(c->t) > H80_WRITE_HIGH) {
     c->blocked = 1;
     ae_transport_read_stop(c->t);
@@ -619,7 +305,7 @@ static int after_answer(h80_conn *c) {
   return 0;
 }
 
-static void conn_process(h80_conn *c) {
+void ae_h80_conn_process(h80_conn *c) {
   ae_http80 *h = c->h;
   while (!c->closing && !c->handed && !c->blocked && !c->parked && c->parsed < c->len) {
     const char *start = c->buf + c->parsed;
@@ -641,8 +327,8 @@ static void conn_process(h80_conn *c) {
       if (ev == EV_MESSAGE) {
         c->started = 0;
         buf_consume(c, c->parsed);
-        respond(c);
-        if (after_answer(c) < 0)
+        ae_h80_respond(c);
+        if (ae_h80_after_answer(c) < 0)
           return;
       }
       continue;
@@ -650,10 +336,10 @@ static void conn_process(h80_conn *c) {
     /* A parse error: the request is answered (431/400) and the connection closed. */
     if (c->too_large) {
       AE_DEBUG("http80", "request head too large (peer %s)", c->t->peer_ip);
-      send_response(c, 431, NULL, "request header fields too large\n", 0, 1);
+      ae_h80_send_response(c, 431, NULL, "request header fields too large\n", 0, 1);
     } else {
       AE_DEBUG("http80", "bad request from %s: %s", c->t->peer_ip, llhttp_errno_name(e));
-      send_response(c, 400, NULL, "bad request\n", 0, 1);
+      ae_h80_send_response(c, 400, NULL, "bad request\n", 0, 1);
     }
     return;
   }
@@ -664,7 +350,7 @@ static void conn_process(h80_conn *c) {
   } else if (!c->in_head) {
     buf_consume(c, c->parsed); /* body bytes are not needed once the head was seen */
   } else if (c->len > (size_t)head_cap(h->cfg) + 1024) {
-    send_response(c, 431, NULL, "request header fields too large\n", 0, 1);
+    ae_h80_send_response(c, 431, NULL, "request header fields too large\n", 0, 1);
   }
 }
 
@@ -673,7 +359,7 @@ static void conn_on_read(void *ud, const char *data, ssize_t n) {
   if (c->closing || c->handed)
     return;
   if (n < 0) {
-    conn_close(c);
+    ae_h80_conn_close(c);
     return;
   }
   if (n == 0)
@@ -688,8 +374,8 @@ static void conn_on_read(void *ud, const char *data, ssize_t n) {
   memcpy(c->buf + c->len, data, (size_t)n);
   c->len += (size_t)n;
   if (c->timer_mode == TM_BODY)
-    timer_set(c, TM_BODY);
-  conn_process(c);
+    ae_h80_timer_set(c, TM_BODY);
+  ae_h80_conn_process(c);
 }
 
 static void conn_on_drain(void *ud) {
@@ -698,17 +384,7 @@ static void conn_on_drain(void *ud) {
     return;
   c->blocked = 0;
   ae_transport_read_start(c->t);
-  conn_process(c);
-}
-
-/* Answers a held request with st, then goes on with what the client pipelined behind it. */
-static void park_release(h80_conn *c, ae_h80_state st, unsigned retry) {
-  conn_unpark(c);
-  answer_host(c, st, retry);
-  if (after_answer(c) < 0)
-    return;
-  ae_transport_read_start(c->t);
-  conn_process(c);
+  ae_h80_conn_process(c);
 }
 
 static void conn_timeout(uv_timer_t *timer) {
@@ -716,25 +392,15 @@ static void conn_timeout(uv_timer_t *timer) {
   if (c->closing || c->handed)
     return;
   if (c->timer_mode == TM_PARK) {
-    if (!c->parked)
-      return;
-    uint64_t id = c->park_id;
-    unsigned retry = 0;
-    ae_h80_state st = ask_state(c, &retry);
-    if (!c->parked || c->park_id != id || c->closing)
-      return; /* answered from inside the hook */
-    if (st == AE_H80_CHECKING)
-      AE_DEBUG("http80", "check for %s still running after %u ms: 503 (peer %s)", c->host,
-               timeout_for(c->h->cfg, TM_PARK), c->t->peer_ip);
-    park_release(c, st, retry);
+    ae_h80_park_expired(c);
     return;
   }
   if (c->timer_mode == TM_IDLE) {
-    conn_close(c);
+    ae_h80_conn_close(c);
     return;
   }
   AE_DEBUG("http80", "request timeout (peer %s)", c->t->peer_ip);
-  send_response(c, 408, NULL, "request timeout\n", 0, 1);
+  ae_h80_send_response(c, 408, NULL, "request timeout\n", 0, 1);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -786,7 +452,7 @@ static void on_connection(uv_stream_t *server, int status) {
   t->on_read = conn_on_read;
   t->on_drain = conn_on_drain;
   t->on_close = conn_on_close;
-  timer_set(c, TM_HEAD);
+  ae_h80_timer_set(c, TM_HEAD);
   ae_transport_read_start(t);
 }
 
@@ -867,36 +533,12 @@ void ae_http80_close(ae_http80 *h, void (*cb)(void *ud), void *ud) {
   for (h80_conn *c = h->conns; c; c = c->next) {
     /* Abort even those closing gracefully: a slow peer must not hold up shutdown. Held
      * requests are dropped with their connection. */
-    conn_unpark(c);
+    ae_h80_unpark(c);
     if (c->t) {
       c->closing = 1;
       uv_timer_stop(&c->timer);
       ae_transport_abort(c->t);
     }
-  }
-}
-
-void ae_http80_wake(ae_http80 *h, const char *host) {
-  if (!h || !host)
-    return;
-  uint64_t gen = ++h->wake_gen;
-  /* Answering one request can hold another (pipelined) or change the list from inside the hook:
-   * rescan from the head each time; wake_gen marks the holds already visited. */
-  for (;;) {
-    h80_conn *c = h->parked;
-    while (c && (c->wake_gen >= gen || strcmp(c->host, host) != 0))
-      c = c->pnext;
-    if (!c)
-      break;
-    c->wake_gen = gen;
-    uint64_t id = c->park_id;
-    unsigned retry = 0;
-    ae_h80_state st = ask_state(c, &retry);
-    if (!c->parked || c->park_id != id || c->closing)
-      continue;
-    if (st == AE_H80_CHECKING)
-      continue; /* still undecided: the hold timer bounds the wait */
-    park_release(c, st, retry);
   }
 }
 

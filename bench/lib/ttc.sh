@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Helpers for bench/ttc.sh: Caddy (on-demand TLS) as the comparison server. Sourced after
-# tests/lib/common.sh; uses its $T, ae_bg, ae_free_port, ae_pid_alive, ae_port_open and ae_fail.
+# Caddy (on-demand TLS) as the comparison server of bench/ttc.sh and bench/abuse.sh. Sourced after
+# bench/lib/common.sh; uses $T, ae_bg, ae_free_port, ae_port_open, ae_fail, caddy_run and
+# bench_wait_port.
 
 # caddy_config_write FILE ASK_PORT : Caddy JSON config with on-demand TLS for any SNI, issuing from
 # the Pebble started by pebble_start ($PEBBLE_DIR, trusting $PEBBLE_CA), listening on loopback at
@@ -51,25 +52,16 @@ caddy_config_write() {
 EOF
 }
 
-# caddy_start : starts the ask endpoint and Caddy (binary $CADDY_BIN, default caddy) with a config
-# written by caddy_config_write; waits (<= 10 s) until Caddy's https port accepts. HOME and the XDG
-# dirs point into $T so nothing outside it is written.
+# caddy_start ASK_TOOL [ARG...] : starts the ask endpoint (bench/tools/ASK_TOOL PORT ARG...) and
+# Caddy (caddy_run) with a config written by caddy_config_write; waits (<= 10 s) until Caddy's
+# https port accepts. Caddy's pid in CADDY_PID.
 caddy_start() {
-  local ask_port i
+  local tool=$1 ask_port
+  shift
   ask_port=$(ae_free_port)
-  ae_bg ask "$AE_PY" "$BENCH_DIR/tools/ask_server.py" "$ask_port"
+  ae_bg ask "$AE_PY" "$BENCH_DIR/tools/$tool" "$ask_port" "$@"
   ae_wait_for ae_port_open "$ask_port" || ae_fail "ask server did not start"
   caddy_config_write "$T/caddy.json" "$ask_port"
-  mkdir -p "$T/caddy-home"
-  ae_bg caddy env HOME="$T/caddy-home" XDG_DATA_HOME="$T/caddy-home/data" \
-    XDG_CONFIG_HOME="$T/caddy-home/config" "${CADDY_BIN:-caddy}" run --config "$T/caddy.json"
-  CADDY_PID=$(cat "$T/caddy.pid")
-  for ((i = 0; i < 100; i++)); do
-    if ae_port_open "$AE_HTTPS_PORT"; then
-      return 0
-    fi
-    ae_pid_alive "$CADDY_PID" || ae_fail "caddy exited during start-up"
-    sleep 0.1
-  done
-  ae_fail "caddy did not listen on 127.0.0.1:$AE_HTTPS_PORT within 10 s"
+  caddy_run "$T/caddy.json"
+  bench_wait_port caddy "$CADDY_PID" "$AE_HTTPS_PORT" 10
 }
