@@ -338,19 +338,23 @@ int ae_hook_new(uv_loop_t *loop, const ae_config *cfg, ae_events *ev, ae_hook **
   return 0;
 }
 
+/* Forgets events waiting for a hook slot (hook removed, or shutting down). */
+static void drop_queue(ae_hook *h) {
+  while (h->qhead) {
+    hook_job *j = h->qhead;
+    h->qhead = j->next;
+    job_free(j);
+  }
+  h->qtail = NULL;
+  h->queued = 0;
+}
+
 void ae_hook_set_config(ae_hook *h, const ae_config *cfg) {
   if (!h || !cfg || h->closing)
     return;
   apply_config(h, cfg);
-  if (!h->argv) {
-    while (h->qhead) {
-      hook_job *j = h->qhead;
-      h->qhead = j->next;
-      job_free(j);
-    }
-    h->qtail = NULL;
-    h->queued = 0;
-  }
+  if (!h->argv)
+    drop_queue(h);
   start_next(h);
 }
 
@@ -373,13 +377,7 @@ void ae_hook_close(ae_hook *h, void (*cb)(void *ud), void *ud) {
     ae_events_unsubscribe(h->ev, h->sub);
     h->sub = NULL;
   }
-  while (h->qhead) {
-    hook_job *j = h->qhead;
-    h->qhead = j->next;
-    job_free(j);
-  }
-  h->qtail = NULL;
-  h->queued = 0;
+  drop_queue(h);
   for (hook_proc *p = h->procs; p; p = p->next) {
     if (!p->exited && p->pid > 0) {
       kill(-p->pid, SIGTERM);

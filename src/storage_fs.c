@@ -71,12 +71,16 @@ static int full_path(const fs_storage *fs, const char *key, char *buf, size_t le
   return 0;
 }
 
-static int fs_put(ae_storage *st, const char *key, const void *data, size_t len, int private_, ae_err *err) {
-  fs_storage *fs = (fs_storage *)st;
+/* Validates a file key (no directory marker) and maps it to its path under the root. */
+static int file_path(ae_storage *st, const char *key, char *path, size_t len, ae_err *err) {
   if (!key_valid(key, 0, 0))
     return ae_err_set(err, AE_EINVAL, "invalid storage key '%s'", key ? key : "(null)");
+  return full_path((fs_storage *)st, key, path, len, err);
+}
+
+static int fs_put(ae_storage *st, const char *key, const void *data, size_t len, int private_, ae_err *err) {
   char path[FS_PATH_MAX];
-  int rc = full_path(fs, key, path, sizeof(path), err);
+  int rc = file_path(st, key, path, sizeof(path), err);
   if (rc < 0)
     return rc;
   char *slash = strrchr(path, '/');
@@ -89,11 +93,8 @@ static int fs_put(ae_storage *st, const char *key, const void *data, size_t len,
 }
 
 static int fs_get(ae_storage *st, const char *key, char **data, size_t *len, ae_err *err) {
-  fs_storage *fs = (fs_storage *)st;
-  if (!key_valid(key, 0, 0))
-    return ae_err_set(err, AE_EINVAL, "invalid storage key '%s'", key ? key : "(null)");
   char path[FS_PATH_MAX];
-  int rc = full_path(fs, key, path, sizeof(path), err);
+  int rc = file_path(st, key, path, sizeof(path), err);
   if (rc < 0)
     return rc;
   struct stat sb;
