@@ -82,49 +82,10 @@ static int listen_unix(ae_admin *a, const char *path, ae_err *err) {
   return 0;
 }
 
-/* "host:port" or "[v6]:port"; unlike the config parser it accepts port 0 (any free port), which
- * tests use. */
-static int split_hostport(const char *s, char *host, size_t hostlen, int *port) {
-  const char *h = s, *hend, *p;
-  if (s[0] == '[') {
-    h = s + 1;
-    hend = strchr(h, ']');
-    if (!hend || hend[1] != ':')
-      return -1;
-    p = hend + 2;
-  } else {
-    hend = strrchr(s, ':');
-    if (!hend || memchr(s, ':', (size_t)(hend - s)))
-      return -1;
-    p = hend + 1;
-  }
-  size_t hl = (size_t)(hend - h);
-  if (hl == 0 || hl >= hostlen || !*p || strlen(p) > 5)
-    return -1;
-  long v = 0;
-  for (const char *q = p; *q; q++) {
-    if (*q < '0' || *q > '9')
-      return -1;
-    v = v * 10 + (*q - '0');
-  }
-  if (v > 65535)
-    return -1;
-  memcpy(host, h, hl);
-  host[hl] = '\0';
-  *port = (int)v;
-  return 0;
-}
-
 static int listen_tcp(ae_admin *a, const char *addr, ae_err *err) {
-  char host[256];
-  int port;
-  if (split_hostport(addr, host, sizeof(host), &port) != 0)
-    return ae_err_set(err, AE_EINVAL, "listen.admin: cannot parse address '%s'", addr);
   struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof(ss));
-  const char *ip = ae_strcasecmp(host, "localhost") == 0 ? "127.0.0.1" : host;
-  if (uv_ip4_addr(ip, port, (struct sockaddr_in *)&ss) != 0 && uv_ip6_addr(ip, port, (struct sockaddr_in6 *)&ss) != 0)
-    return ae_err_set(err, AE_EINVAL, "listen.admin: '%s' is not an IP address", host);
+  if (ae_listen_sockaddr(addr, &ss) != 0)
+    return ae_err_set(err, AE_EINVAL, "listen.admin: '%s' is not an IP address with a port (or unix:/path)", addr);
   a->loopback = is_loopback((struct sockaddr *)&ss);
   if (!a->loopback && !a->token)
     return ae_err_set(err, AE_EINVAL, "listen.admin: non-loopback address %s requires admin.token", addr);

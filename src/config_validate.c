@@ -1,4 +1,5 @@
 /* Syntax checks used by the config loader: addresses, host patterns, URLs, files. */
+#include <uv.h>
 #include "acmedge/config.h"
 #include "config_internal.h"
 
@@ -161,7 +162,9 @@ int ae_cfg_valid_event_type(const char *s) {
   return n <= 64;
 }
 
-int ae_parse_hostport(const char *s, char *host, size_t hostlen, int *port) {
+/* Shared by ae_parse_hostport (config values, port 1..65535) and ae_listen_sockaddr (binding,
+ * where port 0 asks the kernel for a free port). */
+static int split_hostport(const char *s, char *host, size_t hostlen, int *port, int min_port) {
   if (!s || !host || hostlen == 0 || !port)
     return AE_EINVAL;
   const char *h, *hend, *p;
@@ -209,11 +212,27 @@ int ae_parse_hostport(const char *s, char *host, size_t hostlen, int *port) {
       return AE_EINVAL;
     v = v * 10 + (p[i] - '0');
   }
-  if (v < 1 || v > 65535)
+  if (v < min_port || v > 65535)
     return AE_EINVAL;
   memcpy(host, tmp, hl + 1);
   *port = (int)v;
   return 0;
+}
+
+int ae_parse_hostport(const char *s, char *host, size_t hostlen, int *port) {
+  return split_hostport(s, host, hostlen, port, 1);
+}
+
+int ae_listen_sockaddr(const char *s, struct sockaddr_storage *out) {
+  char host[256];
+  int port = 0;
+  if (split_hostport(s, host, sizeof(host), &port, 0) != 0)
+    return AE_EINVAL;
+  const char *ip = ae_strcasecmp(host, "localhost") == 0 ? "127.0.0.1" : host;
+  memset(out, 0, sizeof(*out));
+  if (uv_ip4_addr(ip, port, (struct sockaddr_in *)out) == 0 || uv_ip6_addr(ip, port, (struct sockaddr_in6 *)out) == 0)
+    return 0;
+  return AE_EINVAL;
 }
 
 int ae_host_match(const char *pattern, const char *host) {

@@ -33,45 +33,6 @@ unsigned ae_h80_timeout_for(const ae_config *cfg, int mode) {
   return cfg->proxy.idle_timeout_ms ? cfg->proxy.idle_timeout_ms : H80_IDLE_TIMEOUT_DEFAULT;
 }
 
-/* Splits "host:port" / "[v6]:port" (port 0 allowed: an ephemeral port) into a sockaddr. */
-static int parse_listen(const char *s, struct sockaddr_storage *ss) {
-  char host[64];
-  const char *p;
-  size_t hl;
-  if (s[0] == '[') {
-    const char *e = strchr(s, ']');
-    if (!e || e[1] != ':')
-      return AE_EINVAL;
-    hl = (size_t)(e - s - 1);
-    if (hl >= sizeof(host))
-      return AE_EINVAL;
-    memcpy(host, s + 1, hl);
-    p = e + 2;
-  } else {
-    const char *c = strrchr(s, ':');
-    if (!c)
-      return AE_EINVAL;
-    hl = (size_t)(c - s);
-    if (hl >= sizeof(host))
-      return AE_EINVAL;
-    memcpy(host, s, hl);
-    p = c + 1;
-  }
-  host[hl] = '\0';
-  size_t pl = strlen(p);
-  if (pl == 0 || pl > 5 || strspn(p, "0123456789") != pl || atoi(p) > 65535)
-    return AE_EINVAL;
-  int port = atoi(p);
-  if (hl == 0)
-    snprintf(host, sizeof(host), "0.0.0.0");
-  if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
-    return 0;
-  if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
-    return 0;
-  return AE_EINVAL;
-}
-
-
 /* ---------------------------------------------------------------------------------------- */
 /* Connection lifetime */
 
@@ -469,8 +430,7 @@ int ae_http80_new(uv_loop_t *loop, const ae_config *cfg, ae_challenge *ch, const
   if (!cfg->listen_http || !cfg->listen_http[0])
     return ae_err_set(err, AE_EINVAL, "http80: listen.http is not set");
   struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof(ss));
-  if (parse_listen(cfg->listen_http, &ss) < 0)
+  if (ae_listen_sockaddr(cfg->listen_http, &ss) < 0)
     return ae_err_set(err, AE_EINVAL, "http80: listen.http: bad address \"%s\"", cfg->listen_http);
 
   ae_http80 *h = ae_calloc(1, sizeof(*h));

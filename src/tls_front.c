@@ -105,24 +105,10 @@ int ae_tls_front_new(uv_loop_t *loop, const ae_config *cfg, ae_certstore *cs,
     return ae_err_set(err, AE_EINVAL, "tls front: missing argument");
   if (!cfg->listen_https || !cfg->listen_https[0])
     return ae_err_set(err, AE_EINVAL, "listen.https: not set");
-  char host[256], spec[300];
-  int port = 0;
-  /* Port 0 (an ephemeral port, used by tests) is not a valid config value, so the shared parser
-   * refuses it: parse with a stand-in port and bind to 0. */
-  snprintf(spec, sizeof(spec), "%s", cfg->listen_https);
-  size_t sl = strlen(spec);
-  int ephemeral = sl >= 2 && strcmp(spec + sl - 2, ":0") == 0 && sl + 1 < sizeof(spec);
-  if (ephemeral)
-    spec[sl - 1] = '1';
-  if (ae_parse_hostport(spec, host, sizeof(host), &port) != 0)
-    return ae_err_set(err, AE_EINVAL, "listen.https: bad address '%s'", cfg->listen_https);
-  if (ephemeral)
-    port = 0;
   struct sockaddr_storage addr;
-  memset(&addr, 0, sizeof(addr));
-  if (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) != 0 &&
-      uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr) != 0)
-    return ae_err_set(err, AE_EINVAL, "listen.https: '%s' is not an IP address", host);
+  if (ae_listen_sockaddr(cfg->listen_https, &addr) != 0)
+    return ae_err_set(err, AE_EINVAL, "listen.https: bad address '%s' (expected IP:port or [IPv6]:port)",
+                      cfg->listen_https);
 
   ae_tls_front *f = ae_calloc(1, sizeof(*f));
   f->loop = loop;

@@ -3,6 +3,7 @@
 #define ACMEDGE_CONFIG_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 #include "acmedge/common.h"
 
 typedef struct ae_route {
@@ -114,6 +115,10 @@ void ae_config_free(ae_config *cfg);
 
 /* Splits "host:port", "[v6]:port" into host (no brackets) and port; 0 on success. */
 int ae_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
+
+/* Turns a listen address ("ip:port", "[v6]:port", "localhost:port"; port 0 = any free port, which
+ * tests use) into a socket address; AE_EINVAL when it is not an IP literal with a port. */
+int ae_listen_sockaddr(const char *s, struct sockaddr_storage *out);
 
 /* Matches a host name against a pattern: exact, "*.suffix" (exactly one extra label) or "*". */
 int ae_host_match(const char *pattern, const char *host);

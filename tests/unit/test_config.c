@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -611,8 +613,30 @@ static void test_host_match(void **state) {
   assert_false(ae_host_match("a", NULL));
 }
 
+/* Listen addresses for binding: port 0 allowed (tests bind ephemeral ports), IP literals only. */
+static void test_listen_sockaddr(void **state) {
+  (void)state;
+  struct sockaddr_storage ss;
+  assert_int_equal(ae_listen_sockaddr("127.0.0.1:0", &ss), 0);
+  assert_int_equal(ss.ss_family, AF_INET);
+  assert_int_equal(ae_listen_sockaddr("[::1]:8443", &ss), 0);
+  assert_int_equal(ss.ss_family, AF_INET6);
+  assert_int_equal(ntohs(((struct sockaddr_in6 *)&ss)->sin6_port), 8443);
+  assert_int_equal(ae_listen_sockaddr("localhost:2020", &ss), 0);
+  assert_int_equal(ntohs(((struct sockaddr_in *)&ss)->sin_port), 2020);
+  assert_int_equal(ae_listen_sockaddr("example.com:80", &ss), AE_EINVAL);
+  assert_int_equal(ae_listen_sockaddr("127.0.0.1:65536", &ss), AE_EINVAL);
+  assert_int_equal(ae_listen_sockaddr("127.0.0.1", &ss), AE_EINVAL);
+  assert_int_equal(ae_listen_sockaddr("::1:80", &ss), AE_EINVAL);
+  /* The config parser itself still refuses port 0. */
+  char host[64];
+  int port;
+  assert_int_equal(ae_parse_hostport("127.0.0.1:0", host, sizeof(host), &port), AE_EINVAL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_listen_sockaddr),
       cmocka_unit_test(test_design_example), cmocka_unit_test(test_defaults),       cmocka_unit_test(test_extensions),
       cmocka_unit_test(test_unknown_keys),   cmocka_unit_test(test_type_errors),    cmocka_unit_test(test_range_errors),
       cmocka_unit_test(test_enum_errors),    cmocka_unit_test(test_address_errors), cmocka_unit_test(test_open_on_demand),
