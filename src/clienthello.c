@@ -6,6 +6,7 @@
  * every read is bounds-checked against the bytes actually present. A peer gets INVALID as early as
  * its bytes prove it wrong, and TOO_BIG as soon as its declared lengths need more than the cap. */
 #include "acmedge/clienthello.h"
+#include "acmedge/hostname.h"
 
 #include <string.h>
 
@@ -58,38 +59,16 @@ static int rd_skip(rd *r, size_t n) {
   return rd_sub(r, n, &dummy);
 }
 
-static int is_ldh(uint8_t c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
-}
-
 /* Validates a host_name as a DNS name and stores it lowercased without a trailing dot. */
 static int take_host_name(const uint8_t *name, size_t n, char out[256]) {
   if (n > 0 && name[n - 1] == '.')
     n--;
-  if (n == 0 || n > 253)
+  ae_hostname_info info;
+  if (ae_hostname_shape((const char *)name, n, &info) != 0)
     return -1;
-  size_t label_start = 0;
-  int last_label_numeric = 1;
-  for (size_t i = 0; i <= n; i++) {
-    if (i == n || name[i] == '.') {
-      size_t ll = i - label_start;
-      if (ll == 0 || ll > 63)
-        return -1;
-      if (name[label_start] == '-' || name[i - 1] == '-')
-        return -1;
-      last_label_numeric = 1;
-      for (size_t j = label_start; j < i; j++)
-        if (name[j] < '0' || name[j] > '9')
-          last_label_numeric = 0;
-      label_start = i + 1;
-      continue;
-    }
-    if (!is_ldh(name[i]))
-      return -1;
-  }
   /* No top-level label is all digits, so this rejects IPv4 literals (RFC 6066 §3 forbids IP
    * addresses in host_name); IPv6 literals already failed the LDH check on ':'. */
-  if (last_label_numeric)
+  if (info.last_numeric)
     return -1;
   for (size_t i = 0; i < n; i++) {
     uint8_t c = name[i];

@@ -2,6 +2,7 @@
 #include <uv.h>
 #include "acmedge/config.h"
 #include "config_internal.h"
+#include "acmedge/hostname.h"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -39,28 +40,7 @@ static int is_ldh(int c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
 }
 
-int ae_cfg_valid_hostname(const char *s) {
-  if (!s)
-    return 0;
-  size_t n = strlen(s);
-  if (n == 0 || n > 253)
-    return 0;
-  size_t label = 0;
-  for (size_t i = 0; i <= n; i++) {
-    int c = (unsigned char)s[i];
-    if (c == '.' || c == '\0') {
-      /* Empty labels ("a..b", ".a", "a.") and hyphens at a label edge are not host names. */
-      if (label == 0 || label > 63 || s[i - 1] == '-' || s[i - label] == '-')
-        return 0;
-      label = 0;
-      continue;
-    }
-    if (!is_ldh(c))
-      return 0;
-    label++;
-  }
-  return 1;
-}
+int ae_cfg_valid_hostname(const char *s) { return s && ae_hostname_shape(s, strlen(s), NULL) == 0; }
 
 int ae_cfg_valid_pattern(const char *s) {
   if (!s)

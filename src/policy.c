@@ -1,5 +1,6 @@
 /* On-demand admission policy: name shape, allow patterns, ask URL with cache, rate limits. */
 #include "acmedge/policy.h"
+#include "acmedge/hostname.h"
 #include "acmedge/httpc.h"
 #include "acmedge/log.h"
 #include "acmedge/strmap.h"
@@ -25,10 +26,6 @@
 
 /* ---------------------------------------------------------------------------------------- */
 /* Normalization */
-
-static int is_ldh(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
-}
 
 static int all_digits(const char *s, size_t n) {
   if (n == 0)
@@ -94,36 +91,16 @@ int ae_policy_normalize(const char *in, char *out, size_t outlen, const char **r
   if (inet_pton(AF_INET, buf, &a4) == 1 || inet_pton(AF_INET6, buf, &a6) == 1)
     return fail(reason, "ip_literal");
 
-  size_t labels = 0, all_numeric = 1;
-  const char *last_label = buf;
-  size_t last_len = 0;
-  for (size_t start = 0; start <= n;) {
-    const char *dot = memchr(buf + start, '.', n - start);
-    size_t end = dot ? (size_t)(dot - buf) : n;
-    size_t len = end - start;
-    if (len == 0)
-      return fail(reason, "invalid_name");
-    if (len > 63)
-      return fail(reason, "too_long");
-    for (size_t i = start; i < end; i++)
-      if (!is_ldh((unsigned char)buf[i]))
-        return fail(reason, "invalid_name");
-    if (buf[start] == '-' || buf[end - 1] == '-')
-      return fail(reason, "invalid_name");
-    if (!all_digits(buf + start, len))
-      all_numeric = 0;
-    labels++;
-    last_label = buf + start;
-    last_len = len;
-    start = end + 1;
-  }
-  if (labels < 2)
+  ae_hostname_info info;
+  if (ae_hostname_shape(buf, n, &info) != 0)
+    return fail(reason, info.label_too_long ? "too_long" : "invalid_name");
+  if (info.labels < 2)
     return fail(reason, "invalid_name");
   /* Short numeric forms such as "127.1" are addresses to resolvers and browsers. */
-  if (all_numeric)
+  if (info.all_numeric)
     return fail(reason, "ip_literal");
   /* A top-level label is never all digits (RFC 3696 §2). */
-  if (all_digits(last_label, last_len))
+  if (info.last_numeric)
     return fail(reason, "invalid_name");
   if (n + 1 > outlen)
     return fail(reason, "too_long");
