@@ -97,14 +97,9 @@ static ae_h80_state h80_host_state(void *ud, const char *host, unsigned *retry_a
 
 static int h80_plain_route(void *ud, const char *host) {
   ae_app *app = ud;
-  const ae_config *cfg = app->cfg;
-  for (size_t i = 0; i < cfg->nroutes; i++) {
-    for (size_t j = 0; j < cfg->routes[i].nhosts; j++) {
-      if (ae_host_match(cfg->routes[i].hosts[j], host))
-        return cfg->routes[i].plain_http; /* first matching route decides, as for TLS */
-    }
-  }
-  return 0;
+  /* The first matching route decides, as for TLS. */
+  const ae_route *r = ae_config_route(app->cfg, host);
+  return r && r->plain_http;
 }
 
 static void h80_on_plain(void *ud, ae_transport *t, const char *initial, size_t len) {

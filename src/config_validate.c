@@ -215,6 +215,14 @@ int ae_listen_sockaddr(const char *s, struct sockaddr_storage *out) {
   return AE_EINVAL;
 }
 
+const ae_route *ae_config_route(const ae_config *cfg, const char *host) {
+  for (size_t i = 0; i < cfg->nroutes; i++)
+    for (size_t k = 0; k < cfg->routes[i].nhosts; k++)
+      if (ae_host_match(cfg->routes[i].hosts[k], host))
+        return &cfg->routes[i];
+  return NULL;
+}
+
 int ae_host_match(const char *pattern, const char *host) {
   if (!pattern || !host || !*host)
     return 0;

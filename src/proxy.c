@@ -328,16 +328,9 @@ static int c_request_head(ae_pclient *c) {
   if (!from_sni && sni[0] && ae_strcasecmp(c->host, sni) != 0)
     return ae_px_local(c, 421, "Host does not match the TLS server name");
 
-  const ae_route *route = NULL;
-  for (size_t i = 0; i < cfg->nroutes && !route; i++) {
-    for (size_t k = 0; k < cfg->routes[i].nhosts; k++) {
-      if (ae_host_match(cfg->routes[i].hosts[k], c->host)) {
-        route = &cfg->routes[i];
-        c->route_idx = (int)i;
-        break;
-      }
-    }
-  }
+  const ae_route *route = ae_config_route(cfg, c->host);
+  if (route)
+    c->route_idx = (int)(route - cfg->routes);
   if (!route)
     return ae_px_local(c, 502, "no route for host");
   if (!c->t->is_tls && !route->plain_http)

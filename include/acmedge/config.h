@@ -120,6 +120,9 @@ int ae_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
  * tests use) into a socket address; AE_EINVAL when it is not an IP literal with a port. */
 int ae_listen_sockaddr(const char *s, struct sockaddr_storage *out);
 
+/* The first route whose hosts patterns match host (routes are tried in order), or NULL. Owned by cfg. */
+const ae_route *ae_config_route(const ae_config *cfg, const char *host);
+
 /* Matches a host name against a pattern: exact, "*.suffix" (exactly one extra label) or "*". */
 int ae_host_match(const char *pattern, const char *host);
 
