@@ -1,4 +1,4 @@
-# Shared helpers for the integration tests (sourced by tests/integration/test_*.sh).
+# Shared helpers for the integration tests (sourced by tests/integration/<subsystem>/test_*.sh).
 #
 # Everything runs on loopback. Every wait loop is bounded. Every process started through ae_bg is
 # killed by the EXIT trap installed by ae_setup, and the temp dir $T is removed (kept with

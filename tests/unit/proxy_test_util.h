@@ -12,7 +12,7 @@
 #include "acmedge/common.h"
 #include "acmedge/config.h"
 #include "acmedge/proxy.h"
-#include "../../src/proxy_int.h"
+#include "../../src/proxy/proxy_int.h"
 
 static uv_loop_t *T_loop;
 static uv_timer_t T_ticker;

@@ -4,7 +4,7 @@
 # replay with --since, reconnect with Last-Event-ID after the server drops the stream, bearer
 # token, unix socket, unreachable server, SIGINT.
 set -euo pipefail
-AE_SRC=${AE_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}
+AE_SRC=${AE_SRC:-$(cd "$(dirname "$0")/../../.." && pwd)}
 . "$AE_SRC/tests/lib/common.sh"
 ae_setup
 STUB=${AE_TOOL_admin_stub:?AE_TOOL_admin_stub must point at the admin_stub tool}

@@ -1,4 +1,4 @@
-/* Unit tests for the proxy's HTTP message helpers (src/httpmsg.c and src/httpmsg_scan.c): raw head scanner, request
+/* Unit tests for the proxy's HTTP message helpers (src/proxy/httpmsg.c and src/proxy/httpmsg_scan.c): raw head scanner, request
  * framing analysis, Host normalisation, trusted-proxy matching and head rewriting. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../src/proxy_int.h"
+#include "../../../src/proxy/proxy_int.h"
 
 static int scan(const char *s, size_t n, uint32_t maxb, uint32_t maxf, size_t *used) {
   ae_hscan h;

@@ -16,7 +16,7 @@
 #include "acmedge/log.h"
 #include "acmedge/metrics.h"
 #include "proxy_test_util.h"
-#include "../../src/proxy_client.h"
+#include "../../../src/proxy/proxy_client.h"
 
 typedef struct env {
   upsrv *up;

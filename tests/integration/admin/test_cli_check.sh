@@ -2,7 +2,7 @@
 # `acmedge check`, help, version and usage errors, against the real binary (no network needed).
 set -u
 BIN=${ACMEDGE_BIN:?ACMEDGE_BIN must point at the acmedge binary}
-SRC=${AE_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}
+SRC=${AE_SRC:-$(cd "$(dirname "$0")/../../.." && pwd)}
 T=$(mktemp -d /tmp/ae_cli_check.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 FAILS=0
