@@ -16,6 +16,9 @@
 #define ACME_NONCE_POOL 32
 #define ACME_MAX_BODY (1024u * 1024u)
 #define ACME_HTTP_TIMEOUT_MS 15000u
+/* Bounds of a problem's detail and of its formatted subproblems (text from the CA is capped). */
+#define ACME_DETAIL_MAX 1024
+#define ACME_SUBPROBLEMS_MAX 2048
 #define ACME_BADNONCE_TRIES 10
 #define ACME_POLL_FIRST_MS 100u
 #define ACME_POLL_MAX_MS 3000u
