@@ -23,7 +23,9 @@
 #include "acmedge/common.h"
 #include "acmedge/transport.h"
 
-#define BIG (4u << 20)
+/* Larger than any loopback socket buffer pair can absorb (tcp_wmem/tcp_rmem maxima are a few MiB),
+ * so the server side must queue part of it. */
+#define BIG (16u << 20)
 
 static struct {
   uv_loop_t loop;
@@ -180,6 +182,9 @@ static int connect_port(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct timeval tv = {5, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  /* A small receive window keeps the server's writes from all fitting into kernel buffers. */
+  int rcvbuf = 64 * 1024;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
