@@ -72,11 +72,13 @@ grep -Eq '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z  cert_issued +stub\.example\.te
   ae_fail "human line wrong: $(cat "$T/ev.txt")"
 if grep -q $'\033' "$T/ev.txt"; then ae_fail "colour codes written to a non-TTY"; fi
 
-# SIGINT ends a following client promptly with status 0.
-"$ACMEDGE_BIN" events --admin "$A" >"$T/int.out" 2>&1 &
+# SIGINT ends a following client promptly with status 0. The signal goes out once the client
+# has printed the replayed events: its handler is installed and it is following the stream
+# (a fixed delay loses the race against a slow start under the sanitizers).
+"$ACMEDGE_BIN" events --admin "$A" --json --since 0 >"$T/int.out" 2>&1 &
 CLI=$!
 echo "$CLI" >>"$T/.pids"
-sleep 0.5
+wait_lines "$T/int.out" 6 || ae_fail "events client printed nothing: $(cat "$T/int.out")"
 kill -INT "$CLI"
 for ((i = 0; i < 30; i++)); do ae_pid_alive "$CLI" || break; sleep 0.1; done
 ae_pid_alive "$CLI" && ae_fail "events did not stop on SIGINT"
