@@ -40,7 +40,7 @@ static void check_result(int rc, const ae_clienthello *ch, size_t size) {
   if (rc != AE_CH_OK)
     return;
   CHECK(ch->consumed > 0 && ch->consumed <= size && ch->consumed <= AE_CH_MAX_BYTES);
-  CHECK((ch->legacy_version >> 8) == 3);
+  CHECK((ch->legacy_version >> 8) >= 3);
   size_t sl = strnlen(ch->sni, sizeof(ch->sni));
   CHECK(sl < sizeof(ch->sni));
   CHECK(sl <= 253);

@@ -149,8 +149,10 @@ static int parse_body(const uint8_t *body, size_t blen, ae_clienthello *out) {
   unsigned ver, sid_len, cs_len, comp_len;
   if (rd_u16(&r, &ver) < 0 || rd_skip(&r, 32) < 0)
     return DECODE(out, "ClientHello shorter than version and random");
-  if ((ver >> 8) != 3)
-    return fail(out, AE_CH_INVALID, AE_ALERT_PROTOCOL_VERSION, "ClientHello version is not 3.x");
+  /* A version above ours is answered with the highest we support (RFC 5246 Appendix E.1); only
+   * one below SSL 3.0 is refused here. */
+  if ((ver >> 8) < 3)
+    return fail(out, AE_CH_INVALID, AE_ALERT_PROTOCOL_VERSION, "ClientHello version below 3.0");
   if (rd_u8(&r, &sid_len) < 0 || rd_skip(&r, sid_len) < 0)
     return DECODE(out, "session_id overruns the ClientHello");
   if (sid_len > 32)

@@ -358,7 +358,14 @@ static void test_versions(void **state) {
       0x04, 0x01,                    /* legacy_version 4.1 */
       1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
       26, 27, 28, 29, 30, 31, 32, 0x00, 0x00, 0x04, 0x13, 0x01, 0xc0, 0x2f, 0x01, 0x00};
-  expect_alert(hello_v4, sizeof(hello_v4), AE_ALERT_PROTOCOL_VERSION);
+  /* a version above every known one is negotiated down, not refused (RFC 5246 Appendix E.1) */
+  expect_ok(hello_v4, sizeof(hello_v4), NULL);
+  uint8_t hello_v2[sizeof(hello_v4)];
+  memcpy(hello_v2, hello_v4, sizeof(hello_v4));
+  hello_v2[9] = 0x02, hello_v2[10] = 0x00;                               /* legacy_version 2.0 */
+  expect_alert(hello_v2, sizeof(hello_v2), AE_ALERT_PROTOCOL_VERSION);
+  hello_v2[9] = 0xff, hello_v2[10] = 0xff;                               /* 255.255 */
+  expect_ok(hello_v2, sizeof(hello_v2), NULL);
 }
 
 /* ---- accepted -------------------------------------------------------------------------------- */
