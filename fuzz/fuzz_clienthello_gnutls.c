@@ -126,6 +126,7 @@ static const char *const k_stricter[] = {
     "extension sent twice",               /* RFC 8446 §4.2, checked for every type */
     "ALPN:",                              /* RFC 7301 §3.1 list shape */
     "record version",                     /* legacy_record_version major must be 3 */
+    "change_cipher_spec before",          /* RFC 8446 §5: dropped only after the ClientHello */
     NULL,
 };
 

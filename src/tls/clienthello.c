@@ -16,6 +16,7 @@
 #define REC_HDR 5
 #define HS_HDR 4
 #define REC_MAX_PLAIN 16384 /* TLSPlaintext.length limit, RFC 5246 §6.2.1 and RFC 8446 §5.1 */
+#define CT_CHANGE_CIPHER_SPEC 20
 #define CT_HANDSHAKE 22
 #define HS_CLIENT_HELLO 1
 #define EXT_SNI 0
@@ -214,6 +215,9 @@ int ae_clienthello_parse(const uint8_t *buf, size_t len, ae_clienthello *out) {
   for (;;) {
     /* Record header, validated byte by byte so garbage is refused without waiting. */
     size_t have = len > pos ? len - pos : 0;
+    /* RFC 8446 §5 lets a change_cipher_spec record be dropped only after the ClientHello. */
+    if (have >= 1 && buf[pos] == CT_CHANGE_CIPHER_SPEC)
+      return fail(out, AE_CH_INVALID, AE_ALERT_UNEXPECTED_MESSAGE, "change_cipher_spec before the ClientHello");
     if (have >= 1 && buf[pos] != CT_HANDSHAKE)
       return fail(out, AE_CH_INVALID, AE_ALERT_UNEXPECTED_MESSAGE,
                   pos == 0 ? "first record is not a handshake record" : "ClientHello interrupted by a non-handshake record");

@@ -334,6 +334,26 @@ static void test_unexpected_record_types(void **state) {
   expect_alert(server_hello, sizeof(server_hello), AE_ALERT_UNEXPECTED_MESSAGE);
 }
 
+/* A change_cipher_spec record before or inside the ClientHello: RFC 8446 §5 allows dropping one
+ * only after the ClientHello, so the peek refuses it (GnuTLS alone would drop it). */
+static void test_change_cipher_spec_before_hello(void **state) {
+  (void)state;
+  static const uint8_t first[] = {
+      0x14, 0x03, 0x03, 0x00, 0x01, 0x01,             /* change_cipher_spec */
+      0x16, 0x03, 0x01, 0x00, 0x2f, 0x01, 0x00, 0x00, 0x2b, HELLO_FIXED}; /* a valid hello */
+  expect_alert(first, sizeof(first), AE_ALERT_UNEXPECTED_MESSAGE);
+  ae_clienthello ch;
+  parse_exact(first, sizeof(first), &ch);
+  assert_string_equal(ch.reason, "change_cipher_spec before the ClientHello");
+  static const uint8_t inside[] = {
+      0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x00, 0x2b, /* hello header alone */
+      0x14, 0x03, 0x03, 0x00, 0x01, 0x01,                   /* change_cipher_spec */
+      0x16, 0x03, 0x01, 0x00, 0x2b, HELLO_FIXED};           /* the hello body */
+  expect_alert(inside, sizeof(inside), AE_ALERT_UNEXPECTED_MESSAGE);
+  parse_exact(inside, sizeof(inside), &ch);
+  assert_string_equal(ch.reason, "change_cipher_spec before the ClientHello");
+}
+
 static void test_data_after_hello_in_record(void **state) {
   (void)state;
   static const uint8_t in[] = {
@@ -409,6 +429,7 @@ int main(void) {
       cmocka_unit_test(test_duplicate_extension),
       cmocka_unit_test(test_record_overflow),
       cmocka_unit_test(test_unexpected_record_types),
+      cmocka_unit_test(test_change_cipher_spec_before_hello),
       cmocka_unit_test(test_data_after_hello_in_record),
       cmocka_unit_test(test_versions),
       cmocka_unit_test(test_one_byte_fragments),
