@@ -398,13 +398,15 @@ static void conn_recv(tls_conn *c) {
       continue;
     if (r == GNUTLS_E_REHANDSHAKE) {
       /* A client-initiated renegotiation (TLS 1.2): refuse it with the warning RFC 5246 §7.2.2
-       * defines and go on; its ClientHello records count towards the junk bound in tc_pull, so
-       * a client that keeps asking is cut off. */
-      AE_DEBUG("tls", "%s: %s: renegotiation refused", c->t.peer_ip, tc_name(c));
-      if (gnutls_alert_send(c->session, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION) < 0)
-        c->tls_dead = 1;
-      if (!c->tls_dead)
-        continue;
+       * defines, then close in order (close_notify). Reading on would leave GnuTLS holding the
+       * client's second ClientHello, and no client goes on after a refused renegotiation. */
+      AE_INFO("tls", "%s: %s: renegotiation refused, closing", c->t.peer_ip, tc_name(c));
+      gnutls_alert_send(c->session, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION);
+      tc_close_graceful(c);
+      conn_deliver_end(c, UV_EPROTO);
+      if (!c->closing_handles)
+        tc_reading(c, 1); /* linger: wait for the peer's FIN */
+      break;
     } else if (r == GNUTLS_E_PREMATURE_TERMINATION) {
       conn_deliver_end(c, UV_EOF);
       break;
