@@ -91,6 +91,12 @@ CASES = {
     "hello-over-64k": (frags(hello(common_exts(pad=40000), suites=b"\x0a\x0a" * 15000), 16384),
                        "decode_error"),
     "plain-http": (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "unexpected_message"),
+    # accepted by the peek, refused by GnuTLS: its alert, flushed before the close
+    "no-common-suite": (rec(22, hello(common_exts(), suites=b"\x00\x05\x00\x0a")), "handshake_failure"),
+    "tls10-only": (rec(22, hello(common_exts(), version=0x0301)), "protocol_version"),
+    "bad-key-share": (rec(22, hello(common_exts() + ext(43, b"\x02\x03\x04") +
+                                    ext(51, vec(2, b"\x00\x1d\x00\x20" + b"\x01" * 8)),
+                                    suites=b"\x13\x01")), "decode_error"),
     # accepted
     "one-byte-records": (frags(good(), 1), None),
     "sixty-kib-hello": (frags(good(pad=60000), 16384), None),
