@@ -21,14 +21,17 @@ enum {
   AE_CH_TOO_BIG = -2     /* exceeds AE_CH_MAX_MSG or AE_CH_MAX_BYTES: send out->alert */
 };
 
-/* TLS alert descriptions (RFC 8446 §6) the parser answers with. */
+/* TLS alert descriptions (RFC 8446 §6) the parser and the front answer with. */
 enum {
   AE_ALERT_UNEXPECTED_MESSAGE = 10,
   AE_ALERT_RECORD_OVERFLOW = 22,
   AE_ALERT_HANDSHAKE_FAILURE = 40,
   AE_ALERT_ILLEGAL_PARAMETER = 47,
   AE_ALERT_DECODE_ERROR = 50,
-  AE_ALERT_PROTOCOL_VERSION = 70
+  AE_ALERT_PROTOCOL_VERSION = 70,
+  AE_ALERT_INTERNAL_ERROR = 80,
+  AE_ALERT_UNRECOGNIZED_NAME = 112,
+  AE_ALERT_NO_APPLICATION_PROTOCOL = 120
 };
 
 typedef struct ae_clienthello {

@@ -296,6 +296,12 @@ const char *ae_tls_alert_name(uint8_t desc) {
     return "decode_error";
   case AE_ALERT_PROTOCOL_VERSION:
     return "protocol_version";
+  case AE_ALERT_INTERNAL_ERROR:
+    return "internal_error";
+  case AE_ALERT_UNRECOGNIZED_NAME:
+    return "unrecognized_name";
+  case AE_ALERT_NO_APPLICATION_PROTOCOL:
+    return "no_application_protocol";
   default:
     return "alert";
   }

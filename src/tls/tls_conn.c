@@ -97,7 +97,7 @@ static void conn_use_default(tls_conn *c) {
   ae_cert *cert = ae_certstore_default(c->f->cs);
   if (!cert) {
     AE_ERROR("tls", "%s: no default certificate for %s", c->t.peer_ip, tc_name(c));
-    conn_send_alert(c, 80, "no certificate"); /* internal_error */
+    conn_send_alert(c, AE_ALERT_INTERNAL_ERROR, "no certificate");
     return;
   }
   conn_start_tls(c, cert, KIND_DEFAULT);
@@ -110,7 +110,7 @@ static void conn_choose_cert(tls_conn *c, const ae_clienthello *ch) {
     if (ch->has_sni && f->hooks.alpn_challenge_cert)
       cc = f->hooks.alpn_challenge_cert(f->hooks.ud, c->t.sni);
     if (!cc) {
-      conn_send_alert(c, 120, "acme-tls/1 without a pending challenge"); /* no_application_protocol */
+      conn_send_alert(c, AE_ALERT_NO_APPLICATION_PROTOCOL, "acme-tls/1 without a pending challenge");
       return;
     }
     c->challenge = 1;
@@ -130,7 +130,7 @@ static void conn_choose_cert(tls_conn *c, const ae_clienthello *ch) {
   if (c->closing_handles)
     return;
   if (act == AE_MISS_ALERT) {
-    conn_send_alert(c, 112, "unrecognized_name"); /* RFC 6066 §3 */
+    conn_send_alert(c, AE_ALERT_UNRECOGNIZED_NAME, "policy refuses the name"); /* RFC 6066 §3 */
     return;
   }
   if (act == AE_MISS_HOLD && !f->closing && f->nheld < f->max_held) {
