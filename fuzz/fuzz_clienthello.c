@@ -37,10 +37,14 @@ static int parse_copy(const uint8_t *data, size_t n, ae_clienthello *ch) {
 
 static void check_result(int rc, const ae_clienthello *ch, size_t size) {
   CHECK(rc == AE_CH_OK || rc == AE_CH_NEED_MORE || rc == AE_CH_INVALID || rc == AE_CH_TOO_BIG);
+  if (rc == AE_CH_INVALID || rc == AE_CH_TOO_BIG)
+    CHECK(ch->alert != 0 && ch->reason != NULL && strcmp(ae_tls_alert_name(ch->alert), "alert") != 0);
+  if (rc == AE_CH_NEED_MORE)
+    CHECK(ch->need > size && ch->need <= AE_CH_MAX_BYTES);
   if (rc != AE_CH_OK)
     return;
   CHECK(ch->consumed > 0 && ch->consumed <= size && ch->consumed <= AE_CH_MAX_BYTES);
-  CHECK((ch->legacy_version >> 8) == 3);
+  CHECK((ch->legacy_version >> 8) >= 3);
   size_t sl = strnlen(ch->sni, sizeof(ch->sni));
   CHECK(sl < sizeof(ch->sni));
   CHECK(sl <= 253);
@@ -63,9 +67,13 @@ static void check_prefix(const uint8_t *data, size_t k, int rc, const ae_clienth
   static ae_clienthello part;
   int prc = parse_copy(data, k, &part);
   check_result(prc, &part, k);
-  /* More bytes never turn a verdict around. */
+  /* More bytes never turn a verdict around, nor change the alert; need is a true lower bound. */
   if (prc != AE_CH_NEED_MORE)
     CHECK(prc == rc);
+  if (prc == AE_CH_NEED_MORE)
+    CHECK(part.need > k);
+  if (prc == AE_CH_INVALID || prc == AE_CH_TOO_BIG)
+    CHECK(part.alert == full->alert && part.reason != NULL);
   if (prc == AE_CH_OK) {
     CHECK(part.consumed == full->consumed);
     CHECK(strcmp(part.sni, full->sni) == 0);

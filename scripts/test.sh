@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs the whole ctest suite (unit + integration), then the
 # same suite again under AddressSanitizer + UndefinedBehaviorSanitizer.
-# Usage: scripts/test.sh [--no-asan] [ctest args...]
+# Then every fuzz target for a bounded time (scripts/fuzz.sh).
+# Usage: scripts/test.sh [--no-asan] [--no-fuzz] [ctest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 asan=1
-if [[ "${1:-}" == "--no-asan" ]]; then
-  asan=0
+fuzz=1
+while [[ "${1:-}" == "--no-asan" || "${1:-}" == "--no-fuzz" ]]; do
+  [[ "$1" == "--no-asan" ]] && asan=0
+  [[ "$1" == "--no-fuzz" ]] && fuzz=0
   shift
-fi
+done
 
 scripts/setup.sh
 
@@ -34,5 +37,9 @@ if ((asan)); then
   export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
   run_suite "$root/build-asan" -DAE_SANITIZE=ON
+fi
+if ((fuzz)); then
+  echo "== fuzz targets (FUZZ_SECONDS=${FUZZ_SECONDS:-30} each)"
+  scripts/fuzz.sh
 fi
 echo "== all tests passed"

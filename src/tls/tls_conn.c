@@ -79,11 +79,12 @@ void tc_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 
 static void conn_start_tls(tls_conn *c, ae_cert *cert, int kind);
 
-/* Sends a fatal unrecognized_name alert by hand (no session exists yet) and closes. */
-static void conn_send_alert(tls_conn *c) {
-  static const uint8_t alert[7] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70};
+/* Sends a fatal alert by hand (no session exists yet: plaintext record, TLS 1.2 record version)
+ * and closes once it is flushed. */
+static void conn_send_alert(tls_conn *c, uint8_t desc, const char *reason) {
+  const uint8_t alert[7] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x02, desc};
   giovec_t v = {(void *)alert, sizeof(alert)};
-  AE_DEBUG("tls", "%s: refusing %s: unrecognized_name", c->t.peer_ip, tc_name(c));
+  AE_DEBUG("tls", "%s: refusing %s: %s (%s)", c->t.peer_ip, tc_name(c), reason, ae_tls_alert_name(desc));
   ae_metrics_inc(AE_M_HS_FAILED);
   if (tc_send(c, &v, 1) < 0) {
     tc_close_handles(c, 1);
@@ -96,7 +97,7 @@ static void conn_use_default(tls_conn *c) {
   ae_cert *cert = ae_certstore_default(c->f->cs);
   if (!cert) {
     AE_ERROR("tls", "%s: no default certificate for %s", c->t.peer_ip, tc_name(c));
-    conn_reject(c, "no certificate");
+    conn_send_alert(c, AE_ALERT_INTERNAL_ERROR, "no certificate");
     return;
   }
   conn_start_tls(c, cert, KIND_DEFAULT);
@@ -109,7 +110,7 @@ static void conn_choose_cert(tls_conn *c, const ae_clienthello *ch) {
     if (ch->has_sni && f->hooks.alpn_challenge_cert)
       cc = f->hooks.alpn_challenge_cert(f->hooks.ud, c->t.sni);
     if (!cc) {
-      conn_reject(c, "acme-tls/1 without a pending challenge");
+      conn_send_alert(c, AE_ALERT_NO_APPLICATION_PROTOCOL, "acme-tls/1 without a pending challenge");
       return;
     }
     c->challenge = 1;
@@ -129,7 +130,7 @@ static void conn_choose_cert(tls_conn *c, const ae_clienthello *ch) {
   if (c->closing_handles)
     return;
   if (act == AE_MISS_ALERT) {
-    conn_send_alert(c);
+    conn_send_alert(c, AE_ALERT_UNRECOGNIZED_NAME, "policy refuses the name"); /* RFC 6066 §3 */
     return;
   }
   if (act == AE_MISS_HOLD && !f->closing && f->nheld < f->max_held) {
@@ -156,20 +157,22 @@ static void conn_choose_cert(tls_conn *c, const ae_clienthello *ch) {
 
 static void conn_on_hello(tls_conn *c) {
   ae_clienthello ch;
+  /* The verdict cannot change before hello_need bytes are in: a hello sent in many small pieces
+   * is parsed a few times, not once per read. */
+  if (c->in_len < c->hello_need && !c->eof)
+    return;
   int r = ae_clienthello_parse(c->in, c->in_len, &ch);
   if (r == AE_CH_NEED_MORE) {
-    if (c->eof)
-      conn_reject(c, "truncated ClientHello");
-    else if (c->in_len >= TC_IN_CAP)
-      conn_reject(c, "ClientHello too big");
-    return;
-  }
-  if (r == AE_CH_TOO_BIG) {
-    conn_reject(c, "ClientHello too big");
+    c->hello_need = ch.need;
+    if (c->eof) {
+      AE_INFO("tls", "%s: closing: truncated ClientHello", c->t.peer_ip);
+      conn_send_alert(c, AE_ALERT_DECODE_ERROR, "truncated ClientHello");
+    }
     return;
   }
   if (r != AE_CH_OK) {
-    conn_reject(c, "not a valid TLS ClientHello");
+    AE_INFO("tls", "%s: closing: %s (%s)", c->t.peer_ip, ch.reason, ae_tls_alert_name(ch.alert));
+    conn_send_alert(c, ch.alert, ch.reason);
     return;
   }
   snprintf(c->t.sni, sizeof(c->t.sni), "%s", ch.has_sni ? ch.sni : "");
@@ -335,8 +338,14 @@ static void conn_handshake(tls_conn *c) {
       continue;
     /* Debug: clients rejecting the default certificate would otherwise log a line per retry. */
     AE_DEBUG("tls", "%s: handshake for %s failed: %s", c->t.peer_ip, tc_name(c), gnutls_strerror(r));
-    if (!c->eof && !c->write_failed && r != GNUTLS_E_PULL_ERROR)
-      gnutls_alert_send_appropriate(c->session, r);
+    /* A peer that closed its side can still read our alert; one that sent a fatal alert gets
+     * none back (RFC 8446 §6.2). */
+    if (!c->write_failed && r != GNUTLS_E_PULL_ERROR && r != GNUTLS_E_FATAL_ALERT_RECEIVED) {
+      if (gnutls_error_is_fatal(r))
+        gnutls_alert_send_appropriate(c->session, r);
+      else /* too many warnings or rehandshake requests during one handshake */
+        gnutls_alert_send(c->session, GNUTLS_AL_FATAL, GNUTLS_A_UNEXPECTED_MESSAGE);
+    }
     break;
   }
   c->tls_dead = 1;
@@ -388,16 +397,34 @@ static void conn_recv(tls_conn *c) {
     if (r == GNUTLS_E_INTERRUPTED || r == GNUTLS_E_WARNING_ALERT_RECEIVED)
       continue;
     if (r == GNUTLS_E_REHANDSHAKE) {
+      /* A client-initiated renegotiation (TLS 1.2): refuse it with the warning RFC 5246 §7.2.2
+       * defines, then close in order (close_notify). Reading on would leave GnuTLS holding the
+       * client's second ClientHello, and no client goes on after a refused renegotiation. */
       AE_INFO("tls", "%s: %s: renegotiation refused, closing", c->t.peer_ip, tc_name(c));
-      gnutls_alert_send(c->session, GNUTLS_AL_FATAL, GNUTLS_A_NO_RENEGOTIATION);
+      gnutls_alert_send(c->session, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION);
+      tc_close_graceful(c);
+      conn_deliver_end(c, UV_EPROTO);
+      if (!c->closing_handles)
+        tc_reading(c, 1); /* linger: wait for the peer's FIN */
+      break;
     } else if (r == GNUTLS_E_PREMATURE_TERMINATION) {
       conn_deliver_end(c, UV_EOF);
       break;
     } else if (!c->tls_dead) {
       AE_DEBUG("tls", "%s: %s: record error: %s", c->t.peer_ip, tc_name(c), gnutls_strerror(r));
+      if (!c->write_failed && r != GNUTLS_E_FATAL_ALERT_RECEIVED)
+        gnutls_alert_send_appropriate(c->session, (int)r);
+    } else if (!c->write_failed) {
+      /* tc_pull cut off a flood of records without data. */
+      gnutls_alert_send(c->session, GNUTLS_AL_FATAL, GNUTLS_A_UNEXPECTED_MESSAGE);
     }
     c->tls_dead = 1;
+    /* The alert leaves and our FIN follows before the upper layer hears of the end, so that
+     * its close (or abort) cannot turn the alert into a reset. */
+    tc_close_graceful(c);
     conn_deliver_end(c, UV_EPROTO);
+    if (!c->closing_handles)
+      tc_reading(c, 1); /* linger: wait for the peer's FIN */
     break;
   }
   c->in_recv = 0;

@@ -11,8 +11,11 @@
 #include "acmedge/clienthello.h"
 #include "acmedge/tls_front.h"
 
-/* Peek buffer: a ClientHello up to its cap plus the rest of the read that completed it. */
-#define TC_IN_CAP (AE_CH_MAX_BYTES + 2048)
+/* Read buffer: one full TLS record (2^14 + 256 + 5) with room to spare. */
+#define TC_IN_CAP (16384 + 2048)
+/* While the ClientHello is peeked the buffer grows up to its cap plus the rest of the read that
+ * completed it; GnuTLS then pulls the same bytes. */
+#define TC_HELLO_CAP (AE_CH_MAX_BYTES + 2048)
 /* Records without application data tolerated in a row (empty records, warning alerts). */
 #define TC_MAX_JUNK 32
 /* Non-fatal events tolerated during one handshake. */
@@ -53,7 +56,8 @@ struct tls_conn {
   size_t olen;
   tls_conn *dnext;         /* front's list of connections with gathered output */
   uint8_t *in;             /* received, not yet consumed by GnuTLS (or the peek) */
-  size_t in_off, in_len;
+  size_t in_off, in_len, in_cap;
+  size_t hello_need;       /* the peek's verdict cannot change before in_len reaches this */
 
   uint64_t last_activity;  /* uv_now of the last byte moved in either direction */
   unsigned nwrites;        /* uv_write requests in flight */

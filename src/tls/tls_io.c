@@ -290,6 +290,7 @@ static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   if (!c->in) {
     c->in = malloc(TC_IN_CAP);
     c->in_off = c->in_len = 0;
+    c->in_cap = TC_IN_CAP;
     if (!c->in) {
       buf->base = NULL;
       buf->len = 0;
@@ -303,8 +304,16 @@ static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
     c->in_len -= c->in_off;
     c->in_off = 0;
   }
+  /* Only a large ClientHello makes the buffer grow; it shrinks back once GnuTLS consumed it. */
+  if (c->in_len == c->in_cap && c->state == TC_READ_HELLO && c->in_cap < TC_HELLO_CAP) {
+    uint8_t *bigger = realloc(c->in, TC_HELLO_CAP);
+    if (bigger) {
+      c->in = bigger;
+      c->in_cap = TC_HELLO_CAP;
+    }
+  }
   buf->base = (char *)c->in + c->in_len;
-  buf->len = TC_IN_CAP - c->in_len;
+  buf->len = c->in_cap - c->in_len;
 }
 
 void tc_reading(tls_conn *c, int on) {

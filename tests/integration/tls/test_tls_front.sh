@@ -69,7 +69,7 @@ subject byhand.example.test | grep -q 'CN=byhand.example.test' ||
   ae_fail "handshake beside garbage/stalled connections failed"
 wait "$garbage_pid" || ae_fail "garbage connection not closed: $(cat "$T/garbage.log")"
 wait "$stall_pid" || ae_fail "stalled ClientHello not cut at the handshake timeout: $(cat "$T/stall.log")"
-grep -q 'not a valid TLS ClientHello' "$T/acmedge.log" || ae_fail "no log line for the garbage connection"
+grep -q 'first record is not a handshake record (unexpected_message)' "$T/acmedge.log" || ae_fail "no log line for the garbage connection"
 grep -q 'ClientHello timeout' "$T/acmedge.log" || ae_fail "no log line for the stalled connection"
 
 acmedge_stop

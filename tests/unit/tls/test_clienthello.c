@@ -179,7 +179,7 @@ static void assert_prefixes_need_more(const uint8_t *buf, size_t len, int rc_ful
 /* ---------- a small ClientHello builder ---------- */
 
 typedef struct buf {
-  uint8_t b[70000];
+  uint8_t b[3 * AE_CH_MAX_MSG + 8];
   size_t n;
 } buf;
 
@@ -608,7 +608,7 @@ static void test_sni_list_shape(void **state) {
   putn(&exts, "c.d", 3);
   assert_int_equal(parse_exts(&exts, &ch), AE_CH_INVALID);
 
-  /* a non-host_name type */
+  /* a non-host_name type alone: ignored, no SNI (RFC 6066 defines no other type) */
   exts.n = 0;
   put16(&exts, 0);
   put16(&exts, 2 + 3 + 11);
@@ -616,7 +616,23 @@ static void test_sni_list_shape(void **state) {
   put8(&exts, 1);
   put16(&exts, 11);
   putn(&exts, "example.com", 11);
-  assert_int_equal(parse_exts(&exts, &ch), AE_CH_INVALID);
+  assert_int_equal(parse_exts(&exts, &ch), AE_CH_OK);
+  assert_int_equal(ch.has_sni, 0);
+
+  /* host_name followed by an entry of an unknown type: the host_name is used */
+  exts.n = 0;
+  put16(&exts, 0);
+  put16(&exts, 2 + 3 + 11 + 3 + 4);
+  put16(&exts, 3 + 11 + 3 + 4);
+  put8(&exts, 0);
+  put16(&exts, 11);
+  putn(&exts, "example.com", 11);
+  put8(&exts, 0x7f);
+  put16(&exts, 4);
+  putn(&exts, "\x01\x02\x03\x04", 4);
+  assert_int_equal(parse_exts(&exts, &ch), AE_CH_OK);
+  assert_int_equal(ch.has_sni, 1);
+  assert_string_equal(ch.sni, "example.com");
 
   /* trailing bytes after the one entry, inside the list */
   exts.n = 0;
@@ -802,56 +818,71 @@ static void test_alpn_shapes(void **state) {
 static void test_too_big(void **state) {
   (void)state;
   ae_clienthello ch;
-  /* a record that alone is larger than the cap: refused from its header */
-  static const uint8_t big_rec[] = {0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0x3f, 0xfc};
+  /* a record longer than 2^14: record_overflow from its header */
+  static const uint8_t big_rec[] = {0x16, 0x03, 0x01, 0x40, 0x01, 0x01, 0x00, 0x3f, 0xfc};
   assert_int_equal(parse_exact(big_rec, 4, &ch), AE_CH_NEED_MORE);
-  assert_int_equal(parse_exact(big_rec, 5, &ch), AE_CH_TOO_BIG);
-  assert_int_equal(parse_exact(big_rec, sizeof(big_rec), &ch), AE_CH_TOO_BIG);
+  assert_int_equal(parse_exact(big_rec, 5, &ch), AE_CH_INVALID);
+  assert_int_equal(ch.alert, AE_ALERT_RECORD_OVERFLOW);
 
-  /* a handshake header announcing more than the cap, in a small first record */
+  /* a handshake header announcing more than AE_CH_MAX_MSG, in a small first record */
   static const uint8_t big_hs[] = {0x16, 0x03, 0x01, 0x00, 0x10, 0x01, 0x01, 0x00, 0x00, 0x03, 0x03};
   assert_int_equal(parse_exact(big_hs, 8, &ch), AE_CH_NEED_MORE);
   assert_int_equal(parse_exact(big_hs, 9, &ch), AE_CH_TOO_BIG);
+  assert_int_equal(ch.alert, AE_ALERT_DECODE_ERROR);
 
-  /* a genuinely large hello (big padding extension) spread over 4 KiB records */
+  /* a genuinely large hello (60 KiB padding extension) spread over full-size records */
   buf exts = {.n = 0};
   ext_sni(&exts, "big.example.com");
-  static uint8_t pad[20000];
-  ext_raw(&exts, 21, pad, sizeof(pad));
+  static uint8_t pad[AE_CH_MAX_MSG];
+  ext_raw(&exts, 21, pad, 60000);
   buf msg;
   static buf rec;
   hello_spec s = {.exts = &exts};
   build_hello(&msg, &s);
-  wrap(&rec, msg.b, msg.n, 4096);
-  assert_int_equal(parse_exact(rec.b, rec.n, &ch), AE_CH_TOO_BIG);
-  /* known to be too big as soon as the handshake header arrives */
-  assert_int_equal(parse_exact(rec.b, 9, &ch), AE_CH_TOO_BIG);
+  wrap(&rec, msg.b, msg.n, 16384);
+  assert_int_equal(parse_exact(rec.b, rec.n, &ch), AE_CH_OK);
+  assert_string_equal(ch.sni, "big.example.com");
+  assert_int_equal(ch.consumed, rec.n);
 
-  /* just under the cap still parses: 4 records, total exactly AE_CH_MAX_BYTES */
+  /* exactly AE_CH_MAX_MSG parses, one byte more does not (known from the handshake header) */
   exts.n = 0;
   ext_sni(&exts, "fits.example.com");
-  buf probe;
   ext_raw(&exts, 21, pad, 0);
-  build_hello(&probe, &s);
-  size_t fixed = probe.n; /* message size with an empty padding extension */
-  size_t want_msg = AE_CH_MAX_BYTES - 4 * 5;
+  build_hello(&msg, &s);
+  size_t fixed = msg.n; /* message size with an empty padding extension */
   exts.n = 0;
   ext_sni(&exts, "fits.example.com");
-  ext_raw(&exts, 21, pad, want_msg - fixed);
+  ext_raw(&exts, 21, pad, AE_CH_MAX_MSG - fixed);
   build_hello(&msg, &s);
-  assert_int_equal(msg.n, want_msg);
-  wrap(&rec, msg.b, msg.n, (want_msg + 3) / 4);
-  assert_int_equal(rec.n, AE_CH_MAX_BYTES);
+  assert_int_equal(msg.n, AE_CH_MAX_MSG);
+  wrap(&rec, msg.b, msg.n, 16384);
   assert_int_equal(parse_exact(rec.b, rec.n, &ch), AE_CH_OK);
   assert_string_equal(ch.sni, "fits.example.com");
-  assert_int_equal(ch.consumed, AE_CH_MAX_BYTES);
-  /* one byte more does not */
   exts.n = 0;
   ext_sni(&exts, "fits.example.com");
-  ext_raw(&exts, 21, pad, want_msg - fixed + 1);
+  ext_raw(&exts, 21, pad, AE_CH_MAX_MSG - fixed + 1);
   build_hello(&msg, &s);
-  wrap(&rec, msg.b, msg.n, (want_msg + 3) / 4);
+  wrap(&rec, msg.b, msg.n, 16384);
+  assert_int_equal(parse_exact(rec.b, 9, &ch), AE_CH_TOO_BIG);
+  assert_int_equal(ch.alert, AE_ALERT_DECODE_ERROR);
+
+  /* a 16 KiB hello in 8-byte fragments stays under AE_CH_MAX_BYTES; 2-byte fragments do not */
+  exts.n = 0;
+  ext_sni(&exts, "frag.example.com");
+  ext_raw(&exts, 21, pad, 16000);
+  build_hello(&msg, &s);
+  wrap(&rec, msg.b, msg.n, 8);
+  assert_true(rec.n <= AE_CH_MAX_BYTES);
+  assert_int_equal(parse_exact(rec.b, rec.n, &ch), AE_CH_OK);
+  assert_string_equal(ch.sni, "frag.example.com");
+  exts.n = 0;
+  ext_sni(&exts, "frag.example.com");
+  ext_raw(&exts, 21, pad, 40000);
+  build_hello(&msg, &s);
+  wrap(&rec, msg.b, msg.n, 2);
+  assert_true(rec.n > AE_CH_MAX_BYTES);
   assert_int_equal(parse_exact(rec.b, rec.n, &ch), AE_CH_TOO_BIG);
+  assert_int_equal(ch.alert, AE_ALERT_DECODE_ERROR);
 }
 
 static void test_not_tls(void **state) {
