@@ -255,7 +255,7 @@ static int rq_url(llhttp_t *p, const char *at, size_t n) {
 static int rq_trailer(ae_pclient *c, size_t n) {
   c->trailer_bytes += n;
   if (c->trailer_bytes > ae_px_ms(ae_px_cfg(c)->proxy.max_header_bytes, AE_PX_DEF_MAX_HEADER_BYTES)) {
-    ae_px_reject(c, 431, "trailer section too large");
+    ae_px_reject(c, 431, "header_too_large", "trailer section too large");
     return -1;
   }
   return 0;
@@ -285,22 +285,28 @@ static int c_request_head(ae_pclient *c) {
   c->method = p->method;
   c->t_client_io = ae_px_now(c);
   if (p->lenient_flags) {
-    ae_px_reject(c, 400, "parser in lenient mode");
+    ae_px_reject(c, 400, "parser", "parser in lenient mode");
     return -1;
   }
   if (c->method == HTTP_CONNECT) {
-    ae_px_reject(c, 405, "CONNECT is not supported");
+    ae_px_reject(c, 405, "method", "CONNECT is not supported");
     return -1;
   }
   ae_reqinfo ri;
   const char *why = NULL;
   int st = ae_req_analyze(&c->req, p->http_major, p->http_minor, c->method == HTTP_GET, &ri, &why);
   if (st) {
-    ae_px_reject(c, st, why ? why : "bad request");
+    ae_px_reject(c, st, ri.reason ? ri.reason : "parser", why ? why : "bad request");
     return -1;
   }
   c->req_keepalive = llhttp_should_keep_alive(p);
   c->req_body = ri.chunked ? 2 : (ri.has_cl && ri.cl > 0 ? 1 : 0);
+  if (ri.chunked) {
+    ae_cscan_reset(&c->cscan, ae_px_ms(ae_px_cfg(c)->proxy.max_header_bytes, AE_PX_DEF_MAX_HEADER_BYTES),
+                   AE_CHUNK_EXT_MAX);
+    c->cscan_on = 1;
+    c->cscan_end = 0;
+  }
   /* Only WebSocket upgrades are tunnelled; any other Upgrade is dropped as hop-by-hop and the
    * connection stays HTTP/1.1. */
   if (p->upgrade && !ri.websocket)
@@ -317,7 +323,7 @@ static int c_request_head(ae_pclient *c) {
     from_sni = 1;
   }
   if (hl && ae_host_normalize(hv, hl, c->host, sizeof(c->host)) != 0) {
-    ae_px_reject(c, 400, "invalid Host");
+    ae_px_reject(c, 400, "host", "invalid Host");
     return -1;
   }
   if (!hl)
@@ -418,50 +424,105 @@ static void c_begin(ae_pclient *c) {
   const ae_config *cfg = c->px->cfg;
   c->phase = P_HEAD;
   c->t_start = ae_px_now(c);
-  ae_hscan_reset(&c->rscan, ae_px_ms(cfg->proxy.max_header_bytes, AE_PX_DEF_MAX_HEADER_BYTES),
-                 ae_px_ms(cfg->proxy.max_headers, AE_PX_DEF_MAX_HEADERS));
+  ae_hlimits lim = {ae_px_ms(cfg->proxy.max_header_bytes, AE_PX_DEF_MAX_HEADER_BYTES),
+                    ae_px_ms(cfg->proxy.max_header_line_bytes, AE_PX_DEF_MAX_LINE_BYTES),
+                    ae_px_ms(cfg->proxy.max_request_line_bytes, AE_PX_DEF_MAX_LINE_BYTES),
+                    ae_px_ms(cfg->proxy.max_headers, AE_PX_DEF_MAX_HEADERS)};
+  ae_hscan_reset_req(&c->rscan, &lim);
   c->rscan_on = 1;
+  c->cscan_on = 0;
+  c->cscan_end = 0;
   ae_px_timer_update(c);
+}
+
+/* Answers a head the scanner refused. */
+static void c_head_refused(ae_pclient *c, int r) {
+  int status = r == AE_HS_BAD ? 400 : r == AE_HS_LONGLINE ? 414 : r == AE_HS_VERSION ? 505 : 431;
+  ae_px_reject(c, status, c->rscan.reason, c->rscan.why);
+}
+
+/* Runs the scanners over data before llhttp sees it: returns -1 when the request was refused,
+ * else how many bytes llhttp may parse now (the head alone once it is complete, so the body's
+ * framing is known before any body byte is parsed; a chunked body only up to where the proxy's
+ * own scanner says it ends). */
+static ssize_t c_prescan(ae_pclient *c, const char *data, size_t len) {
+  size_t used = 0;
+  if (c->rscan_on) {
+    int r = ae_hscan_feed(&c->rscan, data, len, &used);
+    if (r < 0) {
+      c_head_refused(c, r);
+      return -1;
+    }
+    if (r == AE_HS_DONE)
+      c->rscan_on = 0;
+    return (ssize_t)used;
+  }
+  if (c->cscan_on) {
+    int r = ae_cscan_feed(&c->cscan, data, len, &used);
+    if (r < 0) {
+      ae_px_reject(c, r == AE_CS_TOOBIG ? 431 : 400, c->cscan.reason, c->cscan.why);
+      return -1;
+    }
+    if (r == AE_CS_DONE) {
+      c->cscan_on = 0;
+      c->cscan_end = 1;
+    }
+    return (ssize_t)used;
+  }
+  return (ssize_t)len;
+}
+
+/* llhttp 8.1 knows HTTP/1.0 and 1.1 only; a later 1.x minor is parsed as 1.1 (RFC 9110 §2.5), so
+ * the minor digit is rewritten in a copy when it lies in this slice. Returns data or the copy. */
+static const char *c_version_fix(ae_pclient *c, const char *data, size_t len, uint32_t before, ae_buf *tmp) {
+  uint32_t at = c->rscan.minor_at;
+  if (c->rscan.minor <= 1 || at == 0 || at <= before || at > before + len)
+    return data;
+  tmp->len = 0;
+  ae_buf_add(tmp, data, len);
+  tmp->d[at - before - 1] = '1';
+  return tmp->d;
 }
 
 /* Runs the head checks and llhttp over data; returns the bytes consumed (the rest belongs to
  * a later request and waits until the current exchange ends). */
 static size_t c_parse(ae_pclient *c, const char *data, size_t n) {
   size_t off = 0;
+  ae_buf tmp = {0};
   while (off < n && !c->closing && !c->rp_paused && c->phase != P_TUNNEL) {
     if (c->phase == P_IDLE)
       c_begin(c);
-    size_t len = n - off;
-    if (c->rscan_on) {
-      size_t used = 0;
-      int r = ae_hscan_feed(&c->rscan, data + off, len, &used);
-      if (r < 0) {
-        if (r == AE_HS_BAD)
-          ae_px_reject(c, 400, c->rscan.why);
-        else
-          ae_px_reject(c, 431, r == AE_HS_TOOBIG ? "request head too large" : "too many header fields");
-        return n;
-      }
-      if (r == AE_HS_DONE)
-        c->rscan_on = 0;
-    }
-    llhttp_errno_t e = llhttp_execute(&c->rp, data + off, len);
+    uint32_t before = c->rscan.bytes;
+    int in_head = c->rscan_on;
+    ssize_t len = c_prescan(c, data + off, n - off);
+    if (len < 0)
+      break;
+    const char *base = in_head ? c_version_fix(c, data + off, (size_t)len, before, &tmp) : data + off;
+    int expect_end = c->cscan_end;
+    llhttp_errno_t e = llhttp_execute(&c->rp, base, (size_t)len);
     if (c->closing)
-      return n;
-    if (e == HPE_OK) {
-      off = n;
+      break;
+    size_t done = (size_t)len;
+    if (e == HPE_PAUSED) {
+      done = (size_t)(llhttp_get_error_pos(&c->rp) - base);
+      llhttp_resume(&c->rp);
+    } else if (e != HPE_OK) {
+      const char *reason = llhttp_get_error_reason(&c->rp);
+      ae_px_reject(c, 400, "parser", reason ? reason : llhttp_errno_name(e));
       break;
     }
-    if (e == HPE_PAUSED) {
-      off += (size_t)(llhttp_get_error_pos(&c->rp) - (data + off));
-      llhttp_resume(&c->rp);
-      continue;
+    off += done;
+    /* Where a chunked body ends is decided by the proxy's scanner; llhttp must agree exactly,
+     * else the two readings differ and nothing more may be forwarded. */
+    if (c->req_body == 2 && !in_head && (expect_end ? !c->rp_paused || done != (size_t)len : c->rp_paused)) {
+      ae_px_reject(c, 400, "chunk_framing", "chunked body framing disagreement");
+      break;
     }
-    const char *reason = llhttp_get_error_reason(&c->rp);
-    ae_px_reject(c, 400, reason ? reason : llhttp_errno_name(e));
-    return n;
+    if (expect_end)
+      c->cscan_end = 0;
   }
-  return off;
+  ae_buf_free(&tmp);
+  return c->closing ? n : off;
 }
 
 static void c_drive(ae_pclient *c) {

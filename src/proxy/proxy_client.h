@@ -26,8 +26,9 @@
 #define AE_PX_DEF_IDLE_MS 60000u
 #define AE_PX_DEF_CONNECT_MS 5000u
 #define AE_PX_DEF_RESPONSE_MS 60000u
-#define AE_PX_DEF_MAX_HEADER_BYTES 16384u
+#define AE_PX_DEF_MAX_HEADER_BYTES 32768u
 #define AE_PX_DEF_MAX_HEADERS 100u
+#define AE_PX_DEF_MAX_LINE_BYTES 8192u
 
 typedef struct ae_pclient ae_pclient;
 
@@ -70,6 +71,9 @@ struct ae_pclient {
   int reading;            /* read_start issued and not stopped */
   int read_eof;
   int in_drive;
+  ae_cscan cscan;         /* the proxy's own framing of a chunked request body */
+  int cscan_on;
+  int cscan_end;          /* the scanner found the end of the body: llhttp must end there too */
   int trailers;           /* parsing the trailer section of a chunked request */
   size_t trailer_bytes;
   uint64_t t_idle;        /* P_IDLE since */
@@ -147,8 +151,9 @@ void ae_px_timer_update(ae_pclient *c);
 /* proxy_reply.c */
 /* Writes the access log line of the current exchange (once). */
 void ae_px_access_log(ae_pclient *c);
-/* Answers a bad request with status and closes the connection. */
-void ae_px_reject(ae_pclient *c, int status, const char *why);
+/* Answers a bad request with status and closes the connection. reason is the metrics label of
+ * acmedge_http_rejected_total (NULL: not a refusal of the request, e.g. an unroutable body). */
+void ae_px_reject(ae_pclient *c, int status, const char *reason, const char *why);
 /* A response the proxy makes itself for a well-formed request (421, 502 without route); -1 when
  * the connection had to be closed instead (a request body follows). */
 int ae_px_local(ae_pclient *c, int status, const char *why);

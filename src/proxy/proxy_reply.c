@@ -62,10 +62,16 @@ void ae_px_access_log(ae_pclient *c) {
   ae_buf_free(&j);
 }
 
-void ae_px_reject(ae_pclient *c, int status, const char *why) {
+void ae_px_reject(ae_pclient *c, int status, const char *reason, const char *why) {
   if (c->closing)
     return;
-  AE_INFO("proxy", "%s: %d %s: %s", c->t ? c->t->peer_ip : "-", status, ae_status_text(status), why);
+  if (reason) {
+    AE_INFO("proxy", "%s: %d %s: refused (%s): %s", c->t ? c->t->peer_ip : "-", status, ae_status_text(status),
+            reason, why);
+    ae_metrics_count_label("http_rejected", reason);
+  } else {
+    AE_INFO("proxy", "%s: %d %s: %s", c->t ? c->t->peer_ip : "-", status, ae_status_text(status), why);
+  }
   if (c->u) {
     ae_uconn_abort(c->u);
     c->u = NULL;
@@ -93,7 +99,7 @@ int ae_px_local(ae_pclient *c, int status, const char *why) {
   c->pool = NULL;
   if (c->req_body) {
     /* Skipping an unwanted body costs more than a new connection. */
-    ae_px_reject(c, status, why);
+    ae_px_reject(c, status, NULL, why);
     return -1;
   }
   c->local = status;

@@ -202,7 +202,7 @@ static void test_smuggling_rejected(void **state) {
       {"NUL", nul_req, sizeof(nul_req) - 1, 400},
       {"missing Host", "GET / HTTP/1.1\r\n\r\n", 0, 400},
       {"two Hosts", "GET / HTTP/1.1\r\nHost: a.test\r\nHost: a.test\r\n\r\n", 0, 400},
-      {"bad version", "GET / HTTP/2.0\r\nHost: a.test\r\n\r\n", 0, 400},
+      {"HTTP/2.0 on an HTTP/1 connection", "GET / HTTP/2.0\r\nHost: a.test\r\n\r\n", 0, 505},
       {"CONNECT", "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n", 0, 405},
   };
   env *e = env_new(UP_ECHO, NULL);
@@ -646,7 +646,7 @@ static void test_websocket_tunnel(void **state) {
   env *e = env_new(UP_WS, NULL);
   fake *f = client(e, "a.test");
   fake_sends(f, "GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-                "Sec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\nearly");
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nearly");
   for (int i = 0; i < 300 && !t_has(&f->out, "early"); i++)
     t_run_for(10);
   assert_true(t_has(&f->out, "HTTP/1.1 101 Switching Protocols\r\n"));
@@ -654,7 +654,7 @@ static void test_websocket_tunnel(void **state) {
   assert_true(t_has(&f->out, "Sec-WebSocket-Accept: x\r\n"));
   assert_true(t_has(&f->out, "\r\n\r\nearly"));
   assert_true(t_has(&e->up->got, "Connection: Upgrade\r\nUpgrade: websocket\r\n"));
-  assert_true(t_has(&e->up->got, "Sec-WebSocket-Key: k\r\n"));
+  assert_true(t_has(&e->up->got, "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"));
   fake_sends(f, "\x81\x05hello");
   for (int i = 0; i < 300 && !t_has(&f->out, "hello"); i++)
     t_run_for(10);

@@ -152,14 +152,54 @@ static void test_req_analyze(void **state) {
   assert_int_equal(analyze("GET http://b.test/p HTTP/1.1\r\nHost: a.test\r\n\r\n", &pd, &ri, &why), 400);
   ae_hmsg_free(&pd.m);
 
-  assert_int_equal(analyze("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
-                           &pd, &ri, &why),
+  /* A complete RFC 6455 opening handshake is an upgrade. */
+#define WS_OK_FIELDS "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+  assert_int_equal(analyze("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"
+                           WS_OK_FIELDS "\r\n", &pd, &ri, &why),
                    0);
   assert_true(ri.websocket);
   ae_hmsg_free(&pd.m);
-  assert_int_equal(analyze("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n", &pd, &ri, &why), 0);
+  /* Other Upgrade values are not honoured: the request stays plain HTTP (Upgrade is hop-by-hop). */
+  assert_int_equal(analyze("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", &pd, &ri, &why), 0);
   assert_false(ri.websocket);
   ae_hmsg_free(&pd.m);
+}
+
+/* Row 6: every incomplete WebSocket handshake is refused (400), never forwarded half-upgraded. */
+static void test_req_websocket_incomplete(void **state) {
+  (void)state;
+  static const struct {
+    const char *name, *head;
+  } bad[] = {
+      {"no Connection: upgrade", "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n" WS_OK_FIELDS "\r\n"},
+      {"POST", "POST /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n" WS_OK_FIELDS "\r\n"},
+      {"HTTP/1.0", "GET /ws HTTP/1.0\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n" WS_OK_FIELDS "\r\n"},
+      {"no key", "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n"},
+      {"short key", "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"
+                    "Sec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n"},
+      {"key of 17 bytes", "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"
+                          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZXg=\r\nSec-WebSocket-Version: 13\r\n\r\n"},
+      {"key not base64", "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"
+                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25j*Q==\r\nSec-WebSocket-Version: 13\r\n\r\n"},
+      {"two keys", "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n" WS_OK_FIELDS
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"},
+      {"no version", "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"},
+      {"version 8", "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"},
+      {"body", "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 3\r\n"
+               WS_OK_FIELDS "\r\n"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    parsed pd;
+    ae_reqinfo ri;
+    const char *why = NULL;
+    int st = analyze(bad[i].head, &pd, &ri, &why);
+    if (st != 400 || ri.websocket || !ri.reason || strcmp(ri.reason, "websocket") != 0)
+      fail_msg("%s: status %d, reason %s", bad[i].name, st, ri.reason ? ri.reason : "(none)");
+    ae_hmsg_free(&pd.m);
+  }
 }
 
 static void test_host_normalize(void **state) {
@@ -300,7 +340,7 @@ static void test_buf_helpers(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_hscan_ok),       cmocka_unit_test(test_hscan_bad),
+      cmocka_unit_test(test_hscan_ok), cmocka_unit_test(test_req_websocket_incomplete),       cmocka_unit_test(test_hscan_bad),
       cmocka_unit_test(test_hscan_limits),   cmocka_unit_test(test_req_analyze),
       cmocka_unit_test(test_host_normalize), cmocka_unit_test(test_ip_in_list),
       cmocka_unit_test(test_upstream_head),  cmocka_unit_test(test_client_head_and_error),
