@@ -196,6 +196,8 @@ int ae_cscan_feed(ae_cscan *s, const char *p, size_t n, size_t *used) {
     case C_SIZE_LF:
       if (c != '\n')
         return cs_bad(s, "chunk-size line not ended by CRLF");
+      if (s->on_size)
+        s->on_size(s->ud, s->size);
       if (s->size == 0) {
         s->st = C_TLINE;
       } else {
@@ -209,6 +211,8 @@ int ae_cscan_feed(ae_cscan *s, const char *p, size_t n, size_t *used) {
         take = (size_t)s->left;
       s->left -= take;
       s->data_bytes += take;
+      if (s->on_data)
+        s->on_data(s->ud, p + i, take);
       i += take - 1;
       if (s->left == 0)
         s->st = C_DATA_CR;
@@ -222,6 +226,8 @@ int ae_cscan_feed(ae_cscan *s, const char *p, size_t n, size_t *used) {
     case C_DATA_LF:
       if (c != '\n')
         return cs_bad(s, "chunk data not followed by CRLF");
+      if (s->on_chunk_end)
+        s->on_chunk_end(s->ud);
       s->st = C_SIZE0;
       s->size = 0;
       s->sig = s->digits = 0;

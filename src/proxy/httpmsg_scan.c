@@ -103,8 +103,6 @@ static int hs_request_line(ae_hscan *s, unsigned char c) {
     } else {
       if (c != '\r')
         return hs_bad(s, c == ' ' || c == '\t' ? "whitespace after the version" : "invalid HTTP version");
-      if (s->star && !(s->opt && s->mlen == 7))
-        return hs_bad(s, "\"*\" target with a method other than OPTIONS");
       if (s->major != 1) {
         if (s->major < 1)
           return hs_bad(s, "HTTP/0.x request");
@@ -112,6 +110,8 @@ static int hs_request_line(ae_hscan *s, unsigned char c) {
         s->reason = "version";
         return AE_HS_VERSION;
       }
+      if (s->star && !(s->opt && s->mlen == 7))
+        return hs_bad(s, "\"*\" target with a method other than OPTIONS");
       s->st = S_START_CR;
       return 0;
     }

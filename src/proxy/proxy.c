@@ -12,6 +12,9 @@
 #include "proxy_client.h"
 
 static void c_drive(ae_pclient *c);
+static void ch_size(void *ud, uint64_t size);
+static void ch_data(void *ud, const char *at, size_t n);
+static void ch_end(void *ud);
 
 unsigned ae_px_ms(unsigned v, unsigned def) { return v ? v : def; }
 
@@ -187,8 +190,6 @@ static void c_next(ae_pclient *c) {
   c->up_write_dead = 0;
   c->bytes_out = 0;
   c->t_resp_head = 0;
-  c->trailers = 0;
-  c->trailer_bytes = 0;
   /* An idle keep-alive connection holds no buffers: a few mallocs per request are cheaper than
    * kilobytes per idle connection. */
   ae_buf_shrink(&c->uhead, 0);
@@ -241,8 +242,6 @@ void ae_px_finish(ae_pclient *c) {
 static int rq_begin(llhttp_t *p) {
   ae_pclient *c = p->data;
   ae_hmsg_reset(&c->req);
-  c->trailers = 0;
-  c->trailer_bytes = 0;
   return 0;
 }
 
@@ -252,27 +251,14 @@ static int rq_url(llhttp_t *p, const char *at, size_t n) {
   return 0;
 }
 
-static int rq_trailer(ae_pclient *c, size_t n) {
-  c->trailer_bytes += n;
-  if (c->trailer_bytes > ae_px_ms(ae_px_cfg(c)->proxy.max_header_bytes, AE_PX_DEF_MAX_HEADER_BYTES)) {
-    ae_px_reject(c, 431, "header_too_large", "trailer section too large");
-    return -1;
-  }
-  return 0;
-}
-
 static int rq_field(llhttp_t *p, const char *at, size_t n) {
   ae_pclient *c = p->data;
-  if (c->trailers)
-    return rq_trailer(c, n);
   ae_hmsg_on_field(&c->req, at, n);
   return 0;
 }
 
 static int rq_value(llhttp_t *p, const char *at, size_t n) {
   ae_pclient *c = p->data;
-  if (c->trailers)
-    return rq_trailer(c, n);
   ae_hmsg_on_value(&c->req, at, n);
   return 0;
 }
@@ -304,8 +290,11 @@ static int c_request_head(ae_pclient *c) {
   if (ri.chunked) {
     ae_cscan_reset(&c->cscan, ae_px_ms(ae_px_cfg(c)->proxy.max_header_bytes, AE_PX_DEF_MAX_HEADER_BYTES),
                    AE_CHUNK_EXT_MAX);
+    c->cscan.ud = c;
+    c->cscan.on_size = ch_size;
+    c->cscan.on_data = ch_data;
+    c->cscan.on_chunk_end = ch_end;
     c->cscan_on = 1;
-    c->cscan_end = 0;
   }
   /* Only WebSocket upgrades are tunnelled; any other Upgrade is dropped as hop-by-hop and the
    * connection stays HTTP/1.1. */
@@ -368,8 +357,7 @@ static int rq_headers_complete(llhttp_t *p) {
   return c_request_head(c);
 }
 
-/* A chunked request body is re-framed with the client's chunk sizes, minus extensions and
- * trailers: chunk header here, data in rq_body, CRLF in rq_chunk_complete. */
+/* A Content-Length body is forwarded as it comes. */
 static int rq_body(llhttp_t *p, const char *at, size_t n) {
   ae_pclient *c = p->data;
   if (c->u && !c->up_write_dead)
@@ -377,34 +365,41 @@ static int rq_body(llhttp_t *p, const char *at, size_t n) {
   return 0;
 }
 
-static int rq_chunk_header(llhttp_t *p) {
-  ae_pclient *c = p->data;
-  if (p->content_length == 0) {
-    c->trailers = 1;
-  } else if (c->u && !c->up_write_dead) {
-    ae_buf_addhex(&c->uout, p->content_length);
+/* A chunked request body never reaches llhttp: the proxy's scanner frames it and re-frames it for
+ * the upstream with the client's chunk sizes, minus extensions and trailers. */
+static void ch_size(void *ud, uint64_t size) {
+  ae_pclient *c = ud;
+  if (size && c->u && !c->up_write_dead) {
+    ae_buf_addhex(&c->uout, size);
     ae_buf_add(&c->uout, "\r\n", 2);
   }
-  return 0;
 }
 
-static int rq_chunk_complete(llhttp_t *p) {
-  ae_pclient *c = p->data;
-  if (!c->trailers && c->u && !c->up_write_dead)
+static void ch_data(void *ud, const char *at, size_t n) {
+  ae_pclient *c = ud;
+  if (c->u && !c->up_write_dead)
+    ae_buf_add(&c->uout, at, n);
+}
+
+static void ch_end(void *ud) {
+  ae_pclient *c = ud;
+  if (c->u && !c->up_write_dead)
     ae_buf_add(&c->uout, "\r\n", 2);
-  return 0;
 }
 
-static int rq_message_complete(llhttp_t *p) {
-  ae_pclient *c = p->data;
+/* The request is complete: the next pipelined one waits until this exchange is over. */
+static void c_request_done(ae_pclient *c) {
   c->req_done = 1;
   c->t_req_done = ae_px_now(c);
   if (c->u && c->req_body == 2 && !c->up_write_dead)
     ae_buf_add(&c->uout, "0\r\n\r\n", 5);
-  /* Stop here: the next pipelined request waits until this exchange is over. */
   c->rp_paused = 1;
   if (c->resp_done)
     ae_px_finish(c);
+}
+
+static int rq_message_complete(llhttp_t *p) {
+  c_request_done(p->data);
   return HPE_PAUSED;
 }
 
@@ -416,8 +411,6 @@ static const llhttp_settings_t req_settings = {
     .on_headers_complete = rq_headers_complete,
     .on_body = rq_body,
     .on_message_complete = rq_message_complete,
-    .on_chunk_header = rq_chunk_header,
-    .on_chunk_complete = rq_chunk_complete,
 };
 
 static void c_begin(ae_pclient *c) {
@@ -430,8 +423,8 @@ static void c_begin(ae_pclient *c) {
                     ae_px_ms(cfg->proxy.max_headers, AE_PX_DEF_MAX_HEADERS)};
   ae_hscan_reset_req(&c->rscan, &lim);
   c->rscan_on = 1;
+  c->rscan_fed = 0;
   c->cscan_on = 0;
-  c->cscan_end = 0;
   ae_px_timer_update(c);
 }
 
@@ -441,85 +434,120 @@ static void c_head_refused(ae_pclient *c, int r) {
   ae_px_reject(c, status, c->rscan.reason, c->rscan.why);
 }
 
-/* Runs the scanners over data before llhttp sees it: returns -1 when the request was refused,
- * else how many bytes llhttp may parse now (the head alone once it is complete, so the body's
- * framing is known before any body byte is parsed; a chunked body only up to where the proxy's
- * own scanner says it ends). */
-static ssize_t c_prescan(ae_pclient *c, const char *data, size_t len) {
-  size_t used = 0;
+static int ieq_prefix(const char *a, const char *lit, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    char x = a[i];
+    if (x >= 'A' && x <= 'Z')
+      x = (char)(x + 32);
+    if (x != lit[i])
+      return 0;
+  }
+  return 1;
+}
+
+/* llhttp 8.1 knows HTTP/1.0 and 1.1 only, and refuses an HTAB after "chunked" that RFC 9110 §5.6.3
+ * allows as OWS. The scanner has accepted the head already, so llhttp is given a copy in which a
+ * later 1.x minor reads as 1.1 (RFC 9110 §2.5) and HTAB in Transfer-Encoding (hop-by-hop, never
+ * forwarded) reads as SP. Returns head itself when nothing needs rewriting. */
+static const char *c_head_for_llhttp(ae_pclient *c, const char *head, size_t len, ae_buf *tmp) {
+  static const char te[] = "\r\ntransfer-encoding:";
+  const size_t tel = sizeof(te) - 1;
+  int fix_minor = c->rscan.minor > 1 && c->rscan.minor_at >= 1 && c->rscan.minor_at <= len;
+  int has_tab = memchr(head, '\t', len) != NULL;
+  if (!fix_minor && !has_tab)
+    return head;
+  tmp->len = 0;
+  ae_buf_add(tmp, head, len);
+  if (fix_minor)
+    tmp->d[c->rscan.minor_at - 1] = '1';
+  for (size_t i = 0; has_tab && i + tel <= len; i++) {
+    if (tmp->d[i] != '\r' || !ieq_prefix(tmp->d + i, te, tel))
+      continue;
+    for (size_t j = i + tel; j < len && tmp->d[j] != '\r'; j++)
+      if (tmp->d[j] == '\t')
+        tmp->d[j] = ' ';
+  }
+  return tmp->d;
+}
+
+/* Runs llhttp over bytes the scanners accepted; returns the bytes it consumed, or -1 when the
+ * request was refused. */
+static ssize_t c_llhttp(ae_pclient *c, const char *base, size_t len) {
+  llhttp_errno_t e = llhttp_execute(&c->rp, base, len);
+  if (c->closing)
+    return -1;
+  if (e == HPE_PAUSED) {
+    size_t done = (size_t)(llhttp_get_error_pos(&c->rp) - base);
+    llhttp_resume(&c->rp);
+    return (ssize_t)done;
+  }
+  if (e != HPE_OK) {
+    const char *reason = llhttp_get_error_reason(&c->rp);
+    ae_px_reject(c, 400, "parser", reason ? reason : llhttp_errno_name(e));
+    return -1;
+  }
+  return (ssize_t)len;
+}
+
+/* Parses one step of data (from the start of the current request's unparsed bytes): the head is
+ * held back until the scanner has seen all of it, so llhttp only ever parses a head the proxy
+ * accepted; a chunked body is framed by the proxy's own scanner alone. Returns the bytes consumed
+ * (0: more input needed) or -1 when the connection is being closed. */
+static ssize_t c_step(ae_pclient *c, const char *data, size_t n, ae_buf *tmp) {
   if (c->rscan_on) {
-    int r = ae_hscan_feed(&c->rscan, data, len, &used);
+    size_t used = 0;
+    int r = ae_hscan_feed(&c->rscan, data + c->rscan_fed, n - c->rscan_fed, &used);
     if (r < 0) {
       c_head_refused(c, r);
       return -1;
     }
-    if (r == AE_HS_DONE)
-      c->rscan_on = 0;
-    return (ssize_t)used;
+    c->rscan_fed += used;
+    if (r != AE_HS_DONE)
+      return 0;
+    c->rscan_on = 0;
+    size_t head = c->rscan_fed;
+    const char *base = c_head_for_llhttp(c, data, head, tmp);
+    ssize_t done = c_llhttp(c, base, head);
+    if (done < 0)
+      return -1;
+    /* A head ends with its empty line; a request without body completes there too. */
+    if ((size_t)done != head && !c->rp_paused) {
+      ae_px_reject(c, 400, "parser", "request head parsed differently");
+      return -1;
+    }
+    return (ssize_t)head;
   }
   if (c->cscan_on) {
-    int r = ae_cscan_feed(&c->cscan, data, len, &used);
+    size_t used = 0;
+    int r = ae_cscan_feed(&c->cscan, data, n, &used);
     if (r < 0) {
       ae_px_reject(c, r == AE_CS_TOOBIG ? 431 : 400, c->cscan.reason, c->cscan.why);
       return -1;
     }
     if (r == AE_CS_DONE) {
       c->cscan_on = 0;
-      c->cscan_end = 1;
+      llhttp_reset(&c->rp);
+      c_request_done(c);
+      if (c->closing)
+        return -1;
     }
     return (ssize_t)used;
   }
-  return (ssize_t)len;
-}
-
-/* llhttp 8.1 knows HTTP/1.0 and 1.1 only; a later 1.x minor is parsed as 1.1 (RFC 9110 §2.5), so
- * the minor digit is rewritten in a copy when it lies in this slice. Returns data or the copy. */
-static const char *c_version_fix(ae_pclient *c, const char *data, size_t len, uint32_t before, ae_buf *tmp) {
-  uint32_t at = c->rscan.minor_at;
-  if (c->rscan.minor <= 1 || at == 0 || at <= before || at > before + len)
-    return data;
-  tmp->len = 0;
-  ae_buf_add(tmp, data, len);
-  tmp->d[at - before - 1] = '1';
-  return tmp->d;
+  return c_llhttp(c, data, n);
 }
 
 /* Runs the head checks and llhttp over data; returns the bytes consumed (the rest belongs to
- * a later request and waits until the current exchange ends). */
+ * a later request, or to a head not complete yet, and waits). */
 static size_t c_parse(ae_pclient *c, const char *data, size_t n) {
   size_t off = 0;
   ae_buf tmp = {0};
   while (off < n && !c->closing && !c->rp_paused && c->phase != P_TUNNEL) {
     if (c->phase == P_IDLE)
       c_begin(c);
-    uint32_t before = c->rscan.bytes;
-    int in_head = c->rscan_on;
-    ssize_t len = c_prescan(c, data + off, n - off);
-    if (len < 0)
+    ssize_t done = c_step(c, data + off, n - off, &tmp);
+    if (done <= 0)
       break;
-    const char *base = in_head ? c_version_fix(c, data + off, (size_t)len, before, &tmp) : data + off;
-    int expect_end = c->cscan_end;
-    llhttp_errno_t e = llhttp_execute(&c->rp, base, (size_t)len);
-    if (c->closing)
-      break;
-    size_t done = (size_t)len;
-    if (e == HPE_PAUSED) {
-      done = (size_t)(llhttp_get_error_pos(&c->rp) - base);
-      llhttp_resume(&c->rp);
-    } else if (e != HPE_OK) {
-      const char *reason = llhttp_get_error_reason(&c->rp);
-      ae_px_reject(c, 400, "parser", reason ? reason : llhttp_errno_name(e));
-      break;
-    }
-    off += done;
-    /* Where a chunked body ends is decided by the proxy's scanner; llhttp must agree exactly,
-     * else the two readings differ and nothing more may be forwarded. */
-    if (c->req_body == 2 && !in_head && (expect_end ? !c->rp_paused || done != (size_t)len : c->rp_paused)) {
-      ae_px_reject(c, 400, "chunk_framing", "chunked body framing disagreement");
-      break;
-    }
-    if (expect_end)
-      c->cscan_end = 0;
+    off += (size_t)done;
   }
   ae_buf_free(&tmp);
   return c->closing ? n : off;

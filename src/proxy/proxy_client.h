@@ -71,11 +71,9 @@ struct ae_pclient {
   int reading;            /* read_start issued and not stopped */
   int read_eof;
   int in_drive;
+  size_t rscan_fed;       /* bytes of the current head already scanned (held back from llhttp) */
   ae_cscan cscan;         /* the proxy's own framing of a chunked request body */
   int cscan_on;
-  int cscan_end;          /* the scanner found the end of the body: llhttp must end there too */
-  int trailers;           /* parsing the trailer section of a chunked request */
-  size_t trailer_bytes;
   uint64_t t_idle;        /* P_IDLE since */
   uint64_t t_client_io;   /* last client read (body inactivity) */
 

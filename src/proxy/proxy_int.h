@@ -118,9 +118,16 @@ typedef struct ae_cscan {
   uint64_t data_bytes;/* chunk-data bytes of the body so far */
   const char *why;
   const char *reason;
+  /* Optional sink, called as the body is recognised: a chunk-size line (size 0: the last chunk),
+   * chunk data, and the CRLF that ends a chunk's data. Extensions and trailers are not passed on. */
+  void *ud;
+  void (*on_size)(void *ud, uint64_t size);
+  void (*on_data)(void *ud, const char *p, size_t n);
+  void (*on_chunk_end)(void *ud);
 } ae_cscan;
 
-/* Starts scanning a chunked body; trailer_max bounds the trailer section, ext_max the extensions. */
+/* Starts scanning a chunked body; trailer_max bounds the trailer section, ext_max the extensions.
+ * The sink fields are cleared: set them after the reset. */
 void ae_cscan_reset(ae_cscan *s, uint32_t trailer_max, uint32_t ext_max);
 /* Feeds n body bytes; returns an AE_CS_* code and, for AE_CS_DONE, the bytes that belong to it. */
 int ae_cscan_feed(ae_cscan *s, const char *p, size_t n, size_t *used);
