@@ -55,6 +55,12 @@ static int hexval(unsigned char c) {
 /* qdtext / quoted-pair content of RFC 9110 §5.6.4 (HTAB, SP, VCHAR, obs-text; no DEL). */
 static int qdtext(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
 
+static int cs_ext_too_long(ae_cscan *s) {
+  s->why = "chunk extensions too long";
+  s->reason = "chunk_ext";
+  return AE_CS_BAD;
+}
+
 /* End of a chunk-size line (CR seen): the next byte must be LF. */
 static int size_line_end(ae_cscan *s) {
   s->st = C_SIZE_LF;
@@ -63,11 +69,8 @@ static int size_line_end(ae_cscan *s) {
 
 /* The chunk-size line states (size and extensions); returns 0 or AE_CS_BAD. */
 static int cs_size_line(ae_cscan *s, unsigned char c) {
-  if (s->st >= C_BWS && ++s->ext_bytes > s->ext_max) {
-    s->why = "chunk extensions too long";
-    s->reason = "chunk_ext";
-    return AE_CS_BAD;
-  }
+  if (s->st >= C_BWS && ++s->ext_bytes > s->ext_max)
+    return cs_ext_too_long(s);
   switch (s->st) {
   case C_SIZE0:
   case C_SIZE: {
@@ -91,12 +94,11 @@ static int cs_size_line(ae_cscan *s, unsigned char c) {
     if (c == ';') {
       s->ext_bytes++;
       s->st = C_NAME0;
-      return s->ext_bytes > s->ext_max ? cs_bad(s, "chunk extensions too long") : 0;
+      return s->ext_bytes > s->ext_max ? cs_ext_too_long(s) : 0;
     }
     if (c == ' ' || c == '\t') {
-      s->ext_bytes++;
       s->st = C_BWS;
-      return 0;
+      return ++s->ext_bytes > s->ext_max ? cs_ext_too_long(s) : 0;
     }
     return cs_bad(s, "invalid byte in chunk-size");
   }

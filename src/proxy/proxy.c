@@ -470,6 +470,26 @@ static const char *c_head_for_llhttp(ae_pclient *c, const char *head, size_t len
   return tmp->d;
 }
 
+/* Metrics label for a request llhttp refuses after the scanner accepted it. */
+static const char *llhttp_reason(llhttp_errno_t e, const char *text) {
+  switch (e) {
+  case HPE_INVALID_TRANSFER_ENCODING:
+    return "transfer_encoding";
+  case HPE_UNEXPECTED_CONTENT_LENGTH: /* duplicate, or together with Transfer-Encoding */
+    return text && strstr(text, "Transfer-Encoding") ? "transfer_encoding" : "content_length";
+  case HPE_INVALID_CONTENT_LENGTH:
+    return "content_length";
+  case HPE_INVALID_METHOD:
+  case HPE_INVALID_URL:
+  case HPE_INVALID_VERSION:
+    return "request_line";
+  case HPE_INVALID_HEADER_TOKEN:
+    return "header_syntax";
+  default:
+    return "parser";
+  }
+}
+
 /* Runs llhttp over bytes the scanners accepted; returns the bytes it consumed, or -1 when the
  * request was refused. */
 static ssize_t c_llhttp(ae_pclient *c, const char *base, size_t len) {
@@ -483,7 +503,7 @@ static ssize_t c_llhttp(ae_pclient *c, const char *base, size_t len) {
   }
   if (e != HPE_OK) {
     const char *reason = llhttp_get_error_reason(&c->rp);
-    ae_px_reject(c, 400, "parser", reason ? reason : llhttp_errno_name(e));
+    ae_px_reject(c, 400, llhttp_reason(e, reason), reason ? reason : llhttp_errno_name(e));
     return -1;
   }
   return (ssize_t)len;
