@@ -1,6 +1,7 @@
 /* Private: the proxy object and its per-client-connection state, shared by proxy.c (client side:
- * request parsing, lifecycle), proxy_timer.c (client timeouts), proxy_reply.c (access log and the
- * proxy's own error responses) and proxy_exchange.c (upstream side of one exchange). */
+ * lifecycle), proxy_request.c (request parsing and routing), proxy_timer.c (client timeouts),
+ * proxy_reply.c (access log and the proxy's own error responses) and proxy_exchange.c (upstream
+ * side of one exchange). */
 #ifndef ACMEDGE_PROXY_CLIENT_H
 #define ACMEDGE_PROXY_CLIENT_H
 
@@ -141,6 +142,14 @@ void ae_px_check_bp(ae_pclient *c);
 void ae_px_rstop(ae_pclient *c, unsigned why);
 void ae_px_rstart(ae_pclient *c, unsigned why);
 unsigned ae_px_ms(unsigned v, unsigned def);
+
+/* proxy_request.c */
+/* llhttp callbacks for client requests. */
+extern const llhttp_settings_t ae_px_req_settings;
+/* Runs the framing checks and llhttp over data (from the start of the current request's unparsed
+ * bytes); returns the bytes consumed: the rest belongs to a later request, or to a head not
+ * complete yet, and waits in c->in. */
+size_t ae_px_parse(ae_pclient *c, const char *data, size_t n);
 
 /* proxy_timer.c */
 /* Sets the connection's timer for its earliest deadline (or stops it when there is none). */
