@@ -6,7 +6,7 @@ refusal closes the connection at once with Connection: close, and that the count
 exactly the requests it should (0 for a refusal: nothing smuggled).
 Usage: framing_client.py PORT SNI COUNTER_LOG"""
 
-import os
+import select
 import socket
 import ssl
 import sys
@@ -103,18 +103,32 @@ def connect(port, sni):
 def exchange(port, sni, data, split):
     """Sends data; returns (bytes received until the server closed, closed?)."""
     s = connect(port, sni)
+    out, closed = b"", False
     try:
         if split:
             for i in range(len(data)):
                 s.sendall(data[i:i + 1])
+                # Stop writing once the proxy has answered: bytes sent after it closed would only
+                # provoke a reset. (Readable may also mean a TLS session ticket: no app data.)
+                if select.select([s], [], [], 0)[0]:
+                    s.setblocking(False)
+                    try:
+                        d = s.recv(65536)
+                        out += d
+                        closed = not d
+                    except ssl.SSLWantReadError:
+                        d = None
+                    s.setblocking(True)
+                    s.settimeout(TIMEOUT)
+                    if d is not None:
+                        break
         else:
             s.sendall(data)
     except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
         pass  # refused before everything was sent
-    out, closed = b"", False
     end = time.time() + TIMEOUT
     try:
-        while time.time() < end:
+        while not closed and time.time() < end:
             s.settimeout(max(0.05, end - time.time()))
             d = s.recv(65536)
             if not d:
