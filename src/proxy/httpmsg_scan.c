@@ -197,6 +197,8 @@ int ae_hscan_feed(ae_hscan *s, const char *p, size_t n, size_t *used) {
         return hs_bad(s, "empty field name");
       } else if (c < 0x20 || c == 0x7f) {
         return hs_bad(s, "control character in field name");
+      } else if (s->req && !ae_is_tchar(c)) {
+        return hs_bad(s, "field name is not a token");
       } else {
         if (++s->fields > s->max_fields) {
           s->why = "too many header fields";
@@ -215,6 +217,8 @@ int ae_hscan_feed(ae_hscan *s, const char *p, size_t n, size_t *used) {
         return hs_bad(s, "field line without colon");
       else if (c < 0x20 || c == 0x7f)
         return hs_bad(s, "control character in field name");
+      else if (s->req && !ae_is_tchar(c))
+        return hs_bad(s, "field name is not a token");
       break;
     case S_VALUE:
       if (c == '\r')

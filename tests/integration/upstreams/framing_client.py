@@ -79,6 +79,7 @@ CASES = [
      False),
     # field rules kept
     ("- obs-fold", b"GET / HTTP/1.1\r\n" + H + b"X: a\r\n b\r\n\r\n", 400, [], False),
+    ("- field name not a token", b"GET / HTTP/1.1\r\n" + H + b"X(a): b\r\n\r\n", 400, [], False),
     ("- whitespace before colon", b"GET / HTTP/1.1\r\n" + H + b"X : a\r\n\r\n", 400, [], False),
     ("- NUL in a value", b"GET / HTTP/1.1\r\n" + H + b"X: a\x00b\r\n\r\n", 400, [], False),
     ("- differing Content-Length", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab",

@@ -117,6 +117,12 @@ static void test_hscan_request_line(void **state) {
   assert_int_equal(RSCAN("GET / HTTP/1\r\n\r\n"), AE_HS_BAD);
   assert_int_equal(RSCAN("GET / HTTPS/1.1\r\n\r\n"), AE_HS_BAD);
   assert_int_equal(RSCAN("G(T / HTTP/1.1\r\n\r\n"), AE_HS_BAD);          /* not a token */
+  /* Field names are tokens in requests (RFC 9110 §5.1). */
+  assert_int_equal(RSCAN("GET / HTTP/1.1\r\nX-A!#$%&'*+.^_`|~: v\r\n\r\n"), AE_HS_DONE);
+  assert_int_equal(RSCAN("GET / HTTP/1.1\r\nX(A): v\r\n\r\n"), AE_HS_BAD);
+  assert_int_equal(RSCAN("GET / HTTP/1.1\r\nX\"A: v\r\n\r\n"), AE_HS_BAD);
+  assert_int_equal(RSCAN("GET / HTTP/1.1\r\n\xc3\xa9: v\r\n\r\n"), AE_HS_BAD);
+  assert_int_equal(RSCAN("GET / HTTP/1.1\r\n@: v\r\n\r\n"), AE_HS_BAD);
   /* The minor digit is located for the 1.x -> 1.1 rewrite. */
   ae_hlimits lim = {32768, 8192, 8192, 100};
   ae_hscan h;
