@@ -17,7 +17,10 @@ void ae_px_access_log(ae_pclient *c) {
     return;
   char ts[40];
   ae_time_rfc3339((int64_t)time(NULL), ts, sizeof(ts));
-  const char *method = c->req.ulen ? llhttp_method_name((llhttp_method_t)c->rp.method) : "-";
+  /* Once the head was accepted the method is kept in c->method: the parser is reset after a
+   * chunked body, which the proxy frames itself. */
+  int m = c->phase >= P_BODY ? c->method : (int)c->rp.method;
+  const char *method = c->req.ulen ? llhttp_method_name((llhttp_method_t)m) : "-";
   const char *path = c->req.ulen ? c->req.b.d + c->req.url : "-";
   size_t plen = c->req.ulen ? c->req.ulen : 1;
   if (plen > 1024)
