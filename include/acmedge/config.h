@@ -74,6 +74,8 @@ typedef struct ae_config {
     unsigned max_headers;         /* header count: 431 */
     unsigned pool_idle_max;       /* idle upstream connections kept per upstream */
     unsigned pool_idle_timeout_ms;
+    unsigned max_header_line_bytes;  /* one request header field line: 431 */
+    unsigned max_request_line_bytes; /* the request line: 414 */
   } proxy;
 
   struct {

@@ -270,7 +270,8 @@ static const char *const k_backoff[] = {"initial_s", "max_s", NULL};
 static const char *const k_route[] = {"hosts", "upstream", "plain_http", NULL};
 static const char *const k_proxy[] = {"header_timeout_ms", "idle_timeout_ms", "connect_timeout_ms",
                                       "response_timeout_ms", "total_timeout_ms", "max_header_bytes",
-                                      "max_headers", "pool_idle_max", "pool_idle_timeout_ms", NULL};
+                                      "max_headers", "pool_idle_max", "pool_idle_timeout_ms",
+                                      "max_header_line_bytes", "max_request_line_bytes", NULL};
 static const char *const k_tls[] = {"handshake_timeout_ms", "idle_timeout_ms", "max_connections", NULL};
 static const char *const k_events[] = {"hook", "hook_types", "hook_timeout_ms", "hook_max_concurrent", "buffer",
                                        NULL};
@@ -306,8 +307,10 @@ static void set_defaults(ae_config *cfg) {
   cfg->proxy.connect_timeout_ms = 5000;
   cfg->proxy.response_timeout_ms = 60000;
   cfg->proxy.total_timeout_ms = 0;
-  cfg->proxy.max_header_bytes = 16384;
+  cfg->proxy.max_header_bytes = 32768;
   cfg->proxy.max_headers = 100;
+  cfg->proxy.max_header_line_bytes = 8192;
+  cfg->proxy.max_request_line_bytes = 8192;
   cfg->proxy.pool_idle_max = 32;
   cfg->proxy.pool_idle_timeout_ms = 60000;
   cfg->tls.handshake_timeout_ms = 10000;
@@ -640,6 +643,8 @@ static int parse_root(pctx *c, json_t *root, ae_config *cfg) {
         (rc = opt_uint(c, o, "total_timeout_ms", P, 0, DAY_MS, &cfg->proxy.total_timeout_ms)) ||
         (rc = opt_uint(c, o, "max_header_bytes", P, 1024, 1048576, &cfg->proxy.max_header_bytes)) ||
         (rc = opt_uint(c, o, "max_headers", P, 1, 10000, &cfg->proxy.max_headers)) ||
+        (rc = opt_uint(c, o, "max_header_line_bytes", P, 256, 1048576, &cfg->proxy.max_header_line_bytes)) ||
+        (rc = opt_uint(c, o, "max_request_line_bytes", P, 256, 1048576, &cfg->proxy.max_request_line_bytes)) ||
         (rc = opt_uint(c, o, "pool_idle_max", P, 0, 100000, &cfg->proxy.pool_idle_max)) ||
         (rc = opt_uint(c, o, "pool_idle_timeout_ms", P, 1, DAY_MS, &cfg->proxy.pool_idle_timeout_ms)))
       return rc;

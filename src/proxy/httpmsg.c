@@ -321,6 +321,59 @@ int ae_host_normalize(const char *in, size_t n, char *out, size_t outlen) {
   return 0;
 }
 
+/* Records why a request is refused (log text and metrics label) and returns its status. */
+static int refuse(ae_reqinfo *ri, const char **why, int status, const char *reason, const char *text) {
+  *why = text;
+  ri->reason = reason;
+  return status;
+}
+
+/* 1 when v is base64 of exactly 16 bytes (22 alphabet characters and "=="), RFC 6455 §4.1. */
+static int ws_key_ok(const char *v, size_t n) {
+  if (n != 24 || v[22] != '=' || v[23] != '=')
+    return 0;
+  for (size_t i = 0; i < 22; i++) {
+    char c = v[i];
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/'))
+      return 0;
+  }
+  return 1;
+}
+
+/* The value of the only field called name (trimmed); 0 when absent, -1 when repeated. */
+static int single_field(const ae_hmsg *m, const char *name, const char **v, size_t *vl) {
+  int i = ae_hmsg_find(m, name, 0);
+  if (i < 0)
+    return 0;
+  if (ae_hmsg_find(m, name, (uint32_t)i + 1) >= 0)
+    return -1;
+  *v = ae_hmsg_val(m, (uint32_t)i);
+  *vl = m->f[i].vlen;
+  trim(v, vl);
+  return 1;
+}
+
+/* An Upgrade: websocket request is only tunnelled as a complete RFC 6455 §4.1 opening handshake;
+ * anything less is refused rather than forwarded as a plain request carrying a dropped upgrade. */
+static int ws_check(const ae_hmsg *m, int minor, int method_is_get, ae_reqinfo *ri, const char **why) {
+  const char *v = NULL;
+  size_t vl = 0;
+  if (!method_is_get)
+    return refuse(ri, why, 400, "websocket", "WebSocket upgrade with a method other than GET");
+  if (minor < 1)
+    return refuse(ri, why, 400, "websocket", "WebSocket upgrade in HTTP/1.0");
+  if (!ae_hmsg_has_token(m, "connection", "upgrade"))
+    return refuse(ri, why, 400, "websocket", "WebSocket upgrade without Connection: upgrade");
+  if (single_field(m, "sec-websocket-key", &v, &vl) != 1 || !ws_key_ok(v, vl))
+    return refuse(ri, why, 400, "websocket", "WebSocket upgrade without a valid Sec-WebSocket-Key");
+  if (single_field(m, "sec-websocket-version", &v, &vl) != 1 || vl != 2 || memcmp(v, "13", 2) != 0)
+    return refuse(ri, why, 400, "websocket", "WebSocket upgrade without Sec-WebSocket-Version: 13");
+  if (ri->chunked || (ri->has_cl && ri->cl > 0))
+    return refuse(ri, why, 400, "websocket", "WebSocket upgrade with a request body");
+  ri->websocket = 1;
+  return 0;
+}
+
 int ae_req_analyze(const ae_hmsg *m, int major, int minor, int method_is_get, ae_reqinfo *ri,
                    const char **why) {
   memset(ri, 0, sizeof(*ri));
@@ -341,23 +394,19 @@ int ae_req_analyze(const ae_hmsg *m, int major, int minor, int method_is_get, ae
       /* Duplicate fields or a list, even with equal members, are refused: no guessing. */
       uint64_t val = 0;
       if (vl == 0 || vl > 18) {
-        *why = "invalid Content-Length";
-        return 400;
+        return refuse(ri, why, 400, "content_length", "invalid Content-Length");
       }
       for (size_t k = 0; k < vl; k++) {
         if (v[k] < '0' || v[k] > '9') {
-          *why = "invalid Content-Length";
-          return 400;
+          return refuse(ri, why, 400, "content_length", "invalid Content-Length");
         }
         val = val * 10 + (uint64_t)(v[k] - '0');
       }
       if (cls && val != ri->cl) {
-        *why = "differing Content-Length fields";
-        return 400;
+        return refuse(ri, why, 400, "content_length", "differing Content-Length fields");
       }
       if (cls) {
-        *why = "duplicate Content-Length";
-        return 400;
+        return refuse(ri, why, 400, "content_length", "duplicate Content-Length");
       }
       cls++;
       ri->cl = val;
@@ -370,37 +419,29 @@ int ae_req_analyze(const ae_hmsg *m, int major, int minor, int method_is_get, ae
     }
   }
   if (major != 1) {
-    *why = "unsupported HTTP version";
-    return 400;
+    return refuse(ri, why, 400, "version", "unsupported HTTP version");
   }
   if (hosts > 1) {
-    *why = "more than one Host";
-    return 400;
+    return refuse(ri, why, 400, "host", "more than one Host");
   }
   if (minor >= 1 && hosts == 0) {
-    *why = "missing Host";
-    return 400;
+    return refuse(ri, why, 400, "host", "missing Host");
   }
   if (ri->host && !valid_host_chars(ri->host, ri->host_len)) {
-    *why = "invalid Host";
-    return 400;
+    return refuse(ri, why, 400, "host", "invalid Host");
   }
   if (tes) {
     if (cls) {
-      *why = "both Content-Length and Transfer-Encoding";
-      return 400;
+      return refuse(ri, why, 400, "transfer_encoding", "both Content-Length and Transfer-Encoding");
     }
     if (minor == 0) {
-      *why = "Transfer-Encoding in HTTP/1.0";
-      return 400;
+      return refuse(ri, why, 400, "transfer_encoding", "Transfer-Encoding in HTTP/1.0");
     }
     if (!te.last_chunked || te.chunked_seen != 1) {
-      *why = "Transfer-Encoding not ending in a single chunked";
-      return 400;
+      return refuse(ri, why, 400, "transfer_encoding", "Transfer-Encoding not ending in a single chunked");
     }
     if (te.count != 1) {
-      *why = "transfer coding other than chunked";
-      return 501;
+      return refuse(ri, why, 501, "transfer_encoding", "transfer coding other than chunked");
     }
     ri->chunked = 1;
   }
@@ -409,8 +450,7 @@ int ae_req_analyze(const ae_hmsg *m, int major, int minor, int method_is_get, ae
   const char *u = m->b.d + m->url;
   size_t ul = m->ulen;
   if (ul == 0) {
-    *why = "empty target";
-    return 400;
+    return refuse(ri, why, 400, "target", "empty target");
   }
   if (u[0] == '/' || (ul == 1 && u[0] == '*')) {
     ri->target = u;
@@ -422,16 +462,14 @@ int ae_req_analyze(const ae_hmsg *m, int major, int minor, int method_is_get, ae
     else if (ul > 8 && ieq(u, 8, "https://", 8))
       skip = 8;
     else {
-      *why = "unsupported request target";
-      return 400;
+      return refuse(ri, why, 400, "target", "unsupported request target");
     }
     const char *auth = u + skip;
     size_t al = 0;
     while (skip + al < ul && auth[al] != '/' && auth[al] != '?')
       al++;
     if (!ri->host || !ieq(auth, al, ri->host, ri->host_len)) {
-      *why = "absolute-form target differs from Host";
-      return 400;
+      return refuse(ri, why, 400, "target", "absolute-form target differs from Host");
     }
     ri->target = auth + al;
     ri->target_len = ul - skip - al;
@@ -443,9 +481,8 @@ int ae_req_analyze(const ae_hmsg *m, int major, int minor, int method_is_get, ae
       ri->target_slash = 1;
     }
   }
-  if (method_is_get && ae_hmsg_has_token(m, "connection", "upgrade") &&
-      ae_hmsg_has_token(m, "upgrade", "websocket"))
-    ri->websocket = 1;
+  if (ae_hmsg_has_token(m, "upgrade", "websocket"))
+    return ws_check(m, minor, method_is_get, ri, why);
   return 0;
 }
 
@@ -615,6 +652,7 @@ const char *ae_status_text(int status) {
   case 405: return "Method Not Allowed";
   case 408: return "Request Timeout";
   case 413: return "Content Too Large";
+  case 414: return "URI Too Long";
   case 421: return "Misdirected Request";
   case 431: return "Request Header Fields Too Large";
   case 500: return "Internal Server Error";
@@ -622,6 +660,7 @@ const char *ae_status_text(int status) {
   case 502: return "Bad Gateway";
   case 503: return "Service Unavailable";
   case 504: return "Gateway Timeout";
+  case 505: return "HTTP Version Not Supported";
   default: return "Unknown";
   }
 }

@@ -1,7 +1,7 @@
-/* Reverse proxy, client side: the ae_proxy object, client connections (llhttp request parsing in
- * order, one exchange at a time with pipelined bytes held back), routing by Host, limits and
- * backpressure. The upstream half lives in proxy_exchange.c, timeouts in proxy_timer.c, the access
- * log and the proxy's own error responses in proxy_reply.c. */
+/* Reverse proxy, client side: the ae_proxy object, client connections (requests in order, one
+ * exchange at a time with pipelined bytes held back), limits and backpressure. Request parsing and
+ * routing live in proxy_request.c, the upstream half in proxy_exchange.c, timeouts in
+ * proxy_timer.c, the access log and the proxy's own error responses in proxy_reply.c. */
 #include "acmedge/proxy.h"
 
 #include <stdlib.h>
@@ -187,8 +187,6 @@ static void c_next(ae_pclient *c) {
   c->up_write_dead = 0;
   c->bytes_out = 0;
   c->t_resp_head = 0;
-  c->trailers = 0;
-  c->trailer_bytes = 0;
   /* An idle keep-alive connection holds no buffers: a few mallocs per request are cheaper than
    * kilobytes per idle connection. */
   ae_buf_shrink(&c->uhead, 0);
@@ -236,234 +234,6 @@ void ae_px_finish(ae_pclient *c) {
   ae_px_timer_update(c);
 }
 
-/* ---------- request parsing ---------- */
-
-static int rq_begin(llhttp_t *p) {
-  ae_pclient *c = p->data;
-  ae_hmsg_reset(&c->req);
-  c->trailers = 0;
-  c->trailer_bytes = 0;
-  return 0;
-}
-
-static int rq_url(llhttp_t *p, const char *at, size_t n) {
-  ae_pclient *c = p->data;
-  ae_hmsg_on_url(&c->req, at, n);
-  return 0;
-}
-
-static int rq_trailer(ae_pclient *c, size_t n) {
-  c->trailer_bytes += n;
-  if (c->trailer_bytes > ae_px_ms(ae_px_cfg(c)->proxy.max_header_bytes, AE_PX_DEF_MAX_HEADER_BYTES)) {
-    ae_px_reject(c, 431, "trailer section too large");
-    return -1;
-  }
-  return 0;
-}
-
-static int rq_field(llhttp_t *p, const char *at, size_t n) {
-  ae_pclient *c = p->data;
-  if (c->trailers)
-    return rq_trailer(c, n);
-  ae_hmsg_on_field(&c->req, at, n);
-  return 0;
-}
-
-static int rq_value(llhttp_t *p, const char *at, size_t n) {
-  ae_pclient *c = p->data;
-  if (c->trailers)
-    return rq_trailer(c, n);
-  ae_hmsg_on_value(&c->req, at, n);
-  return 0;
-}
-
-static int c_request_head(ae_pclient *c) {
-  ae_proxy *px = c->px;
-  llhttp_t *p = &c->rp;
-  c->phase = P_BODY;
-  c->minor = p->http_minor;
-  c->method = p->method;
-  c->t_client_io = ae_px_now(c);
-  if (p->lenient_flags) {
-    ae_px_reject(c, 400, "parser in lenient mode");
-    return -1;
-  }
-  if (c->method == HTTP_CONNECT) {
-    ae_px_reject(c, 405, "CONNECT is not supported");
-    return -1;
-  }
-  ae_reqinfo ri;
-  const char *why = NULL;
-  int st = ae_req_analyze(&c->req, p->http_major, p->http_minor, c->method == HTTP_GET, &ri, &why);
-  if (st) {
-    ae_px_reject(c, st, why ? why : "bad request");
-    return -1;
-  }
-  c->req_keepalive = llhttp_should_keep_alive(p);
-  c->req_body = ri.chunked ? 2 : (ri.has_cl && ri.cl > 0 ? 1 : 0);
-  /* Only WebSocket upgrades are tunnelled; any other Upgrade is dropped as hop-by-hop and the
-   * connection stays HTTP/1.1. */
-  if (p->upgrade && !ri.websocket)
-    p->upgrade = 0;
-  c->ws = ri.websocket;
-
-  const char *sni = c->t ? c->t->sni : "";
-  const char *hv = ri.host;
-  size_t hl = ri.host_len;
-  int from_sni = 0;
-  if (!hv || !hl) {
-    hv = sni;
-    hl = strlen(sni);
-    from_sni = 1;
-  }
-  if (hl && ae_host_normalize(hv, hl, c->host, sizeof(c->host)) != 0) {
-    ae_px_reject(c, 400, "invalid Host");
-    return -1;
-  }
-  if (!hl)
-    c->host[0] = 0;
-
-  c->cfg = ae_config_ref(px->cfg);
-  const ae_config *cfg = c->cfg;
-  if (!from_sni && sni[0] && ae_strcasecmp(c->host, sni) != 0)
-    return ae_px_local(c, 421, "Host does not match the TLS server name");
-
-  const ae_route *route = ae_config_route(cfg, c->host);
-  if (route)
-    c->route_idx = (int)(route - cfg->routes);
-  if (!route)
-    return ae_px_local(c, 502, "no route for host");
-  if (!c->t->is_tls && !route->plain_http)
-    return ae_px_local(c, 502, "route not enabled for plain HTTP");
-  c->pool = ae_ups_pool(&px->ups, route->upstream);
-  if (!c->pool)
-    return ae_px_local(c, 502, "invalid upstream address");
-
-  ae_fwd fw;
-  memset(&fw, 0, sizeof(fw));
-  fw.method = llhttp_method_name((llhttp_method_t)c->method);
-  fw.minor = c->minor;
-  fw.client_ip = c->t->peer_ip;
-  fw.trusted = cfg->ntrusted_proxies && ae_ip_in_list(c->t->peer_ip, cfg->trusted_proxies, cfg->ntrusted_proxies);
-  fw.https = c->t->is_tls;
-  fw.host = hv;
-  fw.host_len = hl;
-  fw.websocket = c->ws;
-  fw.body = ri.chunked ? 2 : (ri.has_cl ? 1 : 0);
-  fw.cl = ri.cl;
-  c->uhead.len = 0;
-  ae_build_upstream_head(&c->uhead, &c->req, &ri, &fw);
-  ae_px_connect(c, 0);
-  return c->closing ? -1 : 0;
-}
-
-static int rq_headers_complete(llhttp_t *p) {
-  ae_pclient *c = p->data;
-  return c_request_head(c);
-}
-
-/* A chunked request body is re-framed with the client's chunk sizes, minus extensions and
- * trailers: chunk header here, data in rq_body, CRLF in rq_chunk_complete. */
-static int rq_body(llhttp_t *p, const char *at, size_t n) {
-  ae_pclient *c = p->data;
-  if (c->u && !c->up_write_dead)
-    ae_buf_add(&c->uout, at, n);
-  return 0;
-}
-
-static int rq_chunk_header(llhttp_t *p) {
-  ae_pclient *c = p->data;
-  if (p->content_length == 0) {
-    c->trailers = 1;
-  } else if (c->u && !c->up_write_dead) {
-    ae_buf_addhex(&c->uout, p->content_length);
-    ae_buf_add(&c->uout, "\r\n", 2);
-  }
-  return 0;
-}
-
-static int rq_chunk_complete(llhttp_t *p) {
-  ae_pclient *c = p->data;
-  if (!c->trailers && c->u && !c->up_write_dead)
-    ae_buf_add(&c->uout, "\r\n", 2);
-  return 0;
-}
-
-static int rq_message_complete(llhttp_t *p) {
-  ae_pclient *c = p->data;
-  c->req_done = 1;
-  c->t_req_done = ae_px_now(c);
-  if (c->u && c->req_body == 2 && !c->up_write_dead)
-    ae_buf_add(&c->uout, "0\r\n\r\n", 5);
-  /* Stop here: the next pipelined request waits until this exchange is over. */
-  c->rp_paused = 1;
-  if (c->resp_done)
-    ae_px_finish(c);
-  return HPE_PAUSED;
-}
-
-static const llhttp_settings_t req_settings = {
-    .on_message_begin = rq_begin,
-    .on_url = rq_url,
-    .on_header_field = rq_field,
-    .on_header_value = rq_value,
-    .on_headers_complete = rq_headers_complete,
-    .on_body = rq_body,
-    .on_message_complete = rq_message_complete,
-    .on_chunk_header = rq_chunk_header,
-    .on_chunk_complete = rq_chunk_complete,
-};
-
-static void c_begin(ae_pclient *c) {
-  const ae_config *cfg = c->px->cfg;
-  c->phase = P_HEAD;
-  c->t_start = ae_px_now(c);
-  ae_hscan_reset(&c->rscan, ae_px_ms(cfg->proxy.max_header_bytes, AE_PX_DEF_MAX_HEADER_BYTES),
-                 ae_px_ms(cfg->proxy.max_headers, AE_PX_DEF_MAX_HEADERS));
-  c->rscan_on = 1;
-  ae_px_timer_update(c);
-}
-
-/* Runs the head checks and llhttp over data; returns the bytes consumed (the rest belongs to
- * a later request and waits until the current exchange ends). */
-static size_t c_parse(ae_pclient *c, const char *data, size_t n) {
-  size_t off = 0;
-  while (off < n && !c->closing && !c->rp_paused && c->phase != P_TUNNEL) {
-    if (c->phase == P_IDLE)
-      c_begin(c);
-    size_t len = n - off;
-    if (c->rscan_on) {
-      size_t used = 0;
-      int r = ae_hscan_feed(&c->rscan, data + off, len, &used);
-      if (r < 0) {
-        if (r == AE_HS_BAD)
-          ae_px_reject(c, 400, c->rscan.why);
-        else
-          ae_px_reject(c, 431, r == AE_HS_TOOBIG ? "request head too large" : "too many header fields");
-        return n;
-      }
-      if (r == AE_HS_DONE)
-        c->rscan_on = 0;
-    }
-    llhttp_errno_t e = llhttp_execute(&c->rp, data + off, len);
-    if (c->closing)
-      return n;
-    if (e == HPE_OK) {
-      off = n;
-      break;
-    }
-    if (e == HPE_PAUSED) {
-      off += (size_t)(llhttp_get_error_pos(&c->rp) - (data + off));
-      llhttp_resume(&c->rp);
-      continue;
-    }
-    const char *reason = llhttp_get_error_reason(&c->rp);
-    ae_px_reject(c, 400, reason ? reason : llhttp_errno_name(e));
-    return n;
-  }
-  return off;
-}
-
 static void c_drive(ae_pclient *c) {
   if (c->in_drive || c->closing)
     return;
@@ -472,7 +242,7 @@ static void c_drive(ae_pclient *c) {
     /* Parse from a detached buffer: bytes that arrive meanwhile go to a fresh c->in. */
     ae_buf work = c->in;
     memset(&c->in, 0, sizeof(c->in));
-    size_t used = c_parse(c, work.d, work.len);
+    size_t used = ae_px_parse(c, work.d, work.len);
     if (c->closing) {
       ae_buf_free(&work);
       break;
@@ -531,7 +301,7 @@ static void c_on_read(void *ud, const char *data, ssize_t n) {
     return;
   }
   c->in_drive = 1;
-  size_t used = c_parse(c, data, (size_t)n);
+  size_t used = ae_px_parse(c, data, (size_t)n);
   if (!c->closing && used < (size_t)n)
     ae_buf_add(&c->in, data + used, (size_t)n - used);
   c->in_drive = 0;
@@ -591,7 +361,7 @@ void ae_proxy_attach(ae_proxy *p, ae_transport *t, const char *initial, size_t l
   c->t = t;
   uv_timer_init(p->loop, &c->timer);
   c->timer.data = c;
-  llhttp_init(&c->rp, HTTP_REQUEST, &req_settings);
+  llhttp_init(&c->rp, HTTP_REQUEST, &ae_px_req_settings);
   c->rp.data = c;
   c->route_idx = -1;
   c->minor = 1;

@@ -1,6 +1,7 @@
 /* Private: the proxy object and its per-client-connection state, shared by proxy.c (client side:
- * request parsing, lifecycle), proxy_timer.c (client timeouts), proxy_reply.c (access log and the
- * proxy's own error responses) and proxy_exchange.c (upstream side of one exchange). */
+ * lifecycle), proxy_request.c (request parsing and routing), proxy_timer.c (client timeouts),
+ * proxy_reply.c (access log and the proxy's own error responses) and proxy_exchange.c (upstream
+ * side of one exchange). */
 #ifndef ACMEDGE_PROXY_CLIENT_H
 #define ACMEDGE_PROXY_CLIENT_H
 
@@ -26,8 +27,9 @@
 #define AE_PX_DEF_IDLE_MS 60000u
 #define AE_PX_DEF_CONNECT_MS 5000u
 #define AE_PX_DEF_RESPONSE_MS 60000u
-#define AE_PX_DEF_MAX_HEADER_BYTES 16384u
+#define AE_PX_DEF_MAX_HEADER_BYTES 32768u
 #define AE_PX_DEF_MAX_HEADERS 100u
+#define AE_PX_DEF_MAX_LINE_BYTES 8192u
 
 typedef struct ae_pclient ae_pclient;
 
@@ -70,8 +72,9 @@ struct ae_pclient {
   int reading;            /* read_start issued and not stopped */
   int read_eof;
   int in_drive;
-  int trailers;           /* parsing the trailer section of a chunked request */
-  size_t trailer_bytes;
+  size_t rscan_fed;       /* bytes of the current head already scanned (held back from llhttp) */
+  ae_cscan cscan;         /* the proxy's own framing of a chunked request body */
+  int cscan_on;
   uint64_t t_idle;        /* P_IDLE since */
   uint64_t t_client_io;   /* last client read (body inactivity) */
 
@@ -140,6 +143,14 @@ void ae_px_rstop(ae_pclient *c, unsigned why);
 void ae_px_rstart(ae_pclient *c, unsigned why);
 unsigned ae_px_ms(unsigned v, unsigned def);
 
+/* proxy_request.c */
+/* llhttp callbacks for client requests. */
+extern const llhttp_settings_t ae_px_req_settings;
+/* Runs the framing checks and llhttp over data (from the start of the current request's unparsed
+ * bytes); returns the bytes consumed: the rest belongs to a later request, or to a head not
+ * complete yet, and waits in c->in. */
+size_t ae_px_parse(ae_pclient *c, const char *data, size_t n);
+
 /* proxy_timer.c */
 /* Sets the connection's timer for its earliest deadline (or stops it when there is none). */
 void ae_px_timer_update(ae_pclient *c);
@@ -147,8 +158,9 @@ void ae_px_timer_update(ae_pclient *c);
 /* proxy_reply.c */
 /* Writes the access log line of the current exchange (once). */
 void ae_px_access_log(ae_pclient *c);
-/* Answers a bad request with status and closes the connection. */
-void ae_px_reject(ae_pclient *c, int status, const char *why);
+/* Answers a bad request with status and closes the connection. reason is the metrics label of
+ * acmedge_http_rejected_total (NULL: not a refusal of the request, e.g. an unroutable body). */
+void ae_px_reject(ae_pclient *c, int status, const char *reason, const char *why);
 /* A response the proxy makes itself for a well-formed request (421, 502 without route); -1 when
  * the connection had to be closed instead (a request body follows). */
 int ae_px_local(ae_pclient *c, int status, const char *why);

@@ -42,29 +42,95 @@ void ae_buf_free(ae_buf *b);
 /* ---------- raw head scanner (httpmsg_scan.c) ----------
  * Runs over the bytes of a request or response head before llhttp sees them and rejects what
  * llhttp 8.1 lets through or what must never reach an upstream: obs-fold, bare CR, bare LF, NUL
- * and other controls in field values, whitespace before the colon, and oversize heads. */
+ * and other controls in field values, whitespace before the colon, and oversize heads. In request
+ * mode the request line must be exactly `method SP target SP HTTP/d.d` (RFC 9112 §3). */
 
 enum {
   AE_HS_MORE = 0,     /* head not complete yet; all bytes consumed */
   AE_HS_DONE = 1,     /* *used = bytes up to and including the final CRLF CRLF */
   AE_HS_BAD = -1,     /* malformed: 400 (or 502 for a response) */
-  AE_HS_TOOBIG = -2,  /* head longer than max_bytes: 431 */
-  AE_HS_TOOMANY = -3  /* more than max_fields header lines: 431 */
+  AE_HS_TOOBIG = -2,  /* head longer than max_bytes, or a field line over max_line: 431 */
+  AE_HS_TOOMANY = -3, /* more than max_fields header lines: 431 */
+  AE_HS_LONGLINE = -4,/* request line over max_rline: 414 */
+  AE_HS_VERSION = -5  /* HTTP major version other than 1 (HTTP/2.0, HTTP/3.0): 505 */
 };
+
+/* Request head limits. */
+typedef struct ae_hlimits {
+  uint32_t head_bytes;          /* whole head, request line included */
+  uint32_t line_bytes;          /* one field line */
+  uint32_t request_line_bytes;  /* the request line */
+  uint32_t fields;              /* number of field lines */
+} ae_hlimits;
 
 typedef struct ae_hscan {
   uint8_t st;
+  uint8_t req;        /* request mode: the request line is checked too */
+  uint8_t vpos, major, minor;
+  uint8_t opt, star, mlen;
+  uint32_t minor_at;  /* value of bytes at the version's minor digit (1-based offset in the head) */
   uint32_t bytes;
+  uint32_t line;      /* bytes of the current line, CR/LF excluded */
   uint32_t fields;
   uint32_t max_bytes;
   uint32_t max_fields;
-  const char *why;    /* short reason for AE_HS_BAD */
+  uint32_t max_line;
+  uint32_t max_rline;
+  const char *why;    /* short reason for any negative result */
+  const char *reason; /* metrics label for any negative result */
 } ae_hscan;
 
-/* Starts scanning a new head with the given limits. */
+/* 1 when c is a token character (RFC 9110 §5.6.2). */
+int ae_is_tchar(unsigned char c);
+/* Starts scanning a new response head (start line not checked) with the given limits. */
 void ae_hscan_reset(ae_hscan *s, uint32_t max_bytes, uint32_t max_fields);
+/* Starts scanning a new request head. */
+void ae_hscan_reset_req(ae_hscan *s, const ae_hlimits *lim);
 /* Feeds n bytes; returns an AE_HS_* code and, for AE_HS_DONE, the bytes that belong to the head. */
 int ae_hscan_feed(ae_hscan *s, const char *p, size_t n, size_t *used);
+
+/* ---------- chunked body scanner (httpmsg_chunk.c) ----------
+ * Decides, independently of llhttp, where a chunked request body ends (RFC 9112 §7.1): strict
+ * chunk-size lines (hex digits, no whitespace, bounded), chunk extensions parsed by their grammar
+ * and bounded in total, exactly CRLF after each chunk's data, and a trailer section of well-formed
+ * field lines. */
+
+enum {
+  AE_CS_MORE = 0,     /* body not complete; all bytes consumed */
+  AE_CS_DONE = 1,     /* *used = bytes up to and including the final CRLF of the message */
+  AE_CS_BAD = -1,     /* framing error: 400 */
+  AE_CS_TOOBIG = -2   /* trailer section over its limit: 431 */
+};
+
+#define AE_CHUNK_EXT_MAX 4096u      /* chunk-extension bytes allowed per body */
+#define AE_CHUNK_SIZE_DIGITS 64u    /* hex digits allowed in a chunk-size, leading zeros included */
+
+typedef struct ae_cscan {
+  uint8_t st;
+  uint8_t sig;        /* significant hex digits of the size so far */
+  uint8_t digits;     /* all hex digits of the size so far */
+  uint64_t size;      /* chunk-size being read */
+  uint64_t left;      /* chunk-data bytes still to come */
+  uint32_t ext_bytes; /* chunk-extension bytes of the body so far */
+  uint32_t ext_max;
+  uint32_t trailer_bytes;
+  uint32_t trailer_max;
+  uint64_t data_bytes;/* chunk-data bytes of the body so far */
+  const char *why;
+  const char *reason;
+  /* Optional sink, called as the body is recognised: a chunk-size line (size 0: the last chunk),
+   * chunk data, and the CRLF that ends a chunk's data. Extensions and trailers are not passed on. */
+  void *ud;
+  void (*on_size)(void *ud, uint64_t size);
+  void (*on_data)(void *ud, const char *p, size_t n);
+  void (*on_chunk_end)(void *ud);
+} ae_cscan;
+
+/* Starts scanning a chunked body; trailer_max bounds the trailer section, ext_max the extensions.
+ * The sink fields are cleared: set them after the reset. */
+void ae_cscan_reset(ae_cscan *s, uint32_t trailer_max, uint32_t ext_max);
+/* Feeds n body bytes; returns an AE_CS_* code and, for AE_CS_DONE, the bytes that belong to it. */
+int ae_cscan_feed(ae_cscan *s, const char *p, size_t n, size_t *used);
 
 /* ---------- parsed head (httpmsg.c) ---------- */
 
@@ -105,10 +171,12 @@ typedef struct ae_reqinfo {
   const char *target;     /* origin-form target to forward */
   size_t target_len;
   int target_slash;       /* prefix target with "/" (absolute-form with an empty path) */
+  const char *reason;     /* metrics label when the request is refused */
 } ae_reqinfo;
 
-/* Checks a parsed request head (RFC 9112 framing and Host rules). Returns 0, or an HTTP status
- * (400, 501) and a reason in *why. http_minor/major are the request's version. */
+/* Checks a parsed request head (RFC 9112 framing and Host rules, RFC 6455 handshake for an
+ * Upgrade: websocket). Returns 0, or an HTTP status (400, 501) with a reason in *why and a metrics
+ * label in ri->reason. http_minor/major are the request's version. */
 int ae_req_analyze(const ae_hmsg *m, int major, int minor, int method_is_get, ae_reqinfo *ri,
                    const char **why);
 

@@ -17,7 +17,10 @@ void ae_px_access_log(ae_pclient *c) {
     return;
   char ts[40];
   ae_time_rfc3339((int64_t)time(NULL), ts, sizeof(ts));
-  const char *method = c->req.ulen ? llhttp_method_name((llhttp_method_t)c->rp.method) : "-";
+  /* Once the head was accepted the method is kept in c->method: the parser is reset after a
+   * chunked body, which the proxy frames itself. */
+  int m = c->phase >= P_BODY ? c->method : (int)c->rp.method;
+  const char *method = c->req.ulen ? llhttp_method_name((llhttp_method_t)m) : "-";
   const char *path = c->req.ulen ? c->req.b.d + c->req.url : "-";
   size_t plen = c->req.ulen ? c->req.ulen : 1;
   if (plen > 1024)
@@ -62,10 +65,16 @@ void ae_px_access_log(ae_pclient *c) {
   ae_buf_free(&j);
 }
 
-void ae_px_reject(ae_pclient *c, int status, const char *why) {
+void ae_px_reject(ae_pclient *c, int status, const char *reason, const char *why) {
   if (c->closing)
     return;
-  AE_INFO("proxy", "%s: %d %s: %s", c->t ? c->t->peer_ip : "-", status, ae_status_text(status), why);
+  if (reason) {
+    AE_INFO("proxy", "%s: %d %s: refused (%s): %s", c->t ? c->t->peer_ip : "-", status, ae_status_text(status),
+            reason, why);
+    ae_metrics_count_label("http_rejected", reason);
+  } else {
+    AE_INFO("proxy", "%s: %d %s: %s", c->t ? c->t->peer_ip : "-", status, ae_status_text(status), why);
+  }
   if (c->u) {
     ae_uconn_abort(c->u);
     c->u = NULL;
@@ -93,7 +102,7 @@ int ae_px_local(ae_pclient *c, int status, const char *why) {
   c->pool = NULL;
   if (c->req_body) {
     /* Skipping an unwanted body costs more than a new connection. */
-    ae_px_reject(c, status, why);
+    ae_px_reject(c, status, NULL, why);
     return -1;
   }
   c->local = status;

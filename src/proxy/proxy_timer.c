@@ -61,7 +61,7 @@ static void c_timeout(ae_pclient *c, int which) {
     ae_px_close(c, 0);
     break;
   case W_HEAD:
-    ae_px_reject(c, 408, "request head not received in time");
+    ae_px_reject(c, 408, "timeout", "request head not received in time");
     break;
   case W_BODY:
     if (c->resp_head || c->local) {
@@ -69,7 +69,7 @@ static void c_timeout(ae_pclient *c, int which) {
       ae_px_access_log(c);
       ae_px_close(c, 1);
     } else {
-      ae_px_reject(c, 408, "request body stalled");
+      ae_px_reject(c, 408, "timeout", "request body stalled");
     }
     break;
   case W_SEND:

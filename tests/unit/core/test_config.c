@@ -205,7 +205,7 @@ static void test_defaults(void **state) {
   assert_int_equal(cfg->proxy.connect_timeout_ms, 5000);
   assert_int_equal(cfg->proxy.response_timeout_ms, 60000);
   assert_int_equal(cfg->proxy.total_timeout_ms, 0);
-  assert_int_equal(cfg->proxy.max_header_bytes, 16384);
+  assert_int_equal(cfg->proxy.max_header_bytes, 32768);
   assert_int_equal(cfg->proxy.max_headers, 100);
   assert_int_equal(cfg->proxy.pool_idle_max, 32);
   assert_int_equal(cfg->proxy.pool_idle_timeout_ms, 60000);

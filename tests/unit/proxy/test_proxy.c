@@ -84,7 +84,7 @@ static void client_done(fake *f) {
 static void one(env *e, const char *sni, const char *req, size_t len, int want, t_resps *rs) {
   fake *f = client(e, sni);
   fake_send(f, req, len ? len : strlen(req));
-  t_wait_responses(f, want, rs, 3000);
+  t_wait_responses(f, want, rs, 10000);
   client_done(f);
 }
 
@@ -202,7 +202,7 @@ static void test_smuggling_rejected(void **state) {
       {"NUL", nul_req, sizeof(nul_req) - 1, 400},
       {"missing Host", "GET / HTTP/1.1\r\n\r\n", 0, 400},
       {"two Hosts", "GET / HTTP/1.1\r\nHost: a.test\r\nHost: a.test\r\n\r\n", 0, 400},
-      {"bad version", "GET / HTTP/2.0\r\nHost: a.test\r\n\r\n", 0, 400},
+      {"HTTP/2.0 on an HTTP/1 connection", "GET / HTTP/2.0\r\nHost: a.test\r\n\r\n", 0, 505},
       {"CONNECT", "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n", 0, 405},
   };
   env *e = env_new(UP_ECHO, NULL);
@@ -646,7 +646,7 @@ static void test_websocket_tunnel(void **state) {
   env *e = env_new(UP_WS, NULL);
   fake *f = client(e, "a.test");
   fake_sends(f, "GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-                "Sec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\nearly");
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nearly");
   for (int i = 0; i < 300 && !t_has(&f->out, "early"); i++)
     t_run_for(10);
   assert_true(t_has(&f->out, "HTTP/1.1 101 Switching Protocols\r\n"));
@@ -654,7 +654,7 @@ static void test_websocket_tunnel(void **state) {
   assert_true(t_has(&f->out, "Sec-WebSocket-Accept: x\r\n"));
   assert_true(t_has(&f->out, "\r\n\r\nearly"));
   assert_true(t_has(&e->up->got, "Connection: Upgrade\r\nUpgrade: websocket\r\n"));
-  assert_true(t_has(&e->up->got, "Sec-WebSocket-Key: k\r\n"));
+  assert_true(t_has(&e->up->got, "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"));
   fake_sends(f, "\x81\x05hello");
   for (int i = 0; i < 300 && !t_has(&f->out, "hello"); i++)
     t_run_for(10);
@@ -678,7 +678,7 @@ static void test_backpressure_response(void **state) {
   f->queued = 0;
   f->t.on_drain(f->t.ud);
   t_resps rs;
-  assert_true(t_wait_responses(f, 1, &rs, 10000));
+  assert_true(t_wait_responses(f, 1, &rs, 30000)); /* generous: 8 MiB under ASan on a loaded host */
   assert_int_equal(rs.r[0].body.len, 8u << 20);
   t_resps_free(&rs);
   client_done(f);
@@ -741,6 +741,27 @@ static void test_access_log_json(void **state) {
   assert_true(json_integer_value(json_object_get(o, "bytes")) > 0);
   assert_true(json_is_integer(json_object_get(o, "upstream_ms")));
   assert_non_null(json_string_value(json_object_get(o, "time")));
+  json_decref(o);
+  free(g_access);
+  g_access = NULL;
+
+  /* A chunked body is framed by the proxy itself (llhttp is reset after it): the log still names
+   * the request's own method. */
+  ae_log_set_level(AE_LOG_INFO);
+  ae_log_set_json(1);
+  ae_log_set_sink(capture, NULL);
+  one(e, "a.test", "POST /chunked HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 0, 1,
+      &rs);
+  assert_int_equal(rs.r[0].status, 200);
+  t_resps_free(&rs);
+  ae_log_set_sink(NULL, NULL);
+  ae_log_set_json(0);
+  ae_log_set_level(AE_LOG_ERROR);
+  assert_non_null(g_access);
+  o = json_loads(g_access, 0, &jerr);
+  assert_non_null(o);
+  assert_string_equal(json_string_value(json_object_get(o, "method")), "POST");
+  assert_string_equal(json_string_value(json_object_get(o, "path")), "/chunked");
   json_decref(o);
   free(g_access);
   g_access = NULL;

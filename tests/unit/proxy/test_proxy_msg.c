@@ -71,6 +71,215 @@ static void test_hscan_limits(void **state) {
   assert_int_equal(scan("GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 37, 16384, 2, NULL), AE_HS_TOOMANY);
 }
 
+/* Request-mode scanner: feeds whole and one byte at a time; both must agree. */
+static int rscan(const char *s, size_t n, const char **reason) {
+  ae_hlimits lim = {32768, 8192, 8192, 100};
+  ae_hscan a, b;
+  ae_hscan_reset_req(&a, &lim);
+  ae_hscan_reset_req(&b, &lim);
+  size_t u = 0;
+  int ra = ae_hscan_feed(&a, s, n, &u);
+  int rb = AE_HS_MORE;
+  for (size_t i = 0; i < n && rb == AE_HS_MORE; i++)
+    rb = ae_hscan_feed(&b, s + i, 1, &u);
+  assert_int_equal(ra, rb);
+  if (reason)
+    *reason = a.reason;
+  return ra;
+}
+#define RSCAN(lit) rscan(lit, sizeof(lit) - 1, NULL)
+
+static void test_hscan_request_line(void **state) {
+  (void)state;
+  const char *reason = NULL;
+  assert_int_equal(RSCAN("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), AE_HS_DONE);
+  assert_int_equal(RSCAN("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), AE_HS_DONE);
+  assert_int_equal(RSCAN("GET / HTTP/1.9\r\nHost: a\r\n\r\n"), AE_HS_DONE);
+  assert_int_equal(RSCAN("\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), AE_HS_DONE);
+  assert_int_equal(RSCAN("GET  / HTTP/1.1\r\n\r\n"), AE_HS_BAD);          /* double SP */
+  assert_int_equal(RSCAN("GET /  HTTP/1.1\r\n\r\n"), AE_HS_BAD);
+  assert_int_equal(RSCAN(" GET / HTTP/1.1\r\n\r\n"), AE_HS_BAD);          /* leading SP */
+  assert_int_equal(RSCAN("GET / HTTP/1.1 \r\n\r\n"), AE_HS_BAD);          /* trailing SP */
+  assert_int_equal(RSCAN("GET\t/ HTTP/1.1\r\n\r\n"), AE_HS_BAD);
+  assert_int_equal(RSCAN("GET /\rx HTTP/1.1\r\n\r\n"), AE_HS_BAD);        /* bare CR */
+  assert_int_equal(RSCAN("GET / HTTP/1.1\rx\r\n\r\n"), AE_HS_BAD);
+  assert_int_equal(RSCAN("GET * HTTP/1.1\r\n\r\n"), AE_HS_BAD);           /* * without OPTIONS */
+  assert_int_equal(RSCAN("OPTION * HTTP/1.1\r\n\r\n"), AE_HS_BAD);
+  assert_int_equal(RSCAN("OPTIONSX * HTTP/1.1\r\n\r\n"), AE_HS_BAD);
+  assert_int_equal(RSCAN("GET /*x HTTP/1.1\r\nHost: a\r\n\r\n"), AE_HS_DONE);
+  /* HTTP/0.9 shape: refused as soon as its line ends, without waiting for more. */
+  assert_int_equal(RSCAN("GET /\r\n"), AE_HS_BAD);
+  assert_int_equal(rscan("GET / HTTP/2.0\r\n", 16, &reason), AE_HS_VERSION);
+  assert_string_equal(reason, "version");
+  assert_int_equal(RSCAN("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), AE_HS_VERSION);
+  assert_int_equal(RSCAN("GET / HTTP/0.9\r\n\r\n"), AE_HS_BAD);
+  assert_int_equal(RSCAN("GET / HTTP/1.10\r\n\r\n"), AE_HS_BAD);
+  assert_int_equal(RSCAN("GET / HTTP/1\r\n\r\n"), AE_HS_BAD);
+  assert_int_equal(RSCAN("GET / HTTPS/1.1\r\n\r\n"), AE_HS_BAD);
+  assert_int_equal(RSCAN("G(T / HTTP/1.1\r\n\r\n"), AE_HS_BAD);          /* not a token */
+  /* Field names are tokens in requests (RFC 9110 §5.1). */
+  assert_int_equal(RSCAN("GET / HTTP/1.1\r\nX-A!#$%&'*+.^_`|~: v\r\n\r\n"), AE_HS_DONE);
+  assert_int_equal(RSCAN("GET / HTTP/1.1\r\nX(A): v\r\n\r\n"), AE_HS_BAD);
+  assert_int_equal(RSCAN("GET / HTTP/1.1\r\nX\"A: v\r\n\r\n"), AE_HS_BAD);
+  assert_int_equal(RSCAN("GET / HTTP/1.1\r\n\xc3\xa9: v\r\n\r\n"), AE_HS_BAD);
+  assert_int_equal(RSCAN("GET / HTTP/1.1\r\n@: v\r\n\r\n"), AE_HS_BAD);
+  /* The minor digit is located for the 1.x -> 1.1 rewrite. */
+  ae_hlimits lim = {32768, 8192, 8192, 100};
+  ae_hscan h;
+  ae_hscan_reset_req(&h, &lim);
+  size_t u = 0;
+  assert_int_equal(ae_hscan_feed(&h, "\r\nGET / HTTP/1.2\r\n\r\n", 22, &u), AE_HS_DONE);
+  assert_int_equal(h.minor, 2);
+  assert_int_equal(h.minor_at, 16);
+  assert_int_equal(("\r\nGET / HTTP/1.2")[h.minor_at - 1], '2');
+}
+
+static void test_hscan_request_limits(void **state) {
+  (void)state;
+  const char *reason = NULL;
+  ae_buf b = {0};
+  ae_buf_adds(&b, "GET /");
+  for (int i = 0; i < 8200; i++)
+    ae_buf_add(&b, "a", 1);
+  ae_buf_adds(&b, " HTTP/1.1\r\n\r\n");
+  assert_int_equal(rscan(b.d, b.len, &reason), AE_HS_LONGLINE);
+  assert_string_equal(reason, "uri_too_long");
+  b.len = 0;
+  ae_buf_adds(&b, "GET / HTTP/1.1\r\n");
+  for (int i = 0; i < 20; i++) {
+    ae_buf_adds(&b, "X-Long: ");
+    for (int j = 0; j < 1014; j++)
+      ae_buf_add(&b, "v", 1);
+    ae_buf_adds(&b, "\r\n");
+  }
+  ae_buf_adds(&b, "\r\n");
+  assert_int_equal(rscan(b.d, b.len, NULL), AE_HS_DONE); /* 20 KiB of 1 KiB lines */
+  b.len = 0;
+  ae_buf_adds(&b, "GET / HTTP/1.1\r\nX: ");
+  for (int j = 0; j < 8190; j++)
+    ae_buf_add(&b, "v", 1);
+  ae_buf_adds(&b, "\r\n\r\n");
+  assert_int_equal(rscan(b.d, b.len, &reason), AE_HS_TOOBIG); /* one line over 8 KiB */
+  assert_string_equal(reason, "header_too_large");
+  b.len = 0;
+  ae_buf_adds(&b, "GET / HTTP/1.1\r\n");
+  for (int i = 0; i < 101; i++)
+    ae_buf_adds(&b, "X: v\r\n");
+  ae_buf_adds(&b, "\r\n");
+  assert_int_equal(rscan(b.d, b.len, &reason), AE_HS_TOOMANY);
+  assert_string_equal(reason, "too_many_headers");
+  ae_buf_free(&b);
+}
+
+/* Chunked body scanner: whole and byte-at-a-time agree; returns the code, *used and the reason. */
+static int cscan(const char *s, size_t n, size_t *used, const char **reason) {
+  ae_cscan a, b;
+  ae_cscan_reset(&a, 1024, AE_CHUNK_EXT_MAX);
+  ae_cscan_reset(&b, 1024, AE_CHUNK_EXT_MAX);
+  size_t ua = 0, ub = 0, tot = 0;
+  int ra = ae_cscan_feed(&a, s, n, &ua);
+  int rb = AE_CS_MORE;
+  for (size_t i = 0; i < n && rb == AE_CS_MORE; i++) {
+    rb = ae_cscan_feed(&b, s + i, 1, &ub);
+    tot += rb == AE_CS_MORE ? 1 : ub;
+  }
+  assert_int_equal(ra, rb);
+  if (ra == AE_CS_DONE)
+    assert_int_equal(ua, tot);
+  if (used)
+    *used = ua;
+  if (reason)
+    *reason = a.reason;
+  return ra;
+}
+#define CSCAN(lit) cscan(lit, sizeof(lit) - 1, NULL, NULL)
+
+static void test_cscan_framing(void **state) {
+  (void)state;
+  size_t used = 0;
+  const char *reason = NULL;
+  const char ok[] = "5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\n";
+  assert_int_equal(cscan(ok, sizeof(ok) - 1, &used, NULL), AE_CS_DONE);
+  assert_int_equal(used, 15);                                      /* the next request is not ours */
+  assert_int_equal(CSCAN("0005\r\nhello\r\n00\r\n\r\n"), AE_CS_DONE); /* leading zeros */
+  assert_int_equal(CSCAN("A\r\n0123456789\r\n0\r\n\r\n"), AE_CS_DONE);
+  assert_int_equal(CSCAN("0\r\nX-T: a\r\nY: \r\n\r\n"), AE_CS_DONE);     /* trailers */
+  assert_int_equal(CSCAN("5\r\nhel"), AE_CS_MORE);
+  /* The desync class: whatever follows chunk data must be exactly CRLF. */
+  assert_int_equal(cscan("5\r\nhelloXX0\r\n\r\n", 16, NULL, &reason), AE_CS_BAD);
+  assert_string_equal(reason, "chunk_framing");
+  assert_int_equal(CSCAN("5\r\nhelloGET / HTTP/1.1\r\n\r\n0\r\n\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("5\r\nhello\n0\r\n\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("5\r\nhello\r0\r\n\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("3\r\nhello\r\n0\r\n\r\n"), AE_CS_BAD);
+  /* Size line. */
+  assert_int_equal(CSCAN("\r\nhello\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN(" 5\r\nhello\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("5 \r\nhello\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("+5\r\nhello\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("-5\r\nhello\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("0x5\r\nhello\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("5\nhello\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("5\rhello\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("fffffffffffffff\r\n"), AE_CS_MORE);        /* 15 digits: large but valid */
+  assert_int_equal(CSCAN("1000000000000000\r\n"), AE_CS_BAD);        /* 16 significant digits */
+  assert_int_equal(CSCAN("10000000000000005\r\n"), AE_CS_BAD);       /* wraps 64 bits */
+  char zeros[80];
+  memset(zeros, '0', sizeof(zeros));
+  memcpy(zeros + 70, "5\r\n", 3);
+  assert_int_equal(cscan(zeros, 73, NULL, NULL), AE_CS_BAD);          /* over 64 digits */
+  /* Last chunk and trailer section. */
+  assert_int_equal(CSCAN("0\r\n\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("0\n\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("0\r\n\rX"), AE_CS_BAD);
+  assert_int_equal(CSCAN("0\r\nX: a\r\n b\r\n\r\n"), AE_CS_BAD);     /* obs-fold */
+  assert_int_equal(CSCAN("0\r\nX : a\r\n\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("0\r\nX\r\n\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("0\r\nX: a\rb\r\n\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("0\r\nX: a\nb\r\n\r\n"), AE_CS_BAD);
+  char big[1200];
+  memcpy(big, "0\r\nX: ", 6);
+  memset(big + 6, 'a', sizeof(big) - 6);
+  assert_int_equal(cscan(big, sizeof(big), NULL, &reason), AE_CS_TOOBIG);
+  assert_string_equal(reason, "header_too_large");
+}
+
+static void test_cscan_extensions(void **state) {
+  (void)state;
+  const char *reason = NULL;
+  assert_int_equal(CSCAN("5;a\r\nhello\r\n0\r\n\r\n"), AE_CS_DONE);
+  assert_int_equal(CSCAN("5;a=b;c=\"d e\\\"f\"\r\nhello\r\n0;z=1\r\n\r\n"), AE_CS_DONE);
+  assert_int_equal(CSCAN("5 ; a = b ;c\r\nhello\r\n0\r\n\r\n"), AE_CS_DONE); /* BWS */
+  assert_int_equal(CSCAN("5;\r\nhello\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("5;a=\r\nhello\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("5;a \r\nhello\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("5;a=\"x\r\nhello\r\n"), AE_CS_BAD);        /* unterminated quote */
+  assert_int_equal(CSCAN("5;a=\"\x01\"\r\nhello\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("5;a=b c\r\nhello\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("5;a\nhello\r\n"), AE_CS_BAD);
+  assert_int_equal(CSCAN("5;(\r\nhello\r\n"), AE_CS_BAD);
+  /* Bounded: one extension, or the total over the body, above 4 KiB. */
+  ae_buf b = {0};
+  ae_buf_adds(&b, "5;x=");
+  for (int i = 0; i < 4200; i++)
+    ae_buf_add(&b, "a", 1);
+  ae_buf_adds(&b, "\r\nhello\r\n0\r\n\r\n");
+  assert_int_equal(cscan(b.d, b.len, NULL, &reason), AE_CS_BAD);
+  assert_string_equal(reason, "chunk_ext");
+  b.len = 0;
+  for (int i = 0; i < 300; i++)
+    ae_buf_adds(&b, "1;ext=0123456789\r\nx\r\n");
+  ae_buf_adds(&b, "0\r\n\r\n");
+  assert_int_equal(cscan(b.d, b.len, NULL, &reason), AE_CS_BAD);
+  assert_string_equal(reason, "chunk_ext");
+  b.len = 0;
+  for (int i = 0; i < 200; i++)
+    ae_buf_adds(&b, "1;ext=0123456789\r\nx\r\n");
+  ae_buf_adds(&b, "0\r\n\r\n");
+  assert_int_equal(cscan(b.d, b.len, NULL, NULL), AE_CS_DONE);      /* 3000 bytes: within */
+  ae_buf_free(&b);
+}
+
 /* Parses a request head with llhttp into m (the way the proxy does). */
 typedef struct {
   ae_hmsg m;
@@ -152,14 +361,54 @@ static void test_req_analyze(void **state) {
   assert_int_equal(analyze("GET http://b.test/p HTTP/1.1\r\nHost: a.test\r\n\r\n", &pd, &ri, &why), 400);
   ae_hmsg_free(&pd.m);
 
-  assert_int_equal(analyze("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
-                           &pd, &ri, &why),
+  /* A complete RFC 6455 opening handshake is an upgrade. */
+#define WS_OK_FIELDS "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+  assert_int_equal(analyze("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"
+                           WS_OK_FIELDS "\r\n", &pd, &ri, &why),
                    0);
   assert_true(ri.websocket);
   ae_hmsg_free(&pd.m);
-  assert_int_equal(analyze("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n", &pd, &ri, &why), 0);
+  /* Other Upgrade values are not honoured: the request stays plain HTTP (Upgrade is hop-by-hop). */
+  assert_int_equal(analyze("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", &pd, &ri, &why), 0);
   assert_false(ri.websocket);
   ae_hmsg_free(&pd.m);
+}
+
+/* Row 6: every incomplete WebSocket handshake is refused (400), never forwarded half-upgraded. */
+static void test_req_websocket_incomplete(void **state) {
+  (void)state;
+  static const struct {
+    const char *name, *head;
+  } bad[] = {
+      {"no Connection: upgrade", "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n" WS_OK_FIELDS "\r\n"},
+      {"POST", "POST /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n" WS_OK_FIELDS "\r\n"},
+      {"HTTP/1.0", "GET /ws HTTP/1.0\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n" WS_OK_FIELDS "\r\n"},
+      {"no key", "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n"},
+      {"short key", "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"
+                    "Sec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n"},
+      {"key of 17 bytes", "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"
+                          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZXg=\r\nSec-WebSocket-Version: 13\r\n\r\n"},
+      {"key not base64", "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"
+                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25j*Q==\r\nSec-WebSocket-Version: 13\r\n\r\n"},
+      {"two keys", "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n" WS_OK_FIELDS
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"},
+      {"no version", "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"},
+      {"version 8", "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"},
+      {"body", "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 3\r\n"
+               WS_OK_FIELDS "\r\n"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    parsed pd;
+    ae_reqinfo ri;
+    const char *why = NULL;
+    int st = analyze(bad[i].head, &pd, &ri, &why);
+    if (st != 400 || ri.websocket || !ri.reason || strcmp(ri.reason, "websocket") != 0)
+      fail_msg("%s: status %d, reason %s", bad[i].name, st, ri.reason ? ri.reason : "(none)");
+    ae_hmsg_free(&pd.m);
+  }
 }
 
 static void test_host_normalize(void **state) {
@@ -300,7 +549,9 @@ static void test_buf_helpers(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_hscan_ok),       cmocka_unit_test(test_hscan_bad),
+      cmocka_unit_test(test_hscan_ok), cmocka_unit_test(test_req_websocket_incomplete),
+      cmocka_unit_test(test_hscan_request_line), cmocka_unit_test(test_hscan_request_limits),
+      cmocka_unit_test(test_cscan_framing), cmocka_unit_test(test_cscan_extensions),       cmocka_unit_test(test_hscan_bad),
       cmocka_unit_test(test_hscan_limits),   cmocka_unit_test(test_req_analyze),
       cmocka_unit_test(test_host_normalize), cmocka_unit_test(test_ip_in_list),
       cmocka_unit_test(test_upstream_head),  cmocka_unit_test(test_client_head_and_error),
