@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include "acmedge/certstore.h"
 #include "acmedge/common.h"
+#include "acmedge/config.h"
 #include "acmedge/storage.h"
 
 /* Defaults of the internal_ca.* keys. */
@@ -78,5 +79,15 @@ void ae_leafcache_drop(ae_leafcache *lc, const char *name);
 /* Entry count and counters (hits, misses, evictions). */
 size_t ae_leafcache_count(ae_leafcache *lc);
 void ae_leafcache_stats(ae_leafcache *lc, uint64_t *hits, uint64_t *misses, uint64_t *evictions);
+
+/* Prometheus text of the CA's and the cache's counters and the mint latency histogram
+ * (malloc'd, caller frees). lc may be NULL. */
+char *ae_ca_metrics_render(ae_ca *ca, ae_leafcache *lc);
+/* For `acmedge check`: with internal_ca enabled, the stored CA files (if any) must be readable,
+ * parse, match their keys and have 0600 keys; errors name the file. Writes nothing. */
+int ae_ca_check_config(const ae_config *cfg, ae_err *err);
+/* `acmedge ca root|status [-c FILE]` (argv[0] is "ca"): prints the root PEM or the authority's
+ * status from the configured storage. Returns the exit code. */
+int ae_cli_ca(int argc, char **argv);
 
 #endif

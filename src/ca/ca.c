@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "acmedge/log.h"
 
@@ -333,9 +334,16 @@ void ae_ca_free(ae_ca *ca) {
   free(ca);
 }
 
+static double mono_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 int ae_ca_mint_pem(ae_ca *ca, const char *name, int64_t now, char **cert_pem, char **key_pem, ae_err *err) {
   if (!name || !*name || strlen(name) > 253)
     return ae_err_set(err, AE_EINVAL, "internal CA: refusing to mint for an empty or overlong name");
+  double t0 = mono_s();
   int rotated = 0;
   ae_err rerr = {0};
   if (ca->opts.create && ae_ca_rotate_if_due(ca, now, &rotated, &rerr) != 0)
@@ -361,6 +369,7 @@ int ae_ca_mint_pem(ae_ca *ca, const char *name, int64_t now, char **cert_pem, ch
     memcpy(*cert_pem, leaf, a);
     memcpy(*cert_pem + a, is->pem, b + 1);
     atomic_fetch_add(&ca->mints, 1);
+    ca_observe_mint(mono_s() - t0);
   }
   free(leaf);
   if (crt)

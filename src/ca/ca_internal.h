@@ -39,4 +39,7 @@ int ca_signed_by(gnutls_x509_crt_t child, gnutls_x509_crt_t parent);
 /* "AB:CD:..." SHA-256 fingerprint of crt into buf (>= 96 bytes). */
 void ca_fingerprint(gnutls_x509_crt_t crt, char *buf, size_t len);
 
+/* Records one mint's duration in the latency histogram (ca_metrics.c). */
+void ca_observe_mint(double seconds);
+
 #endif

@@ -73,6 +73,23 @@ static int check_times(gnutls_x509_crt_t *crts, unsigned n, int64_t now, ae_err 
   return 0;
 }
 
+/* A wildcard name ("*.example.com") is covered only by the same wildcard SAN; other names follow
+ * RFC 6125 matching. */
+static int covers(gnutls_x509_crt_t c, const char *name) {
+  if (name[0] != '*')
+    return gnutls_x509_crt_check_hostname2(c, name, 0) != 0;
+  for (unsigned i = 0; i < 1024; i++) {
+    char san[256];
+    size_t len = sizeof(san);
+    int t = gnutls_x509_crt_get_subject_alt_name(c, i, san, &len, NULL);
+    if (t == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
+      break;
+    if (t == GNUTLS_SAN_DNSNAME && ae_strcasecmp(san, name) == 0)
+      return 1;
+  }
+  return 0;
+}
+
 int ae_chain_check(const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len, const char *name,
                    int64_t now, ae_err *err) {
   gnutls_x509_crt_t crts[MAX_CHAIN];
@@ -86,7 +103,7 @@ int ae_chain_check(const char *cert_pem, size_t cert_len, const char *key_pem, s
   int r = 0;
   for (unsigned i = 0; r == 0 && i + 1 < n; i++)
     r = check_link(crts, i, err);
-  if (r == 0 && name && !gnutls_x509_crt_check_hostname2(crts[0], name, 0))
+  if (r == 0 && name && !covers(crts[0], name))
     r = ae_err_set(err, AE_EINVAL, "invalid chain: the certificate does not cover %s", name);
   if (r == 0)
     r = check_times(crts, n, now, err);

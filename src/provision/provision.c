@@ -119,6 +119,11 @@ void ae_dom_remove(ae_provision *p, ae_dom *d) {
     p->active--;
     ae_metrics_add(AE_M_ORDERS_IN_FLIGHT, -1);
   }
+  if (d->minting) {
+    d->minting = 0;
+    p->active--;
+    ae_metrics_add(AE_M_ORDERS_IN_FLIGHT, -1);
+  }
   ae_strmap_del(&p->doms, d->name);
   p->closing_handles++;
   uv_close((uv_handle_t *)&d->timer, dom_free_cb);
@@ -240,7 +245,9 @@ static req_result request(ae_provision *p, const char *name, const char *source,
     if (d->state == DS_FAILED && now_s() < d->retry_at)
       return REQ_FAILED;
   }
-  if (!ae_policy_allowed(p->deps.policy, name)) {
+  /* Names the internal CA issues are listed by the operator: no allow/ask decision applies. */
+  int internal = ae_config_internal_name(p->cfg, name) && p->deps.ca;
+  if (!internal && !ae_policy_allowed(p->deps.policy, name)) {
     if (why)
       *why = "not_allowed";
     deny_event(p, name, "not_allowed", source);
@@ -254,7 +261,7 @@ static req_result request(ae_provision *p, const char *name, const char *source,
   ae_events_emit(p->deps.events, "domain_requested", name, det);
 
   const char *reason = NULL;
-  int r = ae_policy_check(p->deps.policy, name, on_policy, d, &d->preq, &reason);
+  int r = internal ? 1 : ae_policy_check(p->deps.policy, name, on_policy, d, &d->preq, &reason);
   if (r == AE_EAGAIN) {
     d->state = DS_CHECKING;
     return REQ_PENDING;
@@ -333,6 +340,8 @@ static void on_done(void *ud, const ae_acme_result *res) {
   pump(p);
 }
 
+void ae_provision_job_done(void *dom, const ae_acme_result *res) { on_done(dom, res); }
+
 static void start_job(ae_provision *p, ae_dom *d) {
   ae_acme_callbacks cbs = {.ud = d, .on_progress = on_progress, .on_done = on_done};
   ae_err err = {0};
@@ -346,7 +355,9 @@ static void start_job(ae_provision *p, ae_dom *d) {
   if (d->has_cert)
     json_object_set_new(det, "renewal", json_true());
   ae_events_emit(p->deps.events, "issuance_started", d->name, det);
-  int r = ae_acme_issue_renewal(p->deps.acme, d->name, d->has_cert ? d->cert_id : NULL, &cbs, &d->job, &err);
+  int r = ae_config_internal_name(p->cfg, d->name) && p->deps.ca
+              ? ae_provision_mint_start(p, d, &err)
+              : ae_acme_issue_renewal(p->deps.acme, d->name, d->has_cert ? d->cert_id : NULL, &cbs, &d->job, &err);
   if (r != 0) {
     d->job = NULL;
     /* Same path as a CA failure so backoff and events stay uniform. */
@@ -483,13 +494,15 @@ void ae_provision_installed(ae_provision *p, const char *name, ae_cert *cert, co
     d->failures++;
     d->retry_at = now_s() + (int64_t)ae_backoff_delay(p->cfg->on_demand.backoff_initial_s,
                                                       p->cfg->on_demand.backoff_max_s, d->failures, rnd01());
+    /* A chain refused by ae_chain_check is the CA's fault, not the disk's. */
+    const char *problem = err && strncmp(err, "invalid chain", 13) == 0 ? "acmedge:invalid_chain" : "acmedge:storage";
     set_str(&d->last_error, err);
-    set_str(&d->last_problem, "acmedge:storage");
+    set_str(&d->last_problem, problem);
     d->state = d->has_cert ? DS_VALID : DS_FAILED;
     char when[40];
     ae_time_rfc3339(d->retry_at, when, sizeof(when));
     json_t *det = json_object();
-    json_object_set_new(det, "problem", json_string("acmedge:storage"));
+    json_object_set_new(det, "problem", json_string(problem));
     json_object_set_new(det, "detail", json_string(err ? err : "install failed"));
     json_object_set_new(det, "retry_at", json_string(when));
     json_object_set_new(det, "retryable", json_true());
@@ -522,6 +535,7 @@ void ae_provision_installed(ae_provision *p, const char *name, ae_cert *cert, co
     json_t *det = json_object();
     json_object_set_new(det, "serial", json_string(d->serial ? d->serial : ""));
     json_object_set_new(det, "not_after", json_string(na));
+    json_object_set_new(det, "issuer", json_string(ae_config_internal_name(p->cfg, name) ? "internal" : "acme"));
     ae_events_emit(p->deps.events, renewed ? "cert_renewed" : "cert_issued", name, det);
   }
   ae_certstore_put(p->deps.certs, name, cert);

@@ -28,6 +28,8 @@ typedef struct ae_dom {
   uv_timer_t timer;          /* renewal or renewal-retry */
   struct ae_dom *qnext;
   int queued;
+  int minting;               /* an internal CA mint holds a job slot */
+  uint64_t mint_seq;         /* matches the mint's completion to this record */
 } ae_dom;
 
 struct ae_provision {
@@ -66,6 +68,12 @@ void ae_provision_installed(struct ae_provision *p, const char *name, ae_cert *c
                             const char *err);
 /* Fires the close callback once nothing is pending. */
 void ae_provision_maybe_closed(struct ae_provision *p);
+/* Completion of an issuance job (ACME or internal CA): install on success, backoff on failure.
+ * Releases the job slot. */
+void ae_provision_job_done(void *dom, const ae_acme_result *res);
+/* Starts minting d's certificate with the internal CA off the loop (provision_ca.c); the result
+ * arrives through ae_provision_job_done. 0, or <0 with err set (nothing started). */
+int ae_provision_mint_start(struct ae_provision *p, ae_dom *d, ae_err *err);
 /* strmap foreach callback freeing values. */
 void ae_free_value_cb(void *ud, const char *key, void *value);
 

@@ -102,7 +102,7 @@ static ae_miss_action w_on_miss(void *ud, const char *raw) {
     free(c);
     return AE_MISS_DEFAULT;
   }
-  c->allowed = ae_policy_allowed_cfg(cfg, c->name);
+  c->allowed = ae_policy_allowed_cfg(cfg, c->name) || ae_config_internal_name(cfg, c->name);
   mb_post(&w->ws->mb, c);
   if (!c->allowed)
     return deny;
