@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "acmedge/acme.h"
@@ -61,6 +62,13 @@ static ae_miss_action front_on_miss(void *ud, const char *name) {
   return ae_provision_on_sni(app->provision, name);
 }
 
+/* Any thread: the stand-in leaf minted for name, if fresh. */
+static ae_cert *front_fallback_cert(void *ud, const char *name) {
+  ae_app *app = ud;
+  /* No config read here: worker threads call this while a reload may swap app->cfg. */
+  return app->leaves ? ae_leafcache_get(app->leaves, name, (int64_t)time(NULL)) : NULL;
+}
+
 static ae_cert *front_alpn_cert(void *ud, const char *name) {
   ae_app *app = ud;
   return ae_challenge_alpn_get(app->challenges, name);
@@ -89,7 +97,9 @@ static void provision_decided(void *ud, const char *name) {
 static void workers_on_miss(void *ud, const char *name, int allowed) {
   ae_app *app = ud;
   (void)allowed;
-  if (ae_provision_on_sni(app->provision, name) != AE_MISS_HOLD)
+  ae_miss_action a = ae_provision_on_sni(app->provision, name);
+  /* Held and stand-in handshakes are woken by the issuance or the mint. */
+  if (a != AE_MISS_HOLD && a != AE_MISS_FALLBACK)
     ae_workers_wake(app->workers, name);
 }
 
@@ -251,7 +261,8 @@ static int app_start(ae_app *app, ae_err *err) {
                             .wake = provision_wake,
                             .decided = provision_decided,
                             .wake_ud = app,
-                            .ca = app->ca};
+                            .ca = app->ca,
+                            .leaves = app->leaves};
   if ((r = ae_provision_new(&deps, cfg, &app->provision, err)) != 0)
     return r;
   size_t loaded = 0;
@@ -265,13 +276,14 @@ static int app_start(ae_app *app, ae_err *err) {
     ae_tls_front_hooks fh = {.ud = app,
                              .on_miss = front_on_miss,
                              .alpn_challenge_cert = front_alpn_cert,
-                             .on_established = front_on_established};
+                             .on_established = front_on_established,
+                             .fallback_cert = front_fallback_cert};
     if ((r = ae_tls_front_new(&app->loop, cfg, app->certs, &fh, &app->front, err)) != 0)
       return r;
     AE_INFO(SUB, "https listening on %s", cfg->listen_https);
     unsigned n = cfg->workers > 0 ? (unsigned)cfg->workers : uv_available_parallelism();
     if (n > 1) {
-      ae_workers_hooks wh = {.ud = app, .on_miss = workers_on_miss};
+      ae_workers_hooks wh = {.ud = app, .on_miss = workers_on_miss, .fallback_cert = front_fallback_cert};
       if ((r = ae_workers_start(&app->loop, n - 1, cfg, app->certs, app->challenges, &wh, &app->workers, err)) != 0)
         return r;
     }

@@ -34,6 +34,8 @@ typedef struct ae_provision_deps {
   void (*decided)(void *ud, const char *name);
   /* Internal CA for names matching internal_ca.names (NULL when disabled; not owned). */
   ae_ca *ca;
+  /* Stand-in leaves for on_demand.fallback_cert "internal" (NULL when unused; not owned). */
+  ae_leafcache *leaves;
 } ae_provision_deps;
 
 /* Creates the provisioner (refs cfg; keeps the deps' pointers, not owned). Caller owns *out. */

@@ -165,6 +165,10 @@ void ae_free_value_cb(void *ud, const char *key, void *value) {
 }
 
 static void wake(ae_provision *p, const char *name) {
+  /* Handshakes waiting for a stand-in leaf are woken when its mint completes: waking them now
+   * (say, ACME failed within milliseconds) would hand them the default certificate. */
+  if (ae_strmap_get(&p->fb_inflight, name))
+    return;
   if (p->deps.wake)
     p->deps.wake(p->deps.wake_ud, name);
 }
@@ -539,6 +543,8 @@ void ae_provision_installed(ae_provision *p, const char *name, ae_cert *cert, co
     ae_events_emit(p->deps.events, renewed ? "cert_renewed" : "cert_issued", name, det);
   }
   ae_certstore_put(p->deps.certs, name, cert);
+  if (p->deps.leaves)
+    ae_leafcache_drop(p->deps.leaves, name); /* the real certificate replaces the stand-in */
   if (!loaded) {
     ae_metrics_inc(AE_M_ISSUE_SUCCESS);
     if (!renewed && d->requested_ms)
@@ -567,6 +573,7 @@ int ae_provision_new(const ae_provision_deps *deps, const ae_config *cfg, ae_pro
   p->cfg = ae_config_ref((ae_config *)cfg);
   ae_strmap_init(&p->doms);
   ae_strmap_init(&p->denied);
+  ae_strmap_init(&p->fb_inflight);
   uv_timer_init(deps->loop, &p->rate_timer);
   p->rate_timer.data = p;
   /* Test hook: ACMEDGE_ARI_FIRST_POLL_MAX_S bounds the first ARI poll's random delay (seconds,
@@ -609,7 +616,13 @@ ae_miss_action ae_provision_on_sni(ae_provision *p, const char *raw) {
   }
   if (!p->cfg->on_demand.enabled)
     return AE_MISS_DEFAULT;
-  switch (request(p, name, "sni", &why)) {
+  req_result rr = request(p, name, "sni", &why);
+  ae_dom *fd = ae_strmap_get(&p->doms, name);
+  /* Not while ask still decides: only allowed names ever get a stand-in leaf. */
+  if ((rr == REQ_PENDING || rr == REQ_FAILED) && p->cfg->on_demand.fallback_internal && p->deps.leaves && fd &&
+      fd->state != DS_CHECKING && !ae_config_internal_name(p->cfg, name))
+    return ae_provision_fallback(p, name);
+  switch (rr) {
   case REQ_PENDING:
     return p->cfg->on_demand.first_wait ? AE_MISS_HOLD : AE_MISS_DEFAULT;
   case REQ_DENIED:
@@ -736,6 +749,7 @@ void ae_provision_free(ae_provision *p) {
   ae_strmap_clear(&p->doms);
   ae_strmap_foreach(&p->denied, ae_free_value_cb, NULL);
   ae_strmap_clear(&p->denied);
+  ae_strmap_clear(&p->fb_inflight);
   ae_config_free(p->cfg);
   free(p->ca_host);
   free(p);
