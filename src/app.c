@@ -323,6 +323,8 @@ static void reload(ae_app *app) {
       !SAME(o->listen_admin, ncfg->listen_admin) || !SAME(o->storage_path, ncfg->storage_path) ||
       !SAME(o->acme.directory, ncfg->acme.directory))
     AE_WARN(SUB, "reload: listen addresses, storage.path and acme.* apply only after a restart");
+  if (o->internal_ca.enabled != ncfg->internal_ca.enabled)
+    AE_WARN(SUB, "reload: internal_ca.enabled applies only after a restart");
 #undef SAME
   apply_log_config(ncfg);
   ae_events_set_buffer(app->events, ncfg->events.buffer);

@@ -250,7 +250,14 @@ static req_result request(ae_provision *p, const char *name, const char *source,
       return REQ_FAILED;
   }
   /* Names the internal CA issues are listed by the operator: no allow/ask decision applies. */
-  int internal = ae_config_internal_name(p->cfg, name) && p->deps.ca;
+  int internal = ae_config_internal_name(p->cfg, name);
+  if (internal && !p->deps.ca) {
+    /* Enabled by a reload: the CA starts with the process. Never fall back to ACME. */
+    if (why)
+      *why = "internal_ca_not_running";
+    deny_event(p, name, "internal_ca_not_running", source);
+    return REQ_DENIED;
+  }
   if (!internal && !ae_policy_allowed(p->deps.policy, name)) {
     if (why)
       *why = "not_allowed";
@@ -359,8 +366,9 @@ static void start_job(ae_provision *p, ae_dom *d) {
   if (d->has_cert)
     json_object_set_new(det, "renewal", json_true());
   ae_events_emit(p->deps.events, "issuance_started", d->name, det);
-  int r = ae_config_internal_name(p->cfg, d->name) && p->deps.ca
-              ? ae_provision_mint_start(p, d, &err)
+  int r = ae_config_internal_name(p->cfg, d->name)
+              ? (p->deps.ca ? ae_provision_mint_start(p, d, &err)
+                            : ae_err_set(&err, AE_EINVAL, "%s: the internal CA is not running", d->name))
               : ae_acme_issue_renewal(p->deps.acme, d->name, d->has_cert ? d->cert_id : NULL, &cbs, &d->job, &err);
   if (r != 0) {
     d->job = NULL;
