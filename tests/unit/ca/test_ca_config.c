@@ -69,6 +69,9 @@ static void test_errors(void **state) {
              "internal_ca.names");
   expect_err("{\"on_demand\":{\"allow\":[\"*\"]},\"internal_ca\":{\"enabled\":true,\"leaf_lifetime_s\":10}}",
              "internal_ca.leaf_lifetime_s");
+  /* Under an hour, leaves clamped to a nearly expired intermediate would be stale at birth. */
+  expect_err("{\"on_demand\":{\"allow\":[\"*\"]},\"internal_ca\":{\"enabled\":true,\"intermediate_lifetime_s\":600}}",
+             "internal_ca.intermediate_lifetime_s");
   expect_err("{\"on_demand\":{\"allow\":[\"*\"]},\"internal_ca\":{\"enabled\":true,\"cache_max\":0}}",
              "internal_ca.cache_max");
   expect_err("{\"on_demand\":{\"allow\":[\"*\"]},\"internal_ca\":{\"enabled\":true,\"bogus\":1}}", "internal_ca.bogus");
