@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -333,6 +334,66 @@ static void test_rotation(void **state) {
   free(kp);
 }
 
+typedef struct mint_arg {
+  ae_ca *ca;
+  int64_t now;
+  int failures;
+  char *pems[100];
+} mint_arg;
+
+static void *mint_thread(void *p) {
+  mint_arg *m = p;
+  ae_err err = {0};
+  for (int i = 0; i < 100; i++) {
+    char *kp = NULL;
+    if (ae_ca_mint_pem(m->ca, "load.test", m->now, &m->pems[i], &kp, &err) != 0)
+      m->failures++;
+    free(kp);
+  }
+  return NULL;
+}
+
+/* Rotations while other threads mint: every mint succeeds and every chain verifies against the
+ * root (under ASan this also catches an intermediate freed while still signing). */
+static void test_rotation_under_load(void **state) {
+  fixture *f = *state;
+  ae_ca *ca = open_ca(f, 3600, 600);
+  int64_t now = (int64_t)time(NULL);
+  mint_arg args[3];
+  pthread_t th[3];
+  for (int i = 0; i < 3; i++) {
+    memset(&args[i], 0, sizeof(args[i]));
+    args[i].ca = ca;
+    args[i].now = now;
+    assert_int_equal(pthread_create(&th[i], NULL, mint_thread, &args[i]), 0);
+  }
+  ae_err err = {0};
+  int rotated = 0, total = 0;
+  for (int r = 1; r <= 5; r++) {
+    /* Each step is far enough ahead for the then-current intermediate to be due. */
+    assert_int_equal(ae_ca_rotate_if_due(ca, now + (int64_t)r * 3000, &rotated, &err), 0);
+    total += rotated;
+  }
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(pthread_join(th[i], NULL), 0);
+  assert_int_equal(total, 5);
+  char *rp = ae_ca_root_pem(ca);
+  gnutls_x509_crt_t root = parse1(rp), chain[3];
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(args[i].failures, 0);
+    for (int j = 0; j < 100; j++) {
+      assert_int_equal(parse_chain(args[i].pems[j], chain, 3), 2);
+      assert_int_equal(verify_flags(chain, 2, root, GNUTLS_VERIFY_DISABLE_TIME_CHECKS), 0);
+      gnutls_x509_crt_deinit(chain[0]);
+      gnutls_x509_crt_deinit(chain[1]);
+      free(args[i].pems[j]);
+    }
+  }
+  gnutls_x509_crt_deinit(root);
+  free(rp);
+  ae_ca_free(ca);
+}
+
 static void test_key_file_problems(void **state) {
   fixture *f = *state;
   ae_ca_free(open_ca(f, 0, 0));
@@ -384,6 +445,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_clamped_to_intermediate, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restart_keeps_root, setup, teardown),
       cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_rotation_under_load, setup, teardown),
       cmocka_unit_test_setup_teardown(test_key_file_problems, setup, teardown),
       cmocka_unit_test_setup_teardown(test_mint_refuses_bad_input, setup, teardown),
   };
