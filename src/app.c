@@ -7,10 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "acmedge/acme.h"
 #include "acmedge/admin.h"
+#include "acmedge/ca.h"
 #include "acmedge/certstore.h"
 #include "acmedge/challenge.h"
 #include "acmedge/config.h"
@@ -45,6 +47,8 @@ typedef struct ae_app {
   ae_http80 *http80;
   ae_admin *admin;
   ae_workers *workers;
+  ae_ca *ca;                 /* internal CA, NULL unless internal_ca.enabled */
+  ae_leafcache *leaves;      /* minted fallback leaves (on_demand.fallback_cert "internal") */
   uv_signal_t sig_term, sig_int, sig_hup;
   int stopping;
   int signals_on;
@@ -56,6 +60,13 @@ typedef struct ae_app {
 static ae_miss_action front_on_miss(void *ud, const char *name) {
   ae_app *app = ud;
   return ae_provision_on_sni(app->provision, name);
+}
+
+/* Any thread: the stand-in leaf minted for name, if fresh. */
+static ae_cert *front_fallback_cert(void *ud, const char *name) {
+  ae_app *app = ud;
+  /* No config read here: worker threads call this while a reload may swap app->cfg. */
+  return app->leaves ? ae_leafcache_get(app->leaves, name, (int64_t)time(NULL)) : NULL;
 }
 
 static ae_cert *front_alpn_cert(void *ud, const char *name) {
@@ -86,7 +97,9 @@ static void provision_decided(void *ud, const char *name) {
 static void workers_on_miss(void *ud, const char *name, int allowed) {
   ae_app *app = ud;
   (void)allowed;
-  if (ae_provision_on_sni(app->provision, name) != AE_MISS_HOLD)
+  ae_miss_action a = ae_provision_on_sni(app->provision, name);
+  /* Held and stand-in handshakes are woken by the issuance or the mint. */
+  if (a != AE_MISS_HOLD && a != AE_MISS_FALLBACK)
     ae_workers_wake(app->workers, name);
 }
 
@@ -124,7 +137,37 @@ static int admin_delete(void *ud, const char *name, ae_err *err) {
 
 static char *admin_metrics(void *ud) {
   ae_app *app = ud;
-  return ae_provision_metrics(app->provision);
+  char *m = ae_provision_metrics(app->provision);
+  if (!app->ca)
+    return m;
+  char *c = ae_ca_metrics_render(app->ca, app->leaves);
+  size_t ml = m ? strlen(m) : 0, cl = strlen(c);
+  char *out = ae_malloc(ml + cl + 2);
+  if (ml)
+    memcpy(out, m, ml);
+  if (ml && m[ml - 1] != '\n')
+    out[ml++] = '\n';
+  memcpy(out + ml, c, cl + 1);
+  free(m);
+  free(c);
+  return out;
+}
+
+static char *admin_pki_root(void *ud) {
+  ae_app *app = ud;
+  return app->ca ? ae_ca_root_pem(app->ca) : NULL;
+}
+
+/* Opens (or creates on first start) the internal CA and the fallback leaf cache. */
+static int start_internal_ca(ae_app *app, ae_err *err) {
+  const ae_config *cfg = app->cfg;
+  ae_ca_opts o = {.intermediate_lifetime_s = cfg->internal_ca.intermediate_lifetime_s,
+                  .leaf_lifetime_s = cfg->internal_ca.leaf_lifetime_s,
+                  .create = 1};
+  ae_err e = {0};
+  if (ae_ca_open(app->storage, &o, &app->ca, &e) != 0)
+    return ae_err_set(err, e.code ? e.code : AE_ERR, "internal_ca: %s", e.msg);
+  return ae_leafcache_new(cfg->internal_ca.cache_max, &app->leaves);
 }
 
 /* ---- start-up ---- */
@@ -191,6 +234,8 @@ static int app_start(ae_app *app, ae_err *err) {
     return ae_err_set(err, AE_EINVAL, "%s: acme.directory: cannot derive a host from '%s'", cfg->path, cfg->acme.directory);
   if ((r = ae_certstore_new(&app->certs)) != 0)
     return ae_err_set(err, r, "cannot create certificate store");
+  if (cfg->internal_ca.enabled && (r = start_internal_ca(app, err)) != 0)
+    return r;
   if ((r = load_default_cert(app, err)) != 0)
     return r;
   if ((r = ae_events_new(cfg->events.buffer, &app->events)) != 0)
@@ -215,7 +260,9 @@ static int app_start(ae_app *app, ae_err *err) {
                             .ca_host = app->ca_host,
                             .wake = provision_wake,
                             .decided = provision_decided,
-                            .wake_ud = app};
+                            .wake_ud = app,
+                            .ca = app->ca,
+                            .leaves = app->leaves};
   if ((r = ae_provision_new(&deps, cfg, &app->provision, err)) != 0)
     return r;
   size_t loaded = 0;
@@ -229,13 +276,14 @@ static int app_start(ae_app *app, ae_err *err) {
     ae_tls_front_hooks fh = {.ud = app,
                              .on_miss = front_on_miss,
                              .alpn_challenge_cert = front_alpn_cert,
-                             .on_established = front_on_established};
+                             .on_established = front_on_established,
+                             .fallback_cert = front_fallback_cert};
     if ((r = ae_tls_front_new(&app->loop, cfg, app->certs, &fh, &app->front, err)) != 0)
       return r;
     AE_INFO(SUB, "https listening on %s", cfg->listen_https);
     unsigned n = cfg->workers > 0 ? (unsigned)cfg->workers : uv_available_parallelism();
     if (n > 1) {
-      ae_workers_hooks wh = {.ud = app, .on_miss = workers_on_miss};
+      ae_workers_hooks wh = {.ud = app, .on_miss = workers_on_miss, .fallback_cert = front_fallback_cert};
       if ((r = ae_workers_start(&app->loop, n - 1, cfg, app->certs, app->challenges, &wh, &app->workers, err)) != 0)
         return r;
     }
@@ -251,7 +299,8 @@ static int app_start(ae_app *app, ae_err *err) {
                          .list_domains = admin_list,
                          .add_domain = admin_add,
                          .delete_domain = admin_delete,
-                         .extra_metrics = admin_metrics};
+                         .extra_metrics = admin_metrics,
+                         .pki_root = admin_pki_root};
     if ((r = ae_admin_new(&app->loop, cfg, app->events, &ah, &app->admin, err)) != 0)
       return r;
     AE_INFO(SUB, "admin API listening on %s", cfg->listen_admin);
@@ -274,6 +323,8 @@ static void reload(ae_app *app) {
       !SAME(o->listen_admin, ncfg->listen_admin) || !SAME(o->storage_path, ncfg->storage_path) ||
       !SAME(o->acme.directory, ncfg->acme.directory))
     AE_WARN(SUB, "reload: listen addresses, storage.path and acme.* apply only after a restart");
+  if (o->internal_ca.enabled != ncfg->internal_ca.enabled)
+    AE_WARN(SUB, "reload: internal_ca.enabled applies only after a restart");
 #undef SAME
   apply_log_config(ncfg);
   ae_events_set_buffer(app->events, ncfg->events.buffer);
@@ -375,6 +426,8 @@ static void free_modules(ae_app *app) {
   ae_challenge_free(app->challenges);
   ae_events_free(app->events);
   ae_certstore_free(app->certs);
+  ae_leafcache_free(app->leaves);
+  ae_ca_free(app->ca);
   ae_storage_free(app->storage);
   ae_config_free(app->cfg);
 }

@@ -1,5 +1,6 @@
 /* acmedge command line (design §3): run, check, events, domains, version, help. */
 #include "acmedge/app.h"
+#include "acmedge/ca.h"
 #include "acmedge/cli.h"
 #include "acmedge/common.h"
 #include "acmedge/config.h"
@@ -25,6 +26,8 @@ static void usage(FILE *f) {
         "                         follow provisioning events live from a running acmedge\n"
         "  domains [--admin ADDR] [--json]\n"
         "                         table of managed domains: state, expiry, issuer, last error\n"
+        "  ca root|status [-c FILE]\n"
+        "                         internal CA: print the root certificate (PEM) or its status\n"
         "  version                print the version and the linked library versions\n"
         "  help                   print this text\n"
         "\n"
@@ -88,6 +91,11 @@ static int cmd_check(const char *path) {
     fprintf(stderr, "%s\n", err.msg);
     return 1;
   }
+  if (ae_ca_check_config(cfg, &err) != 0) {
+    fprintf(stderr, "%s\n", err.msg);
+    ae_config_free(cfg);
+    return 1;
+  }
   ae_config_free(cfg);
   printf("%s: ok\n", path);
   return 0;
@@ -128,6 +136,8 @@ int main(int argc, char **argv) {
     return ae_cli_events(argc - 1, argv + 1);
   if (strcmp(cmd, "domains") == 0)
     return ae_cli_domains(argc - 1, argv + 1);
+  if (strcmp(cmd, "ca") == 0)
+    return ae_cli_ca(argc - 1, argv + 1);
   fprintf(stderr, "acmedge: unknown command '%s'\n", cmd);
   usage(stderr);
   return 2;

@@ -25,6 +25,8 @@ typedef struct ae_admin_hooks {
   int (*delete_domain)(void *ud, const char *name, ae_err *err);
   /* malloc'd Prometheus text appended to /metrics (per-domain series), or NULL. */
   char *(*extra_metrics)(void *ud);
+  /* malloc'd PEM of the internal CA root for GET /v1/pki/root, or NULL (404: not enabled). */
+  char *(*pki_root)(void *ud);
 } ae_admin_hooks;
 
 /* Starts listening on cfg->listen_admin ("host:port", "[v6]:port", "unix:/path" or "/path"); a NULL

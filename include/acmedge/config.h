@@ -57,7 +57,17 @@ typedef struct ae_config {
     unsigned rate_per_3h;
     unsigned backoff_initial_s;
     unsigned backoff_max_s;
+    int fallback_internal;    /* fallback_cert "internal": minted leaf while ACME is pending/failing */
   } on_demand;
+
+  struct {                    /* internal_ca.* (docs/internal-ca.md) */
+    int enabled;
+    char **names;             /* patterns as in on_demand.allow, lowercased */
+    size_t nnames;
+    unsigned leaf_lifetime_s;         /* default 43200 */
+    unsigned intermediate_lifetime_s; /* default 604800 */
+    unsigned cache_max;               /* minted fallback leaves kept, default 10000 */
+  } internal_ca;
 
   ae_route *routes;
   size_t nroutes;
@@ -124,6 +134,9 @@ int ae_listen_sockaddr(const char *s, struct sockaddr_storage *out);
 
 /* The first route whose hosts patterns match host (routes are tried in order), or NULL. Owned by cfg. */
 const ae_route *ae_config_route(const ae_config *cfg, const char *host);
+
+/* 1 when the internal CA is enabled and name matches one of internal_ca.names. */
+int ae_config_internal_name(const ae_config *cfg, const char *name);
 
 /* Matches a host name against a pattern: exact, "*.suffix" (exactly one extra label) or "*". */
 int ae_host_match(const char *pattern, const char *host);

@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <uv.h>
 #include "acmedge/acme.h"
+#include "acmedge/ca.h"
 #include "acmedge/certstore.h"
 #include "acmedge/config.h"
 #include "acmedge/events.h"
@@ -31,6 +32,10 @@ typedef struct ae_provision_deps {
   /* Called when an asynchronous policy decision (the ask URL) for name is known, allowed or not:
    * port-80 requests held meanwhile can be answered. May be NULL; uses wake_ud. */
   void (*decided)(void *ud, const char *name);
+  /* Internal CA for names matching internal_ca.names (NULL when disabled; not owned). */
+  ae_ca *ca;
+  /* Stand-in leaves for on_demand.fallback_cert "internal" (NULL when unused; not owned). */
+  ae_leafcache *leaves;
 } ae_provision_deps;
 
 /* Creates the provisioner (refs cfg; keeps the deps' pointers, not owned). Caller owns *out. */

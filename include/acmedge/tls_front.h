@@ -15,7 +15,9 @@ typedef struct ae_tls_front ae_tls_front;
 typedef enum {
   AE_MISS_DEFAULT = 0,  /* handshake now with the default certificate */
   AE_MISS_HOLD = 1,     /* hold the handshake until ae_tls_front_wake(name) or the wait timeout */
-  AE_MISS_ALERT = 2     /* refuse: send unrecognized_name alert and close */
+  AE_MISS_ALERT = 2,    /* refuse: send unrecognized_name alert and close */
+  AE_MISS_FALLBACK = 3  /* a minted leaf for this name (fallback_cert hook) when ready, else hold
+                           until ae_tls_front_wake(name), then store / leaf / default */
 } ae_miss_action;
 
 typedef struct ae_tls_front_hooks {
@@ -29,6 +31,9 @@ typedef struct ae_tls_front_hooks {
   /* An established connection (ALPN http/1.1 or none): the handler takes over t (sets its
    * callbacks). NULL => a minimal "hello <sni>" HTTP response is written and closed. */
   void (*on_established)(void *ud, ae_transport *t);
+  /* Any thread: a new reference to a minted stand-in leaf for name (on_demand.fallback_cert
+   * "internal"), or NULL. NULL hook => none. */
+  ae_cert *(*fallback_cert)(void *ud, const char *name);
 } ae_tls_front_hooks;
 
 /* Binds and listens on cfg->listen_https. The front keeps pointers to cs (not owned). */

@@ -18,6 +18,9 @@ typedef struct ae_workers_hooks {
    * and policy's static checks passed (or failed: allowed = 0, for the denial event). The control
    * side starts issuance, and calls ae_workers_wake(name) when held handshakes should re-check. */
   void (*on_miss)(void *ud, const char *name, int allowed);
+  /* On a worker thread: a new reference to the minted stand-in leaf for name, or NULL (see
+   * ae_tls_front_hooks.fallback_cert). May be NULL. */
+  ae_cert *(*fallback_cert)(void *ud, const char *name);
 } ae_workers_hooks;
 
 /* Starts n worker threads (n >= 1) bound to cfg->listen_https. Caller owns *out. */

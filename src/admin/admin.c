@@ -263,6 +263,11 @@ static void handle_request(adm_conn *c) {
       ae_adm_api_domains_delete(c, path + 12);
     else
       ae_adm_respond_error(c, 405, "Allow: DELETE\r\n", "method not allowed");
+  } else if (strcmp(path, "/v1/pki/root") == 0) {
+    if (!is_get)
+      ae_adm_respond_error(c, 405, "Allow: GET\r\n", "method not allowed");
+    else
+      ae_adm_api_pki_root(c);
   } else if (strcmp(path, "/v1/events") == 0) {
     if (method != HTTP_GET)
       ae_adm_respond_error(c, 405, "Allow: GET\r\n", "method not allowed");

@@ -34,6 +34,17 @@ static int pct_decode(const char *in, char *out, size_t outlen) {
 
 void ae_adm_api_healthz(adm_conn *c) { ae_adm_respond(c, 200, "text/plain; charset=utf-8", "ok\n", 3, NULL); }
 
+void ae_adm_api_pki_root(adm_conn *c) {
+  ae_admin *a = c->a;
+  char *pem = a->hooks.pki_root ? a->hooks.pki_root(a->hooks.ud) : NULL;
+  if (!pem) {
+    ae_adm_respond_error(c, 404, NULL, "the internal CA is not enabled (internal_ca.enabled)");
+    return;
+  }
+  ae_adm_respond(c, 200, "application/x-pem-file", pem, strlen(pem), NULL);
+  free(pem);
+}
+
 void ae_adm_api_domains_list(adm_conn *c) {
   ae_admin *a = c->a;
   json_t *list = a->hooks.list_domains ? a->hooks.list_domains(a->hooks.ud) : json_array();

@@ -118,6 +118,8 @@ int ae_adm_listen(ae_admin *a, const char *addr, ae_err *err);
 
 /* GET /healthz. */
 void ae_adm_api_healthz(adm_conn *c);
+/* GET /v1/pki/root: the internal CA root PEM (404 when the internal CA is off). */
+void ae_adm_api_pki_root(adm_conn *c);
 /* GET /metrics: process metrics followed by the hook's per-domain series. */
 void ae_adm_api_metrics(adm_conn *c);
 /* GET /v1/domains. */

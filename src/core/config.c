@@ -255,7 +255,7 @@ static int check_event_type(pctx *c, const char *path, const char *s) {
 
 static const char *const k_root[] = {"listen", "admin", "workers", "storage", "default_cert", "acme",
                                      "on_demand", "routes", "trusted_proxies", "proxy", "tls",
-                                     "redirect_http", "events", "log", NULL};
+                                     "redirect_http", "events", "log", "internal_ca", NULL};
 static const char *const k_listen[] = {"https", "http", "admin", NULL};
 static const char *const k_admin[] = {"token", NULL};
 static const char *const k_storage[] = {"path", NULL};
@@ -264,7 +264,9 @@ static const char *const k_acme[] = {"directory", "ca_bundle", "email", "challen
 static const char *const k_eab[] = {"kid", "hmac_key", NULL};
 static const char *const k_on_demand[] = {"enabled", "first_handshake", "wait_timeout_ms", "allow", "ask",
                                           "ask_timeout_ms", "max_concurrent", "max_queue", "max_held", "deny",
-                                          "rate", "backoff", NULL};
+                                          "rate", "backoff", "fallback_cert", NULL};
+static const char *const k_internal_ca[] = {"enabled", "names", "leaf_lifetime_s", "intermediate_lifetime_s",
+                                            "cache_max", NULL};
 static const char *const k_rate[] = {"per_minute", "burst", "per_3h", NULL};
 static const char *const k_backoff[] = {"initial_s", "max_s", NULL};
 static const char *const k_route[] = {"hosts", "upstream", "plain_http", NULL};
@@ -302,6 +304,9 @@ static void set_defaults(ae_config *cfg) {
   cfg->on_demand.rate_per_3h = 300;
   cfg->on_demand.backoff_initial_s = 60;
   cfg->on_demand.backoff_max_s = 86400;
+  cfg->internal_ca.leaf_lifetime_s = 43200;
+  cfg->internal_ca.intermediate_lifetime_s = 604800;
+  cfg->internal_ca.cache_max = 10000;
   cfg->proxy.header_timeout_ms = 10000;
   cfg->proxy.idle_timeout_ms = 60000;
   cfg->proxy.connect_timeout_ms = 5000;
@@ -472,6 +477,7 @@ static int parse_on_demand(pctx *c, json_t *root, ae_config *cfg) {
     return rc;
   static const char *const first[] = {"default", "wait", NULL};
   static const char *const deny[] = {"default", "alert", NULL};
+  static const char *const fallback[] = {"default", "internal", NULL};
   const char *P = "on_demand";
   if ((rc = opt_bool(c, o, "enabled", P, &cfg->on_demand.enabled)) ||
       (rc = opt_enum(c, o, "first_handshake", P, first, &cfg->on_demand.first_wait)) ||
@@ -482,7 +488,8 @@ static int parse_on_demand(pctx *c, json_t *root, ae_config *cfg) {
       (rc = opt_uint(c, o, "max_concurrent", P, 1, 1024, &cfg->on_demand.max_concurrent)) ||
       (rc = opt_uint(c, o, "max_queue", P, 1, 1000000, &cfg->on_demand.max_queue)) ||
       (rc = opt_uint(c, o, "max_held", P, 1, 1000000, &cfg->on_demand.max_held)) ||
-      (rc = opt_enum(c, o, "deny", P, deny, &cfg->on_demand.deny_alert)))
+      (rc = opt_enum(c, o, "deny", P, deny, &cfg->on_demand.deny_alert)) ||
+      (rc = opt_enum(c, o, "fallback_cert", P, fallback, &cfg->on_demand.fallback_internal)))
     return rc;
   lower_strv(cfg->on_demand.allow, cfg->on_demand.nallow);
   if (cfg->on_demand.ask && ae_cfg_check_url(cfg->on_demand.ask, 1) != 0)
@@ -512,7 +519,36 @@ static int parse_on_demand(pctx *c, json_t *root, ae_config *cfg) {
   return 0;
 }
 
+static int parse_internal_ca(pctx *c, json_t *root, ae_config *cfg) {
+  json_t *o;
+  int rc = get_object(c, root, "internal_ca", "", k_internal_ca, &o);
+  if (rc || !o)
+    return rc;
+  const char *P = "internal_ca";
+  if ((rc = opt_bool(c, o, "enabled", P, &cfg->internal_ca.enabled)) ||
+      (rc = opt_str_array(c, o, "names", P, 1, check_pattern, &cfg->internal_ca.names, &cfg->internal_ca.nnames)) ||
+      (rc = opt_uint(c, o, "leaf_lifetime_s", P, 60, 90 * 86400, &cfg->internal_ca.leaf_lifetime_s)) ||
+      (rc = opt_uint(c, o, "intermediate_lifetime_s", P, 3600, 3650 * 86400, &cfg->internal_ca.intermediate_lifetime_s)) ||
+      (rc = opt_uint(c, o, "cache_max", P, 1, 10000000, &cfg->internal_ca.cache_max)))
+    return rc;
+  lower_strv(cfg->internal_ca.names, cfg->internal_ca.nnames);
+  if (cfg->internal_ca.nnames && !cfg->internal_ca.enabled)
+    return fail(c, "internal_ca.names", "needs internal_ca.enabled: true");
+  return 0;
+}
+
+int ae_config_internal_name(const ae_config *cfg, const char *name) {
+  if (!cfg->internal_ca.enabled)
+    return 0;
+  for (size_t i = 0; i < cfg->internal_ca.nnames; i++)
+    if (ae_host_match(cfg->internal_ca.names[i], name))
+      return 1;
+  return 0;
+}
+
 static int validate_on_demand(pctx *c, ae_config *cfg) {
+  if (cfg->on_demand.fallback_internal && !cfg->internal_ca.enabled)
+    return fail(c, "on_demand.fallback_cert", "\"internal\" needs internal_ca.enabled: true");
   if (cfg->on_demand.backoff_initial_s > cfg->on_demand.backoff_max_s)
     return fail(c, "on_demand.backoff.initial_s", "must not exceed on_demand.backoff.max_s");
   if (cfg->on_demand.enabled && cfg->on_demand.nallow == 0 && !cfg->on_demand.ask)
@@ -627,7 +663,8 @@ static int parse_root(pctx *c, json_t *root, ae_config *cfg) {
   if (o && ((rc = opt_str(c, o, "cert", "default_cert", 0, &cfg->default_cert)) ||
             (rc = opt_str(c, o, "key", "default_cert", 0, &cfg->default_key))))
     return rc;
-  if ((rc = parse_acme(c, root, cfg)) || (rc = parse_on_demand(c, root, cfg)) || (rc = parse_routes(c, root, cfg)))
+  if ((rc = parse_acme(c, root, cfg)) || (rc = parse_on_demand(c, root, cfg)) || (rc = parse_routes(c, root, cfg)) ||
+      (rc = parse_internal_ca(c, root, cfg)))
     return rc;
   if ((rc = opt_str_array(c, root, "trusted_proxies", "", 1, check_ip, &cfg->trusted_proxies,
                           &cfg->ntrusted_proxies)))
@@ -778,6 +815,7 @@ void ae_config_free(ae_config *cfg) {
   free(cfg->acme.eab_hmac_key);
   free_strv(cfg->on_demand.allow, cfg->on_demand.nallow);
   free(cfg->on_demand.ask);
+  free_strv(cfg->internal_ca.names, cfg->internal_ca.nnames);
   for (size_t i = 0; i < cfg->nroutes; i++) {
     free_strv(cfg->routes[i].hosts, cfg->routes[i].nhosts);
     free(cfg->routes[i].upstream);

@@ -119,6 +119,11 @@ void ae_dom_remove(ae_provision *p, ae_dom *d) {
     p->active--;
     ae_metrics_add(AE_M_ORDERS_IN_FLIGHT, -1);
   }
+  if (d->minting) {
+    d->minting = 0;
+    p->active--;
+    ae_metrics_add(AE_M_ORDERS_IN_FLIGHT, -1);
+  }
   ae_strmap_del(&p->doms, d->name);
   p->closing_handles++;
   uv_close((uv_handle_t *)&d->timer, dom_free_cb);
@@ -160,6 +165,10 @@ void ae_free_value_cb(void *ud, const char *key, void *value) {
 }
 
 static void wake(ae_provision *p, const char *name) {
+  /* Handshakes waiting for a stand-in leaf are woken when its mint completes: waking them now
+   * (say, ACME failed within milliseconds) would hand them the default certificate. */
+  if (ae_strmap_get(&p->fb_inflight, name))
+    return;
   if (p->deps.wake)
     p->deps.wake(p->deps.wake_ud, name);
 }
@@ -240,7 +249,16 @@ static req_result request(ae_provision *p, const char *name, const char *source,
     if (d->state == DS_FAILED && now_s() < d->retry_at)
       return REQ_FAILED;
   }
-  if (!ae_policy_allowed(p->deps.policy, name)) {
+  /* Names the internal CA issues are listed by the operator: no allow/ask decision applies. */
+  int internal = ae_config_internal_name(p->cfg, name);
+  if (internal && !p->deps.ca) {
+    /* Enabled by a reload: the CA starts with the process. Never fall back to ACME. */
+    if (why)
+      *why = "internal_ca_not_running";
+    deny_event(p, name, "internal_ca_not_running", source);
+    return REQ_DENIED;
+  }
+  if (!internal && !ae_policy_allowed(p->deps.policy, name)) {
     if (why)
       *why = "not_allowed";
     deny_event(p, name, "not_allowed", source);
@@ -254,7 +272,7 @@ static req_result request(ae_provision *p, const char *name, const char *source,
   ae_events_emit(p->deps.events, "domain_requested", name, det);
 
   const char *reason = NULL;
-  int r = ae_policy_check(p->deps.policy, name, on_policy, d, &d->preq, &reason);
+  int r = internal ? 1 : ae_policy_check(p->deps.policy, name, on_policy, d, &d->preq, &reason);
   if (r == AE_EAGAIN) {
     d->state = DS_CHECKING;
     return REQ_PENDING;
@@ -333,6 +351,8 @@ static void on_done(void *ud, const ae_acme_result *res) {
   pump(p);
 }
 
+void ae_provision_job_done(void *dom, const ae_acme_result *res) { on_done(dom, res); }
+
 static void start_job(ae_provision *p, ae_dom *d) {
   ae_acme_callbacks cbs = {.ud = d, .on_progress = on_progress, .on_done = on_done};
   ae_err err = {0};
@@ -346,7 +366,10 @@ static void start_job(ae_provision *p, ae_dom *d) {
   if (d->has_cert)
     json_object_set_new(det, "renewal", json_true());
   ae_events_emit(p->deps.events, "issuance_started", d->name, det);
-  int r = ae_acme_issue_renewal(p->deps.acme, d->name, d->has_cert ? d->cert_id : NULL, &cbs, &d->job, &err);
+  int r = ae_config_internal_name(p->cfg, d->name)
+              ? (p->deps.ca ? ae_provision_mint_start(p, d, &err)
+                            : ae_err_set(&err, AE_EINVAL, "%s: the internal CA is not running", d->name))
+              : ae_acme_issue_renewal(p->deps.acme, d->name, d->has_cert ? d->cert_id : NULL, &cbs, &d->job, &err);
   if (r != 0) {
     d->job = NULL;
     /* Same path as a CA failure so backoff and events stay uniform. */
@@ -483,13 +506,15 @@ void ae_provision_installed(ae_provision *p, const char *name, ae_cert *cert, co
     d->failures++;
     d->retry_at = now_s() + (int64_t)ae_backoff_delay(p->cfg->on_demand.backoff_initial_s,
                                                       p->cfg->on_demand.backoff_max_s, d->failures, rnd01());
+    /* A chain refused by ae_chain_check is the CA's fault, not the disk's. */
+    const char *problem = err && strncmp(err, "invalid chain", 13) == 0 ? "acmedge:invalid_chain" : "acmedge:storage";
     set_str(&d->last_error, err);
-    set_str(&d->last_problem, "acmedge:storage");
+    set_str(&d->last_problem, problem);
     d->state = d->has_cert ? DS_VALID : DS_FAILED;
     char when[40];
     ae_time_rfc3339(d->retry_at, when, sizeof(when));
     json_t *det = json_object();
-    json_object_set_new(det, "problem", json_string("acmedge:storage"));
+    json_object_set_new(det, "problem", json_string(problem));
     json_object_set_new(det, "detail", json_string(err ? err : "install failed"));
     json_object_set_new(det, "retry_at", json_string(when));
     json_object_set_new(det, "retryable", json_true());
@@ -522,9 +547,12 @@ void ae_provision_installed(ae_provision *p, const char *name, ae_cert *cert, co
     json_t *det = json_object();
     json_object_set_new(det, "serial", json_string(d->serial ? d->serial : ""));
     json_object_set_new(det, "not_after", json_string(na));
+    json_object_set_new(det, "issuer", json_string(ae_config_internal_name(p->cfg, name) ? "internal" : "acme"));
     ae_events_emit(p->deps.events, renewed ? "cert_renewed" : "cert_issued", name, det);
   }
   ae_certstore_put(p->deps.certs, name, cert);
+  if (p->deps.leaves)
+    ae_leafcache_drop(p->deps.leaves, name); /* the real certificate replaces the stand-in */
   if (!loaded) {
     ae_metrics_inc(AE_M_ISSUE_SUCCESS);
     if (!renewed && d->requested_ms)
@@ -553,6 +581,7 @@ int ae_provision_new(const ae_provision_deps *deps, const ae_config *cfg, ae_pro
   p->cfg = ae_config_ref((ae_config *)cfg);
   ae_strmap_init(&p->doms);
   ae_strmap_init(&p->denied);
+  ae_strmap_init(&p->fb_inflight);
   uv_timer_init(deps->loop, &p->rate_timer);
   p->rate_timer.data = p;
   /* Test hook: ACMEDGE_ARI_FIRST_POLL_MAX_S bounds the first ARI poll's random delay (seconds,
@@ -595,7 +624,13 @@ ae_miss_action ae_provision_on_sni(ae_provision *p, const char *raw) {
   }
   if (!p->cfg->on_demand.enabled)
     return AE_MISS_DEFAULT;
-  switch (request(p, name, "sni", &why)) {
+  req_result rr = request(p, name, "sni", &why);
+  ae_dom *fd = ae_strmap_get(&p->doms, name);
+  /* Not while ask still decides: only allowed names ever get a stand-in leaf. */
+  if ((rr == REQ_PENDING || rr == REQ_FAILED) && p->cfg->on_demand.fallback_internal && p->deps.leaves && fd &&
+      fd->state != DS_CHECKING && !ae_config_internal_name(p->cfg, name))
+    return ae_provision_fallback(p, name);
+  switch (rr) {
   case REQ_PENDING:
     return p->cfg->on_demand.first_wait ? AE_MISS_HOLD : AE_MISS_DEFAULT;
   case REQ_DENIED:
@@ -722,6 +757,7 @@ void ae_provision_free(ae_provision *p) {
   ae_strmap_clear(&p->doms);
   ae_strmap_foreach(&p->denied, ae_free_value_cb, NULL);
   ae_strmap_clear(&p->denied);
+  ae_strmap_clear(&p->fb_inflight);
   ae_config_free(p->cfg);
   free(p->ca_host);
   free(p);

@@ -28,6 +28,8 @@ typedef struct ae_dom {
   uv_timer_t timer;          /* renewal or renewal-retry */
   struct ae_dom *qnext;
   int queued;
+  int minting;               /* an internal CA mint holds a job slot */
+  uint64_t mint_seq;         /* matches the mint's completion to this record */
 } ae_dom;
 
 struct ae_provision {
@@ -49,6 +51,8 @@ struct ae_provision {
    * loaded (seconds; 0 = at once). 300 unless ACMEDGE_ARI_FIRST_POLL_MAX_S says otherwise,
    * which exists so tests need not wait up to five minutes. */
   unsigned ari_first_poll_max_s;
+  ae_strmap fb_inflight;     /* names with a stand-in leaf mint running (value unused) */
+  unsigned fb_active;        /* stand-in mints running */
 };
 
 /* Creates and registers a record for name. */
@@ -66,6 +70,16 @@ void ae_provision_installed(struct ae_provision *p, const char *name, ae_cert *c
                             const char *err);
 /* Fires the close callback once nothing is pending. */
 void ae_provision_maybe_closed(struct ae_provision *p);
+/* Completion of an issuance job (ACME or internal CA): install on success, backoff on failure.
+ * Releases the job slot. */
+void ae_provision_job_done(void *dom, const ae_acme_result *res);
+/* Starts minting d's certificate with the internal CA off the loop (provision_ca.c); the result
+ * arrives through ae_provision_job_done. 0, or <0 with err set (nothing started). */
+int ae_provision_mint_start(struct ae_provision *p, ae_dom *d, ae_err *err);
+/* on_demand.fallback_cert "internal" for an allowed name that is pending or failing: makes sure
+ * a stand-in leaf is (or will be) in the cache, one mint per name at a time, and that held
+ * handshakes are woken. Returns the action for the handshake (provision_fallback.c). */
+ae_miss_action ae_provision_fallback(struct ae_provision *p, const char *name);
 /* strmap foreach callback freeing values. */
 void ae_free_value_cb(void *ud, const char *key, void *value);
 

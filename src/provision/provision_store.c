@@ -34,6 +34,10 @@ static void install_work_cb(uv_work_t *req) {
     w->cert = NULL;
     return;
   }
+  /* Never install what clients would reject: a broken chain fails the issuance instead. */
+  if (ae_chain_check(w->cert_pem, strlen(w->cert_pem), w->key_pem, strlen(w->key_pem), w->name, (int64_t)time(NULL),
+                     &w->err) != 0)
+    goto fail;
   ae_err idle = {0};
   if (ae_acme_cert_id(w->cert_pem, w->cert_id, sizeof(w->cert_id), &idle) != 0)
     w->cert_id[0] = '\0'; /* no AKI: renewal simply runs on our own schedule */

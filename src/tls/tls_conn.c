@@ -103,6 +103,12 @@ static void conn_use_default(tls_conn *c) {
   conn_start_tls(c, cert, KIND_DEFAULT);
 }
 
+/* The minted stand-in leaf for the connection's name, if one is ready (NULL otherwise). */
+static ae_cert *conn_fallback_cert(tls_conn *c) {
+  ae_tls_front *f = c->f;
+  return f->hooks.fallback_cert && c->t.sni[0] ? f->hooks.fallback_cert(f->hooks.ud, c->t.sni) : NULL;
+}
+
 static void conn_choose_cert(tls_conn *c, const ae_clienthello *ch) {
   ae_tls_front *f = c->f;
   if (ae_clienthello_has_alpn(ch, "acme-tls/1")) {
@@ -129,6 +135,14 @@ static void conn_choose_cert(tls_conn *c, const ae_clienthello *ch) {
   ae_miss_action act = f->hooks.on_miss ? f->hooks.on_miss(f->hooks.ud, c->t.sni) : AE_MISS_DEFAULT;
   if (c->closing_handles)
     return;
+  if (act == AE_MISS_FALLBACK) {
+    ae_cert *fb = conn_fallback_cert(c);
+    if (fb) {
+      conn_start_tls(c, fb, KIND_DEFAULT);
+      return;
+    }
+    act = AE_MISS_HOLD; /* the mint wakes us */
+  }
   if (act == AE_MISS_ALERT) {
     conn_send_alert(c, AE_ALERT_UNRECOGNIZED_NAME, "policy refuses the name"); /* RFC 6066 §3 */
     return;
@@ -186,6 +200,8 @@ void ae_tls_conn_resume(tls_conn *c) {
   ae_cert *cert = ae_certstore_lookup(c->f->cs, c->t.sni);
   if (cert)
     conn_start_tls(c, cert, KIND_KNOWN);
+  else if ((cert = conn_fallback_cert(c)) != NULL)
+    conn_start_tls(c, cert, KIND_DEFAULT);
   else
     conn_use_default(c);
 }

@@ -102,11 +102,18 @@ static ae_miss_action w_on_miss(void *ud, const char *raw) {
     free(c);
     return AE_MISS_DEFAULT;
   }
-  c->allowed = ae_policy_allowed_cfg(cfg, c->name);
+  c->allowed = ae_policy_allowed_cfg(cfg, c->name) || ae_config_internal_name(cfg, c->name);
   mb_post(&w->ws->mb, c);
   if (!c->allowed)
     return deny;
+  if (cfg->on_demand.fallback_internal && !ae_config_internal_name(cfg, c->name))
+    return AE_MISS_FALLBACK;
   return cfg->on_demand.first_wait ? AE_MISS_HOLD : AE_MISS_DEFAULT;
+}
+
+static ae_cert *w_fallback_cert(void *ud, const char *name) {
+  worker *w = ud;
+  return w->ws->hooks.fallback_cert ? w->ws->hooks.fallback_cert(w->ws->hooks.ud, name) : NULL;
 }
 
 static ae_cert *w_alpn_cert(void *ud, const char *name) {
@@ -162,7 +169,8 @@ static void w_on_async(uv_async_t *a) {
 
 static void worker_main(void *arg) {
   worker *w = arg;
-  ae_tls_front_hooks fh = {.ud = w, .on_miss = w_on_miss, .alpn_challenge_cert = w_alpn_cert, .on_established = w_established};
+  ae_tls_front_hooks fh = {.ud = w, .on_miss = w_on_miss, .alpn_challenge_cert = w_alpn_cert, .on_established = w_established,
+                           .fallback_cert = w_fallback_cert};
   if (ae_proxy_new(&w->loop, w->cfg, &w->proxy, &w->start_err) != 0 ||
       ae_tls_front_new(&w->loop, w->cfg, w->ws->certs, &fh, &w->front, &w->start_err) != 0) {
     uv_sem_post(&w->ready);

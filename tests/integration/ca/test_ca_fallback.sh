@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# on_demand.fallback_cert "internal": while ACME is pending or failing, an allowed name is served a
+# leaf minted for exactly that name (verifies against the internal root with a hostname check);
+# once issued, the Pebble certificate replaces it. 500 handshakes for a new name -> 1 mint and 1
+# order. Denied and hostile names keep the default certificate and mint nothing.
+set -euo pipefail
+source "$AE_SRC/tests/lib/common.sh"
+source "$AE_SRC/tests/lib/ondemand.sh"
+ae_setup
+pebble_start
+ae_config_write "$T/acmedge.json" '{"internal_ca": {"enabled": true},
+  "on_demand": {"fallback_cert": "internal", "backoff": {"initial_s": 1, "max_s": 3600}}}'
+acmedge_start "$T/acmedge.json"
+"$ACMEDGE_BIN" ca root -c "$T/acmedge.json" >"$T/root.pem" || ae_fail "acmedge ca root failed"
+
+metric() {
+  curl -sf --max-time 5 "http://127.0.0.1:$AE_ADMIN_PORT/metrics" >"$T/metrics.txt" || ae_fail "GET /metrics failed"
+  awk -v m="$1" '$1 == m {print $2; exit}' "$T/metrics.txt"
+}
+[ "$(metric acmedge_internal_ca_mints_total)" = 0 ] || ae_fail "mints before any handshake"
+
+# A burst for one new name: one stand-in mint, one order, then the Pebble certificate.
+burst=burst.example.test
+# (What is asserted is the singleflight; under sanitizers on a loaded machine some of the 500
+# handshakes may hit the client's 10 s timeout, which says nothing about minting.)
+out=$("$AE_TOOL_hsload" -c 50 -n 500 --sni "$burst" 127.0.0.1 "$AE_HTTPS_PORT" 2>&1 | tail -1)
+echo "burst: $out"
+case "$out" in
+  "RESULT ok=0 "*) ae_fail "burst handshakes: $out" ;;
+  "RESULT ok="*) ;;
+  *) ae_fail "burst handshakes: $out" ;;
+esac
+od_wait_issued "$burst" 60
+ae_verify_chain "$burst" || ae_fail "Pebble chain for $burst does not verify: $(cat "$T/verify-$burst.out")"
+[ "$(metric acmedge_internal_ca_mints_total)" = 1 ] || ae_fail "expected 1 mint for the burst, got $(metric acmedge_internal_ca_mints_total)"
+[ "$(pebble_count_orders)" -eq 1 ] || ae_fail "expected 1 order for the burst, Pebble saw $(pebble_count_orders)"
+[ "$(od_events issuance_started "$burst")" -eq 1 ] || ae_fail "$burst: not exactly one issuance"
+
+# ACME down: the first handshake for a new name gets a leaf for that exact name.
+pebble_stop
+name=fb.example.test
+ok=0
+for ((i = 0; i < 50; i++)); do
+  if timeout 10 gnutls-cli --x509cafile="$T/root.pem" --sni-hostname="$name" --verify-hostname="$name" \
+    --print-cert -p "$AE_HTTPS_PORT" 127.0.0.1 </dev/null >"$T/fb.out" 2>&1; then ok=1; break; fi
+  sleep 0.2
+done
+[ "$ok" = 1 ] || ae_fail "no handshake for $name verified against the internal root: $(tail -5 "$T/fb.out")"
+awk '/BEGIN CERT/{p=1} p{print} /END CERT/{exit}' "$T/fb.out" >"$T/fb-leaf.pem"
+certtool -i --infile "$T/fb-leaf.pem" >"$T/fb-leaf.txt" 2>&1 || ae_fail "served leaf unreadable: $(cat "$T/fb.out")"
+grep -q "DNSname: $name" "$T/fb-leaf.txt" || ae_fail "stand-in leaf is not for $name"
+grep -q 'Issuer:.*acmedge Internal Intermediate CA' "$T/fb-leaf.txt" || ae_fail "stand-in leaf not from the internal CA"
+if timeout 10 gnutls-cli --x509cafile="$T/root.pem" --sni-hostname="$name" --verify-hostname=other.example.test \
+  -p "$AE_HTTPS_PORT" 127.0.0.1 </dev/null >/dev/null 2>&1; then
+  ae_fail "stand-in leaf for $name verified for another name"
+fi
+od_wait_event issuance_failed "$name" 30
+mints=$(metric acmedge_internal_ca_mints_total)
+[ "$mints" = 2 ] || ae_fail "expected 2 mints, got $mints"
+
+# Denied (not in allow) and hostile names: default certificate, nothing minted.
+od_is_default other.test || ae_fail "denied name other.test did not get the default certificate"
+# (The ClientHello parser refuses a non-LDH SNI outright: no certificate at all.)
+if ae_sni_cert a_b.example.test | grep -q 'Internal'; then ae_fail "hostile name a_b.example.test got an internal leaf"; fi
+[ "$(metric acmedge_internal_ca_mints_total)" = "$mints" ] || ae_fail "a denied or hostile name was minted for"
+
+# ACME back: the next attempt after the backoff installs the Pebble certificate over the stand-in.
+pebble_restart
+od_wait_issued "$name" 60
+ae_verify_chain "$name" || ae_fail "Pebble chain for $name does not verify: $(cat "$T/verify-$name.out")"
+[ "$(metric acmedge_fallback_leaf_cache_entries)" = 0 ] || ae_fail "stand-in leaves not dropped after issuance"
+acmedge_stop
+echo "ok"
