@@ -3,6 +3,7 @@
 #include "acmedge/cli.h"
 #include "acmedge/common.h"
 #include "acmedge/config.h"
+#include "acmedge/tokens.h"
 
 #include <curl/curl.h>
 #include <gnutls/gnutls.h>
@@ -25,6 +26,8 @@ static void usage(FILE *f) {
         "                         follow provisioning events live from a running acmedge\n"
         "  domains [--admin ADDR] [--json]\n"
         "                         table of managed domains: state, expiry, issuer, last error\n"
+        "  token   keygen|mint|inspect ...\n"
+        "                         capability tokens (docs/tokens.md; `acmedge token help`)\n"
         "  version                print the version and the linked library versions\n"
         "  help                   print this text\n"
         "\n"
@@ -128,6 +131,8 @@ int main(int argc, char **argv) {
     return ae_cli_events(argc - 1, argv + 1);
   if (strcmp(cmd, "domains") == 0)
     return ae_cli_domains(argc - 1, argv + 1);
+  if (strcmp(cmd, "token") == 0)
+    return ae_tok_cli(argc - 1, argv + 1);
   fprintf(stderr, "acmedge: unknown command '%s'\n", cmd);
   usage(stderr);
   return 2;
