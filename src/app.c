@@ -11,6 +11,7 @@
 
 #include "acmedge/acme.h"
 #include "acmedge/admin.h"
+#include "acmedge/tokens.h"
 #include "acmedge/certstore.h"
 #include "acmedge/challenge.h"
 #include "acmedge/config.h"
@@ -187,6 +188,8 @@ static int app_start(ae_app *app, ae_err *err) {
   int r;
   if ((r = ae_storage_fs_new(cfg->storage_path, &app->storage, err)) != 0)
     return r;
+  if ((r = ae_tok_runtime_init(cfg, err)) != 0) /* capability tokens: policy + revocation list */
+    return r;
   if (ae_storage_ca_host(cfg->acme.directory, app->ca_host, sizeof(app->ca_host)) != 0)
     return ae_err_set(err, AE_EINVAL, "%s: acme.directory: cannot derive a host from '%s'", cfg->path, cfg->acme.directory);
   if ((r = ae_certstore_new(&app->certs)) != 0)
@@ -288,6 +291,7 @@ static void reload(ae_app *app) {
     ae_http80_set_config(app->http80, ncfg);
   if (app->admin)
     ae_admin_set_config(app->admin, ncfg);
+  ae_tok_runtime_set_config(ncfg);
   ae_config_free(app->cfg);
   app->cfg = ncfg;
   AE_INFO(SUB, "configuration reloaded from %s", ncfg->path);
@@ -365,6 +369,7 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 static void free_modules(ae_app *app) {
   ae_admin_free(app->admin);
+  ae_tok_runtime_shutdown();
   ae_http80_free(app->http80);
   ae_tls_front_free(app->front);
   ae_proxy_free(app->proxy);

@@ -140,6 +140,57 @@ ae_tok_reason ae_tok_verify(const ae_tok_policy *p, const char *text, size_t len
 /* AE_TOK_OK when claims carry at least one of groups (n == 0: any token), else insufficient_scope. */
 ae_tok_reason ae_tok_check_groups(const ae_tok_claims *c, char *const *groups, size_t n);
 
+/* ---- configuration (cap_tokens, admin.tls, routes[].auth.cap_tokens) */
+
+struct ae_config;
+
+/* routes[].auth.cap_tokens: what a protected route demands. */
+typedef struct ae_tok_route_auth {
+  char *audience;              /* NULL: cap_tokens.audience */
+  char **groups;               /* any one of them is enough; none listed: any valid token */
+  size_t ngroups;
+  int bind;                    /* tokens must carry cnf and the client must present that cert */
+  int forward_token;           /* pass the Authorization header to the upstream */
+} ae_tok_route_auth;
+
+/* The top-level cap_tokens object and admin.tls. */
+typedef struct ae_tok_config {
+  ae_tok_keyring *keys;        /* NULL when cap_tokens is not configured */
+  char *audience;
+  int64_t leeway_s;
+  int64_t max_ttl_s;
+  char *admin_tls_cert, *admin_tls_key, *admin_tls_client_ca; /* admin.tls; NULL when unset */
+} ae_tok_config;
+
+/* Parses cap_tokens, admin.tls and every routes[i].auth of root into cfg->tokens and
+ * cfg->routes[i].auth (routes must be parsed already); name prefixes messages
+ * ("FILE: field.path: problem"). */
+int ae_tok_config_parse(const char *name, json_t *root, struct ae_config *cfg, ae_err *err);
+/* Frees what ae_tok_config_parse stored in cfg. */
+void ae_tok_config_free(struct ae_config *cfg);
+/* Frees one route's auth (NULL is fine). */
+void ae_tok_route_auth_free(ae_tok_route_auth *ra);
+
+/* ---- process runtime: the current keyring/policy and the persisted revocation set */
+
+/* Opens STORAGE/tokens/revoked.json and installs cfg as the current policy. Call once at start. */
+int ae_tok_runtime_init(const struct ae_config *cfg, ae_err *err);
+/* Installs a reloaded config (keeps a reference); any thread may verify meanwhile. */
+void ae_tok_runtime_set_config(const struct ae_config *cfg);
+/* Drops the config reference and the revocation set. */
+void ae_tok_runtime_shutdown(void);
+/* 1 when cap_tokens is configured. */
+int ae_tok_runtime_enabled(void);
+/* The process revocation set, or NULL before init. Owned by the runtime. */
+ae_tok_revset *ae_tok_runtime_revset(void);
+/* The configured keyring as a new JSON array [{"iss", "key"}] (caller decrefs). */
+json_t *ae_tok_runtime_keys(void);
+/* Verifies a token against the current config: audience NULL means cap_tokens.audience; then the
+ * group check (n == 0: none). Counts rejections by reason. Fills *claims on AE_TOK_OK. */
+ae_tok_reason ae_tok_runtime_verify(const char *text, size_t len, const char *audience, int require_bind,
+                                    char *const *groups, size_t ngroups, const uint8_t *binding,
+                                    ae_tok_claims *claims);
+
 /* ---- minting */
 
 typedef struct ae_tok_mint_args {
