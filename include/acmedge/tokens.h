@@ -183,6 +183,12 @@ void ae_tok_runtime_shutdown(void);
 int ae_tok_runtime_enabled(void);
 /* The process revocation set, or NULL before init. Owned by the runtime. */
 ae_tok_revset *ae_tok_runtime_revset(void);
+/* 1 when a route for this server name demands bound tokens, so its handshakes must ask for a
+ * client certificate (other names never send a CertificateRequest: browsers would prompt). */
+int ae_tok_runtime_wants_client_cert(const char *sni);
+/* SHA-256 of the leaf certificate the peer of a GnuTLS session (gnutls_session_t) presented;
+ * AE_ENOTFOUND when it presented none. */
+int ae_tok_peer_cert_hash(void *session, uint8_t out[32]);
 /* The configured keyring as a new JSON array [{"iss", "key"}] (caller decrefs). */
 json_t *ae_tok_runtime_keys(void);
 /* Verifies a token against the current config: audience NULL means cap_tokens.audience; then the

@@ -115,3 +115,13 @@ json_t *ae_tok_runtime_keys(void) {
   pthread_mutex_unlock(&g_mu);
   return arr;
 }
+
+int ae_tok_runtime_wants_client_cert(const char *sni) {
+  if (!sni || !*sni)
+    return 0;
+  pthread_mutex_lock(&g_mu);
+  const ae_route *rt = g_cfg ? ae_config_route(g_cfg, sni) : NULL;
+  int want = rt && rt->auth && rt->auth->bind;
+  pthread_mutex_unlock(&g_mu);
+  return want;
+}
