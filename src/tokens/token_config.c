@@ -115,7 +115,9 @@ static int parse_admin_tls(const char *name, json_t *root, ae_tok_config *tc, ae
       (rc = get_file(name, err, t, "key", "admin.tls", 1, &tc->admin_tls_key)) ||
       (rc = get_file(name, err, t, "client_ca", "admin.tls", 0, &tc->admin_tls_client_ca)))
     return rc;
-  return 0;
+  /* Accepting the key without serving TLS would leave the admin API in clear text unnoticed. */
+  return fail(name, err, "admin.tls", "the TLS admin listener is not available in this version; use a loopback "
+                                      "or unix-socket admin address (bound tokens work on protected routes)");
 }
 
 static int parse_route_auth(const char *name, json_t *a, const char *p, const ae_tok_config *tc, ae_route *rt,
