@@ -137,6 +137,25 @@ typedef struct ae_tok_policy {
 ae_tok_reason ae_tok_verify(const ae_tok_policy *p, const char *text, size_t len, const uint8_t *binding,
                             int64_t now, ae_tok_claims *claims);
 
+/* The checks after the signature (time window, lifetime, revocation, audience, binding) on claims
+ * whose signature was already verified; returns the first failing reason or AE_TOK_OK. */
+ae_tok_reason ae_tok_check_claims(const ae_tok_policy *p, const ae_tok_claims *c, const uint8_t *binding,
+                                  int64_t now);
+
+/* ---- verified-token cache: skips parsing and the Ed25519 verification for a token seen before;
+ * every check after the signature still runs on each use, so revocation stays immediate. */
+
+typedef struct ae_tok_cache ae_tok_cache;
+
+/* Creates a cache of `slots` entries (direct-mapped by SHA-256 of the token text). Caller owns it. */
+ae_tok_cache *ae_tok_cache_new(size_t slots);
+/* Frees the cache (NULL is fine). */
+void ae_tok_cache_free(ae_tok_cache *tc);
+/* Like ae_tok_verify, consulting and filling the cache; gen identifies the keyring the cached
+ * signatures were checked with (entries of another generation are ignored). Thread-safe. */
+ae_tok_reason ae_tok_cache_verify(ae_tok_cache *tc, uintptr_t gen, const ae_tok_policy *p, const char *text,
+                                  size_t len, const uint8_t *binding, int64_t now, ae_tok_claims *claims);
+
 /* AE_TOK_OK when claims carry at least one of groups (n == 0: any token), else insufficient_scope. */
 ae_tok_reason ae_tok_check_groups(const ae_tok_claims *c, char *const *groups, size_t n);
 

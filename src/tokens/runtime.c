@@ -15,6 +15,11 @@
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static ae_config *g_cfg;
 static ae_tok_revset *g_rs;
+static ae_tok_cache *g_cache;  /* keyed by token bytes */
+static uintptr_t g_gen;        /* bumped by every config change: cached signatures of an older
+                                * keyring are never trusted (addresses may be reused) */
+
+#define RUNTIME_CACHE_SLOTS 4096
 
 int ae_tok_runtime_init(const ae_config *cfg, ae_err *err) {
   char dir[4096], path[4200];
@@ -29,6 +34,8 @@ int ae_tok_runtime_init(const ae_config *cfg, ae_err *err) {
   pthread_mutex_lock(&g_mu);
   ae_tok_revset_free(g_rs);
   g_rs = rs;
+  if (!g_cache)
+    g_cache = ae_tok_cache_new(RUNTIME_CACHE_SLOTS);
   pthread_mutex_unlock(&g_mu);
   ae_tok_runtime_set_config(cfg);
   return 0;
@@ -39,6 +46,7 @@ void ae_tok_runtime_set_config(const ae_config *cfg) {
   pthread_mutex_lock(&g_mu);
   ae_config *old = g_cfg;
   g_cfg = n;
+  g_gen++;
   pthread_mutex_unlock(&g_mu);
   ae_config_free(old);
 }
@@ -47,11 +55,14 @@ void ae_tok_runtime_shutdown(void) {
   pthread_mutex_lock(&g_mu);
   ae_config *old = g_cfg;
   ae_tok_revset *rs = g_rs;
+  ae_tok_cache *cache = g_cache;
   g_cfg = NULL;
   g_rs = NULL;
+  g_cache = NULL;
   pthread_mutex_unlock(&g_mu);
   ae_config_free(old);
   ae_tok_revset_free(rs);
+  ae_tok_cache_free(cache);
 }
 
 int ae_tok_runtime_enabled(void) {
@@ -75,6 +86,8 @@ ae_tok_reason ae_tok_runtime_verify(const char *text, size_t len, const char *au
   pthread_mutex_lock(&g_mu);
   ae_config *cfg = g_cfg ? ae_config_ref(g_cfg) : NULL;
   ae_tok_revset *rs = g_rs;
+  ae_tok_cache *cache = g_cache;
+  uintptr_t gen = g_gen;
   pthread_mutex_unlock(&g_mu);
   ae_tok_reason r;
   if (!cfg || !cfg->tokens || !cfg->tokens->keys) {
@@ -88,7 +101,7 @@ ae_tok_reason ae_tok_runtime_verify(const char *text, size_t len, const char *au
     const ae_tok_config *tc = cfg->tokens;
     ae_tok_policy p = {.keys = tc->keys, .revoked = rs, .audience = audience ? audience : tc->audience,
                        .leeway_s = tc->leeway_s, .max_ttl_s = tc->max_ttl_s, .require_bind = require_bind};
-    r = ae_tok_verify(&p, text, len, binding, (int64_t)time(NULL), claims);
+    r = ae_tok_cache_verify(cache, gen, &p, text, len, binding, (int64_t)time(NULL), claims);
     if (r == AE_TOK_OK) {
       r = ae_tok_check_groups(claims, groups, ngroups);
       if (r != AE_TOK_OK)

@@ -35,7 +35,7 @@ static ae_tok_reason check_signed(const ae_tok_policy *p, const ae_tok_parsed *t
   return ok ? AE_TOK_OK : AE_TOK_BAD_SIGNATURE;
 }
 
-static ae_tok_reason check_claims(const ae_tok_policy *p, const ae_tok_claims *c, const uint8_t *binding,
+ae_tok_reason ae_tok_check_claims(const ae_tok_policy *p, const ae_tok_claims *c, const uint8_t *binding,
                                   int64_t now) {
   int64_t leeway = p->leeway_s > 0 ? p->leeway_s : 0;
   /* iat in the future counts as not yet valid too: otherwise a far-future iat would let a token
@@ -66,7 +66,7 @@ ae_tok_reason ae_tok_verify(const ae_tok_policy *p, const char *text, size_t len
   if (r == AE_TOK_OK)
     r = check_signed(p, &t);
   if (r == AE_TOK_OK)
-    r = check_claims(p, &t.claims, binding, now);
+    r = ae_tok_check_claims(p, &t.claims, binding, now);
   if (r != AE_TOK_OK) {
     ae_tok_claims_clear(&t.claims);
     return r;

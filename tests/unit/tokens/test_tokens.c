@@ -520,6 +520,44 @@ static void test_openssl_interop(void **state) {
   free(j);
 }
 
+/* The cache skips only the signature: revocation, expiry, binding and the key generation still
+ * apply to a cached token. */
+static void test_cache(void **state) {
+  fx *f = *state;
+  char *j = claims("ops", "edge-1", NOW, NOW, NOW + 600, NULL);
+  char *t = craft(f->seed, f->pub, j, 0, 64);
+  ae_tok_cache *tc = ae_tok_cache_new(16);
+  ae_tok_claims c;
+  assert_int_equal(ae_tok_cache_verify(tc, 1, &f->pol, t, strlen(t), NULL, NOW, &c), AE_TOK_OK);
+  ae_tok_claims_clear(&c);
+  assert_int_equal(ae_tok_cache_verify(tc, 1, &f->pol, t, strlen(t), NULL, NOW, &c), AE_TOK_OK);
+  assert_string_equal(c.sub, "alice");
+  ae_tok_claims_clear(&c);
+  ae_err err = {0};
+  int ch = 0;
+  assert_int_equal(ae_tok_revset_add(f->rs, NULL, "ops", "alice", &ch, &err), 0);
+  assert_int_equal(ae_tok_cache_verify(tc, 1, &f->pol, t, strlen(t), NULL, NOW, &c), AE_TOK_REVOKED);
+  assert_int_equal(ae_tok_revset_remove(f->rs, NULL, "ops", "alice", &ch, &err), 0);
+  assert_int_equal(ae_tok_cache_verify(tc, 1, &f->pol, t, strlen(t), NULL, NOW + 700, &c), AE_TOK_EXPIRED);
+  /* a new generation with another key for "ops": the cached signature no longer counts */
+  char *k2 = ae_tok_b64_encode(f->pub2, 32);
+  json_t *o = json_pack("{s:s}", "ops", k2);
+  free(k2);
+  ae_tok_keyring *kr2 = NULL;
+  assert_int_equal(ae_tok_keyring_from_json(o, "k", &kr2, &err), 0);
+  json_decref(o);
+  ae_tok_policy p2 = f->pol;
+  p2.keys = kr2;
+  assert_int_equal(ae_tok_cache_verify(tc, 2, &p2, t, strlen(t), NULL, NOW, &c), AE_TOK_BAD_SIGNATURE);
+  /* a tampered copy is another key in the cache and fails on its own */
+  t[strlen(t) - 2] ^= 1;
+  assert_int_not_equal(ae_tok_cache_verify(tc, 1, &f->pol, t, strlen(t), NULL, NOW, &c), AE_TOK_OK);
+  ae_tok_keyring_free(kr2);
+  ae_tok_cache_free(tc);
+  free(t);
+  free(j);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rfc8032),
@@ -533,6 +571,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_times, setup, teardown),
       cmocka_unit_test_setup_teardown(test_revoked, setup, teardown),
       cmocka_unit_test_setup_teardown(test_audience_binding, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cache, setup, teardown),
       cmocka_unit_test(test_keyring),
       cmocka_unit_test(test_revset_persist),
       cmocka_unit_test_setup_teardown(test_openssl_interop, setup, teardown),
