@@ -198,6 +198,8 @@ static int app_start(ae_app *app, ae_err *err) {
     return r;
   if ((r = ae_events_new(cfg->events.buffer, &app->events)) != 0)
     return ae_err_set(err, r, "cannot create event bus");
+  if ((r = ae_tok_relay_attach(&app->loop, app->events)) != 0) /* token_rejected from workers */
+    return ae_err_set(err, r, "cannot start the token event relay");
   if ((r = ae_hook_new(&app->loop, cfg, app->events, &app->hook, err)) != 0)
     return r;
   if ((r = ae_challenge_new(&app->challenges)) != 0)
@@ -336,6 +338,7 @@ static void stop(ae_app *app) {
   if (app->stopping)
     return;
   app->stopping = 1;
+  ae_tok_relay_detach();
   AE_INFO(SUB, "stopping: no new connections, draining open ones (up to %u ms)", DRAIN_TIMEOUT_MS);
   if (app->signals_on) {
     uv_close((uv_handle_t *)&app->sig_term, NULL);

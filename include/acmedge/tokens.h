@@ -7,7 +7,9 @@
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 #include "acmedge/common.h"
+#include "acmedge/events.h"
 
 #define AE_TOK_PREFIX "cap:"
 #define AE_TOK_SIG_CONTEXT "acmedge-cap-v1."
@@ -215,6 +217,16 @@ json_t *ae_tok_runtime_keys(void);
 ae_tok_reason ae_tok_runtime_verify(const char *text, size_t len, const char *audience, int require_bind,
                                     char *const *groups, size_t ngroups, const uint8_t *binding,
                                     ae_tok_claims *claims);
+
+/* ---- token_rejected events from any thread (emitted on the control loop) */
+
+/* Starts relaying onto ev from loop (the control loop). */
+int ae_tok_relay_attach(uv_loop_t *loop, ae_events *ev);
+/* Stops relaying and closes the relay's handle (call while stopping, before the loop ends). */
+void ae_tok_relay_detach(void);
+/* Queues a token_rejected event {reason, source "route"} for host; any thread, never blocks on I/O.
+ * Carries the server name only: never the token or an unverified subject. */
+void ae_tok_relay_rejected(ae_tok_reason r, const char *host);
 
 /* ---- minting */
 

@@ -125,6 +125,7 @@ int ae_px_auth(ae_pclient *c, const ae_route *route, int *answered) {
   else
     ae_metrics_count_label("token_rejected", ae_tok_reason_name(r));
   if (r != AE_TOK_OK) {
+    ae_tok_relay_rejected(r, c->host);
     *answered = 1;
     return answer(c, r);
   }

@@ -131,5 +131,15 @@ curl -s --noproxy '*' -H "Authorization: Bearer $admin_tok" "http://127.0.0.1:$A
 grep -q 'acmedge_token_rejected_total{reason="binding_mismatch"} [1-9]' "$T/metrics" || ae_fail "binding_mismatch not counted"
 grep -q 'acmedge_token_rejected_total{reason="unbound"} [1-9]' "$T/metrics" || ae_fail "unbound not counted"
 if grep -q "${t_team#cap:}" "$T/acmedge.log" "$T/echo.log"; then ae_fail "a token was logged"; fi
+# token_rejected events from the proxy workers reach the bus (relayed to the control loop)
+route_events() {
+  curl -s --noproxy '*' -N --max-time 3 -H "Authorization: Bearer $admin_tok" \
+    "http://127.0.0.1:$AE_ADMIN_PORT/v1/events?since=0" >"$T/events" || true
+  grep '"type":"token_rejected"' "$T/events" | grep '"source":"route"' | grep -q '"reason":"binding_mismatch"'
+}
+ae_wait_for route_events || ae_fail "no route token_rejected event: $(grep token_rejected "$T/events" | head -5)"
+grep '"type":"token_rejected"' "$T/events" | grep '"source":"route"' | grep -q '"domain":"bound.example.test"' ||
+  ae_fail "route event without the host"
+if grep -q 'cap:\|carol\|dave' "$T/events"; then ae_fail "a token or subject leaked into the events"; fi
 acmedge_stop
 echo "ok"
