@@ -4,8 +4,8 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libgnutls28-dev nettle-dev libuv1-dev libcurl4-gnutls-dev
-      libjansson-dev libcmocka-dev node-llhttp pebble gnutls-bin curl python3 procps iproute2)
-pkgs+=(openssl)  # internal CA tests verify chains with `openssl verify -x509_strict`
+      libjansson-dev libcmocka-dev node-llhttp pebble gnutls-bin curl python3 procps iproute2
+      openssl)  # openssl: chain checks (internal CA) and a second Ed25519 implementation (tokens)
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(nginx caddy wrk clang python3-cryptography)
 fi

@@ -13,6 +13,7 @@
 #include "acmedge/acme.h"
 #include "acmedge/admin.h"
 #include "acmedge/ca.h"
+#include "acmedge/tokens.h"
 #include "acmedge/certstore.h"
 #include "acmedge/challenge.h"
 #include "acmedge/config.h"
@@ -230,6 +231,8 @@ static int app_start(ae_app *app, ae_err *err) {
   int r;
   if ((r = ae_storage_fs_new(cfg->storage_path, &app->storage, err)) != 0)
     return r;
+  if ((r = ae_tok_runtime_init(cfg, err)) != 0) /* capability tokens: policy + revocation list */
+    return r;
   if (ae_storage_ca_host(cfg->acme.directory, app->ca_host, sizeof(app->ca_host)) != 0)
     return ae_err_set(err, AE_EINVAL, "%s: acme.directory: cannot derive a host from '%s'", cfg->path, cfg->acme.directory);
   if ((r = ae_certstore_new(&app->certs)) != 0)
@@ -240,6 +243,8 @@ static int app_start(ae_app *app, ae_err *err) {
     return r;
   if ((r = ae_events_new(cfg->events.buffer, &app->events)) != 0)
     return ae_err_set(err, r, "cannot create event bus");
+  if ((r = ae_tok_relay_attach(&app->loop, app->events)) != 0) /* token_rejected from workers */
+    return ae_err_set(err, r, "cannot start the token event relay");
   if ((r = ae_hook_new(&app->loop, cfg, app->events, &app->hook, err)) != 0)
     return r;
   if ((r = ae_challenge_new(&app->challenges)) != 0)
@@ -339,6 +344,7 @@ static void reload(ae_app *app) {
     ae_http80_set_config(app->http80, ncfg);
   if (app->admin)
     ae_admin_set_config(app->admin, ncfg);
+  ae_tok_runtime_set_config(ncfg);
   ae_config_free(app->cfg);
   app->cfg = ncfg;
   AE_INFO(SUB, "configuration reloaded from %s", ncfg->path);
@@ -383,6 +389,7 @@ static void stop(ae_app *app) {
   if (app->stopping)
     return;
   app->stopping = 1;
+  ae_tok_relay_detach();
   AE_INFO(SUB, "stopping: no new connections, draining open ones (up to %u ms)", DRAIN_TIMEOUT_MS);
   if (app->signals_on) {
     uv_close((uv_handle_t *)&app->sig_term, NULL);
@@ -416,6 +423,7 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 static void free_modules(ae_app *app) {
   ae_admin_free(app->admin);
+  ae_tok_runtime_shutdown();
   ae_http80_free(app->http80);
   ae_tls_front_free(app->front);
   ae_proxy_free(app->proxy);

@@ -4,6 +4,7 @@
 #include "acmedge/cli.h"
 #include "acmedge/common.h"
 #include "acmedge/config.h"
+#include "acmedge/tokens.h"
 
 #include <curl/curl.h>
 #include <gnutls/gnutls.h>
@@ -28,6 +29,8 @@ static void usage(FILE *f) {
         "                         table of managed domains: state, expiry, issuer, last error\n"
         "  ca root|status [-c FILE]\n"
         "                         internal CA: print the root certificate (PEM) or its status\n"
+        "  token   keygen|mint|inspect ...\n"
+        "                         capability tokens (docs/tokens.md; `acmedge token help`)\n"
         "  version                print the version and the linked library versions\n"
         "  help                   print this text\n"
         "\n"
@@ -138,6 +141,8 @@ int main(int argc, char **argv) {
     return ae_cli_domains(argc - 1, argv + 1);
   if (strcmp(cmd, "ca") == 0)
     return ae_cli_ca(argc - 1, argv + 1);
+  if (strcmp(cmd, "token") == 0)
+    return ae_tok_cli(argc - 1, argv + 1);
   fprintf(stderr, "acmedge: unknown command '%s'\n", cmd);
   usage(stderr);
   return 2;

@@ -11,6 +11,7 @@ typedef struct ae_route {
   size_t nhosts;
   char *upstream;      /* "host:port", "[v6]:port" */
   int plain_http;      /* also proxy plain HTTP on port 80 for these hosts */
+  struct ae_tok_route_auth *auth; /* auth.cap_tokens (tokens.h); NULL: open route */
 } ae_route;
 
 typedef struct ae_config {
@@ -111,6 +112,8 @@ typedef struct ae_config {
     int level;                /* ae_log_level */
     int json;
   } log;
+
+  struct ae_tok_config *tokens; /* cap_tokens + admin.tls (tokens.h); NULL when neither is set */
 } ae_config;
 
 /* Parses and validates the file; on error returns <0 and writes "FILE: field.path: problem"

@@ -4,6 +4,7 @@
 #define ACMEDGE_TRANSPORT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <uv.h>
@@ -32,6 +33,8 @@ struct ae_transport {
   struct sockaddr_storage peer;
   char peer_ip[64];              /* textual peer address */
   int local_port;
+  int has_client_cert;           /* TLS: the client presented a certificate (capability tokens' cnf) */
+  uint8_t client_cert_sha256[32];/* SHA-256 of its DER (leaf), set once the handshake is done */
 
   /* Set by the upper layer (all may be NULL). */
   void *ud;

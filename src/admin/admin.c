@@ -231,10 +231,8 @@ static void handle_request(adm_conn *c) {
     ae_adm_respond_error(c, 403, NULL, "unexpected Host header");
     return;
   }
-  if (!authorized(c)) {
-    ae_adm_respond_error(c, 401, "WWW-Authenticate: Bearer realm=\"acmedge\"\r\n", "missing or wrong bearer token");
+  if (!ae_adm_authorize(c, method, authorized(c)))
     return;
-  }
   char *query = strchr(c->url, '?');
   if (query)
     *query++ = '\0';
@@ -268,6 +266,8 @@ static void handle_request(adm_conn *c) {
       ae_adm_respond_error(c, 405, "Allow: GET\r\n", "method not allowed");
     else
       ae_adm_api_pki_root(c);
+  } else if (strncmp(path, "/v1/tokens/", 11) == 0) {
+    ae_adm_route_tokens(c, method, path + 11);
   } else if (strcmp(path, "/v1/events") == 0) {
     if (method != HTTP_GET)
       ae_adm_respond_error(c, 405, "Allow: GET\r\n", "method not allowed");

@@ -129,6 +129,19 @@ void ae_adm_api_domains_post(adm_conn *c);
 /* DELETE /v1/domains/<raw>, raw still percent-encoded. */
 void ae_adm_api_domains_delete(adm_conn *c, const char *raw);
 
+/* admin_tokens.c */
+
+/* Authenticates and authorises one request (static token or capability token, group ->
+ * permission); answers 401/403 itself and returns 0, or returns 1 to proceed. static_ok: the
+ * static admin.token check passed (trivially when none is configured). */
+int ae_adm_authorize(adm_conn *c, int method, int static_ok);
+/* POST /v1/tokens/revoke (revoke 1) or /v1/tokens/unrevoke (0): {"jti"} or {"iss","sub"}. */
+void ae_adm_api_tokens_revoke(adm_conn *c, int revoke);
+/* GET /v1/tokens/keys: the keyring as [{"iss","key"}]. */
+void ae_adm_api_tokens_keys(adm_conn *c);
+/* Dispatches /v1/tokens/<rest>. */
+void ae_adm_route_tokens(adm_conn *c, int method, const char *rest);
+
 /* admin_sse.c */
 
 /* Sets the SSE defaults (heartbeat interval, honouring $ACMEDGE_ADMIN_HEARTBEAT_MS; queue limit). */

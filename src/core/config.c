@@ -2,6 +2,7 @@
  * Relative paths in the file are used as given, i.e. relative to the process's working directory. */
 #include "acmedge/config.h"
 #include "acmedge/log.h"
+#include "acmedge/tokens.h"
 #include "config_internal.h"
 
 #include <jansson.h>
@@ -255,9 +256,9 @@ static int check_event_type(pctx *c, const char *path, const char *s) {
 
 static const char *const k_root[] = {"listen", "admin", "workers", "storage", "default_cert", "acme",
                                      "on_demand", "routes", "trusted_proxies", "proxy", "tls",
-                                     "redirect_http", "events", "log", "internal_ca", NULL};
+                                     "redirect_http", "events", "log", "internal_ca", "cap_tokens", NULL};
 static const char *const k_listen[] = {"https", "http", "admin", NULL};
-static const char *const k_admin[] = {"token", NULL};
+static const char *const k_admin[] = {"token", "tls", NULL};
 static const char *const k_storage[] = {"path", NULL};
 static const char *const k_default_cert[] = {"cert", "key", NULL};
 static const char *const k_acme[] = {"directory", "ca_bundle", "email", "challenges", "key_type", "eab", NULL};
@@ -269,7 +270,7 @@ static const char *const k_internal_ca[] = {"enabled", "names", "leaf_lifetime_s
                                             "cache_max", NULL};
 static const char *const k_rate[] = {"per_minute", "burst", "per_3h", NULL};
 static const char *const k_backoff[] = {"initial_s", "max_s", NULL};
-static const char *const k_route[] = {"hosts", "upstream", "plain_http", NULL};
+static const char *const k_route[] = {"hosts", "upstream", "plain_http", "auth", NULL};
 static const char *const k_proxy[] = {"header_timeout_ms", "idle_timeout_ms", "connect_timeout_ms",
                                       "response_timeout_ms", "total_timeout_ms", "max_header_bytes",
                                       "max_headers", "pool_idle_max", "pool_idle_timeout_ms",
@@ -377,7 +378,7 @@ static int validate_listen(pctx *c, ae_config *cfg) {
       char host[256];
       int port;
       ae_parse_hostport(a, host, sizeof(host), &port);
-      if (!ae_cfg_is_loopback(host) && !cfg->admin_token)
+      if (!ae_cfg_is_loopback(host) && !cfg->admin_token && !(cfg->tokens && cfg->tokens->keys))
         return fail(c, "listen.admin", "non-loopback address requires admin.token");
     }
   }
@@ -666,6 +667,8 @@ static int parse_root(pctx *c, json_t *root, ae_config *cfg) {
   if ((rc = parse_acme(c, root, cfg)) || (rc = parse_on_demand(c, root, cfg)) || (rc = parse_routes(c, root, cfg)) ||
       (rc = parse_internal_ca(c, root, cfg)))
     return rc;
+  if ((rc = ae_tok_config_parse(c->name, root, cfg, c->err)))
+    return rc;
   if ((rc = opt_str_array(c, root, "trusted_proxies", "", 1, check_ip, &cfg->trusted_proxies,
                           &cfg->ntrusted_proxies)))
     return rc;
@@ -820,6 +823,7 @@ void ae_config_free(ae_config *cfg) {
     free_strv(cfg->routes[i].hosts, cfg->routes[i].nhosts);
     free(cfg->routes[i].upstream);
   }
+  ae_tok_config_free(cfg);
   free(cfg->routes);
   free_strv(cfg->trusted_proxies, cfg->ntrusted_proxies);
   free(cfg->events.hook);

@@ -38,6 +38,8 @@ static label_family g_families[] = {
      "Failed issuance attempts, by ACME problem type (or local error class).", {{{0}, 0}}, 0},
     {"http_rejected", "acmedge_http_rejected_total", "reason",
      "Client requests the proxy refused before anything reached an upstream, by reason.", {{{0}, 0}}, 0},
+    {"token_rejected", "acmedge_token_rejected_total", "reason",
+     "Capability tokens refused (admin API and protected routes), by reason code.", {{{0}, 0}}, 0},
 };
 
 /* Time-to-certificate histogram: from the first request for a name to its certificate. */

@@ -165,6 +165,13 @@ void ae_px_reject(ae_pclient *c, int status, const char *reason, const char *why
  * the connection had to be closed instead (a request body follows). */
 int ae_px_local(ae_pclient *c, int status, const char *why);
 
+/* proxy_auth.c */
+/* Applies routes[].auth to the request whose upstream head is in c->uhead: strips client-sent
+ * X-Auth-* fields on every route; on a protected route verifies the bearer token and either adds
+ * the verified X-Auth-Sub/X-Auth-Groups (returns 0, *answered 0) or answers 401/403 itself
+ * (*answered 1; the return value is then what ae_px_local would return). */
+int ae_px_auth(ae_pclient *c, const ae_route *route, int *answered);
+
 /* proxy_exchange.c */
 /* llhttp callbacks for upstream responses. */
 extern const llhttp_settings_t ae_px_resp_settings;

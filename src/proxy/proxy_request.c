@@ -122,6 +122,9 @@ static int c_request_head(ae_pclient *c) {
   fw.cl = ri.cl;
   c->uhead.len = 0;
   ae_build_upstream_head(&c->uhead, &c->req, &ri, &fw);
+  int answered = 0, arc = ae_px_auth(c, route, &answered);
+  if (answered)
+    return arc;
   ae_px_connect(c, 0);
   return c->closing ? -1 : 0;
 }

@@ -13,6 +13,7 @@
 #include "acmedge/common.h"
 #include "acmedge/log.h"
 #include "acmedge/metrics.h"
+#include "acmedge/tokens.h"
 
 enum { KIND_KNOWN = 1, KIND_DEFAULT, KIND_CHALLENGE };
 
@@ -227,6 +228,8 @@ static void conn_start_tls(tls_conn *c, ae_cert *cert, int kind) {
   if (r >= 0)
     r = gnutls_alpn_set_protocols(s, c->challenge ? &k_alpn_acme : &k_alpn_http, 1,
                                   GNUTLS_ALPN_SERVER_PRECEDENCE);
+  if (r >= 0 && !c->challenge && ae_tok_runtime_wants_client_cert(c->t.sni))
+    gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUEST); /* bound capability tokens */
   if (r < 0) {
     AE_ERROR("tls", "session setup: %s", gnutls_strerror(r));
     tc_close_handles(c, 1);
@@ -317,6 +320,7 @@ static void conn_established(tls_conn *c) {
     return;
   }
   ae_metrics_inc(c->kind == KIND_KNOWN ? AE_M_HS_KNOWN : AE_M_HS_DEFAULT);
+  c->t.has_client_cert = ae_tok_peer_cert_hash(c->session, c->t.client_cert_sha256) == 0;
   ack_now(c);
   tc_arm(c, conn_idle_ms(c));
   c->want_read = 1;
