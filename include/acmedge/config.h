@@ -98,6 +98,7 @@ typedef struct ae_config {
   struct {
     int level;                /* ae_log_level */
     int json;
+    char *file;               /* log file (reopened on SIGUSR1), NULL = stderr */
   } log;
 } ae_config;
 
