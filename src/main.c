@@ -23,8 +23,9 @@ static void usage(FILE *f) {
         "                         \"FILE: field.path: problem\" on stderr (exit 1)\n"
         "  events  [--admin ADDR] [--json] [--since ID]\n"
         "                         follow provisioning events live from a running acmedge\n"
-        "  domains [--admin ADDR] [--json]\n"
+        "  domains [--admin ADDR] [--json] [--watch [SECONDS]]\n"
         "                         table of managed domains: state, expiry, issuer, last error\n"
+        "                         (--watch: redraw every SECONDS, default 2, until interrupted)\n"
         "  version                print the version and the linked library versions\n"
         "  help                   print this text\n"
         "\n"
@@ -127,7 +128,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "events") == 0)
     return ae_cli_events(argc - 1, argv + 1);
   if (strcmp(cmd, "domains") == 0)
-    return ae_cli_domains(argc - 1, argv + 1);
+    return ae_cli_domains_main(argc - 1, argv + 1);
   fprintf(stderr, "acmedge: unknown command '%s'\n", cmd);
   usage(stderr);
   return 2;
