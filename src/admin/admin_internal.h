@@ -127,6 +127,11 @@ void ae_adm_api_domains_post(adm_conn *c);
 /* DELETE /v1/domains/<raw>, raw still percent-encoded. */
 void ae_adm_api_domains_delete(adm_conn *c, const char *raw);
 
+/* admin_ui.c */
+
+/* GET /ui, /ui/<file>: the embedded web console (public; its data calls are authenticated). */
+void ae_adm_ui_serve(adm_conn *c, int method, const char *path);
+
 /* admin_sse.c */
 
 /* Sets the SSE defaults (heartbeat interval, honouring $ACMEDGE_ADMIN_HEARTBEAT_MS; queue limit). */
