@@ -98,6 +98,15 @@
     const pages = Math.max(1, Math.ceil(rows.length / PAGE));
     if (st.page >= pages) st.page = pages - 1;
     const tb = document.querySelector("#domains tbody");
+    // A cluster backend adds "instance": show the column only then.
+    const withInstance = st.domains.some((d) => d.instance);
+    const ith = document.querySelector('#domains th[data-key="instance"]');
+    if (withInstance && !ith) {
+      const th = el("th", null, "Instance");
+      th.dataset.key = "instance";
+      th.addEventListener("click", () => sortBy("instance"));
+      document.querySelector("#domains thead tr").insertBefore(th, document.querySelector("#domains thead th:last-child"));
+    } else if (!withInstance && ith) ith.remove();
     tb.replaceChildren();
     for (const d of rows.slice(st.page * PAGE, st.page * PAGE + PAGE)) {
       const tr = el("tr");
@@ -112,6 +121,7 @@
       tr.appendChild(el("td", null, d.issuer || "-"));
       tr.appendChild(el("td", "err", d.last_error || ""));
       tr.appendChild(el("td", null, d.retry_at ? shortTime(d.retry_at) : "-"));
+      if (withInstance) tr.appendChild(el("td", null, d.instance || "-"));
       const act = el("td");
       const del = el("button", "danger", "Delete");
       del.type = "button";
@@ -133,6 +143,11 @@
       th.classList.toggle("asc", th.dataset.key === st.sortKey && st.sortDir > 0);
       th.classList.toggle("desc", th.dataset.key === st.sortKey && st.sortDir < 0);
     });
+  }
+
+  function sortBy(key) {
+    if (st.sortKey === key) st.sortDir = -st.sortDir; else { st.sortKey = key; st.sortDir = 1; }
+    renderDomains();
   }
 
   // ---- actions (each confirmed)
@@ -166,6 +181,13 @@
     loadDomains();
   }
 
+  async function doRevoke(name, reason, reasonName) {
+    if (!(await confirmAction("Revoke the certificate of " + name + " (" + reasonName + ")? This cannot be undone."))) return;
+    const r = await api("POST", "/v1/domains/" + encodeURIComponent(name) + "/revoke", { reason });
+    toast(name + ": " + (r.status < 300 ? "revoked" : ((r.body && r.body.error) || "HTTP " + r.status)));
+    loadDomains();
+  }
+
   // ---- detail
   function openDetail(name) { st.detail = name; renderDetail(); $("detail").scrollIntoView({ block: "nearest" }); }
   function closeDetail() { st.detail = null; $("detail").hidden = true; }
@@ -182,14 +204,28 @@
       const v = d[k];
       dl.appendChild(el("dd", null, v === null || v === undefined ? "-" : typeof v === "object" ? JSON.stringify(v) : v));
     }
-    const renewDd = el("dd");
-    if (d.state === "valid" && renewSupported) {
-      const b = el("button", null, "Renew now");
-      b.type = "button";
-      b.addEventListener("click", () => doRenew(name));
-      renewDd.appendChild(b);
+    if (d.not_after) {
+      // Renew and revoke call the admin API's per-name endpoints; an acmedge without them
+      // answers 404/405, which is shown as the result.
+      const dd = el("dd", "actions");
+      const renew = el("button", null, "Renew now");
+      renew.type = "button";
+      renew.dataset.action = "renew";
+      renew.addEventListener("click", () => doRenew(name));
+      const reason = el("select");
+      reason.setAttribute("aria-label", "revocation reason");
+      for (const [v, t] of [[0, "unspecified"], [1, "keyCompromise"], [4, "superseded"], [5, "cessationOfOperation"]]) {
+        const o = el("option", null, t);
+        o.value = String(v);
+        reason.appendChild(o);
+      }
+      const revoke = el("button", "danger", "Revoke");
+      revoke.type = "button";
+      revoke.dataset.action = "revoke";
+      revoke.addEventListener("click", () => doRevoke(name, +reason.value, reason.selectedOptions[0].textContent));
+      dd.append(renew, " ", reason, " ", revoke);
       dl.appendChild(el("dt", null, "actions"));
-      dl.appendChild(renewDd);
+      dl.appendChild(dd);
     }
     const ol = $("detail-events");
     ol.replaceChildren();
@@ -197,7 +233,6 @@
     for (const e of mine.slice(-100).reverse()) ol.appendChild(eventLine(e));
     if (!mine.length) ol.appendChild(el("li", "kv", "no events in the buffer for this name"));
   }
-  let renewSupported = false;
 
   // ---- events
   function eventLine(e) {
@@ -362,11 +397,7 @@
     $("prev").addEventListener("click", () => { st.page--; renderDomains(); });
     $("next").addEventListener("click", () => { st.page++; renderDomains(); });
     $("detail-close").addEventListener("click", closeDetail);
-    document.querySelectorAll("#domains th[data-key]").forEach((th) => th.addEventListener("click", () => {
-      if (st.sortKey === th.dataset.key) st.sortDir = -st.sortDir; else { st.sortKey = th.dataset.key; st.sortDir = 1; }
-      renderDomains();
-    }));
-    renewSupported = document.documentElement.dataset.renew === "1";
+    document.querySelectorAll("#domains th[data-key]").forEach((th) => th.addEventListener("click", () => sortBy(th.dataset.key)));
     renderRateChart();
     loadDomains();
     stream();
