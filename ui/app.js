@@ -77,9 +77,12 @@
     renderExpiryChart();
     if (st.detail) renderDetail();
   }
+  // Event bursts coalesce into one reload; with many names the list is fetched less often
+  // (1 s per 1000 names, at most every 15 s) so a busy proxy does not ship megabytes per event.
   function scheduleRefresh() {
     if (st.refreshTimer) return;
-    st.refreshTimer = setTimeout(() => { st.refreshTimer = 0; loadDomains(); }, 250);
+    const delay = Math.min(15000, Math.max(250, st.domains.length));
+    st.refreshTimer = setTimeout(() => { st.refreshTimer = 0; loadDomains(); }, delay);
   }
   function filtered() {
     const q = $("filter").value.trim().toLowerCase();

@@ -26,21 +26,22 @@ wait_count() {
   return 1
 }
 
-# 1 s watchdog: pings expected every ~0.5 s.
-NOTIFY_SOCKET=$T/notify.sock WATCHDOG_USEC=1000000 acmedge_start "$T/acmedge.json"
+# 2 s watchdog: pings expected every ~1 s.
+NOTIFY_SOCKET=$T/notify.sock WATCHDOG_USEC=2000000 acmedge_start "$T/acmedge.json"
 wait_count '\|?READY=1' 1 300 || ae_fail "no READY=1 datagram within 30 s"
 grep -E 'READY=1' "$OUT" | head -1 | grep -q 'ports=open' ||
   ae_fail "READY=1 sent before every listener accepted: $(grep READY "$OUT" | head -1)"
 grep -E 'READY=1' "$OUT" | head -1 | grep -q "MAINPID=$ACMEDGE_PID" || ae_fail "READY lacks MAINPID=$ACMEDGE_PID"
 
-wait_count '^[0-9.]+ WATCHDOG=1 ' 6 300 || ae_fail "fewer than 6 WATCHDOG=1 pings within 30 s"
-# Median gap between pings: half the interval (0.5 s), well below the 1 s deadline.
+wait_count '^[0-9.]+ WATCHDOG=1 ' 5 400 || ae_fail "fewer than 5 WATCHDOG=1 pings within 40 s"
+# Median gap between pings: half the interval (1 s); scheduling delays under load only add to
+# it, and anything below the 2 s deadline keeps the service alive.
 median=$(grep -E '^[0-9.]+ WATCHDOG=1 ' "$OUT" | awk '{print $1}' | "$AE_PY" -c '
 import sys, statistics
 t = [float(x) for x in sys.stdin.read().split()]
 print("%.3f" % statistics.median([b - a for a, b in zip(t, t[1:])]))')
-"$AE_PY" -c "import sys; sys.exit(0 if 0.3 <= $median <= 0.8 else 1)" ||
-  ae_fail "watchdog ping median gap $median s, expected about 0.5 s"
+"$AE_PY" -c "import sys; sys.exit(0 if 0.6 <= $median <= 1.7 else 1)" ||
+  ae_fail "watchdog ping median gap $median s, expected about 1 s"
 
 # SIGHUP: RELOADING=1 then READY=1.
 kill -HUP "$ACMEDGE_PID"
