@@ -56,6 +56,7 @@ class Browser:
         self.session = None
         self.allowed_403 = 0
         self.allow_401 = False
+        self.fake_body = None
 
     def _read_msg(self, deadline):
         while b"\0" not in self.buf:
@@ -109,11 +110,33 @@ class Browser:
             raise Fail("evaluate %r: %s" % (expr[:80], r["exceptionDetails"].get("exception", {}).get("description")))
         return r.get("result", {}).get("value")
 
+    def serve_paused(self):
+        """Answers requests held by the Fetch domain with self.fake_body (a canned API answer)."""
+        self.drain()
+        while True:
+            ev = next((e for e in self.events if e.get("method") == "Fetch.requestPaused"
+                       and not e.get("_done")), None)
+            if not ev:
+                return
+            ev["_done"] = True
+            try:
+                self.send("Fetch.fulfillRequest", {
+                    "requestId": ev["params"]["requestId"], "responseCode": 200,
+                    "responseHeaders": [{"name": "Content-Type", "value": "application/json"}],
+                    "body": base64.b64encode(self.fake_body.encode()).decode()})
+            except Fail:
+                pass  # the request was cancelled meanwhile (e.g. by a reload)
+
     def wait(self, expr, what):
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
-            if self.eval(expr):
-                return
+            if self.fake_body is not None:
+                self.serve_paused()
+            try:
+                if self.eval(expr):
+                    return
+            except Fail:
+                pass  # the document may be between two loads
             time.sleep(0.1)
         raise Fail("timed out waiting for " + what)
 
@@ -337,6 +360,29 @@ def run(b):
     errs = b.console_errors()
     if errs:
         raise Fail("console errors after signing in:\n  " + "\n  ".join(errs))
+
+    step("paging with 120 names (the list answer is replaced by a canned one through the Fetch domain)")
+    fake = [{"domain": "name-%03d.example.test" % i, "state": ["valid", "pending", "failed"][i % 3],
+             "not_after": "2099-01-01T00:00:00Z" if i % 3 == 0 else None, "issuer": "CN=test",
+             "last_error": "urn:ietf:params:acme:error:dns" if i % 3 == 2 else None, "retry_at": None}
+            for i in range(120)]
+    b.fake_body = json.dumps(fake)
+    b.send("Fetch.enable", {"patterns": [{"urlPattern": "*/v1/domains", "requestStage": "Request"}]})
+    b.eval("document.getElementById('filter').value = ''; document.getElementById('state-filter').value = ''")
+    b.send("Page.reload", {"ignoreCache": True})
+    b.wait("document.getElementById('page-info').textContent === 'page 1 of 3 (120 names)'", "3 pages of 120 names")
+    rows = b.eval("[...document.querySelectorAll('#domains tbody tr')].map(r => r.dataset.domain)")
+    if len(rows) != 50 or rows[0] != "name-000.example.test" or rows[-1] != "name-049.example.test":
+        raise Fail("first page: %d rows %r..%r" % (len(rows), rows[:1], rows[-1:]))
+    b.eval("document.getElementById('next').click(); document.getElementById('next').click()")
+    rows = b.eval("[...document.querySelectorAll('#domains tbody tr')].map(r => r.dataset.domain)")
+    if len(rows) != 20 or rows[-1] != "name-119.example.test" or not b.eval("document.getElementById('next').disabled"):
+        raise Fail("last page: %d rows, next enabled: %r" % (len(rows), b.eval("document.getElementById('next').disabled")))
+    b.eval("{ const s = document.getElementById('state-filter'); s.value = 'failed'; s.dispatchEvent(new Event('change')); }")
+    if b.eval("document.getElementById('page-info').textContent") != "page 1 of 1 (40 names)":
+        raise Fail("state filter failed: %r" % b.eval("document.getElementById('page-info').textContent"))
+    b.send("Fetch.disable")
+    b.fake_body = None
 
 
 def main():
