@@ -2,6 +2,7 @@
  * Nothing here decides policy: each hook forwards to the module that owns the decision. */
 #include "acmedge/app.h"
 
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +22,11 @@
 #include "acmedge/hook.h"
 #include "acmedge/http80.h"
 #include "acmedge/log.h"
+#include "acmedge/log_file.h"
 #include "acmedge/policy.h"
 #include "acmedge/provision.h"
 #include "acmedge/proxy.h"
+#include "acmedge/sdnotify.h"
 #include "acmedge/storage.h"
 #include "acmedge/tls_front.h"
 #include "acmedge/workers.h"
@@ -50,7 +53,9 @@ typedef struct ae_app {
   ae_workers *workers;
   ae_ca *ca;                 /* internal CA, NULL unless internal_ca.enabled */
   ae_leafcache *leaves;      /* minted fallback leaves (on_demand.fallback_cert "internal") */
-  uv_signal_t sig_term, sig_int, sig_hup;
+  uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
+  uv_timer_t watchdog;
+  int watchdog_on;
   int stopping;
   int signals_on;
   unsigned pending_closes;
@@ -315,11 +320,72 @@ static int app_start(ae_app *app, ae_err *err) {
 
 /* ---- reload and stop ---- */
 
+/* Tells the service manager (if any) about a state change; failures are logged, never fatal. */
+static void notify(const char *state) {
+  ae_err err = {0};
+  if (ae_sd_notify(state, &err) < 0)
+    AE_WARN(SUB, "service manager notification failed: %s", err.msg);
+}
+
+static void notify_reloading(void) {
+  char msg[96];
+  uint64_t now_us = uv_hrtime() / 1000u;
+  /* systemd's Type=notify-reload wants the CLOCK_MONOTONIC time (uv_hrtime's clock). */
+  snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%" PRIu64 "\nSTATUS=reloading", now_us);
+  notify(msg);
+}
+
+static void on_watchdog(uv_timer_t *t) {
+  (void)t;
+  notify("WATCHDOG=1");
+}
+
+/* Pings at half the interval the service manager asked for, so one late tick is not fatal. */
+static void watchdog_start(ae_app *app) {
+  uint64_t usec = 0;
+  ae_err err = {0};
+  if (ae_sd_watchdog_usec(&usec, &err) != 0) {
+    AE_WARN(SUB, "watchdog disabled: %s", err.msg);
+    return;
+  }
+  if (usec == 0)
+    return;
+  uint64_t ms = usec / 2000u;
+  if (ms == 0)
+    ms = 1;
+  uv_timer_init(&app->loop, &app->watchdog);
+  app->watchdog_on = 1;
+  uv_timer_start(&app->watchdog, on_watchdog, ms, ms);
+  AE_INFO(SUB, "watchdog: pinging the service manager every %" PRIu64 " ms", ms);
+}
+
+/* Reopens log.file after logrotate moved it (SIGUSR1). */
+static void reopen_log(ae_app *app) {
+  if (!app->cfg->log.file) {
+    AE_INFO(SUB, "SIGUSR1: no log.file configured, logging to stderr");
+    return;
+  }
+  ae_err err = {0};
+  if (ae_log_file_open(app->cfg->log.file, &err) != 0)
+    AE_ERROR(SUB, "cannot reopen the log file: %s", err.msg);
+  else
+    AE_INFO(SUB, "log file reopened: %s", app->cfg->log.file);
+}
+
 static void reload(ae_app *app) {
   ae_config *ncfg = NULL;
   ae_err err = {0};
+  notify_reloading();
   if (ae_config_load(app->cfg->path, &ncfg, &err) != 0) {
     AE_ERROR(SUB, "reload refused, keeping the running configuration: %s", err.msg);
+    notify("READY=1\nSTATUS=running (reload refused, see the log)");
+    return;
+  }
+  if (ncfg->log.file && (!app->cfg->log.file || strcmp(ncfg->log.file, app->cfg->log.file) != 0) &&
+      ae_log_file_open(ncfg->log.file, &err) != 0) {
+    AE_ERROR(SUB, "reload refused, keeping the running configuration: %s", err.msg);
+    ae_config_free(ncfg);
+    notify("READY=1\nSTATUS=running (reload refused, see the log)");
     return;
   }
   const ae_config *o = app->cfg;
@@ -349,6 +415,7 @@ static void reload(ae_app *app) {
   app->cfg = ncfg;
   AE_INFO(SUB, "configuration reloaded from %s", ncfg->path);
   ae_events_emit(app->events, "config_reloaded", NULL, NULL);
+  notify("READY=1\nSTATUS=running");
 }
 
 static void closed_one(void *ud) {
@@ -390,11 +457,15 @@ static void stop(ae_app *app) {
     return;
   app->stopping = 1;
   ae_tok_relay_detach();
+  notify("STOPPING=1\nSTATUS=draining connections");
+  if (app->watchdog_on)
+    uv_close((uv_handle_t *)&app->watchdog, NULL);
   AE_INFO(SUB, "stopping: no new connections, draining open ones (up to %u ms)", DRAIN_TIMEOUT_MS);
   if (app->signals_on) {
     uv_close((uv_handle_t *)&app->sig_term, NULL);
     uv_close((uv_handle_t *)&app->sig_int, NULL);
     uv_close((uv_handle_t *)&app->sig_hup, NULL);
+    uv_close((uv_handle_t *)&app->sig_usr1, NULL);
   }
   if (app->admin) {
     app->pending_closes++;
@@ -417,6 +488,8 @@ static void on_signal(uv_signal_t *h, int signum) {
   ae_app *app = h->data;
   if (signum == SIGHUP)
     reload(app);
+  else if (signum == SIGUSR1)
+    reopen_log(app);
   else
     stop(app);
 }
@@ -449,6 +522,11 @@ int ae_app_run(const char *config_path) {
     return 1;
   }
   apply_log_config(app.cfg);
+  if (app.cfg->log.file && ae_log_file_open(app.cfg->log.file, &err) != 0) {
+    fprintf(stderr, "acmedge: %s\n", err.msg);
+    ae_config_free(app.cfg);
+    return 1;
+  }
   signal(SIGPIPE, SIG_IGN);
   uv_loop_init(&app.loop);
   int rc = 0;
@@ -461,12 +539,19 @@ int ae_app_run(const char *config_path) {
     uv_signal_init(&app.loop, &app.sig_term);
     uv_signal_init(&app.loop, &app.sig_int);
     uv_signal_init(&app.loop, &app.sig_hup);
-    app.sig_term.data = app.sig_int.data = app.sig_hup.data = &app;
+    uv_signal_init(&app.loop, &app.sig_usr1);
+    app.sig_term.data = app.sig_int.data = app.sig_hup.data = app.sig_usr1.data = &app;
     uv_signal_start(&app.sig_term, on_signal, SIGTERM);
     uv_signal_start(&app.sig_int, on_signal, SIGINT);
     uv_signal_start(&app.sig_hup, on_signal, SIGHUP);
+    uv_signal_start(&app.sig_usr1, on_signal, SIGUSR1);
     app.signals_on = 1;
     AE_INFO(SUB, "acmedge %s running (pid %ld, config %s)", AE_VERSION, (long)getpid(), app.cfg->path);
+    /* Every listener is bound by now: clients may connect as soon as the manager hears this. */
+    char ready[64];
+    snprintf(ready, sizeof(ready), "READY=1\nSTATUS=running\nMAINPID=%ld", (long)getpid());
+    notify(ready);
+    watchdog_start(&app);
   }
   uv_run(&app.loop, UV_RUN_DEFAULT);
   ae_workers_join_free(app.workers);

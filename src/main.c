@@ -25,8 +25,9 @@ static void usage(FILE *f) {
         "                         \"FILE: field.path: problem\" on stderr (exit 1)\n"
         "  events  [--admin ADDR] [--json] [--since ID]\n"
         "                         follow provisioning events live from a running acmedge\n"
-        "  domains [--admin ADDR] [--json]\n"
+        "  domains [--admin ADDR] [--json] [--watch [SECONDS]]\n"
         "                         table of managed domains: state, expiry, issuer, last error\n"
+        "                         (--watch: redraw every SECONDS, default 2, until interrupted)\n"
         "  ca root|status [-c FILE]\n"
         "                         internal CA: print the root certificate (PEM) or its status\n"
         "  token   keygen|mint|inspect ...\n"
@@ -138,7 +139,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "events") == 0)
     return ae_cli_events(argc - 1, argv + 1);
   if (strcmp(cmd, "domains") == 0)
-    return ae_cli_domains(argc - 1, argv + 1);
+    return ae_cli_domains_main(argc - 1, argv + 1);
   if (strcmp(cmd, "ca") == 0)
     return ae_cli_ca(argc - 1, argv + 1);
   if (strcmp(cmd, "token") == 0)

@@ -8,5 +8,8 @@ int ae_cli_events(int argc, char **argv);
 /* `acmedge domains [--admin ADDR] [--json]`: prints the managed domains table; returns the exit code.
  * argv[0] is "domains". */
 int ae_cli_domains(int argc, char **argv);
+/* `acmedge domains [--watch [SECONDS]] ...`: ae_cli_domains once, or redrawn every SECONDS
+ * (default 2) until SIGINT/SIGTERM; returns the exit code. argv[0] is "domains". */
+int ae_cli_domains_main(int argc, char **argv);
 
 #endif

@@ -111,6 +111,7 @@ typedef struct ae_config {
   struct {
     int level;                /* ae_log_level */
     int json;
+    char *file;               /* log file (reopened on SIGUSR1), NULL = stderr */
   } log;
 
   struct ae_tok_config *tokens; /* cap_tokens + admin.tls (tokens.h); NULL when neither is set */

@@ -3,6 +3,7 @@
  * are in admin_api.c, the /v1/events stream in admin_sse.c, the listening sockets in
  * admin_listen.c. */
 #include "admin_internal.h"
+#include "admin_ui.h"
 
 #include "acmedge/log.h"
 
@@ -222,13 +223,18 @@ static void handle_request(adm_conn *c) {
   ae_admin *a = c->a;
   int method = llhttp_get_method(&c->parser);
   c->url[c->url_len] = '\0';
-  if (c->h_origin) {
-    /* Not an API for browsers: a cross-site page must not drive it. */
+  /* The web console's own requests carry its Origin; a cross-site page must not drive the API. */
+  if (c->h_origin && !ae_ui_same_origin(c->h_origin, c->h_host)) {
     ae_adm_respond_error(c, 403, NULL, "requests carrying an Origin header are refused");
     return;
   }
   if (!a->token && !a->is_unix && !host_header_ok(c->h_host)) {
     ae_adm_respond_error(c, 403, NULL, "unexpected Host header");
+    return;
+  }
+  if (strncmp(c->url, "/ui", 3) == 0 && (c->url[3] == '\0' || c->url[3] == '/' || c->url[3] == '?')) {
+    c->url[strcspn(c->url, "?")] = '\0';
+    ae_adm_ui_serve(c, method, c->url);
     return;
   }
   if (!ae_adm_authorize(c, method, authorized(c)))

@@ -141,6 +141,10 @@ void ae_adm_api_tokens_revoke(adm_conn *c, int revoke);
 void ae_adm_api_tokens_keys(adm_conn *c);
 /* Dispatches /v1/tokens/<rest>. */
 void ae_adm_route_tokens(adm_conn *c, int method, const char *rest);
+/* admin_ui.c */
+
+/* GET /ui, /ui/<file>: the embedded web console (public; its data calls are authenticated). */
+void ae_adm_ui_serve(adm_conn *c, int method, const char *path);
 
 /* admin_sse.c */
 

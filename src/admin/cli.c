@@ -300,11 +300,13 @@ static void events_usage(FILE *f) {
 
 static void domains_usage(FILE *f) {
   fprintf(f,
-          "usage: acmedge domains [--admin ADDR] [--json]\n"
+          "usage: acmedge domains [--admin ADDR] [--json] [--watch [SECONDS]]\n"
           "  Lists the domains a running acmedge manages (GET /v1/domains).\n"
           "  --admin ADDR  admin API: host:port, [v6]:port, unix:/path or /path\n"
           "                (default: $ACMEDGE_ADMIN or " CLI_DEFAULT_ADMIN ")\n"
           "  --json        print the raw JSON array\n"
+          "  --watch [S]   redraw every S seconds (default 2) until interrupted\n"
+          "  States are coloured on a terminal unless $NO_COLOR is set.\n"
           "  The bearer token is read from $ACMEDGE_ADMIN_TOKEN.\n");
 }
 
@@ -513,6 +515,19 @@ static void format_expires_in(const char *not_after, char *buf, size_t len) {
 
 #define DOM_COLS 6
 
+/* SGR colour of a domain state (and of a last error, shown as "failed"); "" for none. */
+static const char *state_color(const char *state) {
+  if (!state)
+    return "";
+  if (strcmp(state, "valid") == 0)
+    return "\033[32m";
+  if (strcmp(state, "pending") == 0 || strcmp(state, "renewing") == 0)
+    return "\033[33m";
+  if (strcmp(state, "failed") == 0)
+    return "\033[31m";
+  return "";
+}
+
 /* Copies a printable, single-line, length-capped version of s. */
 static char *cell(const char *s, size_t max) {
   if (!s || !*s)
@@ -611,10 +626,13 @@ int ae_cli_domains(int argc, char **argv) {
     for (int k = 0; k < DOM_COLS - 1; k++)
       printf("%-*s  ", (int)width[k], head[k]);
     printf("%s\n", head[DOM_COLS - 1]);
+    int color = isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
     for (size_t i = 0; i < n; i++) {
       char **row = &cells[i * DOM_COLS];
-      for (int k = 0; k < DOM_COLS - 1; k++)
-        printf("%-*s  ", (int)width[k], row[k]);
+      for (int k = 0; k < DOM_COLS - 1; k++) {
+        const char *sgr = color ? state_color(k == 1 ? row[1] : k == 4 && strcmp(row[4], "-") ? "failed" : NULL) : "";
+        printf("%s%-*s%s  ", sgr, (int)width[k], row[k], *sgr ? "\033[0m" : "");
+      }
       printf("%s\n", row[DOM_COLS - 1]);
     }
     for (size_t i = 0; i < n * DOM_COLS; i++)

@@ -278,7 +278,7 @@ static const char *const k_proxy[] = {"header_timeout_ms", "idle_timeout_ms", "c
 static const char *const k_tls[] = {"handshake_timeout_ms", "idle_timeout_ms", "max_connections", NULL};
 static const char *const k_events[] = {"hook", "hook_types", "hook_timeout_ms", "hook_max_concurrent", "buffer",
                                        NULL};
-static const char *const k_log[] = {"level", "format", NULL};
+static const char *const k_log[] = {"level", "format", "file", NULL};
 
 #define DAY_MS 86400000u
 
@@ -705,7 +705,8 @@ static int parse_root(pctx *c, json_t *root, ae_config *cfg) {
     static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
     static const char *const formats[] = {"text", "json", NULL};
     int lvl = cfg->log.level;
-    if ((rc = opt_enum(c, o, "level", "log", levels, &lvl)) || (rc = opt_enum(c, o, "format", "log", formats, &cfg->log.json)))
+    if ((rc = opt_enum(c, o, "level", "log", levels, &lvl)) || (rc = opt_enum(c, o, "format", "log", formats, &cfg->log.json)) ||
+        (rc = opt_str(c, o, "file", "log", STR_NULLABLE | STR_EMPTY_IS_NULL, &cfg->log.file)))
       return rc;
     cfg->log.level = lvl;
   }
@@ -829,5 +830,6 @@ void ae_config_free(ae_config *cfg) {
   free(cfg->events.hook);
   free_strv(cfg->events.hook_args, cfg->events.nhook_args);
   free_strv(cfg->events.hook_types, cfg->events.nhook_types);
+  free(cfg->log.file);
   free(cfg);
 }

@@ -335,7 +335,8 @@ static void test_unknown_keys(void **state) {
   expect_err("{" OD ",\"proxy\":{\"read_timeout_ms\":1}}", "proxy.read_timeout_ms: unknown key");
   expect_err("{" OD ",\"tls\":{\"ciphers\":\"x\"}}", "tls.ciphers: unknown key");
   expect_err("{" OD ",\"events\":{\"hooks\":null}}", "events.hooks: unknown key");
-  expect_err("{" OD ",\"log\":{\"file\":\"x\"}}", "log.file: unknown key");
+  expect_err("{" OD ",\"log\":{\"path\":\"x\"}}", "log.path: unknown key");
+  expect_err("{" OD ",\"log\":{\"file\":7}}", "log.file: expected a string or null");
 }
 
 static void test_type_errors(void **state) {
