@@ -18,6 +18,7 @@
 #include "acmedge/hook.h"
 #include "acmedge/http80.h"
 #include "acmedge/log.h"
+#include "acmedge/ocsp.h"
 #include "acmedge/policy.h"
 #include "acmedge/provision.h"
 #include "acmedge/proxy.h"
@@ -45,6 +46,7 @@ typedef struct ae_app {
   ae_http80 *http80;
   ae_admin *admin;
   ae_workers *workers;
+  ae_ocsp *ocsp;
   uv_signal_t sig_term, sig_int, sig_hup;
   int stopping;
   int signals_on;
@@ -109,7 +111,16 @@ static void h80_on_plain(void *ud, ae_transport *t, const char *initial, size_t 
 
 static json_t *admin_list(void *ud) {
   ae_app *app = ud;
-  return ae_provision_domains_json(app->provision);
+  json_t *list = ae_provision_domains_json(app->provision);
+  size_t i;
+  json_t *d;
+  json_array_foreach(list, i, d) {
+    ae_cert *c = ae_certstore_lookup(app->certs, json_string_value(json_object_get(d, "domain")));
+    if (c)
+      ae_ocsp_domain_json(app->ocsp, c, d);
+    ae_cert_unref(c);
+  }
+  return list;
 }
 
 static int admin_add(void *ud, const char *name, ae_err *err) {
@@ -124,7 +135,27 @@ static int admin_delete(void *ud, const char *name, ae_err *err) {
 
 static char *admin_metrics(void *ud) {
   ae_app *app = ud;
-  return ae_provision_metrics(app->provision);
+  char *a = ae_provision_metrics(app->provision), *b = ae_ocsp_metrics(app->ocsp);
+  size_t la = a ? strlen(a) : 0, lb = strlen(b);
+  char *out = ae_malloc(la + lb + 1);
+  memcpy(out, a ? a : "", la);
+  memcpy(out + la, b, lb + 1);
+  free(a);
+  free(b);
+  return out;
+}
+
+static void provision_cert_changed(void *ud, const char *name, ae_cert *old_cert, ae_cert *new_cert, int loaded) {
+  ae_app *app = ud;
+  ae_ocsp_cert_changed(app->ocsp, name, old_cert, new_cert, loaded);
+}
+
+static void ocsp_revoked(void *ud, const char *name, ae_cert *cert, int reason) {
+  ae_app *app = ud;
+  ae_err err = {0};
+  (void)reason;
+  if (ae_provision_revoked(app->provision, name, ae_cert_serial(cert), &err) != 0)
+    AE_WARN(SUB, "%s", err.msg);
 }
 
 /* ---- start-up ---- */
@@ -206,6 +237,16 @@ static int app_start(ae_app *app, ae_err *err) {
   ae_acme_set_challenge_types(app->acme, cfg->listen_http != NULL && cfg->acme.http01,
                               cfg->listen_https != NULL && cfg->acme.tlsalpn01);
 
+  ae_ocsp_deps od = {.loop = &app->loop,
+                     .storage = app->storage,
+                     .ca_host = app->ca_host,
+                     .events = app->events,
+                     .on_revoked = ocsp_revoked,
+                     .ud = app};
+  if ((r = ae_ocsp_new(&od, cfg, &app->ocsp, err)) != 0)
+    return r;
+  ae_tls_set_staples(ae_ocsp_staples(app->ocsp));
+
   ae_provision_deps deps = {.loop = &app->loop,
                             .certs = app->certs,
                             .storage = app->storage,
@@ -215,6 +256,7 @@ static int app_start(ae_app *app, ae_err *err) {
                             .ca_host = app->ca_host,
                             .wake = provision_wake,
                             .decided = provision_decided,
+                            .cert_changed = provision_cert_changed,
                             .wake_ud = app};
   if ((r = ae_provision_new(&deps, cfg, &app->provision, err)) != 0)
     return r;
@@ -280,6 +322,8 @@ static void reload(ae_app *app) {
   ae_hook_set_config(app->hook, ncfg);
   ae_policy_set_config(app->policy, ncfg);
   ae_provision_set_config(app->provision, ncfg);
+  ae_ocsp_set_config(app->ocsp, ncfg);
+  ae_tls_set_staples(ae_ocsp_staples(app->ocsp));
   ae_proxy_set_config(app->proxy, ncfg);
   ae_workers_set_config(app->workers, ncfg);
   if (app->front)
@@ -319,6 +363,10 @@ static void close_rest(ae_app *app) {
   if (app->hook) {
     app->pending_closes++;
     ae_hook_close(app->hook, closed_one, app);
+  }
+  if (app->ocsp) {
+    app->pending_closes++;
+    ae_ocsp_close(app->ocsp, closed_one, app);
   }
 }
 
@@ -369,6 +417,8 @@ static void free_modules(ae_app *app) {
   ae_tls_front_free(app->front);
   ae_proxy_free(app->proxy);
   ae_provision_free(app->provision);
+  ae_tls_set_staples(NULL);
+  ae_ocsp_free(app->ocsp);
   ae_acme_free(app->acme);
   ae_policy_free(app->policy);
   ae_hook_free(app->hook);

@@ -99,6 +99,10 @@ typedef struct ae_config {
     int level;                /* ae_log_level */
     int json;
   } log;
+
+  struct {
+    int enabled;              /* ocsp.enabled: staple OCSP responses (default 1) */
+  } ocsp;
 } ae_config;
 
 /* Parses and validates the file; on error returns <0 and writes "FILE: field.path: problem"

@@ -7,8 +7,14 @@
 #include <stdint.h>
 #include <gnutls/x509.h>
 
+#include <jansson.h>
+#include <uv.h>
+
 #include "acmedge/certstore.h"
 #include "acmedge/common.h"
+#include "acmedge/config.h"
+#include "acmedge/events.h"
+#include "acmedge/storage.h"
 
 /* OCSP single-response status values (RFC 6960 CertStatus). */
 enum { AE_OCSP_GOOD = 0, AE_OCSP_REVOKED = 1, AE_OCSP_UNKNOWN = 2 };
@@ -96,6 +102,8 @@ typedef struct ae_ocsp_info {
 
 /* Fills *out for cert; returns AE_ENOTFOUND when the cache has no entry (state "none"). */
 int ae_ocsp_cache_info(ae_ocsp_cache *c, ae_cert *cert, int64_t now, ae_ocsp_info *out);
+/* thisUpdate of the oldest servable staple at now, 0 when none. */
+int64_t ae_ocsp_cache_oldest_this_update(ae_ocsp_cache *c, int64_t now);
 /* Number of entries and number holding a servable staple at now. */
 void ae_ocsp_cache_counts(ae_ocsp_cache *c, int64_t now, size_t *entries, size_t *stapled);
 
@@ -131,5 +139,45 @@ int ae_ocsp_verify(const unsigned char *der, size_t len, gnutls_x509_crt_t leaf,
 const char *ae_ocsp_reason_name(int reason);
 /* Parses a reason name (case-insensitive) or number 0..10 into *out. AE_EINVAL otherwise. */
 int ae_ocsp_reason_parse(const char *s, int *out);
+
+/* ---------- the service (control loop) ---------- */
+
+typedef struct ae_ocsp ae_ocsp;
+
+typedef struct ae_ocsp_deps {
+  uv_loop_t *loop;
+  ae_storage *storage;   /* staples are kept beside the certificates; may be NULL */
+  const char *ca_host;   /* storage directory of the CA, see ae_storage_ca_host */
+  ae_events *events;
+  /* The responder says cert (served for name) is revoked: replace it. May be NULL. */
+  void (*on_revoked)(void *ud, const char *name, ae_cert *cert, int reason);
+  void *ud;
+} ae_ocsp_deps;
+
+/* Creates the service on deps->loop (keeps the deps' pointers, not owned). Caller owns *out
+ * (ae_ocsp_close, then ae_ocsp_free). */
+int ae_ocsp_new(const ae_ocsp_deps *deps, const ae_config *cfg, ae_ocsp **out, ae_err *err);
+/* Applies ocsp.enabled of a reloaded config. */
+void ae_ocsp_set_config(ae_ocsp *o, const ae_config *cfg);
+/* Whether stapling is on. */
+int ae_ocsp_enabled(const ae_ocsp *o);
+/* The staple cache handshakes read (owned by the service), or NULL when stapling is off. */
+ae_ocsp_cache *ae_ocsp_staples(ae_ocsp *o);
+/* name's certificate changes from old_cert to new_cert (either may be NULL): the old one's staple
+ * is dropped (and its stored file when not loading); a certificate loaded from storage (loaded)
+ * gets its stored staple back when still valid. Control loop only. */
+void ae_ocsp_cert_changed(ae_ocsp *o, const char *name, ae_cert *old_cert, ae_cert *new_cert, int loaded);
+/* Drops cert's staple now (stored copy too) so that no fetch started earlier can bring it back. */
+void ae_ocsp_invalidate(ae_ocsp *o, const char *name, ae_cert *cert);
+/* Adds "ocsp" (state, next_update, last_error) to a /v1/domains object for cert. */
+void ae_ocsp_domain_json(ae_ocsp *o, ae_cert *cert, json_t *obj);
+/* Prometheus text of the OCSP series (malloc'd, caller frees). */
+char *ae_ocsp_metrics(ae_ocsp *o);
+/* Counts one handshake of a certificate with (stapled = 1) or without a staple. Thread-safe. */
+void ae_ocsp_count_handshake(int stapled);
+/* Cancels fetches and closes handles; cb when done. */
+void ae_ocsp_close(ae_ocsp *o, void (*cb)(void *ud), void *ud);
+/* Frees after close completed. */
+void ae_ocsp_free(ae_ocsp *o);
 
 #endif

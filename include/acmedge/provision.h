@@ -31,6 +31,9 @@ typedef struct ae_provision_deps {
   /* Called when an asynchronous policy decision (the ask URL) for name is known, allowed or not:
    * port-80 requests held meanwhile can be answered. May be NULL; uses wake_ud. */
   void (*decided)(void *ud, const char *name);
+  /* name's certificate is about to change from old_cert to new_cert (either may be NULL; loaded:
+   * read from storage at start). Lets the OCSP staples follow. May be NULL; uses wake_ud. */
+  void (*cert_changed)(void *ud, const char *name, ae_cert *old_cert, ae_cert *new_cert, int loaded);
 } ae_provision_deps;
 
 /* Creates the provisioner (refs cfg; keeps the deps' pointers, not owned). Caller owns *out. */
@@ -50,6 +53,10 @@ ae_h80_state ae_provision_on_http(ae_provision *p, const char *host, unsigned *r
 int ae_provision_request(ae_provision *p, const char *name, const char *source, ae_err *err);
 /* Forgets name: cancels its job, removes it from the cert store and from storage. */
 int ae_provision_forget(ae_provision *p, const char *name, ae_err *err);
+/* name's certificate with serial (lowercase hex) is revoked: order a replacement now (every
+ * order uses a new key); if that fails the revoked certificate stops being served and the name
+ * goes to "failed". AE_ENOTFOUND when name does not serve that serial. */
+int ae_provision_revoked(ae_provision *p, const char *name, const char *serial, ae_err *err);
 /* New reference: JSON array of managed domains (design §5). */
 json_t *ae_provision_domains_json(ae_provision *p);
 /* Per-domain Prometheus series (malloc'd text, caller frees). */

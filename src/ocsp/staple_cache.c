@@ -371,3 +371,17 @@ void ae_ocsp_cache_counts(ae_ocsp_cache *c, int64_t now, size_t *entries, size_t
   if (stapled)
     *stapled = s;
 }
+
+int64_t ae_ocsp_cache_oldest_this_update(ae_ocsp_cache *c, int64_t now) {
+  int64_t oldest = 0;
+  if (!c)
+    return 0;
+  pthread_mutex_lock(&c->mu);
+  for (size_t i = 0; i < c->nbuckets; i++)
+    for (entry *e = c->buckets[i]; e; e = e->next)
+      if (e->staple && !e->revoked && now < ae_staple_next_update(e->staple) &&
+          (oldest == 0 || ae_staple_this_update(e->staple) < oldest))
+        oldest = ae_staple_this_update(e->staple);
+  pthread_mutex_unlock(&c->mu);
+  return oldest;
+}

@@ -182,6 +182,8 @@ static int admit(ae_provision *p, ae_dom *d) {
   return 0;
 }
 
+int ae_provision_admit(ae_provision *p, ae_dom *d) { return admit(p, d); }
+
 static void rate_timer_cb(uv_timer_t *t) { pump(t->data); }
 
 /* Starts queued jobs while a slot and a rate token are free. */
@@ -325,6 +327,8 @@ static void on_done(void *ud, const ae_acme_result *res) {
     if (d->has_cert)
       json_object_set_new(det, "renewal", json_true());
     ae_events_emit(p->deps.events, "issuance_failed", d->name, det);
+    if (d->revoked)
+      ae_provision_revoked_failed(p, d);
     /* A renewal that failed retries by itself; a first issuance waits for demand after retry_at. */
     if (d->has_cert)
       arm_timer(d, retry_at);
@@ -524,7 +528,9 @@ void ae_provision_installed(ae_provision *p, const char *name, ae_cert *cert, co
     json_object_set_new(det, "not_after", json_string(na));
     ae_events_emit(p->deps.events, renewed ? "cert_renewed" : "cert_issued", name, det);
   }
+  ae_provision_cert_changed(p, name, cert, loaded);
   ae_certstore_put(p->deps.certs, name, cert);
+  d->revoked = 0;
   if (!loaded) {
     ae_metrics_inc(AE_M_ISSUE_SUCCESS);
     if (!renewed && d->requested_ms)
@@ -663,6 +669,7 @@ int ae_provision_forget(ae_provision *p, const char *raw, ae_err *err) {
     if (*c >= 'A' && *c <= 'Z')
       *c = (char)(*c + 32);
   ae_dom *d = ae_strmap_get(&p->doms, name);
+  ae_provision_cert_changed(p, name, NULL, 0);
   int in_store = ae_certstore_remove(p->deps.certs, name) == 0;
   if (!d && !in_store)
     return ae_err_set(err, AE_ENOTFOUND, "%s: not managed", name);
