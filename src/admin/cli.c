@@ -511,7 +511,7 @@ static void format_expires_in(const char *not_after, char *buf, size_t len) {
     snprintf(buf, len, "%s", span);
 }
 
-#define DOM_COLS 6
+#define DOM_COLS 7
 
 /* Copies a printable, single-line, length-capped version of s. */
 static char *cell(const char *s, size_t max) {
@@ -585,7 +585,7 @@ int ae_cli_domains(int argc, char **argv) {
     free(d);
     rc = 0;
   } else {
-    static const char *const head[DOM_COLS] = {"DOMAIN", "STATE", "EXPIRES-IN", "ISSUER", "LAST-ERROR", "RETRY-AT"};
+    static const char *const head[DOM_COLS] = {"DOMAIN", "STATE", "EXPIRES-IN", "ISSUER", "LAST-ERROR", "RETRY-AT", "OCSP"};
     size_t n = json_array_size(arr);
     char **cells = ae_calloc(n * DOM_COLS + 1, sizeof(char *));
     size_t width[DOM_COLS];
@@ -602,6 +602,7 @@ int ae_cli_domains(int argc, char **argv) {
       row[3] = cell(json_string_value(json_object_get(o, "issuer")), 48);
       row[4] = cell(json_string_value(json_object_get(o, "last_error")), 72);
       row[5] = cell(json_string_value(json_object_get(o, "retry_at")), 32);
+      row[6] = cell(json_string_value(json_object_get(json_object_get(o, "ocsp"), "state")), 16);
       for (int k = 0; k < DOM_COLS; k++) {
         size_t w = strlen(row[k]);
         if (w > width[k])
