@@ -145,6 +145,24 @@ static char *admin_metrics(void *ud) {
   return out;
 }
 
+static void revoke_answered(void *ud, int code, const char *problem, const char *detail, const char *serial) {
+  ae_admin_reply *reply = ud;
+  if (code == 0) {
+    ae_admin_reply_send(reply, 200, json_pack("{s:b,s:s}", "revoked", 1, "serial", serial ? serial : ""));
+    return;
+  }
+  /* The CA's problem goes out unchanged (alreadyRevoked, badRevocationReason, unauthorized). */
+  int ca_problem = problem && strncmp(problem, "urn:ietf:params:acme:error:", 27) == 0;
+  json_t *body = json_pack("{s:s,s:s,s:s}", "error", detail ? detail : ae_strerror(code), "problem",
+                           problem ? problem : "acmedge:error", "detail", detail ? detail : "");
+  ae_admin_reply_send(reply, ca_problem ? 400 : 502, body);
+}
+
+static int admin_revoke(void *ud, const char *name, int reason, ae_admin_reply *reply, ae_err *err) {
+  ae_app *app = ud;
+  return ae_provision_revoke(app->provision, name, reason, revoke_answered, reply, err);
+}
+
 static void provision_cert_changed(void *ud, const char *name, ae_cert *old_cert, ae_cert *new_cert, int loaded) {
   ae_app *app = ud;
   ae_ocsp_cert_changed(app->ocsp, name, old_cert, new_cert, loaded);
@@ -293,6 +311,7 @@ static int app_start(ae_app *app, ae_err *err) {
                          .list_domains = admin_list,
                          .add_domain = admin_add,
                          .delete_domain = admin_delete,
+                         .revoke_domain = admin_revoke,
                          .extra_metrics = admin_metrics};
     if ((r = ae_admin_new(&app->loop, cfg, app->events, &ah, &app->admin, err)) != 0)
       return r;

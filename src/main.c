@@ -25,6 +25,8 @@ static void usage(FILE *f) {
         "                         follow provisioning events live from a running acmedge\n"
         "  domains [--admin ADDR] [--json]\n"
         "                         table of managed domains: state, expiry, issuer, last error\n"
+        "  revoke  NAME [--reason R] [--admin ADDR]\n"
+        "                         revoke NAME's certificate at the CA and order a replacement\n"
         "  version                print the version and the linked library versions\n"
         "  help                   print this text\n"
         "\n"
@@ -128,6 +130,8 @@ int main(int argc, char **argv) {
     return ae_cli_events(argc - 1, argv + 1);
   if (strcmp(cmd, "domains") == 0)
     return ae_cli_domains(argc - 1, argv + 1);
+  if (strcmp(cmd, "revoke") == 0)
+    return ae_cli_revoke(argc - 1, argv + 1);
   fprintf(stderr, "acmedge: unknown command '%s'\n", cmd);
   usage(stderr);
   return 2;

@@ -9,4 +9,7 @@ int ae_cli_events(int argc, char **argv);
  * argv[0] is "domains". */
 int ae_cli_domains(int argc, char **argv);
 
+/* `acmedge revoke NAME [--reason R] [--admin ADDR]`: revokes NAME's certificate through the admin
+ * API; returns the exit code. argv[0] is "revoke". */
+int ae_cli_revoke(int argc, char **argv);
 #endif
