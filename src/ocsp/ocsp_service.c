@@ -78,13 +78,21 @@ const char *ae_ocsp_cert_domain(ae_cert *cert) {
   return n ? n : "";
 }
 
+/* The entry was invalidated (revoked through ACME, renewed, deleted) while this fetch ran. */
+static void log_discarded(job *j) {
+  AE_DEBUG(SUB, "%s: OCSP answer for serial %s discarded: the entry changed meanwhile", ae_ocsp_cert_domain(j->cert),
+           ae_cert_serial(j->cert));
+}
+
 /* Records a failed fetch: cache backoff, metric, event. */
 static void fetch_failed(job *j, const char *outcome, const char *reason) {
   ae_ocsp *o = j->o;
   int rc = ae_ocsp_cache_complete(o->cache, j->cert, j->gen, AE_OCSP_FETCH_FAILED, NULL, reason, ae_ocsp_now());
   ae_ocsp_metrics_fetch(outcome);
-  if (rc != 0)
+  if (rc != 0) {
+    log_discarded(j);
     return;
+  }
   AE_WARN(SUB, "%s: OCSP staple for serial %s not refreshed: %s", ae_ocsp_cert_domain(j->cert),
           ae_cert_serial(j->cert), reason);
   json_t *det = json_object();
@@ -97,8 +105,10 @@ static void fetch_revoked(job *j, const ae_ocsp_verdict *v) {
   ae_ocsp *o = j->o;
   const char *reason = ae_ocsp_reason_name(v->reason);
   ae_ocsp_metrics_fetch("revoked");
-  if (ae_ocsp_cache_complete(o->cache, j->cert, j->gen, AE_OCSP_FETCH_REVOKED, NULL, reason, ae_ocsp_now()) != 0)
+  if (ae_ocsp_cache_complete(o->cache, j->cert, j->gen, AE_OCSP_FETCH_REVOKED, NULL, reason, ae_ocsp_now()) != 0) {
+    log_discarded(j);
     return;
+  }
   const char *name = ae_ocsp_cert_domain(j->cert);
   AE_WARN(SUB, "%s: certificate %s is revoked (%s) according to its OCSP responder", name,
           ae_cert_serial(j->cert), reason);
@@ -131,9 +141,7 @@ static void fetch_good(job *j, const unsigned char *der, size_t len, const ae_oc
     json_object_set_new(det, "next_update", json_string(nu));
     ae_events_emit(o->deps.events, "ocsp_stapled", name, det);
   } else {
-    /* Invalidated (revoked through ACME, renewed, deleted) while this fetch ran. */
-    AE_DEBUG(SUB, "%s: OCSP answer for serial %s discarded: the entry changed meanwhile",
-             ae_ocsp_cert_domain(j->cert), ae_cert_serial(j->cert));
+    log_discarded(j);
   }
   ae_staple_unref(st);
 }
