@@ -23,6 +23,7 @@
 #include "acmedge/http80.h"
 #include "acmedge/log.h"
 #include "acmedge/log_file.h"
+#include "acmedge/ocsp.h"
 #include "acmedge/policy.h"
 #include "acmedge/provision.h"
 #include "acmedge/proxy.h"
@@ -53,6 +54,7 @@ typedef struct ae_app {
   ae_workers *workers;
   ae_ca *ca;                 /* internal CA, NULL unless internal_ca.enabled */
   ae_leafcache *leaves;      /* minted fallback leaves (on_demand.fallback_cert "internal") */
+  ae_ocsp *ocsp;
   uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
   uv_timer_t watchdog;
   int watchdog_on;
@@ -128,7 +130,16 @@ static void h80_on_plain(void *ud, ae_transport *t, const char *initial, size_t 
 
 static json_t *admin_list(void *ud) {
   ae_app *app = ud;
-  return ae_provision_domains_json(app->provision);
+  json_t *list = ae_provision_domains_json(app->provision);
+  size_t i;
+  json_t *d;
+  json_array_foreach(list, i, d) {
+    ae_cert *c = ae_certstore_lookup(app->certs, json_string_value(json_object_get(d, "domain")));
+    if (c)
+      ae_ocsp_domain_json(app->ocsp, c, d);
+    ae_cert_unref(c);
+  }
+  return list;
 }
 
 static int admin_add(void *ud, const char *name, ae_err *err) {
@@ -143,20 +154,56 @@ static int admin_delete(void *ud, const char *name, ae_err *err) {
 
 static char *admin_metrics(void *ud) {
   ae_app *app = ud;
-  char *m = ae_provision_metrics(app->provision);
-  if (!app->ca)
-    return m;
-  char *c = ae_ca_metrics_render(app->ca, app->leaves);
-  size_t ml = m ? strlen(m) : 0, cl = strlen(c);
-  char *out = ae_malloc(ml + cl + 2);
-  if (ml)
-    memcpy(out, m, ml);
-  if (ml && m[ml - 1] != '\n')
-    out[ml++] = '\n';
-  memcpy(out + ml, c, cl + 1);
-  free(m);
-  free(c);
+  /* Sections of /metrics owned by other subsystems, each a complete text block (or NULL). */
+  char *parts[3] = {ae_provision_metrics(app->provision), app->ca ? ae_ca_metrics_render(app->ca, app->leaves) : NULL,
+                    ae_ocsp_metrics(app->ocsp)};
+  size_t total = 1;
+  for (int i = 0; i < 3; i++)
+    total += parts[i] ? strlen(parts[i]) + 1 : 0;
+  char *out = ae_malloc(total), *w = out;
+  for (int i = 0; i < 3; i++) {
+    if (!parts[i])
+      continue;
+    size_t n = strlen(parts[i]);
+    memcpy(w, parts[i], n);
+    w += n;
+    if (n && parts[i][n - 1] != '\n')
+      *w++ = '\n';
+    free(parts[i]);
+  }
+  *w = '\0';
   return out;
+}
+
+static void revoke_answered(void *ud, int code, const char *problem, const char *detail, const char *serial) {
+  ae_admin_reply *reply = ud;
+  if (code == 0) {
+    ae_admin_reply_send(reply, 200, json_pack("{s:b,s:s}", "revoked", 1, "serial", serial ? serial : ""));
+    return;
+  }
+  /* The CA's problem goes out unchanged (alreadyRevoked, badRevocationReason, unauthorized). */
+  int ca_problem = problem && strncmp(problem, "urn:ietf:params:acme:error:", 27) == 0;
+  json_t *body = json_pack("{s:s,s:s,s:s}", "error", detail ? detail : ae_strerror(code), "problem",
+                           problem ? problem : "acmedge:error", "detail", detail ? detail : "");
+  ae_admin_reply_send(reply, ca_problem ? 400 : 502, body);
+}
+
+static int admin_revoke(void *ud, const char *name, int reason, ae_admin_reply *reply, ae_err *err) {
+  ae_app *app = ud;
+  return ae_provision_revoke(app->provision, name, reason, revoke_answered, reply, err);
+}
+
+static void provision_cert_changed(void *ud, const char *name, ae_cert *old_cert, ae_cert *new_cert, int loaded) {
+  ae_app *app = ud;
+  ae_ocsp_cert_changed(app->ocsp, name, old_cert, new_cert, loaded);
+}
+
+static void ocsp_revoked(void *ud, const char *name, ae_cert *cert, int reason) {
+  ae_app *app = ud;
+  ae_err err = {0};
+  (void)reason;
+  if (ae_provision_revoked(app->provision, name, ae_cert_serial(cert), &err) != 0)
+    AE_WARN(SUB, "%s", err.msg);
 }
 
 static char *admin_pki_root(void *ud) {
@@ -261,6 +308,16 @@ static int app_start(ae_app *app, ae_err *err) {
   ae_acme_set_challenge_types(app->acme, cfg->listen_http != NULL && cfg->acme.http01,
                               cfg->listen_https != NULL && cfg->acme.tlsalpn01);
 
+  ae_ocsp_deps od = {.loop = &app->loop,
+                     .storage = app->storage,
+                     .ca_host = app->ca_host,
+                     .events = app->events,
+                     .on_revoked = ocsp_revoked,
+                     .ud = app};
+  if ((r = ae_ocsp_new(&od, cfg, &app->ocsp, err)) != 0)
+    return r;
+  ae_tls_set_staples(ae_ocsp_staples(app->ocsp));
+
   ae_provision_deps deps = {.loop = &app->loop,
                             .certs = app->certs,
                             .storage = app->storage,
@@ -270,6 +327,7 @@ static int app_start(ae_app *app, ae_err *err) {
                             .ca_host = app->ca_host,
                             .wake = provision_wake,
                             .decided = provision_decided,
+                            .cert_changed = provision_cert_changed,
                             .wake_ud = app,
                             .ca = app->ca,
                             .leaves = app->leaves};
@@ -309,6 +367,7 @@ static int app_start(ae_app *app, ae_err *err) {
                          .list_domains = admin_list,
                          .add_domain = admin_add,
                          .delete_domain = admin_delete,
+                         .revoke_domain = admin_revoke,
                          .extra_metrics = admin_metrics,
                          .pki_root = admin_pki_root};
     if ((r = ae_admin_new(&app->loop, cfg, app->events, &ah, &app->admin, err)) != 0)
@@ -402,6 +461,8 @@ static void reload(ae_app *app) {
   ae_hook_set_config(app->hook, ncfg);
   ae_policy_set_config(app->policy, ncfg);
   ae_provision_set_config(app->provision, ncfg);
+  ae_ocsp_set_config(app->ocsp, ncfg);
+  ae_tls_set_staples(ae_ocsp_staples(app->ocsp));
   ae_proxy_set_config(app->proxy, ncfg);
   ae_workers_set_config(app->workers, ncfg);
   if (app->front)
@@ -443,6 +504,10 @@ static void close_rest(ae_app *app) {
   if (app->hook) {
     app->pending_closes++;
     ae_hook_close(app->hook, closed_one, app);
+  }
+  if (app->ocsp) {
+    app->pending_closes++;
+    ae_ocsp_close(app->ocsp, closed_one, app);
   }
 }
 
@@ -501,6 +566,8 @@ static void free_modules(ae_app *app) {
   ae_tls_front_free(app->front);
   ae_proxy_free(app->proxy);
   ae_provision_free(app->provision);
+  ae_tls_set_staples(NULL);
+  ae_ocsp_free(app->ocsp);
   ae_acme_free(app->acme);
   ae_policy_free(app->policy);
   ae_hook_free(app->hook);

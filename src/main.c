@@ -32,6 +32,8 @@ static void usage(FILE *f) {
         "                         internal CA: print the root certificate (PEM) or its status\n"
         "  token   keygen|mint|inspect ...\n"
         "                         capability tokens (docs/tokens.md; `acmedge token help`)\n"
+        "  revoke  NAME [--reason R] [--admin ADDR]\n"
+        "                         revoke NAME's certificate at the CA and order a replacement\n"
         "  version                print the version and the linked library versions\n"
         "  help                   print this text\n"
         "\n"
@@ -144,6 +146,8 @@ int main(int argc, char **argv) {
     return ae_cli_ca(argc - 1, argv + 1);
   if (strcmp(cmd, "token") == 0)
     return ae_tok_cli(argc - 1, argv + 1);
+  if (strcmp(cmd, "revoke") == 0)
+    return ae_cli_revoke(argc - 1, argv + 1);
   fprintf(stderr, "acmedge: unknown command '%s'\n", cmd);
   usage(stderr);
   return 2;

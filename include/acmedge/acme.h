@@ -107,4 +107,10 @@ int ae_acme_cert_id(const char *cert_pem, char *out, size_t outlen, ae_err *err)
 int ae_acme_issue_renewal(ae_acme *a, const char *domain, const char *replaces_cert_id, const ae_acme_callbacks *cb,
                           ae_acme_job **out, ae_err *err);
 
+/* Revokes a certificate (RFC 8555 7.6 revokeCert, signed with the account key): cert_der is the
+ * leaf, reason an RFC 5280 CRLReason (-1: none sent). cb->on_done gets code 0 on success, else the
+ * CA's problem type and detail unchanged (alreadyRevoked, badRevocationReason, unauthorized...).
+ * Never calls back from inside this call. *out (may be NULL) is valid until on_done. */
+int ae_acme_revoke(ae_acme *a, const unsigned char *cert_der, size_t len, int reason, const ae_acme_callbacks *cb,
+                   ae_acme_job **out, ae_err *err);
 #endif

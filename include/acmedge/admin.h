@@ -12,6 +12,11 @@
 #include "acmedge/events.h"
 
 typedef struct ae_admin ae_admin;
+/* A request answered later (POST /v1/domains/{name}/revoke waits for the CA). */
+typedef struct ae_admin_reply ae_admin_reply;
+/* Sends the deferred answer (body stolen, may be NULL) and frees r; a client that went away
+ * meanwhile gets nothing. Exactly once per reply handed to a hook. */
+void ae_admin_reply_send(ae_admin_reply *r, int status, json_t *body);
 
 /* What the admin API asks of the rest of the process. Every callback runs on the control loop and
  * must not block; a NULL callback makes its endpoint answer 500. */
@@ -27,6 +32,10 @@ typedef struct ae_admin_hooks {
   char *(*extra_metrics)(void *ud);
   /* malloc'd PEM of the internal CA root for GET /v1/pki/root, or NULL (404: not enabled). */
   char *(*pki_root)(void *ud);
+  /* Revokes name's certificate with an RFC 5280 reason (-1: none) and answers through reply
+   * later (ae_admin_reply_send). Returning <0 answers at once (reply not used): AE_ENOTFOUND ->
+   * 404, AE_EINVAL -> 400, else 500. */
+  int (*revoke_domain)(void *ud, const char *name, int reason, ae_admin_reply *reply, ae_err *err);
 } ae_admin_hooks;
 
 /* Starts listening on cfg->listen_admin ("host:port", "[v6]:port", "unix:/path" or "/path"); a NULL

@@ -12,4 +12,7 @@ int ae_cli_domains(int argc, char **argv);
  * (default 2) until SIGINT/SIGTERM; returns the exit code. argv[0] is "domains". */
 int ae_cli_domains_main(int argc, char **argv);
 
+/* `acmedge revoke NAME [--reason R] [--admin ADDR]`: revokes NAME's certificate through the admin
+ * API; returns the exit code. argv[0] is "revoke". */
+int ae_cli_revoke(int argc, char **argv);
 #endif

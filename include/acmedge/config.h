@@ -115,6 +115,9 @@ typedef struct ae_config {
   } log;
 
   struct ae_tok_config *tokens; /* cap_tokens + admin.tls (tokens.h); NULL when neither is set */
+  struct {
+    int enabled;              /* ocsp.enabled: staple OCSP responses (default 1) */
+  } ocsp;
 } ae_config;
 
 /* Parses and validates the file; on error returns <0 and writes "FILE: field.path: problem"

@@ -36,6 +36,9 @@ typedef struct ae_provision_deps {
   ae_ca *ca;
   /* Stand-in leaves for on_demand.fallback_cert "internal" (NULL when unused; not owned). */
   ae_leafcache *leaves;
+  /* name's certificate is about to change from old_cert to new_cert (either may be NULL; loaded:
+   * read from storage at start). Lets the OCSP staples follow. May be NULL; uses wake_ud. */
+  void (*cert_changed)(void *ud, const char *name, ae_cert *old_cert, ae_cert *new_cert, int loaded);
 } ae_provision_deps;
 
 /* Creates the provisioner (refs cfg; keeps the deps' pointers, not owned). Caller owns *out. */
@@ -55,6 +58,19 @@ ae_h80_state ae_provision_on_http(ae_provision *p, const char *host, unsigned *r
 int ae_provision_request(ae_provision *p, const char *name, const char *source, ae_err *err);
 /* Forgets name: cancels its job, removes it from the cert store and from storage. */
 int ae_provision_forget(ae_provision *p, const char *name, ae_err *err);
+/* name's certificate with serial (lowercase hex) is revoked: order a replacement now (every
+ * order uses a new key); if that fails the revoked certificate stops being served and the name
+ * goes to "failed". AE_ENOTFOUND when name does not serve that serial. */
+int ae_provision_revoked(ae_provision *p, const char *name, const char *serial, ae_err *err);
+/* Outcome of ae_provision_revoke: code 0, or the CA's problem type and detail (NULL when none). */
+typedef void (*ae_provision_revoke_fn)(void *ud, int code, const char *problem, const char *detail,
+                                       const char *serial);
+/* Revokes name's served certificate at the CA (account key, RFC 5280 reason or -1). On success,
+ * before done runs: its staple is dropped (cert_changed with no new certificate), cert_revoked
+ * (source acme) is emitted and a replacement is ordered (ae_provision_revoked). AE_ENOTFOUND when
+ * name has no certificate of its own; done is then never called. */
+int ae_provision_revoke(ae_provision *p, const char *name, int reason, ae_provision_revoke_fn done, void *ud,
+                        ae_err *err);
 /* New reference: JSON array of managed domains (design §5). */
 json_t *ae_provision_domains_json(ae_provision *p);
 /* Per-domain Prometheus series (malloc'd text, caller frees). */

@@ -55,6 +55,10 @@ unsigned ae_tls_front_held(const ae_tls_front *f);
 /* Bound port (useful with port 0 in tests). */
 int ae_tls_front_port(const ae_tls_front *f);
 
+/* Sets the OCSP staple cache every front consults at handshake time (NULL: no stapling).
+ * Process-wide, thread-safe; the cache must outlive every front. */
+struct ae_ocsp_cache;
+void ae_tls_set_staples(struct ae_ocsp_cache *cache);
 /* The GnuTLS priority string used for every handshake. */
 extern const char *const AE_TLS_PRIORITY;
 

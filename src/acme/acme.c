@@ -92,6 +92,7 @@ static void job_free(ae_acme_job *job) {
   free(job->chall_url);
   free(job->http_token);
   free(job->replaces);
+  free(job->revoke_payload);
   ae_key_free(job->cert_key);
   free(job);
 }
@@ -567,6 +568,7 @@ void ae_acme_free(ae_acme *a) {
   free(a->url_new_account);
   free(a->url_new_order);
   free(a->url_renewal_info);
+  free(a->url_revoke_cert);
   free(a->account_url);
   ae_key_free(a->account_key);
   ae_config_free(a->cfg);

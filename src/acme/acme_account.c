@@ -121,6 +121,9 @@ static void on_directory(ae_acme_job *job, const ae_http_response *resp) {
   const char *ri = json_string_value(json_object_get(dir, "renewalInfo"));
   free(a->url_renewal_info);
   a->url_renewal_info = (ri != NULL && ri[0] != '\0') ? ae_strdup(ri) : NULL;
+  const char *rc = json_string_value(json_object_get(dir, "revokeCert"));
+  free(a->url_revoke_cert);
+  a->url_revoke_cert = (rc != NULL && rc[0] != '\0') ? ae_strdup(rc) : NULL;
   a->eab_required = json_is_true(json_object_get(json_object_get(dir, "meta"), "externalAccountRequired"));
   a->have_dir = 1;
   json_decref(dir);

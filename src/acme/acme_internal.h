@@ -44,6 +44,7 @@ struct ae_acme {
   int have_dir;
   char *url_new_nonce, *url_new_account, *url_new_order;
   char *url_renewal_info;  /* RFC 9773; NULL when the CA offers no ARI */
+  char *url_revoke_cert;   /* RFC 8555 7.6; NULL when the directory has none */
   int eab_required;
 
   /* Nonces from any response, newest last. */
@@ -126,6 +127,7 @@ struct ae_acme_job {
   unsigned poll_delay_ms;
   int finalized, finalize_tries;
   ae_key *cert_key;
+  char *revoke_payload;    /* revokeCert body (acme_revoke.c) */
   ae_err work_err;
   int work_rc;
 };

@@ -262,6 +262,19 @@ static void handle_request(adm_conn *c) {
       ae_adm_api_domains_post(c);
     else
       ae_adm_respond_error(c, 405, "Allow: GET, POST\r\n", "method not allowed");
+  } else if (strncmp(path, "/v1/domains/", 12) == 0 && strlen(path) > 12 + 7 &&
+             strcmp(path + strlen(path) - 7, "/revoke") == 0) {
+    if (method != HTTP_POST) {
+      ae_adm_respond_error(c, 405, "Allow: POST\r\n", "method not allowed");
+    } else {
+      char raw[ADM_MAX_URL + 1];
+      snprintf(raw, sizeof(raw), "%.*s", (int)(strlen(path) - 12 - 7), path + 12);
+      /* Nothing after this request is read; the answer waits for the CA (bounded by ACME's
+       * own timeouts), so the idle timer gets room. */
+      c->close_after_write = 1;
+      uv_timer_start(&c->timer, on_timer, 120000, 0);
+      ae_adm_api_domains_revoke(c, raw);
+    }
   } else if (strncmp(path, "/v1/domains/", 12) == 0) {
     if (method == HTTP_DELETE)
       ae_adm_api_domains_delete(c, path + 12);
@@ -446,6 +459,8 @@ static void on_conn_handle_closed(uv_handle_t *h) {
     return;
   ae_admin *a = c->a;
   reset_request(c);
+  if (c->pending)
+    c->pending->c = NULL;
   free(c);
   a->nalive--;
   admin_maybe_done(a);

@@ -143,3 +143,66 @@ void ae_adm_api_metrics(adm_conn *c) {
   free(base);
   free(extra);
 }
+
+void ae_admin_reply_send(ae_admin_reply *r, int status, json_t *body) {
+  if (!r) {
+    json_decref(body);
+    return;
+  }
+  if (r->c && !r->c->closing) {
+    r->c->pending = NULL;
+    ae_adm_respond_json(r->c, status, body ? body : json_object(), NULL);
+  } else {
+    if (r->c)
+      r->c->pending = NULL;
+    json_decref(body);
+  }
+  free(r);
+}
+
+void ae_adm_api_domains_revoke(adm_conn *c, const char *raw) {
+  ae_admin *a = c->a;
+  char name[512];
+  if (pct_decode(raw, name, sizeof(name)) != 0 || !name[0]) {
+    ae_adm_respond_error(c, 400, NULL, "invalid domain name in path");
+    return;
+  }
+  int reason = -1;
+  if (c->body_len > 0) {
+    json_error_t jerr;
+    json_t *j = json_loadb(c->body, c->body_len, 0, &jerr);
+    if (!j || !json_is_object(j)) {
+      json_decref(j);
+      ae_adm_respond_error(c, 400, NULL, "body must be {\"reason\": N}");
+      return;
+    }
+    json_t *r = json_object_get(j, "reason");
+    if (r && (!json_is_integer(r) || json_integer_value(r) < 0 || json_integer_value(r) > 255)) {
+      json_decref(j);
+      ae_adm_respond_error(c, 400, NULL, "reason: expected an RFC 5280 reason code (integer)");
+      return;
+    }
+    if (r)
+      reason = (int)json_integer_value(r);
+    json_decref(j);
+  }
+  if (!a->hooks.revoke_domain) {
+    ae_adm_respond_error(c, 500, NULL, "revocation is not available");
+    return;
+  }
+  ae_admin_reply *rep = ae_calloc(1, sizeof(*rep));
+  rep->c = c;
+  c->pending = rep;
+  ae_err err = {0, ""};
+  int r = a->hooks.revoke_domain(a->hooks.ud, name, reason, rep, &err);
+  if (r == 0)
+    return;
+  c->pending = NULL;
+  free(rep);
+  if (r == AE_ENOTFOUND)
+    ae_adm_respond_error(c, 404, NULL, "%s", err.msg[0] ? err.msg : "unknown domain");
+  else if (r == AE_EINVAL)
+    ae_adm_respond_error(c, 400, NULL, "%s", err.msg[0] ? err.msg : "invalid domain name");
+  else
+    ae_adm_respond_error(c, 500, NULL, "%s", err.msg[0] ? err.msg : ae_strerror(r));
+}

@@ -83,12 +83,19 @@ struct adm_conn {
   int fail_status;     /* set by a parser callback that refuses the request */
   const char *fail_msg;
 
+  struct ae_admin_reply *pending; /* deferred answer in progress (revoke) */
+
   /* SSE */
   int sse;
   ae_events_sub *sub;
   uint64_t last_sent;
   int lagging;
   int lag_ticks;
+};
+
+/* A deferred answer (ae_admin_reply_send); c is NULL once the connection is gone. */
+struct ae_admin_reply {
+  adm_conn *c;
 };
 
 /* admin.c */
@@ -128,6 +135,8 @@ void ae_adm_api_domains_list(adm_conn *c);
 void ae_adm_api_domains_post(adm_conn *c);
 /* DELETE /v1/domains/<raw>, raw still percent-encoded. */
 void ae_adm_api_domains_delete(adm_conn *c, const char *raw);
+/* POST /v1/domains/{name}/revoke {"reason": N}: answered later through an ae_admin_reply. */
+void ae_adm_api_domains_revoke(adm_conn *c, const char *raw);
 
 /* admin_tokens.c */
 

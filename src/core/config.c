@@ -256,7 +256,7 @@ static int check_event_type(pctx *c, const char *path, const char *s) {
 
 static const char *const k_root[] = {"listen", "admin", "workers", "storage", "default_cert", "acme",
                                      "on_demand", "routes", "trusted_proxies", "proxy", "tls",
-                                     "redirect_http", "events", "log", "internal_ca", "cap_tokens", NULL};
+                                     "redirect_http", "events", "log", "internal_ca", "cap_tokens", "ocsp", NULL};
 static const char *const k_listen[] = {"https", "http", "admin", NULL};
 static const char *const k_admin[] = {"token", "tls", NULL};
 static const char *const k_storage[] = {"path", NULL};
@@ -279,6 +279,7 @@ static const char *const k_tls[] = {"handshake_timeout_ms", "idle_timeout_ms", "
 static const char *const k_events[] = {"hook", "hook_types", "hook_timeout_ms", "hook_max_concurrent", "buffer",
                                        NULL};
 static const char *const k_log[] = {"level", "format", "file", NULL};
+static const char *const k_ocsp[] = {"enabled", NULL};
 
 #define DAY_MS 86400000u
 
@@ -295,6 +296,7 @@ static void set_defaults(ae_config *cfg) {
   cfg->acme.http01 = 1;
   cfg->acme.tlsalpn01 = 1;
   cfg->on_demand.enabled = 1;
+  cfg->ocsp.enabled = 1;
   cfg->on_demand.wait_timeout_ms = 8000;
   cfg->on_demand.ask_timeout_ms = 5000;
   cfg->on_demand.max_concurrent = 8;
@@ -710,6 +712,10 @@ static int parse_root(pctx *c, json_t *root, ae_config *cfg) {
       return rc;
     cfg->log.level = lvl;
   }
+  if ((rc = get_object(c, root, "ocsp", "", k_ocsp, &o)))
+    return rc;
+  if (o && (rc = opt_bool(c, o, "enabled", "ocsp", &cfg->ocsp.enabled)))
+    return rc;
   return 0;
 }
 

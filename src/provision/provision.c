@@ -191,6 +191,8 @@ static int admit(ae_provision *p, ae_dom *d) {
   return 0;
 }
 
+int ae_provision_admit(ae_provision *p, ae_dom *d) { return admit(p, d); }
+
 static void rate_timer_cb(uv_timer_t *t) { pump(t->data); }
 
 /* Starts queued jobs while a slot and a rate token are free. */
@@ -343,6 +345,8 @@ static void on_done(void *ud, const ae_acme_result *res) {
     if (d->has_cert)
       json_object_set_new(det, "renewal", json_true());
     ae_events_emit(p->deps.events, "issuance_failed", d->name, det);
+    if (d->revoked)
+      ae_provision_revoked_failed(p, d);
     /* A renewal that failed retries by itself; a first issuance waits for demand after retry_at. */
     if (d->has_cert)
       arm_timer(d, retry_at);
@@ -550,9 +554,11 @@ void ae_provision_installed(ae_provision *p, const char *name, ae_cert *cert, co
     json_object_set_new(det, "issuer", json_string(ae_config_internal_name(p->cfg, name) ? "internal" : "acme"));
     ae_events_emit(p->deps.events, renewed ? "cert_renewed" : "cert_issued", name, det);
   }
+  ae_provision_cert_changed(p, name, cert, loaded);
   ae_certstore_put(p->deps.certs, name, cert);
   if (p->deps.leaves)
     ae_leafcache_drop(p->deps.leaves, name); /* the real certificate replaces the stand-in */
+  d->revoked = 0;
   if (!loaded) {
     ae_metrics_inc(AE_M_ISSUE_SUCCESS);
     if (!renewed && d->requested_ms)
@@ -698,6 +704,7 @@ int ae_provision_forget(ae_provision *p, const char *raw, ae_err *err) {
     if (*c >= 'A' && *c <= 'Z')
       *c = (char)(*c + 32);
   ae_dom *d = ae_strmap_get(&p->doms, name);
+  ae_provision_cert_changed(p, name, NULL, 0);
   int in_store = ae_certstore_remove(p->deps.certs, name) == 0;
   if (!d && !in_store)
     return ae_err_set(err, AE_ENOTFOUND, "%s: not managed", name);

@@ -30,6 +30,7 @@ typedef struct ae_dom {
   int queued;
   int minting;               /* an internal CA mint holds a job slot */
   uint64_t mint_seq;         /* matches the mint's completion to this record */
+  int revoked;               /* the served certificate is revoked: replace it, never renew it */
 } ae_dom;
 
 struct ae_provision {
@@ -68,6 +69,12 @@ void ae_provision_install(struct ae_provision *p, const char *name, const char *
  * storage (loaded = 1): swaps the certificate in and emits the events. Takes no reference. */
 void ae_provision_installed(struct ae_provision *p, const char *name, ae_cert *cert, const char *cert_id, int loaded,
                             const char *err);
+/* Queues d for a job (FIFO, concurrency cap). AE_ELIMIT when the queue is full. */
+int ae_provision_admit(struct ae_provision *p, ae_dom *d);
+/* Failure path of a replacement for a revoked certificate: stop serving it (provision_revoke.c). */
+void ae_provision_revoked_failed(struct ae_provision *p, ae_dom *d);
+/* Tells the deps' cert_changed hook that name's certificate changes (provision_revoke.c). */
+void ae_provision_cert_changed(struct ae_provision *p, const char *name, ae_cert *new_cert, int loaded);
 /* Fires the close callback once nothing is pending. */
 void ae_provision_maybe_closed(struct ae_provision *p);
 /* Completion of an issuance job (ACME or internal CA): install on success, backoff on failure.

@@ -6,9 +6,11 @@
 #include <sys/socket.h>
 #include "tls_front_internal.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "acmedge/common.h"
 #include "acmedge/log.h"
@@ -247,6 +249,32 @@ static void conn_start_tls(tls_conn *c, ae_cert *cert, int kind) {
   conn_drive(c);
 }
 
+/* Staple source shared by every front (main loop and workers); set once at start-up. */
+static _Atomic(ae_ocsp_cache *) g_staples;
+
+void ae_tls_set_staples(ae_ocsp_cache *cache) { atomic_store(&g_staples, cache); }
+
+/* Hands the certificate's OCSP staple, if the cache has a valid one, to GnuTLS. Only issued
+ * certificates are stapled: the default and challenge certificates have no responder. */
+static void attach_staple(tls_conn *c, gnutls_ocsp_data_st **ocsp, unsigned int *nocsp) {
+  ae_ocsp_cache *cache = atomic_load(&g_staples);
+  if (!cache || c->kind != KIND_KNOWN)
+    return;
+  if (!c->staple)
+    c->staple = ae_ocsp_cache_get(cache, c->cert, (int64_t)time(NULL));
+  ae_ocsp_count_handshake(c->staple != NULL);
+  if (!c->staple)
+    return;
+  size_t len = 0;
+  const unsigned char *der = ae_staple_der(c->staple, &len);
+  c->ocsp_data.version = 0;
+  c->ocsp_data.response.data = (unsigned char *)(uintptr_t)der;
+  c->ocsp_data.response.size = (unsigned)len;
+  c->ocsp_data.exptime = (time_t)ae_staple_next_update(c->staple);
+  *ocsp = &c->ocsp_data;
+  *nocsp = 1;
+}
+
 int tc_retrieve_cert(gnutls_session_t s, const struct gnutls_cert_retr_st *info, gnutls_pcert_st **certs,
                      unsigned int *ncerts, gnutls_ocsp_data_st **ocsp, unsigned int *nocsp,
                      gnutls_privkey_t *key, unsigned int *flags) {
@@ -265,6 +293,7 @@ int tc_retrieve_cert(gnutls_session_t s, const struct gnutls_cert_retr_st *info,
   }
   *certs = ae_cert_pcerts(c->cert, ncerts);
   *key = ae_cert_privkey(c->cert);
+  attach_staple(c, ocsp, nocsp);
   return 0;
 }
 

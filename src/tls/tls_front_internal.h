@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "acmedge/clienthello.h"
+#include "acmedge/ocsp.h"
 #include "acmedge/tls_front.h"
 
 /* Read buffer: one full TLS record (2^14 + 256 + 5) with room to spare. */
@@ -51,6 +52,8 @@ struct tls_conn {
   ae_cert *cert;           /* reference held for the connection's lifetime; served by
                               tc_retrieve_cert */
   int kind;                /* metric counted when the handshake succeeds */
+  ae_staple *staple;       /* OCSP staple handed to GnuTLS (reference), or NULL */
+  gnutls_ocsp_data_st ocsp_data; /* points into staple; GnuTLS reads it during the handshake */
 
   char *obuf;              /* small writes gathered until the loop polls again */
   size_t olen;

@@ -49,6 +49,7 @@ static void conn_handle_closed(uv_handle_t *h) {
   if (c->session)
     gnutls_deinit(c->session);
   ae_cert_unref(c->cert);
+  ae_staple_unref(c->staple);
   free(c->in);
   if (c->prev)
     c->prev->next = c->next;

@@ -95,7 +95,7 @@ static char *fake_extra(void *ud) {
                 "acmedge_certificate_expiration_timestamp_seconds{domain=\"a.example.test\"} 1900000000\n");
 }
 
-static const ae_admin_hooks g_hooks_template = {NULL, fake_list, fake_add, fake_delete, fake_extra, NULL};
+static const ae_admin_hooks g_hooks_template = {NULL, fake_list, fake_add, fake_delete, fake_extra, NULL, NULL};
 
 static void on_async(uv_async_t *a) {
   fx_t *f = a->data;

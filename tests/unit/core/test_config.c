@@ -339,6 +339,19 @@ static void test_unknown_keys(void **state) {
   expect_err("{" OD ",\"log\":{\"file\":7}}", "log.file: expected a string or null");
 }
 
+static void test_ocsp_section(void **state) {
+  (void)state;
+  ae_config *cfg = parse_ok("{" OD "}");
+  assert_int_equal(cfg->ocsp.enabled, 1); /* on by default */
+  ae_config_free(cfg);
+  cfg = parse_ok("{" OD ",\"ocsp\":{\"enabled\":false}}");
+  assert_int_equal(cfg->ocsp.enabled, 0);
+  ae_config_free(cfg);
+  expect_err("{" OD ",\"ocsp\":{\"enabled\":\"yes\"}}", "ocsp.enabled: expected true or false");
+  expect_err("{" OD ",\"ocsp\":true}", "ocsp: expected an object");
+  expect_err("{" OD ",\"ocsp\":{\"refresh\":1}}", "ocsp.refresh: unknown key");
+}
+
 static void test_type_errors(void **state) {
   (void)state;
   expect_err("[]", "expected a JSON object at the top level");
@@ -639,7 +652,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_listen_sockaddr),
       cmocka_unit_test(test_design_example), cmocka_unit_test(test_defaults),       cmocka_unit_test(test_extensions),
-      cmocka_unit_test(test_unknown_keys),   cmocka_unit_test(test_type_errors),    cmocka_unit_test(test_range_errors),
+      cmocka_unit_test(test_unknown_keys),   cmocka_unit_test(test_ocsp_section), cmocka_unit_test(test_type_errors),    cmocka_unit_test(test_range_errors),
       cmocka_unit_test(test_enum_errors),    cmocka_unit_test(test_address_errors), cmocka_unit_test(test_open_on_demand),
       cmocka_unit_test(test_file_errors),    cmocka_unit_test(test_json_syntax),    cmocka_unit_test(test_load_file),
       cmocka_unit_test(test_refcount),       cmocka_unit_test(test_parse_hostport), cmocka_unit_test(test_host_match),
