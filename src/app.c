@@ -17,6 +17,7 @@
 #include "acmedge/events.h"
 #include "acmedge/hook.h"
 #include "acmedge/http80.h"
+#include "acmedge/limits.h"
 #include "acmedge/log.h"
 #include "acmedge/policy.h"
 #include "acmedge/provision.h"
@@ -191,6 +192,8 @@ static int app_start(ae_app *app, ae_err *err) {
     return ae_err_set(err, AE_EINVAL, "%s: acme.directory: cannot derive a host from '%s'", cfg->path, cfg->acme.directory);
   if ((r = ae_certstore_new(&app->certs)) != 0)
     return ae_err_set(err, r, "cannot create certificate store");
+  if ((r = ae_limits_global_configure(cfg, err)) != 0)
+    return r;
   if ((r = load_default_cert(app, err)) != 0)
     return r;
   if ((r = ae_events_new(cfg->events.buffer, &app->events)) != 0)
@@ -284,6 +287,9 @@ static void reload(ae_app *app) {
   ae_workers_set_config(app->workers, ncfg);
   if (app->front)
     ae_tls_front_set_config(app->front, ncfg);
+  ae_err lerr = {0};
+  if (ae_limits_global_configure(ncfg, &lerr) != 0)
+    AE_ERROR(SUB, "reload: limits: %s", lerr.msg);
   if (app->http80)
     ae_http80_set_config(app->http80, ncfg);
   if (app->admin)
@@ -376,6 +382,7 @@ static void free_modules(ae_app *app) {
   ae_events_free(app->events);
   ae_certstore_free(app->certs);
   ae_storage_free(app->storage);
+  ae_limits_global_free();
   ae_config_free(app->cfg);
 }
 

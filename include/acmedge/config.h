@@ -82,6 +82,14 @@ typedef struct ae_config {
     unsigned max_connections;
   } tls;
 
+  struct {                    /* limits.*: per-client limits; all 0 (off) without the section */
+    unsigned per_ip_connections;
+    unsigned per_ip_handshakes_per_s;
+    unsigned per_ip_new_names_per_min;
+    unsigned table_entries;   /* fixed size of the per-address table */
+  } limits;
+  int listen_proxy_protocol;  /* listen.proxy_protocol: a PROXY v2 header precedes TLS */
+
   int redirect_http;
 
   struct {

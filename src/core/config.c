@@ -255,8 +255,10 @@ static int check_event_type(pctx *c, const char *path, const char *s) {
 
 static const char *const k_root[] = {"listen", "admin", "workers", "storage", "default_cert", "acme",
                                      "on_demand", "routes", "trusted_proxies", "proxy", "tls",
-                                     "redirect_http", "events", "log", NULL};
-static const char *const k_listen[] = {"https", "http", "admin", NULL};
+                                     "redirect_http", "events", "log", "limits", NULL};
+static const char *const k_listen[] = {"https", "http", "admin", "proxy_protocol", NULL};
+static const char *const k_limits[] = {"per_ip_connections", "per_ip_handshakes_per_s", "per_ip_new_names_per_min",
+                                       "table_entries", NULL};
 static const char *const k_admin[] = {"token", NULL};
 static const char *const k_storage[] = {"path", NULL};
 static const char *const k_default_cert[] = {"cert", "key", NULL};
@@ -350,7 +352,8 @@ static int parse_listen(pctx *c, json_t *root, ae_config *cfg) {
     return rc;
   if ((rc = opt_str(c, o, "https", "listen", STR_NULLABLE | STR_EMPTY_IS_NULL, &cfg->listen_https)) ||
       (rc = opt_str(c, o, "http", "listen", STR_NULLABLE | STR_EMPTY_IS_NULL, &cfg->listen_http)) ||
-      (rc = opt_str(c, o, "admin", "listen", STR_NULLABLE | STR_EMPTY_IS_NULL, &cfg->listen_admin)))
+      (rc = opt_str(c, o, "admin", "listen", STR_NULLABLE | STR_EMPTY_IS_NULL, &cfg->listen_admin)) ||
+      (rc = opt_bool(c, o, "proxy_protocol", "listen", &cfg->listen_proxy_protocol)))
     return rc;
   return 0;
 }
@@ -598,6 +601,25 @@ static int parse_events(pctx *c, json_t *root, ae_config *cfg) {
   return 0;
 }
 
+/* limits.*: a present section turns the per-client limits on with defaults for missing fields. */
+static int parse_limits(pctx *c, json_t *root, ae_config *cfg) {
+  json_t *o;
+  int rc = get_object(c, root, "limits", "", k_limits, &o);
+  if (rc || !o)
+    return rc;
+  cfg->limits.per_ip_connections = 256;
+  cfg->limits.per_ip_handshakes_per_s = 50;
+  cfg->limits.per_ip_new_names_per_min = 30;
+  cfg->limits.table_entries = 16384;
+  const char *L = "limits";
+  if ((rc = opt_uint(c, o, "per_ip_connections", L, 0, 10000000, &cfg->limits.per_ip_connections)) ||
+      (rc = opt_uint(c, o, "per_ip_handshakes_per_s", L, 0, 10000000, &cfg->limits.per_ip_handshakes_per_s)) ||
+      (rc = opt_uint(c, o, "per_ip_new_names_per_min", L, 0, 10000000, &cfg->limits.per_ip_new_names_per_min)) ||
+      (rc = opt_uint(c, o, "table_entries", L, 64, 16777216, &cfg->limits.table_entries)))
+    return rc;
+  return 0;
+}
+
 static int parse_root(pctx *c, json_t *root, ae_config *cfg) {
   int rc;
   if (!json_is_object(root))
@@ -649,6 +671,8 @@ static int parse_root(pctx *c, json_t *root, ae_config *cfg) {
   if (o && ((rc = opt_uint(c, o, "handshake_timeout_ms", "tls", 1, 600000, &cfg->tls.handshake_timeout_ms)) ||
             (rc = opt_uint(c, o, "idle_timeout_ms", "tls", 1, DAY_MS, &cfg->tls.idle_timeout_ms)) ||
             (rc = opt_uint(c, o, "max_connections", "tls", 1, 10000000, &cfg->tls.max_connections))))
+    return rc;
+  if ((rc = parse_limits(c, root, cfg)))
     return rc;
   if ((rc = opt_bool(c, root, "redirect_http", "", &cfg->redirect_http)))
     return rc;

@@ -36,6 +36,8 @@ static label_family g_families[] = {
     {"denied", "acmedge_denied_total", "reason", "Names refused on-demand issuance, by reason.", {{{0}, 0}}, 0},
     {"issue_failures", "acmedge_issuance_failures_total", "problem",
      "Failed issuance attempts, by ACME problem type (or local error class).", {{{0}, 0}}, 0},
+    {"limited", "acmedge_limited_total", "limit", "Client connections or names refused by a per-client limit.",
+     {{{0}, 0}}, 0},
 };
 
 /* Time-to-certificate histogram: from the first request for a name to its certificate. */
