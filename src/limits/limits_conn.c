@@ -8,6 +8,7 @@
 
 #include "acmedge/config.h"
 #include "acmedge/limits.h"
+#include "acmedge/log.h"
 #include "acmedge/metrics.h"
 #include "acmedge/proxy_protocol.h"
 
@@ -57,8 +58,11 @@ int ae_limits_proxy_header(uint8_t *in, size_t *in_len, int eof, struct sockaddr
   if (!pp_sender_trusted(peer_ip))
     return pp_refuse(peer, "PROXY protocol header from a peer not in trusted_proxies");
   if (h.has_addr) {
+    char via[64];
+    snprintf(via, sizeof(via), "%s", peer_ip);
     *peer = h.src;
     uv_ip_name((struct sockaddr *)peer, peer_ip, peer_ip_len);
+    AE_DEBUG("limits", "%s: client address from the PROXY header sent by %s", peer_ip, via);
   }
   memmove(in, in + h.header_len, *in_len - h.header_len);
   *in_len -= h.header_len;
