@@ -90,6 +90,14 @@ typedef struct ae_config {
   } limits;
   int listen_proxy_protocol;  /* listen.proxy_protocol: a PROXY v2 header precedes TLS */
 
+  struct {                    /* on_demand.dns_check: enabled when the section is present */
+    int enabled;
+    char **expect;            /* IP literals the name must resolve to (at least one) */
+    size_t nexpect;
+    char *resolver;           /* "ip:port", NULL = the system's resolvers */
+    unsigned timeout_ms;
+  } dns_check;
+
   int redirect_http;
 
   struct {

@@ -266,7 +266,8 @@ static const char *const k_acme[] = {"directory", "ca_bundle", "email", "challen
 static const char *const k_eab[] = {"kid", "hmac_key", NULL};
 static const char *const k_on_demand[] = {"enabled", "first_handshake", "wait_timeout_ms", "allow", "ask",
                                           "ask_timeout_ms", "max_concurrent", "max_queue", "max_held", "deny",
-                                          "rate", "backoff", NULL};
+                                          "rate", "backoff", "dns_check", NULL};
+static const char *const k_dns_check[] = {"expect", "resolver", "timeout_ms", NULL};
 static const char *const k_rate[] = {"per_minute", "burst", "per_3h", NULL};
 static const char *const k_backoff[] = {"initial_s", "max_s", NULL};
 static const char *const k_route[] = {"hosts", "upstream", "plain_http", NULL};
@@ -620,6 +621,38 @@ static int parse_limits(pctx *c, json_t *root, ae_config *cfg) {
   return 0;
 }
 
+/* An IP literal without a range (dns_check.expect). */
+static int check_ip_only(pctx *c, const char *path, const char *s) {
+  if (!ae_cfg_is_ip(s))
+    return fail(c, path, "expected an IP address");
+  return 0;
+}
+
+/* on_demand.dns_check: present (and not null) turns the DNS pre-check on. */
+static int parse_dns_check(pctx *c, json_t *root, ae_config *cfg) {
+  json_t *od = json_object_get(root, "on_demand"), *o;
+  if (!json_is_object(od) || json_is_null(json_object_get(od, "dns_check")))
+    return 0;
+  int rc = get_object(c, od, "dns_check", "on_demand", k_dns_check, &o);
+  if (rc || !o)
+    return rc;
+  const char *P = "on_demand.dns_check";
+  cfg->dns_check.enabled = 1;
+  cfg->dns_check.timeout_ms = 2000;
+  if ((rc = opt_str_array(c, o, "expect", P, 0, check_ip_only, &cfg->dns_check.expect, &cfg->dns_check.nexpect)) ||
+      (rc = opt_str(c, o, "resolver", P, STR_NULLABLE | STR_EMPTY_IS_NULL, &cfg->dns_check.resolver)) ||
+      (rc = opt_uint(c, o, "timeout_ms", P, 1, 60000, &cfg->dns_check.timeout_ms)))
+    return rc;
+  if (cfg->dns_check.nexpect == 0)
+    return fail(c, "on_demand.dns_check.expect", "must list at least one IP address (this proxy's public addresses)");
+  char host[256];
+  int port;
+  if (cfg->dns_check.resolver && (ae_parse_hostport(cfg->dns_check.resolver, host, sizeof(host), &port) != 0 ||
+                                  !ae_cfg_is_ip(host) || port <= 0))
+    return fail(c, "on_demand.dns_check.resolver", "expected null or IP:port");
+  return 0;
+}
+
 static int parse_root(pctx *c, json_t *root, ae_config *cfg) {
   int rc;
   if (!json_is_object(root))
@@ -672,7 +705,7 @@ static int parse_root(pctx *c, json_t *root, ae_config *cfg) {
             (rc = opt_uint(c, o, "idle_timeout_ms", "tls", 1, DAY_MS, &cfg->tls.idle_timeout_ms)) ||
             (rc = opt_uint(c, o, "max_connections", "tls", 1, 10000000, &cfg->tls.max_connections))))
     return rc;
-  if ((rc = parse_limits(c, root, cfg)))
+  if ((rc = parse_limits(c, root, cfg)) || (rc = parse_dns_check(c, root, cfg)))
     return rc;
   if ((rc = opt_bool(c, root, "redirect_http", "", &cfg->redirect_http)))
     return rc;
@@ -803,6 +836,8 @@ void ae_config_free(ae_config *cfg) {
   }
   free(cfg->routes);
   free_strv(cfg->trusted_proxies, cfg->ntrusted_proxies);
+  free_strv(cfg->dns_check.expect, cfg->dns_check.nexpect);
+  free(cfg->dns_check.resolver);
   free(cfg->events.hook);
   free_strv(cfg->events.hook_args, cfg->events.nhook_args);
   free_strv(cfg->events.hook_types, cfg->events.nhook_types);
