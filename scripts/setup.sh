@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libgnutls28-dev nettle-dev libuv1-dev libcurl4-gnutls-dev
       libjansson-dev libcmocka-dev node-llhttp pebble gnutls-bin curl python3 procps iproute2
-      libc-ares-dev)
+      libc-ares-dev libpsl-dev)
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(nginx caddy wrk clang python3-cryptography)
 fi

@@ -98,6 +98,10 @@ typedef struct ae_config {
     unsigned timeout_ms;
   } dns_check;
 
+  struct {                    /* on_demand.fair_queue */
+    double max_share;         /* share of max_queue one registrable domain may hold (1 = no cap) */
+  } fair_queue;
+
   int redirect_http;
 
   struct {

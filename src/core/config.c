@@ -266,7 +266,8 @@ static const char *const k_acme[] = {"directory", "ca_bundle", "email", "challen
 static const char *const k_eab[] = {"kid", "hmac_key", NULL};
 static const char *const k_on_demand[] = {"enabled", "first_handshake", "wait_timeout_ms", "allow", "ask",
                                           "ask_timeout_ms", "max_concurrent", "max_queue", "max_held", "deny",
-                                          "rate", "backoff", "dns_check", NULL};
+                                          "rate", "backoff", "dns_check", "fair_queue", NULL};
+static const char *const k_fair_queue[] = {"max_share", NULL};
 static const char *const k_dns_check[] = {"expect", "resolver", "timeout_ms", NULL};
 static const char *const k_rate[] = {"per_minute", "burst", "per_3h", NULL};
 static const char *const k_backoff[] = {"initial_s", "max_s", NULL};
@@ -317,6 +318,7 @@ static void set_defaults(ae_config *cfg) {
   cfg->tls.idle_timeout_ms = 60000;
   cfg->tls.max_connections = 20000;
   cfg->redirect_http = 1;
+  cfg->fair_queue.max_share = 1.0;
   cfg->events.hook_timeout_ms = 10000;
   cfg->events.hook_max_concurrent = 4;
   cfg->events.buffer = 1024;
@@ -653,6 +655,23 @@ static int parse_dns_check(pctx *c, json_t *root, ae_config *cfg) {
   return 0;
 }
 
+/* on_demand.fair_queue: how much of the order queue one registrable domain may hold. */
+static int parse_fair_queue(pctx *c, json_t *root, ae_config *cfg) {
+  json_t *od = json_object_get(root, "on_demand"), *o;
+  if (!json_is_object(od))
+    return 0;
+  int rc = get_object(c, od, "fair_queue", "on_demand", k_fair_queue, &o);
+  if (rc || !o)
+    return rc;
+  json_t *v = json_object_get(o, "max_share");
+  if (v) {
+    if (!json_is_number(v) || !(json_number_value(v) > 0) || json_number_value(v) > 1)
+      return fail(c, "on_demand.fair_queue.max_share", "must be a number in (0, 1]");
+    cfg->fair_queue.max_share = json_number_value(v);
+  }
+  return 0;
+}
+
 static int parse_root(pctx *c, json_t *root, ae_config *cfg) {
   int rc;
   if (!json_is_object(root))
@@ -705,7 +724,8 @@ static int parse_root(pctx *c, json_t *root, ae_config *cfg) {
             (rc = opt_uint(c, o, "idle_timeout_ms", "tls", 1, DAY_MS, &cfg->tls.idle_timeout_ms)) ||
             (rc = opt_uint(c, o, "max_connections", "tls", 1, 10000000, &cfg->tls.max_connections))))
     return rc;
-  if ((rc = parse_limits(c, root, cfg)) || (rc = parse_dns_check(c, root, cfg)))
+  if ((rc = parse_limits(c, root, cfg)) || (rc = parse_dns_check(c, root, cfg)) ||
+      (rc = parse_fair_queue(c, root, cfg)))
     return rc;
   if ((rc = opt_bool(c, root, "redirect_http", "", &cfg->redirect_http)))
     return rc;

@@ -28,7 +28,12 @@ typedef struct ae_dom {
   uv_timer_t timer;          /* renewal or renewal-retry */
   struct ae_dom *qnext;
   int queued;
+  char rd[64];               /* registrable domain while queued (fair queue), may be truncated */
 } ae_dom;
+
+/* Writes name's registrable domain (public suffix list) into out; the name itself when it has
+ * none. Thread-safe. */
+void ae_registrable_domain(const char *name, char *out, size_t len);
 
 struct ae_provision {
   ae_provision_deps deps;
@@ -38,6 +43,7 @@ struct ae_provision {
   ae_strmap denied;          /* name -> uint64_t* (event suppression deadline, ms) */
   ae_dom *qhead, *qtail;     /* FIFO of names waiting for a job slot */
   unsigned qlen;
+  char last_rd[64];          /* registrable domain of the last started job (round robin) */
   unsigned active;           /* jobs in flight */
   uv_timer_t rate_timer;
   unsigned installs;         /* persist jobs in the thread pool */
