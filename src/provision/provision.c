@@ -245,7 +245,7 @@ static void on_policy(void *ud, int allowed, const char *reason) {
     return;
   }
   if (!allowed)
-    AE_INFO(SUB, "%s: denied by ask (%s)", name, reason ? reason : "denied");
+    AE_INFO(SUB, "%s: denied by ask or dns_check (%s)", name, reason ? reason : "denied");
   deny_event(p, name, allowed ? "queue_full" : (reason ? reason : "ask_denied"), NULL);
   ae_dom_remove(p, d);
   wake(p, name);

@@ -28,7 +28,9 @@ for i in $(seq 1 60); do
 done
 # The flood holds at most 3/4 of max_queue (30); the others were denied.
 for ((i = 0; i < 100; i++)); do
-  denied=$(grep -F "[event] domain_denied " "$T/acmedge.log" | grep -F 'flood-example.test' | grep -c queue_full || true)
+  # The metric, not the event log lines: those are rate-capped during floods.
+  denied=$(curl -s --max-time 10 "http://127.0.0.1:$AE_ADMIN_PORT/metrics" |
+    awk 'index($0, "acmedge_denied_total{") == 1 && index($0, "reason=\"queue_full\"") {print $2}')
   [ "${denied:-0}" -ge 20 ] && break
   sleep 0.2
 done
