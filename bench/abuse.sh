@@ -17,7 +17,8 @@
 # Environment:
 #   ACMEDGE_BIN    acmedge binary (default: build/acmedge)
 #   CADDY_BIN      caddy binary (default: caddy)
-#   ABUSE_SIDES    sides to measure (default "acmedge caddy")
+#   ABUSE_SIDES    sides to measure (default "acmedge acmedge-dns caddy"; acmedge-dns adds
+#                  on_demand.dns_check with challtestsrv answering a foreign address)
 #   ABUSE_MAX      handshakes per phase at most (default 20000)
 #   ABUSE_SECS     seconds per phase at most (default 30)
 #   ABUSE_THREADS  client threads (default 8)
@@ -33,7 +34,7 @@ source "$BENCH_DIR/lib/common.sh"
 # shellcheck source=lib/ttc.sh
 source "$BENCH_DIR/lib/ttc.sh"
 
-ABUSE_SIDES=${ABUSE_SIDES:-"acmedge caddy"}
+ABUSE_SIDES=${ABUSE_SIDES:-"acmedge acmedge-dns caddy"}
 ABUSE_MAX=${ABUSE_MAX:-20000}
 ABUSE_SECS=${ABUSE_SECS:-30}
 ABUSE_THREADS=${ABUSE_THREADS:-8}
@@ -85,7 +86,7 @@ flood() {
   secs=$(_field secs "$summary")
   rate=$(awk -v a="$ok" -v b="$failed" -v s="$secs" 'BEGIN { printf "%.0f", (a + b) / s }')
   per=$(awk -v c="$((c1 - c0))" -v n="$((ok + failed + timeout))" 'BEGIN { printf "%.3f", n ? c / n : 0 }')
-  if [ "$side" = acmedge ]; then
+  if [ "${side%-dns}" = acmedge ]; then
     denied=$(denied_since "$log" "$l0")
   fi
   echo "$side $phase $ok $failed $timeout $secs $rate $((orders1 - orders0)) $per $rss0 $rss1 $((l1 - l0)) $((b1 - b0)) $denied" >>"$RESULTS"
@@ -105,7 +106,7 @@ idle() {
   orders1=$(pebble_count_orders)
   l1=$(lines "$log")
   b1=$(bytes "$log")
-  if [ "$side" = acmedge ]; then
+  if [ "${side%-dns}" = acmedge ]; then
     denied=$(denied_since "$log" "$l0")
   fi
   echo "$side idle - - - $ABUSE_IDLE - $((orders1 - orders0)) - $rss0 $rss1 $((l1 - l0)) $((b1 - b0)) $denied" >>"$RESULTS"
@@ -122,6 +123,18 @@ start_side() {
     # max_queue 1000, first_handshake "default"), log level info so the events are logged.
     ae_config_write "$T/acmedge.json" '{"on_demand": {"backoff": {"initial_s": 60, "max_s": 86400}},
       "log": {"level": "info", "format": "text"}}'
+    acmedge_start "$T/acmedge.json"
+    SERVER_PID=$ACMEDGE_PID
+    SERVER_LOG=$T/acmedge.log
+    ;;
+  acmedge-dns)
+    # The same, plus on_demand.dns_check against challtestsrv, whose default answer now points
+    # elsewhere: random names do not resolve to the proxy (real ones would be added with /add-a).
+    curl -sf --max-time 10 -X POST -d '{"ip": "192.0.2.55"}' "$PEBBLE_CHALL_MGMT/set-default-ipv4" >/dev/null ||
+      ae_fail "challtestsrv /set-default-ipv4 failed"
+    ae_config_write "$T/acmedge.json" "{\"on_demand\": {\"backoff\": {\"initial_s\": 60, \"max_s\": 86400},
+      \"dns_check\": {\"expect\": [\"127.0.0.1\"], \"resolver\": \"127.0.0.1:$PEBBLE_DNS_PORT\"}},
+      \"log\": {\"level\": \"info\", \"format\": \"text\"}}"
     acmedge_start "$T/acmedge.json"
     SERVER_PID=$ACMEDGE_PID
     SERVER_LOG=$T/acmedge.log
@@ -171,7 +184,7 @@ for side in $ABUSE_SIDES; do
     echo "$side: idle for ${ABUSE_IDLE}s..." >&2
     idle "$side" "$SERVER_PID" "$SERVER_LOG"
   fi
-  if [ "$side" = acmedge ]; then
+  if [ "${side%-dns}" = acmedge ]; then
     grep '\[event\] domain_denied' "$SERVER_LOG" | sed -n 's/.*"reason":"\([a-z_]*\)".*/\1/p' |
       sort | uniq -c >"$BASE/acmedge-deny-reasons" || true
   else

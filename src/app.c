@@ -21,6 +21,7 @@
 #include "acmedge/events.h"
 #include "acmedge/hook.h"
 #include "acmedge/http80.h"
+#include "acmedge/limits.h"
 #include "acmedge/log.h"
 #include "acmedge/log_file.h"
 #include "acmedge/ocsp.h"
@@ -291,6 +292,8 @@ static int app_start(ae_app *app, ae_err *err) {
     return ae_err_set(err, r, "cannot create certificate store");
   if (cfg->internal_ca.enabled && (r = start_internal_ca(app, err)) != 0)
     return r;
+  if ((r = ae_limits_global_configure(cfg, err)) != 0)
+    return r;
   if ((r = load_default_cert(app, err)) != 0)
     return r;
   if ((r = ae_events_new(cfg->events.buffer, &app->events)) != 0)
@@ -467,6 +470,9 @@ static void reload(ae_app *app) {
   ae_workers_set_config(app->workers, ncfg);
   if (app->front)
     ae_tls_front_set_config(app->front, ncfg);
+  ae_err lerr = {0};
+  if (ae_limits_global_configure(ncfg, &lerr) != 0)
+    AE_ERROR(SUB, "reload: limits: %s", lerr.msg);
   if (app->http80)
     ae_http80_set_config(app->http80, ncfg);
   if (app->admin)
@@ -577,6 +583,7 @@ static void free_modules(ae_app *app) {
   ae_leafcache_free(app->leaves);
   ae_ca_free(app->ca);
   ae_storage_free(app->storage);
+  ae_limits_global_free();
   ae_config_free(app->cfg);
 }
 

@@ -95,6 +95,26 @@ typedef struct ae_config {
     unsigned max_connections;
   } tls;
 
+  struct {                    /* limits.*: per-client limits; all 0 (off) without the section */
+    unsigned per_ip_connections;
+    unsigned per_ip_handshakes_per_s;
+    unsigned per_ip_new_names_per_min;
+    unsigned table_entries;   /* fixed size of the per-address table */
+  } limits;
+  int listen_proxy_protocol;  /* listen.proxy_protocol: a PROXY v2 header precedes TLS */
+
+  struct {                    /* on_demand.dns_check: enabled when the section is present */
+    int enabled;
+    char **expect;            /* IP literals the name must resolve to (at least one) */
+    size_t nexpect;
+    char *resolver;           /* "ip:port", NULL = the system's resolvers */
+    unsigned timeout_ms;
+  } dns_check;
+
+  struct {                    /* on_demand.fair_queue */
+    double max_share;         /* share of max_queue one registrable domain may hold (1 = no cap) */
+  } fair_queue;
+
   int redirect_http;
 
   struct {

@@ -256,8 +256,11 @@ static int check_event_type(pctx *c, const char *path, const char *s) {
 
 static const char *const k_root[] = {"listen", "admin", "workers", "storage", "default_cert", "acme",
                                      "on_demand", "routes", "trusted_proxies", "proxy", "tls",
-                                     "redirect_http", "events", "log", "internal_ca", "cap_tokens", "ocsp", NULL};
-static const char *const k_listen[] = {"https", "http", "admin", NULL};
+                                     "redirect_http", "events", "log", "internal_ca", "cap_tokens", "ocsp", "limits",
+                                     NULL};
+static const char *const k_listen[] = {"https", "http", "admin", "proxy_protocol", NULL};
+static const char *const k_limits[] = {"per_ip_connections", "per_ip_handshakes_per_s", "per_ip_new_names_per_min",
+                                       "table_entries", NULL};
 static const char *const k_admin[] = {"token", "tls", NULL};
 static const char *const k_storage[] = {"path", NULL};
 static const char *const k_default_cert[] = {"cert", "key", NULL};
@@ -265,9 +268,11 @@ static const char *const k_acme[] = {"directory", "ca_bundle", "email", "challen
 static const char *const k_eab[] = {"kid", "hmac_key", NULL};
 static const char *const k_on_demand[] = {"enabled", "first_handshake", "wait_timeout_ms", "allow", "ask",
                                           "ask_timeout_ms", "max_concurrent", "max_queue", "max_held", "deny",
-                                          "rate", "backoff", "fallback_cert", NULL};
+                                          "rate", "backoff", "fallback_cert", "dns_check", "fair_queue", NULL};
 static const char *const k_internal_ca[] = {"enabled", "names", "leaf_lifetime_s", "intermediate_lifetime_s",
                                             "cache_max", NULL};
+static const char *const k_fair_queue[] = {"max_share", NULL};
+static const char *const k_dns_check[] = {"expect", "resolver", "timeout_ms", NULL};
 static const char *const k_rate[] = {"per_minute", "burst", "per_3h", NULL};
 static const char *const k_backoff[] = {"initial_s", "max_s", NULL};
 static const char *const k_route[] = {"hosts", "upstream", "plain_http", "auth", NULL};
@@ -325,6 +330,7 @@ static void set_defaults(ae_config *cfg) {
   cfg->tls.idle_timeout_ms = 60000;
   cfg->tls.max_connections = 20000;
   cfg->redirect_http = 1;
+  cfg->fair_queue.max_share = 1.0;
   cfg->events.hook_timeout_ms = 10000;
   cfg->events.hook_max_concurrent = 4;
   cfg->events.buffer = 1024;
@@ -361,7 +367,8 @@ static int parse_listen(pctx *c, json_t *root, ae_config *cfg) {
     return rc;
   if ((rc = opt_str(c, o, "https", "listen", STR_NULLABLE | STR_EMPTY_IS_NULL, &cfg->listen_https)) ||
       (rc = opt_str(c, o, "http", "listen", STR_NULLABLE | STR_EMPTY_IS_NULL, &cfg->listen_http)) ||
-      (rc = opt_str(c, o, "admin", "listen", STR_NULLABLE | STR_EMPTY_IS_NULL, &cfg->listen_admin)))
+      (rc = opt_str(c, o, "admin", "listen", STR_NULLABLE | STR_EMPTY_IS_NULL, &cfg->listen_admin)) ||
+      (rc = opt_bool(c, o, "proxy_protocol", "listen", &cfg->listen_proxy_protocol)))
     return rc;
   return 0;
 }
@@ -640,6 +647,74 @@ static int parse_events(pctx *c, json_t *root, ae_config *cfg) {
   return 0;
 }
 
+/* limits.*: a present section turns the per-client limits on with defaults for missing fields. */
+static int parse_limits(pctx *c, json_t *root, ae_config *cfg) {
+  json_t *o;
+  int rc = get_object(c, root, "limits", "", k_limits, &o);
+  if (rc || !o)
+    return rc;
+  cfg->limits.per_ip_connections = 256;
+  cfg->limits.per_ip_handshakes_per_s = 50;
+  cfg->limits.per_ip_new_names_per_min = 30;
+  cfg->limits.table_entries = 16384;
+  const char *L = "limits";
+  if ((rc = opt_uint(c, o, "per_ip_connections", L, 0, 10000000, &cfg->limits.per_ip_connections)) ||
+      (rc = opt_uint(c, o, "per_ip_handshakes_per_s", L, 0, 10000000, &cfg->limits.per_ip_handshakes_per_s)) ||
+      (rc = opt_uint(c, o, "per_ip_new_names_per_min", L, 0, 10000000, &cfg->limits.per_ip_new_names_per_min)) ||
+      (rc = opt_uint(c, o, "table_entries", L, 64, 16777216, &cfg->limits.table_entries)))
+    return rc;
+  return 0;
+}
+
+/* An IP literal without a range (dns_check.expect). */
+static int check_ip_only(pctx *c, const char *path, const char *s) {
+  if (!ae_cfg_is_ip(s))
+    return fail(c, path, "expected an IP address");
+  return 0;
+}
+
+/* on_demand.dns_check: present (and not null) turns the DNS pre-check on. */
+static int parse_dns_check(pctx *c, json_t *root, ae_config *cfg) {
+  json_t *od = json_object_get(root, "on_demand"), *o;
+  if (!json_is_object(od) || json_is_null(json_object_get(od, "dns_check")))
+    return 0;
+  int rc = get_object(c, od, "dns_check", "on_demand", k_dns_check, &o);
+  if (rc || !o)
+    return rc;
+  const char *P = "on_demand.dns_check";
+  cfg->dns_check.enabled = 1;
+  cfg->dns_check.timeout_ms = 2000;
+  if ((rc = opt_str_array(c, o, "expect", P, 0, check_ip_only, &cfg->dns_check.expect, &cfg->dns_check.nexpect)) ||
+      (rc = opt_str(c, o, "resolver", P, STR_NULLABLE | STR_EMPTY_IS_NULL, &cfg->dns_check.resolver)) ||
+      (rc = opt_uint(c, o, "timeout_ms", P, 1, 60000, &cfg->dns_check.timeout_ms)))
+    return rc;
+  if (cfg->dns_check.nexpect == 0)
+    return fail(c, "on_demand.dns_check.expect", "must list at least one IP address (this proxy's public addresses)");
+  char host[256];
+  int port;
+  if (cfg->dns_check.resolver && (ae_parse_hostport(cfg->dns_check.resolver, host, sizeof(host), &port) != 0 ||
+                                  !ae_cfg_is_ip(host) || port <= 0))
+    return fail(c, "on_demand.dns_check.resolver", "expected null or IP:port");
+  return 0;
+}
+
+/* on_demand.fair_queue: how much of the order queue one registrable domain may hold. */
+static int parse_fair_queue(pctx *c, json_t *root, ae_config *cfg) {
+  json_t *od = json_object_get(root, "on_demand"), *o;
+  if (!json_is_object(od))
+    return 0;
+  int rc = get_object(c, od, "fair_queue", "on_demand", k_fair_queue, &o);
+  if (rc || !o)
+    return rc;
+  json_t *v = json_object_get(o, "max_share");
+  if (v) {
+    if (!json_is_number(v) || !(json_number_value(v) > 0) || json_number_value(v) > 1)
+      return fail(c, "on_demand.fair_queue.max_share", "must be a number in (0, 1]");
+    cfg->fair_queue.max_share = json_number_value(v);
+  }
+  return 0;
+}
+
 static int parse_root(pctx *c, json_t *root, ae_config *cfg) {
   int rc;
   if (!json_is_object(root))
@@ -696,6 +771,9 @@ static int parse_root(pctx *c, json_t *root, ae_config *cfg) {
   if (o && ((rc = opt_uint(c, o, "handshake_timeout_ms", "tls", 1, 600000, &cfg->tls.handshake_timeout_ms)) ||
             (rc = opt_uint(c, o, "idle_timeout_ms", "tls", 1, DAY_MS, &cfg->tls.idle_timeout_ms)) ||
             (rc = opt_uint(c, o, "max_connections", "tls", 1, 10000000, &cfg->tls.max_connections))))
+    return rc;
+  if ((rc = parse_limits(c, root, cfg)) || (rc = parse_dns_check(c, root, cfg)) ||
+      (rc = parse_fair_queue(c, root, cfg)))
     return rc;
   if ((rc = opt_bool(c, root, "redirect_http", "", &cfg->redirect_http)))
     return rc;
@@ -833,6 +911,8 @@ void ae_config_free(ae_config *cfg) {
   ae_tok_config_free(cfg);
   free(cfg->routes);
   free_strv(cfg->trusted_proxies, cfg->ntrusted_proxies);
+  free_strv(cfg->dns_check.expect, cfg->dns_check.nexpect);
+  free(cfg->dns_check.resolver);
   free(cfg->events.hook);
   free_strv(cfg->events.hook_args, cfg->events.nhook_args);
   free_strv(cfg->events.hook_types, cfg->events.nhook_types);

@@ -40,6 +40,8 @@ static label_family g_families[] = {
      "Client requests the proxy refused before anything reached an upstream, by reason.", {{{0}, 0}}, 0},
     {"token_rejected", "acmedge_token_rejected_total", "reason",
      "Capability tokens refused (admin API and protected routes), by reason code.", {{{0}, 0}}, 0},
+    {"limited", "acmedge_limited_total", "limit", "Client connections or names refused by a per-client limit.",
+     {{{0}, 0}}, 0},
 };
 
 /* Time-to-certificate histogram: from the first request for a name to its certificate. */

@@ -1,5 +1,7 @@
-/* On-demand admission policy: name shape, allow patterns, ask URL with cache, rate limits. */
+/* On-demand admission policy: name shape, allow patterns, ask URL and DNS pre-check with one
+ * answer cache, rate limits. */
 #include "acmedge/policy.h"
+#include "acmedge/dnscheck.h"
 #include "acmedge/hostname.h"
 #include "acmedge/httpc.h"
 #include "acmedge/log.h"
@@ -132,6 +134,7 @@ struct ask_flight {
   ae_policy *p;
   char name[POLICY_NAME_MAX + 1];
   ae_httpc_req *hreq;
+  ae_dnscheck_req *dreq;  /* DNS pre-check, after ask (if any) allowed */
   ae_policy_req *waiters; /* doubly linked, head */
   int in_map;             /* still findable for new checks */
 };
@@ -140,6 +143,7 @@ struct ae_policy {
   uv_loop_t *loop;
   ae_config *cfg;
   ae_httpc *httpc;
+  ae_dnscheck *dns;         /* created when on_demand.dns_check is first enabled */
   int closing;
 
   ae_strmap cache;          /* name -> cache_entry */
@@ -307,8 +311,14 @@ static void apply_config(ae_policy *p, const ae_config *cfg) {
                     (old->on_demand.ask && strcmp(old->on_demand.ask, cfg->on_demand.ask) != 0);
   p->cfg = ae_config_ref((ae_config *)cfg);
   if (old) {
-    if (ask_changed)
+    /* Cached DNS answers were judged against the old expect list and resolver. */
+    if (ask_changed || old->dns_check.enabled || cfg->dns_check.enabled)
       cache_clear(p);
+    if (p->dns && cfg->dns_check.enabled) {
+      ae_err err = {0};
+      if (ae_dnscheck_set_config(p->dns, cfg, &err) != 0)
+        AE_ERROR("policy", "reload: %s", err.msg);
+    }
     ae_config_free(old);
   }
   ring_configure(p, cfg->on_demand.rate_per_3h);
@@ -386,32 +396,12 @@ static void log_decision(const char *name, int allowed, const char *reason, cons
     AE_INFO("policy", "%s denied: %s (%s)", name, reason, how);
 }
 
-static void ask_done(void *ud, const ae_http_response *resp) {
-  ask_flight *f = ud;
+/* Caches the final answer and completes every waiter of the flight, then frees it. */
+static void flight_finish(ask_flight *f, int allowed, const char *reason, uint64_t ttl, const char *how) {
   ae_policy *p = f->p;
-  f->hreq = NULL;
   flight_forget(p, f);
-
-  int allowed = 0;
-  const char *reason;
-  uint64_t ttl;
-  if (resp->code == 0 && resp->status == 200) {
-    allowed = 1;
-    reason = NULL;
-    ttl = ASK_TTL_ALLOW_MS;
-  } else if (resp->code == 0 && resp->status > 0) {
-    reason = "ask_denied";
-    ttl = ASK_TTL_DENY_MS;
-  } else {
-    reason = "ask_failed";
-    ttl = ASK_TTL_FAIL_MS;
-    AE_WARN("policy", "ask request for %s failed: %s", f->name,
-            resp->error[0] ? resp->error : ae_strerror(resp->code));
-  }
   if (!p->closing)
     cache_put(p, f->name, allowed, reason, ttl);
-  char how[64];
-  snprintf(how, sizeof(how), "ask answered %ld", resp->status);
   log_decision(f->name, allowed, reason, how);
 
   /* Each waiter is unlinked before its callback, so callbacks may cancel other waiters. */
@@ -429,6 +419,81 @@ static void ask_done(void *ud, const ae_http_response *resp) {
     free(r);
   }
   free(f);
+}
+
+static void dns_checked(void *ud, ae_dns_verdict v, unsigned ttl_s, const char *detail) {
+  ask_flight *f = ud;
+  f->dreq = NULL;
+  char how[192];
+  snprintf(how, sizeof(how), "dns_check: %s", detail ? detail : "");
+  if (v == AE_DNS_FAILED)
+    AE_WARN("policy", "DNS check for %s failed, denying (fail closed): %s", f->name, detail ? detail : "");
+  if (v == AE_DNS_MATCH)
+    flight_finish(f, 1, NULL, (uint64_t)ttl_s * 1000u, how);
+  else
+    flight_finish(f, 0, v == AE_DNS_MISMATCH ? "dns_mismatch" : "dns_failed", (uint64_t)ttl_s * 1000u, how);
+}
+
+/* Starts the DNS stage of a flight: 0, or <0 (logged) when it could not start. */
+static int dns_stage(ask_flight *f) {
+  ae_policy *p = f->p;
+  ae_err err = {0};
+  int r = 0;
+  if (!p->dns)
+    r = ae_dnscheck_new(p->loop, p->cfg, &p->dns, &err);
+  if (r == 0)
+    r = ae_dnscheck_start(p->dns, f->name, dns_checked, f, &f->dreq);
+  if (r != 0)
+    AE_WARN("policy", "DNS check for %s not started, denying (fail closed): %s", f->name,
+            err.msg[0] ? err.msg : ae_strerror(r));
+  return r;
+}
+
+static void ask_done(void *ud, const ae_http_response *resp) {
+  ask_flight *f = ud;
+  ae_policy *p = f->p;
+  f->hreq = NULL;
+
+  int allowed = 0;
+  const char *reason;
+  uint64_t ttl;
+  if (resp->code == 0 && resp->status == 200) {
+    allowed = 1;
+    reason = NULL;
+    ttl = ASK_TTL_ALLOW_MS;
+  } else if (resp->code == 0 && resp->status > 0) {
+    reason = "ask_denied";
+    ttl = ASK_TTL_DENY_MS;
+  } else {
+    reason = "ask_failed";
+    ttl = ASK_TTL_FAIL_MS;
+    AE_WARN("policy", "ask request for %s failed: %s", f->name,
+            resp->error[0] ? resp->error : ae_strerror(resp->code));
+  }
+  if (allowed && !p->closing && p->cfg->dns_check.enabled) {
+    if (dns_stage(f) == 0)
+      return;
+    allowed = 0;
+    reason = "dns_failed";
+    ttl = ASK_TTL_FAIL_MS;
+  }
+  char how[64];
+  snprintf(how, sizeof(how), "ask answered %ld", resp->status);
+  flight_finish(f, allowed, reason, ttl, how);
+}
+
+/* A flight without ask: straight to the DNS pre-check. */
+static int dns_flight_start(ae_policy *p, const char *name, ask_flight **out) {
+  if (p->nflights >= ASK_INFLIGHT_MAX)
+    return AE_ELIMIT;
+  ask_flight *f = ae_calloc(1, sizeof(*f));
+  f->p = p;
+  snprintf(f->name, sizeof(f->name), "%s", name);
+  f->in_map = 1;
+  p->nflights++;
+  ae_strmap_put(&p->flights, name, f);
+  *out = f;
+  return 0;
 }
 
 static int ask_start(ae_policy *p, const char *name, ask_flight **out) {
@@ -482,7 +547,7 @@ int ae_policy_check(ae_policy *p, const char *name, ae_policy_cb cb, void *ud, a
     log_decision(name, 0, "not_allowed", "allow list");
     return 0;
   }
-  if (!cfg->on_demand.ask) {
+  if (!cfg->on_demand.ask && !cfg->dns_check.enabled) {
     log_decision(name, 1, NULL, "allow list");
     return 1;
   }
@@ -490,20 +555,29 @@ int ae_policy_check(ae_policy *p, const char *name, ae_policy_cb cb, void *ud, a
   if (e) {
     if (!e->allowed && reason)
       *reason = e->reason;
-    log_decision(name, e->allowed, e->reason, "cached ask answer");
+    log_decision(name, e->allowed, e->reason, "cached answer");
     return e->allowed;
   }
   ask_flight *f = ae_strmap_get(&p->flights, name);
   if (!f) {
-    int r = ask_start(p, name, &f);
+    int r = cfg->on_demand.ask ? ask_start(p, name, &f) : dns_flight_start(p, name, &f);
     if (r == AE_ELIMIT) {
+      const char *why = cfg->on_demand.ask ? "ask_failed" : "dns_failed";
       if (reason)
-        *reason = "ask_failed";
-      log_decision(name, 0, "ask_failed", "too many ask requests in flight");
+        *reason = why;
+      log_decision(name, 0, why, "too many checks in flight");
       return 0;
     }
     if (r < 0)
       return r;
+    if (!cfg->on_demand.ask && dns_stage(f) != 0) {
+      flight_forget(p, f);
+      free(f);
+      if (reason)
+        *reason = "dns_failed";
+      log_decision(name, 0, "dns_failed", "dns_check not started");
+      return 0;
+    }
   }
   ae_policy_req *req = ae_calloc(1, sizeof(*req));
   req->flight = f;
@@ -533,6 +607,8 @@ static void cancel_flight(void *ud, const char *key, void *value) {
     ae_policy_cancel(f->waiters);
   if (f->hreq)
     ae_httpc_cancel(f->hreq);
+  if (f->dreq)
+    ae_dnscheck_cancel(f->dreq);
   free(f);
 }
 
@@ -540,6 +616,11 @@ static void httpc_closed(void *ud) {
   ae_policy *p = ud;
   if (p->close_cb)
     p->close_cb(p->close_ud);
+}
+
+static void dns_closed(void *ud) {
+  ae_policy *p = ud;
+  ae_httpc_close(p->httpc, httpc_closed, p);
 }
 
 void ae_policy_close(ae_policy *p, void (*cb)(void *ud), void *ud) {
@@ -552,7 +633,10 @@ void ae_policy_close(ae_policy *p, void (*cb)(void *ud), void *ud) {
   ae_strmap_clear(&p->flights);
   ae_strmap_init(&p->flights);
   p->nflights = 0;
-  ae_httpc_close(p->httpc, httpc_closed, p);
+  if (p->dns)
+    ae_dnscheck_close(p->dns, dns_closed, p);
+  else
+    ae_httpc_close(p->httpc, httpc_closed, p);
 }
 
 void ae_policy_free(ae_policy *p) {
@@ -562,6 +646,7 @@ void ae_policy_free(ae_policy *p) {
   ae_strmap_clear(&p->cache);
   ae_strmap_clear(&p->flights);
   ae_httpc_free(p->httpc);
+  ae_dnscheck_free(p->dns);
   free(p->ring);
   ae_config_free(p->cfg);
   free(p);

@@ -178,6 +178,20 @@ static int admit(ae_provision *p, ae_dom *d) {
   if (p->qlen >= p->cfg->on_demand.max_queue) {
     return AE_ELIMIT;
   }
+  ae_registrable_domain(d->name, d->rd, sizeof(d->rd));
+  if (p->cfg->fair_queue.max_share < 1.0) {
+    /* One registrable domain may hold only its share of the queue, so a flood of names under
+     * one pattern leaves room for everybody else. */
+    unsigned cap = (unsigned)(p->cfg->fair_queue.max_share * p->cfg->on_demand.max_queue), same = 0;
+    if (cap == 0)
+      cap = 1;
+    for (ae_dom *x = p->qhead; x; x = x->qnext)
+      same += strcmp(x->rd, d->rd) == 0;
+    if (same >= cap) {
+      AE_INFO(SUB, "%s: %s already holds %u queued name(s) (fair_queue.max_share)", d->name, d->rd, same);
+      return AE_ELIMIT;
+    }
+  }
   d->state = DS_QUEUED;
   d->queued = 1;
   d->qnext = NULL;
@@ -209,7 +223,18 @@ static void pump(ae_provision *p) {
       }
       return;
     }
+    /* Round robin by registrable domain: the oldest name of another domain than the last one
+     * started goes first, so a flood under one domain delays others by at most one order. */
     ae_dom *d = p->qhead;
+    if (strcmp(d->rd, p->last_rd) == 0) {
+      for (ae_dom *x = d->qnext; x; x = x->qnext) {
+        if (strcmp(x->rd, p->last_rd) != 0) {
+          d = x;
+          break;
+        }
+      }
+    }
+    snprintf(p->last_rd, sizeof(p->last_rd), "%s", d->rd);
     queue_remove(p, d);
     start_job(p, d);
   }
@@ -231,7 +256,7 @@ static void on_policy(void *ud, int allowed, const char *reason) {
     return;
   }
   if (!allowed)
-    AE_INFO(SUB, "%s: denied by ask (%s)", name, reason ? reason : "denied");
+    AE_INFO(SUB, "%s: denied by ask or dns_check (%s)", name, reason ? reason : "denied");
   deny_event(p, name, allowed ? "queue_full" : (reason ? reason : "ask_denied"), NULL);
   ae_dom_remove(p, d);
   wake(p, name);

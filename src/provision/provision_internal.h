@@ -31,7 +31,12 @@ typedef struct ae_dom {
   int minting;               /* an internal CA mint holds a job slot */
   uint64_t mint_seq;         /* matches the mint's completion to this record */
   int revoked;               /* the served certificate is revoked: replace it, never renew it */
+  char rd[64];               /* registrable domain while queued (fair queue), may be truncated */
 } ae_dom;
+
+/* Writes name's registrable domain (public suffix list) into out; the name itself when it has
+ * none. Thread-safe. */
+void ae_registrable_domain(const char *name, char *out, size_t len);
 
 struct ae_provision {
   ae_provision_deps deps;
@@ -41,6 +46,7 @@ struct ae_provision {
   ae_strmap denied;          /* name -> uint64_t* (event suppression deadline, ms) */
   ae_dom *qhead, *qtail;     /* FIFO of names waiting for a job slot */
   unsigned qlen;
+  char last_rd[64];          /* registrable domain of the last started job (round robin) */
   unsigned active;           /* jobs in flight */
   uv_timer_t rate_timer;
   unsigned installs;         /* persist jobs in the thread pool */

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "acmedge/common.h"
+#include "acmedge/limits.h"
 #include "acmedge/log.h"
 #include "acmedge/metrics.h"
 #include "acmedge/tokens.h"
@@ -135,6 +136,10 @@ static void conn_choose_cert(tls_conn *c, const ae_clienthello *ch) {
     conn_start_tls(c, cert, KIND_KNOWN);
     return;
   }
+  if (ae_limits_admit_name((struct sockaddr *)&c->t.peer, c->t.sni) != 0) {
+    tc_close_handles(c, 1);
+    return;
+  }
   ae_miss_action act = f->hooks.on_miss ? f->hooks.on_miss(f->hooks.ud, c->t.sni) : AE_MISS_DEFAULT;
   if (c->closing_handles)
     return;
@@ -173,6 +178,22 @@ static void conn_choose_cert(tls_conn *c, const ae_clienthello *ch) {
 }
 
 static void conn_on_hello(tls_conn *c) {
+  if (c->f->proxy_protocol && !c->pp_done) {
+    int pr = ae_limits_proxy_header(c->in, &c->in_len, c->eof, &c->t.peer, c->t.peer_ip, sizeof(c->t.peer_ip),
+                                    &c->limit_ticket);
+    if (pr == AE_EAGAIN)
+      return;
+    if (pr != 0) {
+      tc_close_handles(c, 1);
+      return;
+    }
+    c->pp_done = 1;
+    if (c->in_len == 0) {
+      if (c->eof)
+        tc_close_handles(c, 0);
+      return;
+    }
+  }
   ae_clienthello ch;
   /* The verdict cannot change before hello_need bytes are in: a hello sent in many small pieces
    * is parsed a few times, not once per read. */
@@ -619,6 +640,11 @@ void ae_tls_conn_accept(ae_tls_front *f) {
   }
   if (f->closing || (f->max_connections && f->nconn >= f->max_connections)) {
     AE_DEBUG("tls", "connection refused: %u open (limit %u)", f->nconn, f->max_connections);
+    if (uv_tcp_close_reset(&c->tcp, conn_reject_closed) != 0)
+      uv_close((uv_handle_t *)&c->tcp, conn_reject_closed);
+    return;
+  }
+  if (ae_limits_accept(&c->tcp, f->proxy_protocol, &c->limit_ticket) != 0) {
     if (uv_tcp_close_reset(&c->tcp, conn_reject_closed) != 0)
       uv_close((uv_handle_t *)&c->tcp, conn_reject_closed);
     return;

@@ -69,6 +69,7 @@ struct tls_conn {
   uint8_t rec_hdr[5];      /* record framing seen through the pull function */
   unsigned rec_hdr_have;
   size_t rec_body_left;
+  uint32_t limit_ticket;   /* per-client limits slot, released when the connection ends */
 
   unsigned eof : 1;            /* the peer sent FIN or the socket failed */
   unsigned uv_reading : 1;
@@ -85,6 +86,7 @@ struct tls_conn {
   unsigned closing_handles : 1;
   unsigned hello_answered : 1;
   unsigned dirty : 1;          /* on the front's flush list */
+  unsigned pp_done : 1;        /* PROXY protocol header consumed */
 };
 
 struct ae_tls_front {
@@ -106,6 +108,7 @@ struct ae_tls_front {
   unsigned wait_timeout_ms;     /* longest hold */
   unsigned max_held;
   unsigned max_connections;     /* 0 = unlimited */
+  int proxy_protocol;           /* listen.proxy_protocol: a PROXY v2 header precedes TLS */
 
   unsigned nconn, nheld;
   tls_conn *conns;

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "acmedge/common.h"
+#include "acmedge/limits.h"
 #include "acmedge/log.h"
 #include "acmedge/metrics.h"
 
@@ -57,6 +58,7 @@ static void conn_handle_closed(uv_handle_t *h) {
     f->conns = c->next;
   if (c->next)
     c->next->prev = c->prev;
+  ae_limits_release(c->limit_ticket);
   f->nconn--;
   ae_metrics_add(AE_M_CONN_OPEN, -1);
   free(c);

@@ -257,6 +257,7 @@ EOF
     -http01 "" -https01 "" -tlsalpn01 "" -dns01 "127.0.0.1:$PEBBLE_DNS_PORT" \
     -management "127.0.0.1:$chall_mgmt"
   ae_wait_for ae_port_open "$chall_mgmt" || ae_fail "pebble-challtestsrv did not start"
+  export PEBBLE_CHALL_MGMT="http://127.0.0.1:$chall_mgmt" # /add-a, /clear-a, /set-cname, ...
   export PEBBLE_DIR="https://127.0.0.1:$PEBBLE_PORT/dir"
   export PEBBLE_MGMT="https://127.0.0.1:$PEBBLE_MGMT_PORT"
   export PEBBLE_LOG="$T/pebble.log"
