@@ -59,6 +59,13 @@ typedef struct ae_config {
     unsigned backoff_max_s;
   } on_demand;
 
+  struct {                    /* cert_cache.*: bounded certificate cache, lazy loading */
+    unsigned max_entries;     /* named certificates in memory, 0 = unbounded; default 100000 */
+    unsigned negative_ttl_ms; /* how long a name storage lacks is not looked up again; 10000 */
+    unsigned negative_max;    /* slots of that negative cache; 16384 */
+    int preload;              /* load every stored certificate at start (blocking); default off */
+  } cert_cache;
+
   ae_route *routes;
   size_t nroutes;
   char **trusted_proxies;     /* peer IPs whose X-Forwarded-For is appended to, not replaced */

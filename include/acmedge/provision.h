@@ -40,6 +40,12 @@ void ae_provision_set_config(ae_provision *p, const ae_config *cfg);
 /* Loads every certificate found in storage into the cert store (event cert_loaded each) and
  * schedules renewals. Returns the number loaded in *count. */
 int ae_provision_load(ae_provision *p, size_t *count, ae_err *err);
+/* Lazy start: indexes stored certificates for renewal in the background (thread pool) instead
+ * of loading them; names are read from storage on first use. Returns at once. */
+int ae_provision_start_index(ae_provision *p, ae_err *err);
+/* Cert store eviction callback (ud = the provisioner): an idle evicted name leaves memory and
+ * its renewal moves to the index. Call on the provisioner's loop only. */
+void ae_provision_evicted(void *ud, const char *name, ae_cert *cert);
 /* TLS miss path: decides default / hold / alert for an SNI without a certificate and starts
  * issuance when policy allows. */
 ae_miss_action ae_provision_on_sni(ae_provision *p, const char *name);
