@@ -120,6 +120,51 @@ int ae_renew_index_peek(const ae_provision *p, size_t i, const char **name, int6
 
 size_t ae_renew_index_size(const ae_provision *p) { return p->ri_n; }
 
+size_t ae_renew_index_soonest(const ae_provision *p, size_t max, size_t *out) {
+  /* Best-first walk of the heap: the k-th smallest is a child of one of the k-1 taken before,
+   * so a small frontier (itself a heap of slot numbers) yields them in O(max log max). */
+  size_t *front = ae_malloc((2 * max + 2) * sizeof(size_t));
+  size_t nf = 0, got = 0;
+  if (p->ri_n > 0)
+    front[nf++] = 0;
+  while (got < max && nf > 0) {
+    size_t best = 0;
+    for (size_t i = 1; i < nf; i++)
+      if (p->ri[front[i]].at < p->ri[front[best]].at)
+        best = i;
+    size_t slot = front[best];
+    front[best] = front[--nf];
+    out[got++] = slot;
+    if (2 * slot + 1 < p->ri_n)
+      front[nf++] = 2 * slot + 1;
+    if (2 * slot + 2 < p->ri_n)
+      front[nf++] = 2 * slot + 2;
+  }
+  free(front);
+  return got;
+}
+
+json_t *ae_provision_renewal_index_json(ae_provision *p, size_t max) {
+  json_t *o = json_object();
+  json_object_set_new(o, "ready", json_boolean(p->index_ready));
+  json_object_set_new(o, "stored_at_start", json_integer((json_int_t)p->stored_indexed));
+  json_object_set_new(o, "pending", json_integer((json_int_t)p->ri_n));
+  json_t *arr = json_array();
+  size_t *slots = ae_malloc((max + 1) * sizeof(size_t));
+  size_t n = ae_renew_index_soonest(p, max, slots);
+  for (size_t i = 0; i < n; i++) {
+    char when[40];
+    ae_time_rfc3339(p->ri[slots[i]].at, when, sizeof(when));
+    json_t *e = json_object();
+    json_object_set_new(e, "domain", json_string(p->ri[slots[i]].name));
+    json_object_set_new(e, "renew_at", json_string(when));
+    json_array_append_new(arr, e);
+  }
+  free(slots);
+  json_object_set_new(o, "soonest", arr);
+  return o;
+}
+
 int64_t ae_renew_at(int64_t not_before, int64_t not_after) {
   int64_t life = not_after - not_before;
   return not_before + (life > 0 ? life * 2 / 3 : 0);

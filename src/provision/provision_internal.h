@@ -96,6 +96,8 @@ void ae_renew_index_close(struct ae_provision *p);
 /* i-th heap slot (0 = soonest); AE_ENOTFOUND past the end. name is owned by the index. */
 int ae_renew_index_peek(const struct ae_provision *p, size_t i, const char **name, int64_t *at);
 size_t ae_renew_index_size(const struct ae_provision *p);
+/* Fills out (room for max) with the heap slots of the max soonest entries, soonest first. */
+size_t ae_renew_index_soonest(const struct ae_provision *p, size_t max, size_t *out);
 /* Renew-at for a validity period: two thirds into it. */
 int64_t ae_renew_at(int64_t not_before, int64_t not_after);
 /* strmap foreach callback freeing values. */
