@@ -112,6 +112,11 @@ static json_t *admin_list(void *ud) {
   return ae_provision_domains_json(app->provision);
 }
 
+static json_t *admin_list_page(void *ud, size_t limit, const char *after, const char *state) {
+  ae_app *app = ud;
+  return ae_provision_domains_query(app->provision, limit, after, state);
+}
+
 static int admin_add(void *ud, const char *name, ae_err *err) {
   ae_app *app = ud;
   return ae_provision_request(app->provision, name, "api", err);
@@ -255,6 +260,7 @@ static int app_start(ae_app *app, ae_err *err) {
   if (cfg->listen_admin) {
     ae_admin_hooks ah = {.ud = app,
                          .list_domains = admin_list,
+                         .list_domains_page = admin_list_page,
                          .add_domain = admin_add,
                          .delete_domain = admin_delete,
                          .extra_metrics = admin_metrics};

@@ -25,6 +25,10 @@ typedef struct ae_admin_hooks {
   int (*delete_domain)(void *ud, const char *name, ae_err *err);
   /* malloc'd Prometheus text appended to /metrics (per-domain series), or NULL. */
   char *(*extra_metrics)(void *ud);
+  /* New reference to one page {"domains": [...], "next": NAME or null} of at most limit names
+   * after `after` (NULL = first page), only names in `state` when not NULL. NULL hook: query
+   * parameters are ignored and the whole list is returned. */
+  json_t *(*list_domains_page)(void *ud, size_t limit, const char *after, const char *state);
 } ae_admin_hooks;
 
 /* Starts listening on cfg->listen_admin ("host:port", "[v6]:port", "unix:/path" or "/path"); a NULL

@@ -59,8 +59,13 @@ ae_h80_state ae_provision_on_http(ae_provision *p, const char *host, unsigned *r
 int ae_provision_request(ae_provision *p, const char *name, const char *source, ae_err *err);
 /* Forgets name: cancels its job, removes it from the cert store and from storage. */
 int ae_provision_forget(ae_provision *p, const char *name, ae_err *err);
-/* New reference: JSON array of managed domains (design §5). */
+/* New reference: JSON array of managed domains (design §5): records in memory and stored names
+ * known to the renewal index (state "valid", "in_memory": false). */
 json_t *ae_provision_domains_json(ae_provision *p);
+/* New reference: with limit > 0, {"domains": [...], "next": NAME or null} holding the first
+ * limit names after `after` (NULL = from the start) in byte order; with limit 0, the whole
+ * array as ae_provision_domains_json. state (NULL = any) keeps only names in that state. */
+json_t *ae_provision_domains_query(ae_provision *p, size_t limit, const char *after, const char *state);
 /* Per-domain Prometheus series (malloc'd text, caller frees). */
 char *ae_provision_metrics(ae_provision *p);
 /* Cancels jobs and timers; cb when every handle is closed. */

@@ -100,6 +100,8 @@ size_t ae_renew_index_size(const struct ae_provision *p);
 size_t ae_renew_index_soonest(const struct ae_provision *p, size_t max, size_t *out);
 /* Renew-at for a validity period: two thirds into it. */
 int64_t ae_renew_at(int64_t not_before, int64_t not_after);
+/* New reference: the admin JSON object of one record (design section 5). */
+json_t *ae_dom_json(const ae_dom *d);
 /* strmap foreach callback freeing values. */
 void ae_free_value_cb(void *ud, const char *key, void *value);
 

@@ -7,40 +7,35 @@
 #include <stdlib.h>
 #include <time.h>
 
-json_t *ae_provision_domains_json(ae_provision *p) {
-  json_t *arr = json_array();
-  for (size_t i = 0; i < p->doms.cap; i++) {
-    ae_dom *d = p->doms.slots[i].key ? p->doms.slots[i].value : NULL;
-    if (!d)
-      continue;
-    json_t *o = json_object();
-    json_object_set_new(o, "domain", json_string(d->name));
-    json_object_set_new(o, "state", json_string(ae_dom_state_name(d)));
-    char buf[40];
-    if (d->has_cert) {
-      ae_time_rfc3339(d->not_after, buf, sizeof(buf));
-      json_object_set_new(o, "not_after", json_string(buf));
-    } else {
-      json_object_set_new(o, "not_after", json_null());
-    }
-    json_object_set_new(o, "issuer", d->issuer ? json_string(d->issuer) : json_null());
-    json_object_set_new(o, "serial", d->serial ? json_string(d->serial) : json_null());
-    json_object_set_new(o, "last_error", d->last_error ? json_string(d->last_error) : json_null());
-    json_object_set_new(o, "last_problem", d->last_problem ? json_string(d->last_problem) : json_null());
-    if (d->retry_at) {
-      ae_time_rfc3339(d->retry_at, buf, sizeof(buf));
-      json_object_set_new(o, "retry_at", json_string(buf));
-    } else {
-      json_object_set_new(o, "retry_at", json_null());
-    }
-    if (d->has_cert && uv_is_active((uv_handle_t *)&d->timer)) {
-      ae_time_rfc3339(d->renew_at, buf, sizeof(buf));
-      json_object_set_new(o, "renew_at", json_string(buf));
-    }
-    json_array_append_new(arr, o);
+json_t *ae_dom_json(const ae_dom *d) {
+  json_t *o = json_object();
+  json_object_set_new(o, "domain", json_string(d->name));
+  json_object_set_new(o, "state", json_string(ae_dom_state_name(d)));
+  char buf[40];
+  if (d->has_cert) {
+    ae_time_rfc3339(d->not_after, buf, sizeof(buf));
+    json_object_set_new(o, "not_after", json_string(buf));
+  } else {
+    json_object_set_new(o, "not_after", json_null());
   }
-  return arr;
+  json_object_set_new(o, "issuer", d->issuer ? json_string(d->issuer) : json_null());
+  json_object_set_new(o, "serial", d->serial ? json_string(d->serial) : json_null());
+  json_object_set_new(o, "last_error", d->last_error ? json_string(d->last_error) : json_null());
+  json_object_set_new(o, "last_problem", d->last_problem ? json_string(d->last_problem) : json_null());
+  if (d->retry_at) {
+    ae_time_rfc3339(d->retry_at, buf, sizeof(buf));
+    json_object_set_new(o, "retry_at", json_string(buf));
+  } else {
+    json_object_set_new(o, "retry_at", json_null());
+  }
+  if (d->has_cert && uv_is_active((uv_handle_t *)&d->timer)) {
+    ae_time_rfc3339(d->renew_at, buf, sizeof(buf));
+    json_object_set_new(o, "renew_at", json_string(buf));
+  }
+  return o;
 }
+
+json_t *ae_provision_domains_json(ae_provision *p) { return ae_provision_domains_query(p, 0, NULL, NULL); }
 
 /* Per-domain series only for the soonest-expiring names: a series per name for a million names
  * is a denial of service on the scraper. Every name still counts in the expiry histogram. */

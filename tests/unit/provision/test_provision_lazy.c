@@ -246,6 +246,27 @@ static void test_index_order_and_due_renewal(void **state) {
   j = ae_provision_renewal_index_json(f.p, 2);
   assert_int_equal(json_array_size(json_object_get(j, "soonest")), 2);
   json_decref(j);
+  /* Paging walks records and index names together, in name order, each once. */
+  json_t *pg = ae_provision_domains_query(f.p, 2, NULL, NULL);
+  json_t *doms = json_object_get(pg, "domains");
+  assert_int_equal(json_array_size(doms), 2);
+  assert_string_equal(json_string_value(json_object_get(json_array_get(doms, 0), "domain")), "due.example.test");
+  assert_string_equal(json_string_value(json_object_get(json_array_get(doms, 1), "domain")), "late.example.test");
+  assert_string_equal(json_string_value(json_object_get(pg, "next")), "late.example.test");
+  json_decref(pg);
+  pg = ae_provision_domains_query(f.p, 2, "late.example.test", NULL);
+  doms = json_object_get(pg, "domains");
+  assert_int_equal(json_array_size(doms), 2);
+  assert_string_equal(json_string_value(json_object_get(json_array_get(doms, 0), "domain")), "mid.example.test");
+  assert_string_equal(json_string_value(json_object_get(json_array_get(doms, 1), "domain")), "soon.example.test");
+  assert_true(json_is_null(json_object_get(pg, "next")));
+  json_decref(pg);
+  pg = ae_provision_domains_query(f.p, 10, NULL, "failed");
+  assert_int_equal(json_array_size(json_object_get(pg, "domains")), 0);
+  json_decref(pg);
+  pg = ae_provision_domains_json(f.p);
+  assert_int_equal(json_array_size(pg), 4);
+  json_decref(pg);
   assert_int_equal(loaded_count(&f.r, "soon.example.test"), 0);
   assert_int_equal(loaded_count(&f.r, "late.example.test"), 0);
   assert_int_equal(f.r.requested, 0);
