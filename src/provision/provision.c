@@ -474,6 +474,13 @@ static void schedule_retry_or_renewal(ae_dom *d) {
 void ae_provision_installed(ae_provision *p, const char *name, ae_cert *cert, const char *cert_id, int loaded,
                             const char *err) {
   ae_dom *d = ae_strmap_get(&p->doms, name);
+  if (loaded && cert && d && dom_busy(d)) {
+    /* Read back after an eviction while a renewal runs: serve it, leave the record's state
+     * machine to the job in flight. */
+    ae_certstore_put(p->deps.certs, name, cert);
+    wake(p, name);
+    return;
+  }
   if (!d) {
     if (!loaded)
       return; /* forgotten while persisting */
