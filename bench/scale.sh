@@ -78,7 +78,7 @@ run_acmedge() {
   gen "$d" "$n"
   mv "$d/storage/certs/bench" "$d/storage/certs/127.0.0.1_9"
   touch=$((n < SCALE_TOUCH ? n : SCALE_TOUCH))
-  awk '{print $1}' "$d/serials.txt" | head -n "$touch" >"$d/names.txt"
+  awk -v m="$touch" 'NR <= m {print $1}' "$d/serials.txt" >"$d/names.txt"
   ae_config_write "$d/acmedge.json" "{\"on_demand\": {\"enabled\": false},
     \"log\": {\"level\": \"info\"}, \"cert_cache\": {\"max_entries\": $SCALE_CACHE}}"
   t0=$(now_ms)
