@@ -35,24 +35,36 @@ metric() {
   curl -sf --noproxy '*' "http://127.0.0.1:$AE_ADMIN_PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'
 }
 
-# Start -> listening, polled every 10 ms.
-t0=$(date +%s%N)
-ae_bg acmedge "$ACMEDGE_BIN" run -c "$T/acmedge.json"
-ACMEDGE_PID=$(cat "$T/acmedge.pid")
-export ACMEDGE_PID
-listening=0
-for ((i = 0; i < 3000; i++)); do
-  if ae_port_open "$AE_HTTPS_PORT"; then
-    listening=1
-    break
-  fi
-  ae_pid_alive "$ACMEDGE_PID" || ae_fail "acmedge exited during start-up"
-  sleep 0.01
-done
-((listening)) || ae_fail "acmedge did not listen within 30 s"
-start_ms=$((($(date +%s%N) - t0) / 1000000))
-echo "start -> listening: $start_ms ms with $N stored certificates (asan=$asan)"
-((start_ms < 1000 * slow)) || ae_fail "listening took $start_ms ms (bound $((1000 * slow)) ms)"
+# start_ms CONFIG : starts acmedge and prints the milliseconds until its https port accepts
+# (polled every 10 ms).
+start_ms() {
+  local t0 i
+  t0=$(date +%s%N)
+  ae_bg acmedge "$ACMEDGE_BIN" run -c "$1"
+  ACMEDGE_PID=$(cat "$T/acmedge.pid")
+  export ACMEDGE_PID
+  for ((i = 0; i < 3000; i++)); do
+    if ae_port_open "$AE_HTTPS_PORT"; then
+      echo $((($(date +%s%N) - t0) / 1000000))
+      return 0
+    fi
+    ae_pid_alive "$ACMEDGE_PID" || ae_fail "acmedge exited during start-up"
+    sleep 0.01
+  done
+  ae_fail "acmedge did not listen within 30 s"
+}
+
+# Baseline: the same start with an empty storage, so a loaded machine is told apart from a
+# start-up that grows with the stored names.
+ae_config_write "$T/empty.json" "{\"workers\": 2, \"storage\": {\"path\": \"$T/empty-storage\"}}"
+base_ms=$(start_ms "$T/empty.json")
+acmedge_stop
+started_ms=$(start_ms "$T/acmedge.json")
+echo "start -> listening: $started_ms ms with $N stored certificates, $base_ms ms with none (asan=$asan)"
+bound=$((1000 * slow))
+# On a machine so loaded that even an empty start takes half the bound, compare with it instead.
+if ((base_ms * 2 > bound)); then bound=$((base_ms * 2 + 500)); fi
+((started_ms < bound)) || ae_fail "listening took $started_ms ms with $N stored names (bound $bound ms)"
 
 # A random stored name: its own certificate, read from storage on the first handshake.
 pick=$(shuf -n 1 "$T/all.txt")
