@@ -257,7 +257,8 @@ static void scan_after_cb(uv_work_t *req, int status) {
       p->ri_cap = p->ri_n + s->n;
       p->ri = ae_realloc(p->ri, p->ri_cap * sizeof(*p->ri));
     }
-    memcpy(p->ri + p->ri_n, s->v, s->n * sizeof(*s->v));
+    if (s->n)
+      memcpy(p->ri + p->ri_n, s->v, s->n * sizeof(*s->v));
     p->ri_n += s->n;
     for (size_t i = p->ri_n / 2; i-- > 0;)
       sift_down(p->ri, p->ri_n, i);
