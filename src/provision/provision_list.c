@@ -98,7 +98,8 @@ json_t *ae_provision_domains_query(ae_provision *p, size_t limit, const char *af
       offer(&s, &c);
     }
   }
-  qsort(s.v, s.n, sizeof(cand), by_name);
+  if (s.n)
+    qsort(s.v, s.n, sizeof(cand), by_name);
   json_t *arr = json_array();
   for (size_t i = 0; i < s.n; i++) {
     if (s.v[i].d) {
