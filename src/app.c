@@ -143,6 +143,11 @@ static json_t *admin_list(void *ud) {
   return list;
 }
 
+static json_t *admin_list_page(void *ud, size_t limit, const char *after, const char *state) {
+  ae_app *app = ud;
+  return ae_provision_domains_query(app->provision, limit, after, state);
+}
+
 static int admin_add(void *ud, const char *name, ae_err *err) {
   ae_app *app = ud;
   return ae_provision_request(app->provision, name, "api", err);
@@ -288,7 +293,8 @@ static int app_start(ae_app *app, ae_err *err) {
     return r;
   if (ae_storage_ca_host(cfg->acme.directory, app->ca_host, sizeof(app->ca_host)) != 0)
     return ae_err_set(err, AE_EINVAL, "%s: acme.directory: cannot derive a host from '%s'", cfg->path, cfg->acme.directory);
-  if ((r = ae_certstore_new(&app->certs)) != 0)
+  ae_certstore_opts co = {.max_entries = cfg->cert_cache.max_entries, .negative_slots = cfg->cert_cache.negative_max};
+  if ((r = ae_certstore_new_opts(&co, &app->certs)) != 0)
     return ae_err_set(err, r, "cannot create certificate store");
   if (cfg->internal_ca.enabled && (r = start_internal_ca(app, err)) != 0)
     return r;
@@ -336,10 +342,15 @@ static int app_start(ae_app *app, ae_err *err) {
                             .leaves = app->leaves};
   if ((r = ae_provision_new(&deps, cfg, &app->provision, err)) != 0)
     return r;
-  size_t loaded = 0;
-  if ((r = ae_provision_load(app->provision, &loaded, err)) != 0)
+  ae_certstore_set_evict_cb(app->certs, ae_provision_evicted, app->provision);
+  if (cfg->cert_cache.preload) {
+    size_t loaded = 0;
+    if ((r = ae_provision_load(app->provision, &loaded, err)) != 0)
+      return r;
+    AE_INFO(SUB, "loaded %zu certificate(s) from %s/certs/%s", loaded, cfg->storage_path, app->ca_host);
+  } else if ((r = ae_provision_start_index(app->provision, err)) != 0) {
     return r;
-  AE_INFO(SUB, "loaded %zu certificate(s) from %s/certs/%s", loaded, cfg->storage_path, app->ca_host);
+  }
 
   if ((r = ae_proxy_new(&app->loop, cfg, &app->proxy, err)) != 0)
     return r;
@@ -368,6 +379,7 @@ static int app_start(ae_app *app, ae_err *err) {
   if (cfg->listen_admin) {
     ae_admin_hooks ah = {.ud = app,
                          .list_domains = admin_list,
+                         .list_domains_page = admin_list_page,
                          .add_domain = admin_add,
                          .delete_domain = admin_delete,
                          .revoke_domain = admin_revoke,

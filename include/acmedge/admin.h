@@ -36,6 +36,10 @@ typedef struct ae_admin_hooks {
    * later (ae_admin_reply_send). Returning <0 answers at once (reply not used): AE_ENOTFOUND ->
    * 404, AE_EINVAL -> 400, else 500. */
   int (*revoke_domain)(void *ud, const char *name, int reason, ae_admin_reply *reply, ae_err *err);
+  /* New reference to one page {"domains": [...], "next": NAME or null} of at most limit names
+   * after `after` (NULL = first page), only names in `state` when not NULL. NULL hook: query
+   * parameters are ignored and the whole list is returned. */
+  json_t *(*list_domains_page)(void *ud, size_t limit, const char *after, const char *state);
 } ae_admin_hooks;
 
 /* Starts listening on cfg->listen_admin ("host:port", "[v6]:port", "unix:/path" or "/path"); a NULL

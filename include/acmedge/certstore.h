@@ -1,4 +1,5 @@
-/* SNI certificate cache: name -> refcounted certificate, parsed once, swapped atomically. */
+/* SNI certificate cache: name -> refcounted certificate, parsed once, swapped atomically;
+ * optionally bounded (CLOCK eviction) with a negative cache for names storage lacks. */
 #ifndef ACMEDGE_CERTSTORE_H
 #define ACMEDGE_CERTSTORE_H
 
@@ -45,8 +46,33 @@ int ae_cert_generate_selfsigned(const char *cn, const char *const *names, size_t
 
 typedef struct ae_certstore ae_certstore;
 
-/* Creates an empty store. Caller owns it (ae_certstore_free). */
+/* Store options: max_entries bounds the named certificates held (0 = unbounded; beyond it the
+ * coldest names are evicted, CLOCK); negative_slots sizes the cache of names storage lacks
+ * (0 = 16384). */
+typedef struct ae_certstore_opts {
+  size_t max_entries;
+  size_t negative_slots;
+} ae_certstore_opts;
+
+/* Called once per evicted name (store locks not held, on the thread that called put), with the
+ * lowercase name and the evicted cert (borrowed: valid during the call). */
+typedef void (*ae_certstore_evict_cb)(void *ud, const char *name, ae_cert *cert);
+
+/* Creates an empty, unbounded store. Caller owns it (ae_certstore_free). */
 int ae_certstore_new(ae_certstore **out);
+/* Creates an empty store with options (o may be NULL). Caller owns it (ae_certstore_free). */
+int ae_certstore_new_opts(const ae_certstore_opts *o, ae_certstore **out);
+/* Sets the eviction callback (before the store is shared between threads). */
+void ae_certstore_set_evict_cb(ae_certstore *cs, ae_certstore_evict_cb cb, void *ud);
+/* The configured bound (0 = unbounded) and the number of evictions so far. */
+size_t ae_certstore_max_entries(const ae_certstore *cs);
+uint64_t ae_certstore_evictions(ae_certstore *cs);
+/* Negative cache (thread-safe, fixed size): remembers for ttl_ms that storage lacks name. */
+void ae_certstore_mark_absent(ae_certstore *cs, const char *name, uint64_t ttl_ms);
+/* Returns 1 while name is remembered as absent from storage. */
+int ae_certstore_known_absent(ae_certstore *cs, const char *name);
+/* Forgets an absent mark (a certificate for name was just stored). put() does this too. */
+void ae_certstore_forget_absent(ae_certstore *cs, const char *name);
 /* Frees the store and drops its references (certs in use by connections live on). */
 void ae_certstore_free(ae_certstore *cs);
 /* Installs or replaces name -> cert (store takes its own reference). Thread-safe. Names are

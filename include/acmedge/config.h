@@ -69,6 +69,12 @@ typedef struct ae_config {
     unsigned intermediate_lifetime_s; /* default 604800 */
     unsigned cache_max;               /* minted fallback leaves kept, default 10000 */
   } internal_ca;
+  struct {                    /* cert_cache.*: bounded certificate cache, lazy loading */
+    unsigned max_entries;     /* named certificates in memory, 0 = unbounded; default 100000 */
+    unsigned negative_ttl_ms; /* how long a name storage lacks is not looked up again; 10000 */
+    unsigned negative_max;    /* slots of that negative cache; 16384 */
+    int preload;              /* load every stored certificate at start (blocking); default off */
+  } cert_cache;
 
   ae_route *routes;
   size_t nroutes;

@@ -48,6 +48,15 @@ void ae_provision_set_config(ae_provision *p, const ae_config *cfg);
 /* Loads every certificate found in storage into the cert store (event cert_loaded each) and
  * schedules renewals. Returns the number loaded in *count. */
 int ae_provision_load(ae_provision *p, size_t *count, ae_err *err);
+/* Lazy start: indexes stored certificates for renewal in the background (thread pool) instead
+ * of loading them; names are read from storage on first use. Returns at once. */
+int ae_provision_start_index(ae_provision *p, ae_err *err);
+/* Cert store eviction callback (ud = the provisioner): an idle evicted name leaves memory and
+ * its renewal moves to the index. Call on the provisioner's loop only. */
+void ae_provision_evicted(void *ud, const char *name, ae_cert *cert);
+/* New reference: the renewal index of stored names not in memory, {"ready", "stored_at_start",
+ * "pending", "soonest": [{"domain", "renew_at"}] (at most max, soonest first)}. */
+json_t *ae_provision_renewal_index_json(ae_provision *p, size_t max);
 /* TLS miss path: decides default / hold / alert for an SNI without a certificate and starts
  * issuance when policy allows. */
 ae_miss_action ae_provision_on_sni(ae_provision *p, const char *name);
@@ -71,8 +80,13 @@ typedef void (*ae_provision_revoke_fn)(void *ud, int code, const char *problem, 
  * name has no certificate of its own; done is then never called. */
 int ae_provision_revoke(ae_provision *p, const char *name, int reason, ae_provision_revoke_fn done, void *ud,
                         ae_err *err);
-/* New reference: JSON array of managed domains (design §5). */
+/* New reference: JSON array of managed domains (design §5): records in memory and stored names
+ * known to the renewal index (state "valid", "in_memory": false). */
 json_t *ae_provision_domains_json(ae_provision *p);
+/* New reference: with limit > 0, {"domains": [...], "next": NAME or null} holding the first
+ * limit names after `after` (NULL = from the start) in byte order; with limit 0, the whole
+ * array as ae_provision_domains_json. state (NULL = any) keeps only names in that state. */
+json_t *ae_provision_domains_query(ae_provision *p, size_t limit, const char *after, const char *state);
 /* Per-domain Prometheus series (malloc'd text, caller frees). */
 char *ae_provision_metrics(ae_provision *p);
 /* Cancels jobs and timers; cb when every handle is closed. */

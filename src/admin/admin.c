@@ -257,7 +257,7 @@ static void handle_request(adm_conn *c) {
       ae_adm_api_metrics(c);
   } else if (strcmp(path, "/v1/domains") == 0) {
     if (method == HTTP_GET)
-      ae_adm_api_domains_list(c);
+      ae_adm_api_domains_list(c, query);
     else if (method == HTTP_POST)
       ae_adm_api_domains_post(c);
     else

@@ -45,8 +45,63 @@ void ae_adm_api_pki_root(adm_conn *c) {
   free(pem);
 }
 
-void ae_adm_api_domains_list(adm_conn *c) {
+/* Finds key=value in a query string and decodes the value into out; 1 found, 0 absent, -1 bad. */
+static int query_get(const char *query, const char *key, char *out, size_t outlen) {
+  size_t kl = strlen(key);
+  for (const char *p = query; p && *p;) {
+    const char *end = strchr(p, '&');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    if (len > kl && strncmp(p, key, kl) == 0 && p[kl] == '=') {
+      char raw[512];
+      if (len - kl - 1 >= sizeof(raw))
+        return -1;
+      memcpy(raw, p + kl + 1, len - kl - 1);
+      raw[len - kl - 1] = '\0';
+      if (raw[0] == '\0') {
+        out[0] = '\0';
+        return 1;
+      }
+      return pct_decode(raw, out, outlen) == 0 ? 1 : -1;
+    }
+    p = end ? end + 1 : NULL;
+  }
+  return 0;
+}
+
+void ae_adm_api_domains_list(adm_conn *c, const char *query) {
   ae_admin *a = c->a;
+  char limit_s[32] = "", after[300] = "", state[32] = "";
+  int hl = query_get(query, "limit", limit_s, sizeof(limit_s));
+  int ha = query_get(query, "after", after, sizeof(after));
+  int hs = query_get(query, "state", state, sizeof(state));
+  if (hl < 0 || ha < 0 || hs < 0) {
+    ae_adm_respond_error(c, 400, NULL, "bad query string (limit, after, state)");
+    return;
+  }
+  if (hs == 1 && strcmp(state, "pending") != 0 && strcmp(state, "valid") != 0 && strcmp(state, "failed") != 0 &&
+      strcmp(state, "renewing") != 0) {
+    ae_adm_respond_error(c, 400, NULL, "state: want pending, valid, failed or renewing");
+    return;
+  }
+  size_t limit = 0;
+  if (hl == 1) {
+    char *end = NULL;
+    unsigned long v = strtoul(limit_s, &end, 10);
+    if (!limit_s[0] || !end || *end || limit_s[0] == '-' || v < 1 || v > 10000) {
+      ae_adm_respond_error(c, 400, NULL, "limit: want an integer from 1 to 10000");
+      return;
+    }
+    limit = (size_t)v;
+  }
+  if ((limit || hs == 1 || ha == 1) && a->hooks.list_domains_page) {
+    json_t *page = a->hooks.list_domains_page(a->hooks.ud, limit, ha == 1 ? after : NULL, hs == 1 ? state : NULL);
+    if (!page) {
+      ae_adm_respond_error(c, 500, NULL, "domain list unavailable");
+      return;
+    }
+    ae_adm_respond_json(c, 200, page, NULL);
+    return;
+  }
   json_t *list = a->hooks.list_domains ? a->hooks.list_domains(a->hooks.ud) : json_array();
   if (!list || !json_is_array(list)) {
     json_decref(list);

@@ -130,7 +130,7 @@ void ae_adm_api_pki_root(adm_conn *c);
 /* GET /metrics: process metrics followed by the hook's per-domain series. */
 void ae_adm_api_metrics(adm_conn *c);
 /* GET /v1/domains. */
-void ae_adm_api_domains_list(adm_conn *c);
+void ae_adm_api_domains_list(adm_conn *c, const char *query);
 /* POST /v1/domains with body {"domain": name}. */
 void ae_adm_api_domains_post(adm_conn *c);
 /* DELETE /v1/domains/<raw>, raw still percent-encoded. */

@@ -1,9 +1,9 @@
-/* Client subcommands `acmedge events` and `acmedge domains`: talk to a running acmedge through its
+/* Client subcommand `acmedge events` and the helpers both client subcommands share: talk to a running acmedge through its
  * admin API with libcurl (blocking is fine here: this is a short-lived client process, not the
  * proxy's loop). */
 #include "acmedge/cli.h"
-#include "acmedge/ocsp.h"
 #include "acmedge/common.h"
+#include "cli_internal.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -15,8 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CLI_DEFAULT_ADMIN "127.0.0.1:2020"
-#define CLI_MAX_BODY (8u << 20)      /* /v1/domains response cap */
 #define CLI_MAX_EVENT (1u << 20)     /* one SSE event cap */
 #define CLI_MAX_ERRBODY 4096
 
@@ -27,13 +25,8 @@ static void on_signal(int sig) {
   g_stop = 1;
 }
 
-/* Where the admin API is: a URL base plus, for unix sockets, the socket path. */
-typedef struct {
-  char base[600];
-  char unix_path[512];
-} cli_target;
 
-static int parse_admin(const char *addr, cli_target *t) {
+int ae_cli_parse_admin(const char *addr, cli_target *t) {
   memset(t, 0, sizeof(*t));
   if (!addr || !*addr)
     return AE_EINVAL;
@@ -61,7 +54,7 @@ static int parse_admin(const char *addr, cli_target *t) {
   return 0;
 }
 
-static struct curl_slist *auth_headers(struct curl_slist *h) {
+struct curl_slist *ae_cli_auth_headers(struct curl_slist *h) {
   const char *tok = getenv("ACMEDGE_ADMIN_TOKEN");
   if (tok && *tok) {
     size_t n = strlen(tok) + 32;
@@ -73,7 +66,7 @@ static struct curl_slist *auth_headers(struct curl_slist *h) {
   return h;
 }
 
-static void setup_common(CURL *c, const cli_target *t, const char *url, struct curl_slist *hdrs) {
+void ae_cli_setup_common(CURL *c, const cli_target *t, const char *url, struct curl_slist *hdrs) {
   curl_easy_setopt(c, CURLOPT_URL, url);
   if (t->unix_path[0])
     curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, t->unix_path);
@@ -85,7 +78,24 @@ static void setup_common(CURL *c, const cli_target *t, const char *url, struct c
 }
 
 /* Extracts "error" from a JSON error body, else the body itself (first line). */
-static void print_http_error(const char *what, const char *addr, long status, const char *body) {
+size_t ae_cli_on_body(char *ptr, size_t size, size_t nmemb, void *ud) {
+  ae_cli_body *b = ud;
+  size_t n = size * nmemb;
+  if (b->len + n + 1 > CLI_MAX_BODY) {
+    b->too_big = 1;
+    return 0;
+  }
+  if (b->len + n + 1 > b->cap) {
+    b->cap = (b->len + n + 1) * 2;
+    b->p = ae_realloc(b->p, b->cap);
+  }
+  memcpy(b->p + b->len, ptr, n);
+  b->len += n;
+  b->p[b->len] = '\0';
+  return n;
+}
+
+void ae_cli_print_http_error(const char *what, const char *addr, long status, const char *body) {
   const char *msg = NULL;
   json_t *j = body ? json_loads(body, 0, NULL) : NULL;
   if (j && json_is_string(json_object_get(j, "error")))
@@ -299,20 +309,9 @@ static void events_usage(FILE *f) {
           "  The bearer token is read from $ACMEDGE_ADMIN_TOKEN. Reconnects until interrupted.\n");
 }
 
-static void domains_usage(FILE *f) {
-  fprintf(f,
-          "usage: acmedge domains [--admin ADDR] [--json] [--watch [SECONDS]]\n"
-          "  Lists the domains a running acmedge manages (GET /v1/domains).\n"
-          "  --admin ADDR  admin API: host:port, [v6]:port, unix:/path or /path\n"
-          "                (default: $ACMEDGE_ADMIN or " CLI_DEFAULT_ADMIN ")\n"
-          "  --json        print the raw JSON array\n"
-          "  --watch [S]   redraw every S seconds (default 2) until interrupted\n"
-          "  States are coloured on a terminal unless $NO_COLOR is set.\n"
-          "  The bearer token is read from $ACMEDGE_ADMIN_TOKEN.\n");
-}
 
 /* Parses the shared options; returns 0, 1 for --help printed, or -1 on a usage error. */
-static int parse_opts(int argc, char **argv, int allow_since, const char **admin, int *json_out, int *has_since,
+int ae_cli_parse_opts(int argc, char **argv, int allow_since, const char **admin, int *json_out, int *has_since,
                       uint64_t *since, void (*usage)(FILE *)) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -349,20 +348,20 @@ static int parse_opts(int argc, char **argv, int allow_since, const char **admin
   return 0;
 }
 
-static const char *default_admin(void) {
+const char *ae_cli_default_admin(void) {
   const char *e = getenv("ACMEDGE_ADMIN");
   return e && *e ? e : CLI_DEFAULT_ADMIN;
 }
 
 int ae_cli_events(int argc, char **argv) {
-  const char *admin = default_admin();
+  const char *admin = ae_cli_default_admin();
   int json_out = 0, has_since = 0;
   uint64_t since = 0;
-  int r = parse_opts(argc, argv, 1, &admin, &json_out, &has_since, &since, events_usage);
+  int r = ae_cli_parse_opts(argc, argv, 1, &admin, &json_out, &has_since, &since, events_usage);
   if (r)
     return r > 0 ? 0 : 2;
   cli_target t;
-  if (parse_admin(admin, &t)) {
+  if (ae_cli_parse_admin(admin, &t)) {
     fprintf(stderr, "acmedge events: bad admin address '%s' (want host:port, unix:/path or /path)\n", admin);
     return 2;
   }
@@ -396,14 +395,14 @@ int ae_cli_events(int argc, char **argv) {
       rc = 1;
       break;
     }
-    struct curl_slist *h = auth_headers(NULL);
+    struct curl_slist *h = ae_cli_auth_headers(NULL);
     h = curl_slist_append(h, "Accept: text/event-stream");
     if (have_last || s.last_id) {
       char idh[64];
       snprintf(idh, sizeof(idh), "Last-Event-ID: %llu", (unsigned long long)s.last_id);
       h = curl_slist_append(h, idh);
     }
-    setup_common(c, &t, url, h);
+    ae_cli_setup_common(c, &t, url, h);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_sse_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
@@ -434,7 +433,7 @@ int ae_cli_events(int argc, char **argv) {
     if (g_stop)
       break;
     if (status && status != 200) {
-      print_http_error("events", admin, status, s.errbody);
+      ae_cli_print_http_error("events", admin, status, s.errbody);
       rc = 1;
       break;
     }
@@ -463,289 +462,3 @@ int ae_cli_events(int argc, char **argv) {
   return rc;
 }
 
-/* ---------------------------------------------------------------- domains */
-
-typedef struct {
-  char *p;
-  size_t len, cap;
-  int too_big;
-} body_buf;
-
-static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud) {
-  body_buf *b = ud;
-  size_t n = size * nmemb;
-  if (b->len + n + 1 > CLI_MAX_BODY) {
-    b->too_big = 1;
-    return 0;
-  }
-  if (b->len + n + 1 > b->cap) {
-    b->cap = (b->len + n + 1) * 2;
-    b->p = ae_realloc(b->p, b->cap);
-  }
-  memcpy(b->p + b->len, ptr, n);
-  b->len += n;
-  b->p[b->len] = '\0';
-  return n;
-}
-
-/* "89d 23h", "5h 12m", "42s", "expired 3d ago", or "-" without a date. */
-static void format_expires_in(const char *not_after, char *buf, size_t len) {
-  int64_t t;
-  if (!not_after || ae_time_parse_rfc3339(not_after, &t)) {
-    snprintf(buf, len, "-");
-    return;
-  }
-  int64_t d = t - (int64_t)time(NULL);
-  int past = d < 0;
-  if (past)
-    d = -d;
-  char span[48];
-  if (d >= 86400)
-    snprintf(span, sizeof(span), "%lldd %lldh", (long long)(d / 86400), (long long)(d % 86400 / 3600));
-  else if (d >= 3600)
-    snprintf(span, sizeof(span), "%lldh %lldm", (long long)(d / 3600), (long long)(d % 3600 / 60));
-  else if (d >= 60)
-    snprintf(span, sizeof(span), "%lldm %llds", (long long)(d / 60), (long long)(d % 60));
-  else
-    snprintf(span, sizeof(span), "%llds", (long long)d);
-  if (past)
-    snprintf(buf, len, "expired %s ago", span);
-  else
-    snprintf(buf, len, "%s", span);
-}
-
-#define DOM_COLS 7
-
-/* SGR colour of a domain state (and of a last error, shown as "failed"); "" for none. */
-static const char *state_color(const char *state) {
-  if (!state)
-    return "";
-  if (strcmp(state, "valid") == 0)
-    return "\033[32m";
-  if (strcmp(state, "pending") == 0 || strcmp(state, "renewing") == 0)
-    return "\033[33m";
-  if (strcmp(state, "failed") == 0)
-    return "\033[31m";
-  return "";
-}
-
-/* Copies a printable, single-line, length-capped version of s. */
-static char *cell(const char *s, size_t max) {
-  if (!s || !*s)
-    return ae_strdup("-");
-  size_t n = strlen(s);
-  size_t take = n > max ? max : n;
-  char *out = ae_malloc(take + 4);
-  for (size_t i = 0; i < take; i++)
-    out[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? ' ' : s[i];
-  if (n > max) {
-    memcpy(out + take, "...", 3);
-    take += 3;
-  }
-  out[take] = '\0';
-  return out;
-}
-
-int ae_cli_domains(int argc, char **argv) {
-  const char *admin = default_admin();
-  int json_out = 0, has_since = 0;
-  uint64_t since = 0;
-  int r = parse_opts(argc, argv, 0, &admin, &json_out, &has_since, &since, domains_usage);
-  if (r)
-    return r > 0 ? 0 : 2;
-  cli_target t;
-  if (parse_admin(admin, &t)) {
-    fprintf(stderr, "acmedge domains: bad admin address '%s' (want host:port, unix:/path or /path)\n", admin);
-    return 2;
-  }
-  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-    fprintf(stderr, "acmedge domains: cannot initialise libcurl\n");
-    return 1;
-  }
-  char url[700];
-  snprintf(url, sizeof(url), "%s/v1/domains", t.base);
-  CURL *c = curl_easy_init();
-  if (!c) {
-    curl_global_cleanup();
-    return 1;
-  }
-  struct curl_slist *h = auth_headers(NULL);
-  setup_common(c, &t, url, h);
-  body_buf b = {NULL, 0, 0, 0};
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
-  char errbuf[CURL_ERROR_SIZE] = "";
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-  CURLcode cr = curl_easy_perform(c);
-  long status = 0;
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-  curl_easy_cleanup(c);
-  curl_slist_free_all(h);
-  curl_global_cleanup();
-
-  int rc = 1;
-  json_t *arr = NULL;
-  if (b.too_big) {
-    fprintf(stderr, "acmedge domains: response from %s is too large\n", admin);
-  } else if (cr != CURLE_OK) {
-    fprintf(stderr, "acmedge domains: cannot reach admin API at %s: %s\n", admin,
-            errbuf[0] ? errbuf : curl_easy_strerror(cr));
-  } else if (status != 200) {
-    print_http_error("domains", admin, status, b.p);
-  } else if (!(arr = json_loadb(b.p ? b.p : "", b.len, 0, NULL)) || !json_is_array(arr)) {
-    fprintf(stderr, "acmedge domains: admin API at %s returned malformed JSON\n", admin);
-  } else if (json_out) {
-    char *d = json_dumps(arr, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    printf("%s\n", d ? d : "[]");
-    free(d);
-    rc = 0;
-  } else {
-    static const char *const head[DOM_COLS] = {"DOMAIN", "STATE", "EXPIRES-IN", "ISSUER", "LAST-ERROR", "RETRY-AT", "OCSP"};
-    size_t n = json_array_size(arr);
-    char **cells = ae_calloc(n * DOM_COLS + 1, sizeof(char *));
-    size_t width[DOM_COLS];
-    for (int k = 0; k < DOM_COLS; k++)
-      width[k] = strlen(head[k]);
-    for (size_t i = 0; i < n; i++) {
-      json_t *o = json_array_get(arr, i);
-      char exp[64];
-      format_expires_in(json_string_value(json_object_get(o, "not_after")), exp, sizeof(exp));
-      char **row = &cells[i * DOM_COLS];
-      row[0] = cell(json_string_value(json_object_get(o, "domain")), 253);
-      row[1] = cell(json_string_value(json_object_get(o, "state")), 32);
-      row[2] = ae_strdup(exp);
-      row[3] = cell(json_string_value(json_object_get(o, "issuer")), 48);
-      row[4] = cell(json_string_value(json_object_get(o, "last_error")), 72);
-      row[5] = cell(json_string_value(json_object_get(o, "retry_at")), 32);
-      row[6] = cell(json_string_value(json_object_get(json_object_get(o, "ocsp"), "state")), 16);
-      for (int k = 0; k < DOM_COLS; k++) {
-        size_t w = strlen(row[k]);
-        if (w > width[k])
-          width[k] = w;
-      }
-    }
-    for (int k = 0; k < DOM_COLS - 1; k++)
-      printf("%-*s  ", (int)width[k], head[k]);
-    printf("%s\n", head[DOM_COLS - 1]);
-    int color = isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
-    for (size_t i = 0; i < n; i++) {
-      char **row = &cells[i * DOM_COLS];
-      for (int k = 0; k < DOM_COLS - 1; k++) {
-        const char *sgr = color ? state_color(k == 1 ? row[1] : k == 4 && strcmp(row[4], "-") ? "failed" : NULL) : "";
-        printf("%s%-*s%s  ", sgr, (int)width[k], row[k], *sgr ? "\033[0m" : "");
-      }
-      printf("%s\n", row[DOM_COLS - 1]);
-    }
-    for (size_t i = 0; i < n * DOM_COLS; i++)
-      free(cells[i]);
-    free(cells);
-    rc = 0;
-  }
-  json_decref(arr);
-  free(b.p);
-  return rc;
-}
-
-/* ---------------------------------------------------------------- revoke */
-
-static void revoke_usage(FILE *f) {
-  fprintf(f,
-          "usage: acmedge revoke NAME [--reason R] [--admin ADDR]\n"
-          "  Revokes NAME's certificate at the CA (POST /v1/domains/NAME/revoke); a replacement is\n"
-          "  ordered at once. R: an RFC 5280 reason name (keyCompromise, superseded, ...) or number.\n"
-          "  --admin ADDR  admin API (default: $ACMEDGE_ADMIN or " CLI_DEFAULT_ADMIN ")\n"
-          "  The bearer token is read from $ACMEDGE_ADMIN_TOKEN.\n");
-}
-
-int ae_cli_revoke(int argc, char **argv) {
-  const char *admin = default_admin(), *name = NULL;
-  int reason = -1;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i], *val = NULL;
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      revoke_usage(stdout);
-      return 0;
-    } else if (strcmp(a, "--reason") == 0 || strncmp(a, "--reason=", 9) == 0) {
-      val = a[8] == '=' ? a + 9 : (i + 1 < argc ? argv[++i] : NULL);
-      if (ae_ocsp_reason_parse(val, &reason) != 0) {
-        fprintf(stderr, "acmedge revoke: --reason: '%s' is not an RFC 5280 reason name or number 0..10\n",
-                val ? val : "");
-        return 2;
-      }
-    } else if (strcmp(a, "--admin") == 0 || strncmp(a, "--admin=", 8) == 0) {
-      val = a[7] == '=' ? a + 8 : (i + 1 < argc ? argv[++i] : NULL);
-      if (!val || !*val) {
-        fprintf(stderr, "acmedge revoke: --admin needs an address\n");
-        return 2;
-      }
-      admin = val;
-    } else if (a[0] != '-' && !name) {
-      name = a;
-    } else {
-      fprintf(stderr, "acmedge revoke: unknown argument '%s'\n", a);
-      revoke_usage(stderr);
-      return 2;
-    }
-  }
-  if (!name || !*name || strlen(name) > 253 || strchr(name, '/')) {
-    revoke_usage(stderr);
-    return 2;
-  }
-  cli_target t;
-  if (parse_admin(admin, &t)) {
-    fprintf(stderr, "acmedge revoke: bad admin address '%s' (want host:port, unix:/path or /path)\n", admin);
-    return 2;
-  }
-  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-    return 1;
-  CURL *c = curl_easy_init();
-  if (!c) {
-    curl_global_cleanup();
-    return 1;
-  }
-  char url[1000], body[64];
-  char *esc = curl_easy_escape(c, name, 0);
-  snprintf(url, sizeof(url), "%s/v1/domains/%s/revoke", t.base, esc ? esc : name);
-  curl_free(esc);
-  if (reason >= 0)
-    snprintf(body, sizeof(body), "{\"reason\":%d}", reason);
-  else
-    snprintf(body, sizeof(body), "{}");
-  struct curl_slist *h = auth_headers(curl_slist_append(NULL, "Content-Type: application/json"));
-  setup_common(c, &t, url, h);
-  body_buf b = {NULL, 0, 0, 0};
-  curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 130000L);
-  char errbuf[CURL_ERROR_SIZE] = "";
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-  CURLcode cr = curl_easy_perform(c);
-  long status = 0;
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-  curl_easy_cleanup(c);
-  curl_slist_free_all(h);
-  curl_global_cleanup();
-  int rc = 1;
-  if (cr != CURLE_OK) {
-    fprintf(stderr, "acmedge revoke: cannot reach admin API at %s: %s\n", admin, errbuf[0] ? errbuf : curl_easy_strerror(cr));
-  } else if (status == 200) {
-    json_t *j = json_loadb(b.p ? b.p : "", b.len, 0, NULL);
-    printf("%s: certificate %s revoked; a replacement is being ordered\n", name,
-           j ? (json_string_value(json_object_get(j, "serial")) ? json_string_value(json_object_get(j, "serial")) : "?") : "?");
-    json_decref(j);
-    rc = 0;
-  } else {
-    json_t *j = json_loadb(b.p ? b.p : "", b.len, 0, NULL);
-    const char *problem = j ? json_string_value(json_object_get(j, "problem")) : NULL;
-    if (problem)
-      fprintf(stderr, "acmedge revoke: %s: %s: %s\n", name, problem,
-              json_string_value(json_object_get(j, "detail")) ? json_string_value(json_object_get(j, "detail")) : "");
-    else
-      print_http_error("revoke", admin, status, b.p);
-    json_decref(j);
-  }
-  free(b.p);
-  return rc;
-}

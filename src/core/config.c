@@ -257,7 +257,7 @@ static int check_event_type(pctx *c, const char *path, const char *s) {
 static const char *const k_root[] = {"listen", "admin", "workers", "storage", "default_cert", "acme",
                                      "on_demand", "routes", "trusted_proxies", "proxy", "tls",
                                      "redirect_http", "events", "log", "internal_ca", "cap_tokens", "ocsp", "limits",
-                                     NULL};
+                                     "cert_cache", NULL};
 static const char *const k_listen[] = {"https", "http", "admin", "proxy_protocol", NULL};
 static const char *const k_limits[] = {"per_ip_connections", "per_ip_handshakes_per_s", "per_ip_new_names_per_min",
                                        "table_entries", NULL};
@@ -285,6 +285,7 @@ static const char *const k_events[] = {"hook", "hook_types", "hook_timeout_ms", 
                                        NULL};
 static const char *const k_log[] = {"level", "format", "file", NULL};
 static const char *const k_ocsp[] = {"enabled", NULL};
+static const char *const k_cert_cache[] = {"max_entries", "negative_ttl_ms", "negative_max", "preload", NULL};
 
 #define DAY_MS 86400000u
 
@@ -307,6 +308,9 @@ static void set_defaults(ae_config *cfg) {
   cfg->on_demand.max_concurrent = 8;
   cfg->on_demand.max_queue = 1000;
   cfg->on_demand.max_held = 1000;
+  cfg->cert_cache.max_entries = 100000;
+  cfg->cert_cache.negative_ttl_ms = 10000;
+  cfg->cert_cache.negative_max = 16384;
   cfg->on_demand.rate_per_minute = 60;
   cfg->on_demand.rate_burst = 60;
   cfg->on_demand.rate_per_3h = 300;
@@ -778,6 +782,13 @@ static int parse_root(pctx *c, json_t *root, ae_config *cfg) {
   if ((rc = opt_bool(c, root, "redirect_http", "", &cfg->redirect_http)))
     return rc;
   if ((rc = parse_events(c, root, cfg)))
+    return rc;
+  if ((rc = get_object(c, root, "cert_cache", "", k_cert_cache, &o)))
+    return rc;
+  if (o && ((rc = opt_uint(c, o, "max_entries", "cert_cache", 0, 100000000, &cfg->cert_cache.max_entries)) ||
+            (rc = opt_uint(c, o, "negative_ttl_ms", "cert_cache", 0, 3600000, &cfg->cert_cache.negative_ttl_ms)) ||
+            (rc = opt_uint(c, o, "negative_max", "cert_cache", 1, 10000000, &cfg->cert_cache.negative_max)) ||
+            (rc = opt_bool(c, o, "preload", "cert_cache", &cfg->cert_cache.preload))))
     return rc;
   if ((rc = get_object(c, root, "log", "", k_log, &o)))
     return rc;

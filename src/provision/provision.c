@@ -526,6 +526,13 @@ static void schedule_retry_or_renewal(ae_dom *d) {
 void ae_provision_installed(ae_provision *p, const char *name, ae_cert *cert, const char *cert_id, int loaded,
                             const char *err) {
   ae_dom *d = ae_strmap_get(&p->doms, name);
+  if (loaded && cert && d && dom_busy(d)) {
+    /* Read back after an eviction while a renewal runs: serve it, leave the record's state
+     * machine to the job in flight. */
+    ae_certstore_put(p->deps.certs, name, cert);
+    wake(p, name);
+    return;
+  }
   if (!d) {
     if (!loaded)
       return; /* forgotten while persisting */
@@ -603,6 +610,32 @@ void ae_provision_installed(ae_provision *p, const char *name, ae_cert *cert, co
   wake(p, name);
 }
 
+void ae_provision_wake_name(ae_provision *p, const char *name) {
+  wake(p, name);
+  decided(p, name);
+}
+
+void ae_provision_not_stored(ae_provision *p, const char *name, const char *source) {
+  if (p->closing)
+    return;
+  if (strcmp(source, "renewal") == 0)
+    return; /* deleted from storage since it was indexed: nothing to renew */
+  if (strcmp(source, "http") == 0 || (strcmp(source, "sni") == 0 && !p->cfg->on_demand.enabled)) {
+    /* Port 80 asks again on its wake; a handshake takes the default certificate. */
+    ae_provision_wake_name(p, name);
+    return;
+  }
+  const char *why = NULL;
+  req_result r = request(p, name, source, &why);
+  ae_dom *d = ae_strmap_get(&p->doms, name);
+  if (r == REQ_PENDING && d && d->state == DS_CHECKING)
+    return; /* the ask answer wakes the waiters */
+  if (r == REQ_PENDING && p->cfg->on_demand.first_wait)
+    decided(p, name); /* held handshakes wait for the certificate itself */
+  else
+    ae_provision_wake_name(p, name);
+}
+
 /* ---- public entry points ---- */
 
 int ae_provision_new(const ae_provision_deps *deps, const ae_config *cfg, ae_provision **out, ae_err *err) {
@@ -613,6 +646,8 @@ int ae_provision_new(const ae_provision_deps *deps, const ae_config *cfg, ae_pro
   ae_strmap_init(&p->doms);
   ae_strmap_init(&p->denied);
   ae_strmap_init(&p->fb_inflight);
+  ae_strmap_init(&p->loads);
+  ae_renew_index_init(p);
   uv_timer_init(deps->loop, &p->rate_timer);
   p->rate_timer.data = p;
   /* Test hook: ACMEDGE_ARI_FIRST_POLL_MAX_S bounds the first ARI poll's random delay (seconds,
@@ -653,6 +688,18 @@ ae_miss_action ae_provision_on_sni(ae_provision *p, const char *raw) {
       deny_event(p, raw, why ? why : "invalid_name", "sni");
     return deny_action(p);
   }
+  /* Storage first: a stored name is served, never ordered again. */
+  if (ae_provision_need_load(p, name)) {
+    ae_provision_load_name(p, name, "sni");
+    return AE_MISS_HOLD;
+  }
+  ae_cert *have = ae_certstore_lookup(p->deps.certs, name);
+  if (have) {
+    /* Loaded since the worker missed it: wake that worker's held handshake. */
+    ae_cert_unref(have);
+    wake(p, name);
+    return AE_MISS_HOLD;
+  }
   if (!p->cfg->on_demand.enabled)
     return AE_MISS_DEFAULT;
   req_result rr = request(p, name, "sni", &why);
@@ -687,6 +734,12 @@ ae_h80_state ae_provision_on_http(ae_provision *p, const char *host, unsigned *r
     if (fresh)
       return AE_H80_VALID;
   }
+  /* Port 80 only redirects or answers for a name; a name outside the policy is not worth a
+   * storage read here (TLS still serves one placed in storage by hand). */
+  if (ae_policy_allowed(p->deps.policy, host) && ae_provision_need_load(p, host)) {
+    ae_provision_load_name(p, host, "http");
+    return AE_H80_CHECKING;
+  }
   if (!p->cfg->on_demand.enabled || p->closing)
     return AE_H80_DENY;
   const char *why = NULL;
@@ -714,6 +767,10 @@ int ae_provision_request(ae_provision *p, const char *raw, const char *source, a
   const char *why = NULL;
   if (ae_policy_normalize(raw, name, sizeof(name), &why) != 0)
     return ae_err_set(err, AE_EINVAL, "invalid domain name '%s': %s", raw, why ? why : "invalid_name");
+  if (ae_policy_allowed(p->deps.policy, name) && ae_provision_need_load(p, name)) {
+    ae_provision_load_name(p, name, source);
+    return 0;
+  }
   switch (request(p, name, source, &why)) {
   case REQ_DENIED:
     return ae_err_set(err, AE_ELIMIT, "%s: denied by policy (%s)", name, why ? why : "denied");
@@ -731,12 +788,22 @@ int ae_provision_forget(ae_provision *p, const char *raw, ae_err *err) {
   ae_dom *d = ae_strmap_get(&p->doms, name);
   ae_provision_cert_changed(p, name, NULL, 0);
   int in_store = ae_certstore_remove(p->deps.certs, name) == 0;
-  if (!d && !in_store)
-    return ae_err_set(err, AE_ENOTFOUND, "%s: not managed", name);
-  if (d)
-    ae_dom_remove(p, d);
+  ae_provision_cancel_load(p, name);
   char dir[300], key[600];
   ae_storage_domain_dirname(name, dir, sizeof(dir));
+  if (!d && !in_store) {
+    /* Stored but never loaded (lazy start) is still managed. */
+    char *probe = NULL;
+    size_t plen = 0;
+    ae_err pe = {0};
+    snprintf(key, sizeof(key), "certs/%s/%s/cert.pem", p->ca_host, dir);
+    if (ae_storage_get(p->deps.storage, key, &probe, &plen, &pe) != 0)
+      return ae_err_set(err, AE_ENOTFOUND, "%s: not managed", name);
+    free(probe);
+  }
+  ae_certstore_mark_absent(p->deps.certs, name, p->cfg->cert_cache.negative_ttl_ms);
+  if (d)
+    ae_dom_remove(p, d);
   snprintf(key, sizeof(key), "certs/%s/%s/", p->ca_host, dir);
   ae_err e2 = {0};
   int r = ae_storage_del(p->deps.storage, key, &e2);
@@ -755,7 +822,7 @@ static void rate_closed(uv_handle_t *h) {
 }
 
 void ae_provision_maybe_closed(ae_provision *p) {
-  if (p->closing && p->closing_handles == 0 && p->installs == 0 && p->close_cb) {
+  if (p->closing && p->closing_handles == 0 && p->installs == 0 && p->bg == 0 && p->close_cb) {
     void (*cb)(void *) = p->close_cb;
     p->close_cb = NULL;
     cb(p->close_ud);
@@ -781,12 +848,17 @@ void ae_provision_close(ae_provision *p, void (*cb)(void *ud), void *ud) {
   free(all);
   p->closing_handles++;
   uv_close((uv_handle_t *)&p->rate_timer, rate_closed);
+  p->ri_timer_on = 0;
+  p->closing_handles++;
+  uv_close((uv_handle_t *)&p->ri_timer, rate_closed);
 }
 
 void ae_provision_free(ae_provision *p) {
   if (!p)
     return;
   ae_strmap_clear(&p->doms);
+  ae_strmap_clear(&p->loads);
+  ae_renew_index_close(p);
   ae_strmap_foreach(&p->denied, ae_free_value_cb, NULL);
   ae_strmap_clear(&p->denied);
   ae_strmap_clear(&p->fb_inflight);

@@ -5,6 +5,8 @@
 #include "acmedge/provision.h"
 #include "acmedge/strmap.h"
 
+typedef struct ae_ri_ent ae_ri_ent;
+
 typedef enum { DS_CHECKING, DS_QUEUED, DS_ISSUING, DS_INSTALLING, DS_VALID, DS_FAILED } ae_dom_state;
 
 /* One managed name. Freed in its timer's close callback. */
@@ -60,6 +62,15 @@ struct ae_provision {
   unsigned ari_first_poll_max_s;
   ae_strmap fb_inflight;     /* names with a stand-in leaf mint running (value unused) */
   unsigned fb_active;        /* stand-in mints running */
+  ae_strmap loads;           /* name -> load in flight (singleflight) */
+  unsigned bg;               /* loads and scans in the thread pool */
+  uint64_t lazy_loads;       /* storage reads started, for metrics */
+  ae_ri_ent *ri;             /* renewal index: min-heap on renew-at */
+  size_t ri_n, ri_cap;
+  uv_timer_t ri_timer;
+  int ri_timer_on;
+  size_t stored_indexed;     /* names the start-up scan found */
+  int index_ready;
 };
 
 /* Creates and registers a record for name. */
@@ -93,6 +104,31 @@ int ae_provision_mint_start(struct ae_provision *p, ae_dom *d, ae_err *err);
  * a stand-in leaf is (or will be) in the cache, one mint per name at a time, and that held
  * handshakes are woken. Returns the action for the handshake (provision_fallback.c). */
 ae_miss_action ae_provision_fallback(struct ae_provision *p, const char *name);
+/* Returns 1 when name should be read from storage before anything else (not cached, not known
+ * absent, no pending record). */
+int ae_provision_need_load(struct ae_provision *p, const char *name);
+/* Reads name from storage off the loop (joins a read in flight); source says what to do when
+ * storage lacks it (sni, http, api, renewal). */
+void ae_provision_load_name(struct ae_provision *p, const char *name, const char *source);
+/* Marks a read in flight as void (the name was forgotten meanwhile). */
+void ae_provision_cancel_load(struct ae_provision *p, const char *name);
+/* Continuation of a read that found nothing: the miss proceeds as before lazy loading. */
+void ae_provision_not_stored(struct ae_provision *p, const char *name, const char *source);
+/* Wakes held handshakes and port-80 requests for name. */
+void ae_provision_wake_name(struct ae_provision *p, const char *name);
+/* Renewal index (provision_index.c). */
+void ae_renew_index_init(struct ae_provision *p);
+void ae_renew_index_push(struct ae_provision *p, const char *name, int64_t at);
+void ae_renew_index_close(struct ae_provision *p);
+/* i-th heap slot (0 = soonest); AE_ENOTFOUND past the end. name is owned by the index. */
+int ae_renew_index_peek(const struct ae_provision *p, size_t i, const char **name, int64_t *at);
+size_t ae_renew_index_size(const struct ae_provision *p);
+/* Fills out (room for max) with the heap slots of the max soonest entries, soonest first. */
+size_t ae_renew_index_soonest(const struct ae_provision *p, size_t max, size_t *out);
+/* Renew-at for a validity period: two thirds into it. */
+int64_t ae_renew_at(int64_t not_before, int64_t not_after);
+/* New reference: the admin JSON object of one record (design section 5). */
+json_t *ae_dom_json(const ae_dom *d);
 /* strmap foreach callback freeing values. */
 void ae_free_value_cb(void *ud, const char *key, void *value);
 

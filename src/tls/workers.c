@@ -98,6 +98,13 @@ static ae_miss_action w_on_miss(void *ud, const char *raw) {
     free(c);
     return deny;
   }
+  /* Unless storage is known to lack the name, the control loop reads it from there first
+   * (lazy start), whatever on-demand issuance would decide. */
+  if (!ae_certstore_known_absent(w->ws->certs, c->name)) {
+    c->allowed = ae_policy_allowed_cfg(cfg, c->name);
+    mb_post(&w->ws->mb, c);
+    return AE_MISS_HOLD;
+  }
   if (!cfg->on_demand.enabled) {
     free(c);
     return AE_MISS_DEFAULT;

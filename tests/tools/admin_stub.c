@@ -78,7 +78,7 @@ static int delete_domain(void *ud, const char *name, ae_err *err) {
 }
 
 static int start_admin(void) {
-  ae_admin_hooks hooks = {NULL, list_domains, add_domain, delete_domain, NULL, NULL, NULL};
+  ae_admin_hooks hooks = {.list_domains = list_domains, .add_domain = add_domain, .delete_domain = delete_domain};
   ae_err err = {0, ""};
   if (ae_admin_new(&g_loop, &g_cfg, g_ev, &hooks, &g_admin, &err) != 0) {
     fprintf(stderr, "admin_stub: %s\n", err.msg);

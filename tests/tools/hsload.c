@@ -1,7 +1,7 @@
 /* hsload: TLS handshake load generator. Each of -c threads loops: connect, full handshake (never
  * resumed), optional tiny HTTP GET, close. Prints handshakes per second and failures.
  *
- *   hsload [-c CONC] [-n TOTAL] [-t SECONDS] [--sni NAME | --sni-file FILE] [--get]
+ *   hsload [-c CONC] [-n TOTAL] [-t SECONDS] [--sni NAME | --sni-file FILE [--in-order]] [--get]
  *          [--priority STR] HOST PORT
  *
  * HOST must be a numeric address (the tool is for loopback benchmarks). The last line is
@@ -32,6 +32,8 @@ static struct {
   size_t nnames;
   const char *priority;
   int get;
+  int in_order;               /* names in file order (each once per pass), not at random */
+  atomic_size_t next_name;
   long total;                 /* 0 = unlimited */
   double secs;                /* 0 = unlimited */
   double t0;
@@ -49,7 +51,7 @@ static double now_s(void) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: hsload [-c CONC] [-n TOTAL] [-t SECONDS] [--sni NAME | --sni-file FILE] [--get]\n"
+  fprintf(stderr, "usage: hsload [-c CONC] [-n TOTAL] [-t SECONDS] [--sni NAME | --sni-file FILE [--in-order]] [--get]\n"
                   "              [--priority STR] HOST PORT\n");
   exit(2);
 }
@@ -100,7 +102,8 @@ static int one_connection(unsigned *seed) {
   gnutls_session_t s;
   int rc = -1;
   gnutls_init(&s, GNUTLS_CLIENT);
-  const char *sni = G.nnames ? G.names[(size_t)rand_r(seed) % G.nnames] : NULL;
+  size_t pick = G.in_order ? atomic_fetch_add(&G.next_name, 1) : (size_t)rand_r(seed);
+  const char *sni = G.nnames ? G.names[pick % G.nnames] : NULL;
   if (sni)
     gnutls_server_name_set(s, GNUTLS_NAME_DNS, sni, strlen(sni));
   gnutls_priority_set(s, G.prio);
@@ -183,6 +186,8 @@ int main(int argc, char **argv) {
       sni_file = argv[++i];
     else if (!strcmp(a, "--priority") && more)
       G.priority = argv[++i];
+    else if (!strcmp(a, "--in-order"))
+      G.in_order = 1;
     else if (!strcmp(a, "--get"))
       G.get = 1;
     else if (a[0] == '-')

@@ -95,7 +95,17 @@ static char *fake_extra(void *ud) {
                 "acmedge_certificate_expiration_timestamp_seconds{domain=\"a.example.test\"} 1900000000\n");
 }
 
-static const ae_admin_hooks g_hooks_template = {NULL, fake_list, fake_add, fake_delete, fake_extra, NULL, NULL};
+/* Echoes its arguments so the test sees how the query string was decoded. */
+static json_t *fake_page(void *ud, size_t limit, const char *after, const char *state) {
+  (void)ud;
+  return json_pack("{s:[], s:I, s:s?, s:s?}", "domains", "limit", (json_int_t)limit, "after", after, "state", state);
+}
+
+static const ae_admin_hooks g_hooks_template = {.list_domains = fake_list,
+                                                .add_domain = fake_add,
+                                                .delete_domain = fake_delete,
+                                                .extra_metrics = fake_extra,
+                                                .list_domains_page = fake_page};
 
 static void on_async(uv_async_t *a) {
   fx_t *f = a->data;
@@ -452,6 +462,44 @@ static int client_domains(fx_t *f) {
   CHECK(send_json(f->port, "DELETE", "/v1/domains/a%2eexample.test", "", NULL, &r) == 0);
   CHECK(r.status == 200);
   return 0;
+}
+
+static int client_paging(fx_t *f) {
+  resp_t r;
+  json_t *j;
+  CHECK(get(f->port, "/v1/domains?limit=2&after=a%2Eexample.test&state=valid", NULL, &r) == 0);
+  CHECK(r.status == 200);
+  j = json_loadb(r.body, r.body_len, 0, NULL);
+  CHECK(j && json_integer_value(json_object_get(j, "limit")) == 2);
+  CHECK(strcmp(json_string_value(json_object_get(j, "after")), "a.example.test") == 0);
+  CHECK(strcmp(json_string_value(json_object_get(j, "state")), "valid") == 0);
+  json_decref(j);
+  CHECK(get(f->port, "/v1/domains?state=failed", NULL, &r) == 0);
+  CHECK(r.status == 200);
+  j = json_loadb(r.body, r.body_len, 0, NULL);
+  CHECK(j && json_integer_value(json_object_get(j, "limit")) == 0);
+  json_decref(j);
+  /* No paging parameter: the plain array as before. */
+  CHECK(get(f->port, "/v1/domains?x=1", NULL, &r) == 0);
+  j = json_loadb(r.body, r.body_len, 0, NULL);
+  CHECK(json_is_array(j));
+  json_decref(j);
+  const char *bad[] = {"/v1/domains?limit=0", "/v1/domains?limit=abc", "/v1/domains?limit=-1",
+                       "/v1/domains?limit=10001", "/v1/domains?state=bogus", "/v1/domains?after=a%2Fb"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    CHECK(get(f->port, bad[i], NULL, &r) == 0);
+    CHECK(r.status == 400);
+    const char *e = json_error(&r, &j);
+    CHECK(e != NULL);
+    json_decref(j);
+  }
+  return 0;
+}
+
+static void test_paging(void **state) {
+  fx_t *f = *state;
+  start_admin(f);
+  run_client(f, client_paging);
 }
 
 static void test_domains(void **state) {
@@ -971,6 +1019,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_basic, setup, teardown),
       cmocka_unit_test_setup_teardown(test_domains, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_paging, setup, teardown),
       cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
       cmocka_unit_test_setup_teardown(test_half_close, setup, teardown),
       cmocka_unit_test_setup_teardown(test_token, setup, teardown),

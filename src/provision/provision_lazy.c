@@ -1,0 +1,165 @@
+/* Lazy loading: a name storage has is read on its first handshake (or port-80 request, or admin
+ * request) instead of at start-up, once per name however many connections wait for it
+ * (singleflight), in the thread pool because storage reads may block. A name storage lacks is
+ * remembered in the cert store's negative cache for a short while, so a flood of unknown names
+ * does not turn into a flood of reads; only then may an ACME order start. */
+#include "provision_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "acmedge/log.h"
+
+#define SUB "provision"
+
+typedef struct load_req {
+  uv_work_t req;
+  ae_provision *p;
+  char name[256];      /* the name asked for */
+  char source[16];     /* sni | http | api | renewal */
+  int cancelled;       /* forgotten while reading */
+  char installed[260]; /* the stored name found: name itself or its "*.parent" */
+  ae_cert *cert;
+  char cert_id[320];
+  int notfound;
+  ae_err err;
+} load_req;
+
+static void stored_key(const ae_provision *p, const char *name, const char *file, char *buf, size_t len) {
+  char dir[300];
+  ae_storage_domain_dirname(name, dir, sizeof(dir));
+  snprintf(buf, len, "certs/%s/%s/%s", p->ca_host, dir, file);
+}
+
+/* Reads and parses name's pair by direct path (no directory listing). AE_ENOTFOUND when absent. */
+static int read_one(load_req *l, const char *name) {
+  char key[700];
+  char *cert_pem = NULL, *key_pem = NULL;
+  size_t clen = 0, klen = 0;
+  stored_key(l->p, name, "cert.pem", key, sizeof(key));
+  int r = ae_storage_get(l->p->deps.storage, key, &cert_pem, &clen, &l->err);
+  if (r != 0)
+    return r;
+  stored_key(l->p, name, "key.pem", key, sizeof(key));
+  r = ae_storage_get(l->p->deps.storage, key, &key_pem, &klen, &l->err);
+  if (r != 0) {
+    free(cert_pem);
+    return r;
+  }
+  r = ae_cert_from_pem(cert_pem, clen, key_pem, klen, &l->cert, &l->err);
+  if (r == 0) {
+    ae_err idle = {0};
+    if (ae_acme_cert_id(cert_pem, l->cert_id, sizeof(l->cert_id), &idle) != 0)
+      l->cert_id[0] = '\0';
+    snprintf(l->installed, sizeof(l->installed), "%s", name);
+  } else {
+    l->cert = NULL;
+  }
+  free(cert_pem);
+  memset(key_pem, 0, klen);
+  free(key_pem);
+  return r;
+}
+
+static void load_work_cb(uv_work_t *req) {
+  load_req *l = req->data;
+  int r = read_one(l, l->name);
+  /* A stored wildcard serves one label below its parent. */
+  const char *dot = strchr(l->name, '.');
+  if (r == AE_ENOTFOUND && l->name[0] != '*' && dot && dot != l->name && strchr(dot + 1, '.')) {
+    char wild[260];
+    snprintf(wild, sizeof(wild), "*.%s", dot + 1);
+    ae_err keep = l->err;
+    r = read_one(l, wild);
+    if (r == AE_ENOTFOUND)
+      l->err = keep;
+  }
+  l->notfound = r == AE_ENOTFOUND;
+}
+
+static void load_after_cb(uv_work_t *req, int status) {
+  load_req *l = req->data;
+  ae_provision *p = l->p;
+  p->bg--;
+  if (ae_strmap_get(&p->loads, l->name) == l)
+    ae_strmap_del(&p->loads, l->name);
+  if (status == 0 && !p->closing && !l->cancelled) {
+    if (l->cert) {
+      AE_DEBUG(SUB, "%s: loaded from storage (%s)", l->name, l->source);
+      ae_provision_installed(p, l->installed, l->cert, l->cert_id[0] ? l->cert_id : NULL, 1, NULL);
+      ae_provision_wake_name(p, l->name);
+    } else {
+      if (!l->notfound)
+        AE_WARN(SUB, "%s: stored certificate not usable: %s", l->name, l->err.msg);
+      ae_certstore_mark_absent(p->deps.certs, l->name, p->cfg->cert_cache.negative_ttl_ms);
+      ae_provision_not_stored(p, l->name, l->source);
+    }
+  }
+  ae_cert_unref(l->cert);
+  free(l);
+  ae_provision_maybe_closed(p);
+}
+
+int ae_provision_need_load(ae_provision *p, const char *name) {
+  if (p->closing)
+    return 0;
+  if (ae_strmap_get(&p->loads, name))
+    return 1;
+  ae_dom *d = ae_strmap_get(&p->doms, name);
+  /* A pending or failed name has nothing in storage worth serving. */
+  if (d && !d->has_cert)
+    return 0;
+  if (ae_certstore_known_absent(p->deps.certs, name))
+    return 0;
+  ae_cert *c = ae_certstore_lookup(p->deps.certs, name);
+  if (c) {
+    ae_cert_unref(c);
+    return 0;
+  }
+  return 1;
+}
+
+void ae_provision_load_name(ae_provision *p, const char *name, const char *source) {
+  if (p->closing || ae_strmap_get(&p->loads, name))
+    return; /* joined: the load in flight wakes every waiter of this name */
+  load_req *l = ae_calloc(1, sizeof(*l));
+  l->req.data = l;
+  l->p = p;
+  snprintf(l->name, sizeof(l->name), "%s", name);
+  snprintf(l->source, sizeof(l->source), "%s", source);
+  ae_strmap_put(&p->loads, l->name, l);
+  p->bg++;
+  p->lazy_loads++;
+  if (uv_queue_work(p->deps.loop, &l->req, load_work_cb, load_after_cb) != 0) {
+    p->bg--;
+    ae_strmap_del(&p->loads, l->name);
+    free(l);
+    AE_WARN(SUB, "%s: cannot queue storage read", name);
+    ae_provision_not_stored(p, name, source);
+  }
+}
+
+void ae_provision_cancel_load(ae_provision *p, const char *name) {
+  load_req *l = ae_strmap_get(&p->loads, name);
+  if (l) {
+    l->cancelled = 1;
+    ae_strmap_del(&p->loads, name);
+  }
+}
+
+void ae_provision_evicted(void *ud, const char *name, ae_cert *cert) {
+  ae_provision *p = ud;
+  if (p->closing)
+    return;
+  ae_dom *d = ae_strmap_get(&p->doms, name);
+  int64_t at = ae_renew_at(ae_cert_not_before(cert), ae_cert_not_after(cert));
+  if (d) {
+    /* A record with work in flight keeps its memory; its next handshake reloads the cert. */
+    if (d->state != DS_VALID || d->job || d->ari || d->preq || d->queued || d->failures)
+      return;
+    if (d->renew_at)
+      at = d->renew_at;
+    ae_dom_remove(p, d);
+  }
+  ae_renew_index_push(p, name, at);
+}
