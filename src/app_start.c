@@ -75,9 +75,9 @@ static void h80_on_plain(void *ud, ae_transport *t, const char *initial, size_t 
   ae_proxy_attach(app->proxy, t, initial, len);
 }
 
-static json_t *admin_list(void *ud) {
-  ae_app *app = ud;
-  json_t *list = ae_provision_domains_json(app->provision);
+/* Adds the OCSP object of each listed name whose certificate is in memory (the provisioner does
+ * not know about staples). */
+static void add_ocsp_state(ae_app *app, json_t *list) {
   size_t i;
   json_t *d;
   json_array_foreach(list, i, d) {
@@ -86,12 +86,20 @@ static json_t *admin_list(void *ud) {
       ae_ocsp_domain_json(app->ocsp, c, d);
     ae_cert_unref(c);
   }
+}
+
+static json_t *admin_list(void *ud) {
+  ae_app *app = ud;
+  json_t *list = ae_provision_domains_json(app->provision);
+  add_ocsp_state(app, list);
   return list;
 }
 
 static json_t *admin_list_page(void *ud, size_t limit, const char *after, const char *state) {
   ae_app *app = ud;
-  return ae_provision_domains_query(app->provision, limit, after, state);
+  json_t *page = ae_provision_domains_query(app->provision, limit, after, state);
+  add_ocsp_state(app, json_object_get(page, "domains"));
+  return page;
 }
 
 static int admin_add(void *ud, const char *name, ae_err *err) {

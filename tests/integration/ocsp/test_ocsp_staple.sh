@@ -100,7 +100,10 @@ acmedge_start "$T/acmedge.json"
 ocsp_expect_now "$s" tls1_3 good
 ocsp_expect_now "$s" tls1_2 good
 [ "$(ocsp_requests)" -eq "$before" ] || ae_fail "a stored fresh staple was fetched again"
-[ -e "$(dirname "$(ocsp_cert_file "$u")")/ocsp.der" ] && ae_fail "corrupt stored staple was not deleted"
+# Certificates (and their staples) are read from storage on first use: a handshake for the other
+# name loads it, and the corrupt staple file goes away.
+ocsp_expect_now "$u" tls1_3 none
+ae_wait_for test ! -e "$(dirname "$(ocsp_cert_file "$u")")/ocsp.der" || ae_fail "corrupt stored staple was not deleted"
 ocsp_mode pass
 ocsp_expect "$u" tls1_3 good 40
 [ -s "$(dirname "$(ocsp_cert_file "$u")")/ocsp.der" ] || ae_fail "refetched staple not stored"

@@ -6,7 +6,8 @@ set -euo pipefail
 source "$AE_SRC/tests/lib/common.sh"
 command -v script >/dev/null || ae_fail "script(1) (util-linux) is needed for the pty"
 ae_setup
-ae_config_write "$T/acmedge.json"
+# The placed certificate is read at start (cert_cache.preload), so cert_loaded and its row exist at once.
+ae_config_write "$T/acmedge.json" '{"cert_cache": {"preload": true}}'
 d=$T/storage/certs/127.0.0.1_9/placed.example.test
 mkdir -p "$d"
 printf 'cn = "placed.example.test"\ndns_name = "placed.example.test"\nexpiration_days = 30\ntls_www_server\n' >"$T/t.tmpl"

@@ -6,7 +6,9 @@ set -euo pipefail
 source "$AE_SRC/tests/lib/common.sh"
 "$AE_PY" -c 'import yaml' 2>/dev/null || ae_fail "python3-yaml is not installed (scripts/setup.sh installs it)"
 ae_setup
-ae_config_write "$T/acmedge.json"   # no Pebble: the CA at 127.0.0.1:9 refuses connections
+# No Pebble: the CA at 127.0.0.1:9 refuses connections. The placed certificate is read at start
+# (cert_cache.preload) so that its expiry series exists.
+ae_config_write "$T/acmedge.json" '{"cert_cache": {"preload": true}}'
 
 # A certificate placed by hand in the storage layout is loaded and gets an expiry series.
 d=$T/storage/certs/127.0.0.1_9/placed.example.test
