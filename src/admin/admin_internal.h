@@ -1,5 +1,5 @@
-/* Private to admin.c (connections, parsing, auth, routing, lifecycle), admin_listen.c (listening
- * sockets), admin_api.c (JSON/text endpoints) and admin_sse.c (the /v1/events stream). */
+/* Private to admin.c (auth, routing, lifecycle), admin_conn.c (connections, parsing, writing),
+ * admin_listen.c (listening sockets), admin_api.c (JSON/text endpoints) and admin_sse.c (the /v1/events stream). */
 #ifndef ACMEDGE_ADMIN_INTERNAL_H
 #define ACMEDGE_ADMIN_INTERNAL_H
 
@@ -100,6 +100,17 @@ struct ae_admin_reply {
 
 /* admin.c */
 
+/* Authenticates, checks Origin/Host and dispatches one complete request to its endpoint. */
+void adm_handle_request(adm_conn *c);
+
+/* admin_conn.c */
+
+/* Fills the shared llhttp settings once (callbacks of the request parser). */
+void adm_init_settings(void);
+/* Runs the close callback once the admin is closing and no listener, heartbeat or connection is left. */
+void adm_maybe_done(ae_admin *a);
+/* Connection timer callback: answers 408 to a request not received in time, closes idle ones. */
+void adm_on_conn_timer(uv_timer_t *t);
 /* Queues a copy of data; returns 0 or a negative uv error (the connection is then closed). */
 int ae_adm_conn_write(adm_conn *c, const char *data, size_t len);
 /* Unlinks the connection and closes its handles; its memory goes in the last close callback. */

@@ -12,7 +12,7 @@
 #include "acmedge/metrics.h"
 #include "acmedge/proxy_protocol.h"
 
-/* Shared with the reverse proxy (src/proxy/httpmsg.c): textual IP against IPs and CIDR ranges. */
+/* Shared with the reverse proxy (src/proxy/httpmsg_heads.c): textual IP against IPs and CIDR ranges. */
 int ae_ip_in_list(const char *ip, char *const *list, size_t n);
 
 int ae_limits_accept(uv_tcp_t *tcp, int proxy_protocol, uint32_t *ticket) {

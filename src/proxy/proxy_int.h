@@ -1,5 +1,5 @@
-/* Private interfaces shared by the proxy sources: httpmsg.c and httpmsg_scan.c (HTTP/1.1 head
- * checks and rewriting), upstream.c (upstream connections and keep-alive pools) and proxy*.c
+/* Private interfaces shared by the proxy sources: httpmsg*.c (HTTP/1.1 buffers, head
+ * scanning, request analysis and head rewriting), upstream.c (upstream connections and keep-alive pools) and proxy*.c
  * (clients, see proxy_client.h). */
 #ifndef ACMEDGE_PROXY_INT_H
 #define ACMEDGE_PROXY_INT_H
@@ -159,6 +159,16 @@ static inline const char *ae_hmsg_val(const ae_hmsg *m, uint32_t i) { return m->
 int ae_hmsg_find(const ae_hmsg *m, const char *name, uint32_t from);
 /* 1 when a comma-separated list header (all its instances) contains token (case-insensitive). */
 int ae_hmsg_has_token(const ae_hmsg *m, const char *name, const char *token);
+/* Field-name helpers shared by the httpmsg*.c files: */
+/* 1 when a (alen bytes) equals b (blen bytes) ignoring ASCII case. */
+int hmsg_ieq(const char *a, size_t alen, const char *b, size_t blen);
+/* 1 when a (alen bytes) equals the NUL-terminated lit ignoring ASCII case. */
+int hmsg_ieqs(const char *a, size_t alen, const char *lit);
+/* Trims spaces and tabs around the value span *p, *n in place. */
+void hmsg_trim(const char **p, size_t *n);
+/* Calls fn for each trimmed, non-empty element of a comma-separated list; returns fn's first
+ * non-zero result, else 0. */
+int hmsg_each_token(const char *v, size_t n, int (*fn)(void *, const char *, size_t), void *ud);
 
 /* What the proxy needs to know about a request head; filled by ae_req_analyze. */
 typedef struct ae_reqinfo {
@@ -174,6 +184,8 @@ typedef struct ae_reqinfo {
   const char *reason;     /* metrics label when the request is refused */
 } ae_reqinfo;
 
+/* ---------- request analysis (httpmsg_analyze.c) ---------- */
+
 /* Checks a parsed request head (RFC 9112 framing and Host rules, RFC 6455 handshake for an
  * Upgrade: websocket). Returns 0, or an HTTP status (400, 501) with a reason in *why and a metrics
  * label in ri->reason. http_minor/major are the request's version. */
@@ -182,6 +194,8 @@ int ae_req_analyze(const ae_hmsg *m, int major, int minor, int method_is_get, ae
 
 /* Lowercases a Host value into out, without port, brackets or trailing dot; 0 when valid. */
 int ae_host_normalize(const char *in, size_t n, char *out, size_t outlen);
+
+/* ---------- hop-by-hop fields (httpmsg.c), trusted proxies and head rewriting (httpmsg_heads.c) */
 
 /* 1 when name is hop-by-hop for the proxy (Connection, Keep-Alive, TE, Trailer(s),
  * Transfer-Encoding, Upgrade, Proxy-*), or listed in a Connection header of m. */

@@ -1,5 +1,5 @@
 /* Private state shared by the TLS listener (tls_front.c) and the per-connection state machine
- * (tls_conn.c). Not a public interface. */
+ * (tls_hello.c, tls_conn.c, tls_io.c). Not a public interface. */
 #ifndef ACMEDGE_TLS_FRONT_INTERNAL_H
 #define ACMEDGE_TLS_FRONT_INTERNAL_H
 
@@ -120,7 +120,14 @@ struct ae_tls_front {
   void *close_ud;
 };
 
-/* Connection internals shared by tls_conn.c (state machine) and tls_io.c (byte plumbing). */
+/* Connection internals shared by tls_hello.c (ClientHello phase), tls_conn.c (state machine) and
+ * tls_io.c (byte plumbing). */
+/* Which certificate a connection serves (tls_conn.c counts the metric on success). */
+enum { TC_KIND_KNOWN = 1, TC_KIND_DEFAULT, TC_KIND_CHALLENGE };
+/* Peeks at the buffered bytes (PROXY header, ClientHello) and chooses a certificate, holds or refuses. */
+void tc_on_hello(tls_conn *c);
+/* Creates the GnuTLS session for cert (borrowed reference kept in c) and starts the handshake. */
+void tc_start_tls(tls_conn *c, ae_cert *cert, int kind);
 static inline const char *tc_name(const tls_conn *c) { return c->t.sni[0] ? c->t.sni : "-"; }
 /* (Re)starts the connection timer; its callback acts on the current state. */
 void tc_arm(tls_conn *c, uint64_t ms);

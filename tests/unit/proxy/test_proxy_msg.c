@@ -1,4 +1,4 @@
-/* Unit tests for the proxy's HTTP message helpers (src/proxy/httpmsg.c and src/proxy/httpmsg_scan.c): raw head scanner, request
+/* Unit tests for the proxy's HTTP message helpers (src/proxy/httpmsg*.c): raw head scanner, request
  * framing analysis, Host normalisation, trusted-proxy matching and head rewriting. */
 #include <setjmp.h>
 #include <stdarg.h>
