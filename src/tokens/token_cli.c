@@ -141,7 +141,8 @@ static char **split_groups(const char *s, size_t *n) {
 static int cmd_mint(int argc, char **argv) {
   const char *key = NULL, *groups = "", *bind = NULL, *ttl = "1h";
   ae_tok_mint_args a = {.aud = "acmedge"};
-  for (int i = 1; i < argc; i++) {
+  /* Every option takes a value: the loop steps over option and value together. */
+  for (int i = 1; i < argc; i += 2) {
     const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) {
       fprintf(stderr, "acmedge token mint: %s needs a value\n", o);
@@ -165,7 +166,6 @@ static int cmd_mint(int argc, char **argv) {
       fprintf(stderr, "acmedge token mint: unknown option '%s'\n", o);
       return 2;
     }
-    i++;
   }
   if (!key || !a.iss || !a.sub) {
     fprintf(stderr, "acmedge token mint: --key, --iss and --sub are required\n");
