@@ -1,4 +1,4 @@
-/* Private to provision.c and provision_store.c. */
+/* Private to the provision_*.c family (provision.c and its siblings in this folder). */
 #ifndef ACMEDGE_PROVISION_INTERNAL_H
 #define ACMEDGE_PROVISION_INTERNAL_H
 
@@ -73,6 +73,9 @@ struct ae_provision {
   int index_ready;
 };
 
+/* Default spread of the first ARI poll after install or load (seconds; ari_first_poll_max_s). */
+#define ARI_FIRST_POLL_MAX_S 300
+
 /* Creates and registers a record for name. */
 ae_dom *ae_dom_new(struct ae_provision *p, const char *name);
 /* Unregisters and frees a record (asynchronously), cancelling its work. */
@@ -131,5 +134,21 @@ int64_t ae_renew_at(int64_t not_before, int64_t not_after);
 json_t *ae_dom_json(const ae_dom *d);
 /* strmap foreach callback freeing values. */
 void ae_free_value_cb(void *ud, const char *key, void *value);
+/* Uniform random number in [0, 1) for backoff and ARI jitter (provision.c). */
+double ae_provision_rnd01(void);
+/* Current UNIX time in seconds (provision.c). */
+int64_t ae_provision_now_s(void);
+/* 1 while d has a decision, queue slot, job or install in flight (provision.c). */
+int ae_dom_busy(const ae_dom *d);
+/* Replaces *dst with a copy of v (NULL clears); the record owns the copy (provision.c). */
+void ae_dom_set_str(char **dst, const char *v);
+/* Wakes held handshakes for name unless a stand-in leaf mint for it is running (provision.c). */
+void ae_provision_wake(struct ae_provision *p, const char *name);
+/* Takes d out of the job queue if it is queued (provision_queue.c). */
+void ae_provision_queue_remove(struct ae_provision *p, ae_dom *d);
+/* Starts queued jobs while a slot and a rate token are free (provision_queue.c). */
+void ae_provision_pump(struct ae_provision *p);
+/* Sets d's renew-at and arms its timer (provision_renewal.c). */
+void ae_dom_arm_timer(ae_dom *d, int64_t at);
 
 #endif
