@@ -158,6 +158,16 @@ static void provision_cert_changed(void *ud, const char *name, ae_cert *old_cert
   ae_ocsp_cert_changed(app->ocsp, name, old_cert, new_cert, loaded);
 }
 
+/* The certificate cache dropped name's certificate: the provisioner moves the name to the renewal
+ * index, and the staple cache lets go of its entry (which holds a reference to the certificate and
+ * would otherwise keep every evicted certificate alive). The stored staple stays on disk for the
+ * next load. */
+static void certs_evicted(void *ud, const char *name, ae_cert *cert) {
+  ae_app *app = ud;
+  ae_provision_evicted(app->provision, name, cert);
+  ae_ocsp_cert_changed(app->ocsp, name, cert, NULL, 1);
+}
+
 static void ocsp_revoked(void *ud, const char *name, ae_cert *cert, int reason) {
   ae_app *app = ud;
   ae_err err = {0};
@@ -291,7 +301,7 @@ int app_start(ae_app *app, ae_err *err) {
                             .leaves = app->leaves};
   if ((r = ae_provision_new(&deps, cfg, &app->provision, err)) != 0)
     return r;
-  ae_certstore_set_evict_cb(app->certs, ae_provision_evicted, app->provision);
+  ae_certstore_set_evict_cb(app->certs, certs_evicted, app);
   if (cfg->cert_cache.preload) {
     size_t loaded = 0;
     if ((r = ae_provision_load(app->provision, &loaded, err)) != 0)
