@@ -148,6 +148,11 @@ static void revoke_answered(void *ud, int code, const char *problem, const char 
   ae_admin_reply_send(reply, ca_problem ? 400 : 502, body);
 }
 
+static int admin_renew(void *ud, const char *name, ae_err *err) {
+  ae_app *app = ud;
+  return ae_provision_renew_now(app->provision, name, err);
+}
+
 static int admin_revoke(void *ud, const char *name, int reason, ae_admin_reply *reply, ae_err *err) {
   ae_app *app = ud;
   return ae_provision_revoke(app->provision, name, reason, revoke_answered, reply, err);
@@ -342,6 +347,7 @@ int app_start(ae_app *app, ae_err *err) {
                          .add_domain = admin_add,
                          .delete_domain = admin_delete,
                          .revoke_domain = admin_revoke,
+                         .renew_domain = admin_renew,
                          .extra_metrics = admin_metrics,
                          .pki_root = admin_pki_root};
     if ((r = ae_admin_new(&app->loop, cfg, app->events, &ah, &app->admin, err)) != 0)

@@ -40,6 +40,9 @@ typedef struct ae_admin_hooks {
    * after `after` (NULL = first page), only names in `state` when not NULL. NULL hook: query
    * parameters are ignored and the whole list is returned. */
   json_t *(*list_domains_page)(void *ud, size_t limit, const char *after, const char *state);
+  /* Starts renewing name's certificate now; <0 with err set: AE_ENOTFOUND -> 404, AE_EAGAIN ->
+   * 503 (stored name being read), AE_EEXIST -> 409 (an order runs), AE_ELIMIT -> 503. */
+  int (*renew_domain)(void *ud, const char *name, ae_err *err);
 } ae_admin_hooks;
 
 /* Starts listening on cfg->listen_admin ("host:port", "[v6]:port", "unix:/path" or "/path"); a NULL

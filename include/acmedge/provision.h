@@ -80,6 +80,12 @@ typedef void (*ae_provision_revoke_fn)(void *ud, int code, const char *problem, 
  * name has no certificate of its own; done is then never called. */
 int ae_provision_revoke(ae_provision *p, const char *name, int reason, ae_provision_revoke_fn done, void *ud,
                         ae_err *err);
+/* Renews name's certificate now (an operator's "renew now"): a new order with a new key goes
+ * through the usual queue and events (renewal_scheduled with source "api", then cert_renewed).
+ * AE_ENOTFOUND when name has no certificate in memory, AE_EAGAIN when a stored name is being read
+ * first (ask again), AE_EEXIST when an order for it is already running, AE_ELIMIT when the queue
+ * is full (retried in 60 s). */
+int ae_provision_renew_now(ae_provision *p, const char *name, ae_err *err);
 /* New reference: JSON array of managed domains (design §5): records in memory and stored names
  * known to the renewal index (state "valid", "in_memory": false). */
 json_t *ae_provision_domains_json(ae_provision *p);

@@ -148,6 +148,15 @@ void adm_handle_request(adm_conn *c) {
       uv_timer_start(&c->timer, adm_on_conn_timer, 120000, 0);
       ae_adm_api_domains_revoke(c, raw);
     }
+  } else if (strncmp(path, "/v1/domains/", 12) == 0 && strlen(path) > 12 + 6 &&
+             strcmp(path + strlen(path) - 6, "/renew") == 0) {
+    if (method != HTTP_POST) {
+      ae_adm_respond_error(c, 405, "Allow: POST\r\n", "method not allowed");
+    } else {
+      char raw[ADM_MAX_URL + 1];
+      snprintf(raw, sizeof(raw), "%.*s", (int)(strlen(path) - 12 - 6), path + 12);
+      ae_adm_api_domains_renew(c, raw);
+    }
   } else if (strncmp(path, "/v1/domains/", 12) == 0) {
     if (method == HTTP_DELETE)
       ae_adm_api_domains_delete(c, path + 12);

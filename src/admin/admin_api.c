@@ -215,6 +215,32 @@ void ae_admin_reply_send(ae_admin_reply *r, int status, json_t *body) {
   free(r);
 }
 
+void ae_adm_api_domains_renew(adm_conn *c, const char *raw) {
+  ae_admin *a = c->a;
+  char name[512];
+  if (pct_decode(raw, name, sizeof(name)) != 0 || !name[0]) {
+    ae_adm_respond_error(c, 400, NULL, "invalid domain name in path");
+    return;
+  }
+  if (!a->hooks.renew_domain) {
+    ae_adm_respond_error(c, 500, NULL, "renewing on request is not available");
+    return;
+  }
+  ae_err err = {0, ""};
+  int r = a->hooks.renew_domain(a->hooks.ud, name, &err);
+  const char *msg = err.msg[0] ? err.msg : ae_strerror(r);
+  if (r == 0)
+    ae_adm_respond_json(c, 202, json_pack("{s:s}", "renewing", name), NULL);
+  else if (r == AE_ENOTFOUND)
+    ae_adm_respond_error(c, 404, NULL, "%s", msg);
+  else if (r == AE_EEXIST)
+    ae_adm_respond_error(c, 409, NULL, "%s", msg);
+  else if (r == AE_EAGAIN || r == AE_ELIMIT)
+    ae_adm_respond_error(c, 503, "Retry-After: 1\r\n", "%s", msg);
+  else
+    ae_adm_respond_error(c, 500, NULL, "%s", msg);
+}
+
 void ae_adm_api_domains_revoke(adm_conn *c, const char *raw) {
   ae_admin *a = c->a;
   char name[512];

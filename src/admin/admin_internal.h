@@ -146,6 +146,8 @@ void ae_adm_api_domains_list(adm_conn *c, const char *query);
 void ae_adm_api_domains_post(adm_conn *c);
 /* DELETE /v1/domains/<raw>, raw still percent-encoded. */
 void ae_adm_api_domains_delete(adm_conn *c, const char *raw);
+/* POST /v1/domains/{name}/renew: starts a renewal now and answers 202 (raw still percent-encoded). */
+void ae_adm_api_domains_renew(adm_conn *c, const char *raw);
 /* POST /v1/domains/{name}/revoke {"reason": N}: answered later through an ae_admin_reply. */
 void ae_adm_api_domains_revoke(adm_conn *c, const char *raw);
 

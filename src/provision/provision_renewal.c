@@ -67,6 +67,28 @@ static void renewal_event(ae_dom *d, const char *source) {
   ae_events_emit(d->p->deps.events, "renewal_scheduled", d->name, det);
 }
 
+int ae_provision_renew_now(ae_provision *p, const char *name, ae_err *err) {
+  ae_dom *d = ae_strmap_get(&p->doms, name);
+  if (!d && ae_provision_need_load(p, name)) {
+    /* Stored but not in memory yet: read it (a name storage lacks is never ordered from here). */
+    ae_provision_load_name(p, name, "renewal");
+    return ae_err_set(err, AE_EAGAIN, "%s: reading the stored certificate first; ask again", name);
+  }
+  if (!d || !d->has_cert)
+    return ae_err_set(err, AE_ENOTFOUND, "%s: no certificate to renew", name);
+  if (ae_dom_busy(d) || d->job)
+    return ae_err_set(err, AE_EEXIST, "%s: an order for it is already running", name);
+  d->renew_at = ae_provision_now_s();
+  renewal_event(d, "api");
+  AE_INFO(SUB, "%s: renewing certificate on request (expires %lld)", d->name, (long long)d->not_after);
+  if (ae_provision_admit(p, d) != 0) {
+    d->state = DS_VALID;
+    ae_dom_arm_timer(d, ae_provision_now_s() + 60);
+    return ae_err_set(err, AE_ELIMIT, "%s: issuance queue full; renewal retried in 60 s", name);
+  }
+  return 0;
+}
+
 
 /* The CA's suggested window (ARI) replaces our own 2/3-of-lifetime schedule: a random moment in
  * the window spreads renewals, and an early window (e.g. a revocation campaign) is honoured. */

@@ -168,7 +168,9 @@ static void test_sharded_concurrent_eviction(void **state) {
     pthread_join(th[i], NULL);
   assert_true(ae_certstore_count(cs) <= 4096);
   assert_true(ae_certstore_count(cs) >= 4096 - 64);
-  assert_true(ae_certstore_evictions(cs) >= 12000 - 6000);
+  /* The first 6,000 puts are all new names, so at least 6,000 - 4,096 were evicted; how many of
+   * the second pass's names were still present depends on which ones the readers kept warm. */
+  assert_true(ae_certstore_evictions(cs) >= 6000 - 4096);
   for (int i = 0; i < 4; i++)
     ae_cert_unref(certs[i]);
   ae_certstore_free(cs);
