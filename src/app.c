@@ -153,6 +153,10 @@ static void close_rest(ae_app *app) {
     app->pending_closes++;
     ae_ocsp_close(app->ocsp, closed_one, app);
   }
+  if (app->ca_rotor) {
+    app->pending_closes++;
+    ae_ca_rotor_close(app->ca_rotor, closed_one, app);
+  }
 }
 
 static void front_closed(void *ud) {
@@ -219,6 +223,7 @@ static void free_modules(ae_app *app) {
   ae_events_free(app->events);
   ae_certstore_free(app->certs);
   ae_leafcache_free(app->leaves);
+  ae_ca_rotor_free(app->ca_rotor);
   ae_ca_free(app->ca);
   ae_storage_free(app->storage);
   ae_limits_global_free();

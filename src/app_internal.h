@@ -46,6 +46,7 @@ typedef struct ae_app {
   ae_admin *admin;
   ae_workers *workers;
   ae_ca *ca;                 /* internal CA, NULL unless internal_ca.enabled */
+  ae_ca_rotor *ca_rotor;     /* the intermediate's renewal timer (with ca) */
   ae_leafcache *leaves;      /* minted fallback leaves (on_demand.fallback_cert "internal") */
   ae_ocsp *ocsp;
   uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;

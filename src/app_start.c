@@ -270,6 +270,8 @@ int app_start(ae_app *app, ae_err *err) {
     return ae_err_set(err, r, "cannot create event bus");
   if ((r = ae_tok_relay_attach(&app->loop, app->events)) != 0) /* token_rejected from workers */
     return ae_err_set(err, r, "cannot start the token event relay");
+  if (app->ca && (r = ae_ca_rotor_start(&app->loop, app->ca, app->events, &app->ca_rotor, err)) != 0)
+    return r;
   if ((r = ae_hook_new(&app->loop, cfg, app->events, &app->hook, err)) != 0)
     return r;
   if ((r = ae_challenge_new(&app->challenges)) != 0)

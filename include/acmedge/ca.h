@@ -5,9 +5,11 @@
 #define ACMEDGE_CA_H
 
 #include <stdint.h>
+#include <uv.h>
 #include "acmedge/certstore.h"
 #include "acmedge/common.h"
 #include "acmedge/config.h"
+#include "acmedge/events.h"
 #include "acmedge/storage.h"
 
 /* Defaults of the internal_ca.* keys. */
@@ -49,6 +51,29 @@ char *ae_ca_root_pem(ae_ca *ca);
 char *ae_ca_intermediate_pem(ae_ca *ca);
 /* Multi-line human-readable status: subjects, validity, SHA-256 fingerprints (malloc'd). */
 char *ae_ca_status_text(ae_ca *ca);
+/* One intermediate rotation as reported by ae_ca_take_rotation (fingerprints "AB:CD:...", SHA-256). */
+typedef struct ae_ca_rotation {
+  char old_fp[128], new_fp[128];
+  int64_t old_not_after, new_not_after;
+} ae_ca_rotation;
+/* 1 with *out filled when the intermediate changed since the last report (the first intermediate
+ * of a new authority does not count), else 0. Each rotation is reported once. Thread-safe. */
+int ae_ca_take_rotation(ae_ca *ca, ae_ca_rotation *out);
+/* Seconds between two renewal checks: 1/40 of the intermediate lifetime, within 1..600. */
+int64_t ae_ca_check_interval_s(const ae_ca *ca);
+
+/* The renewal timer of a running server: every ae_ca_check_interval_s it renews a due
+ * intermediate in the thread pool (never on the loop) and emits `ca_rotated` {old_sha256,
+ * new_sha256, old_not_after, not_after} for every rotation, including those a mint or the start-up
+ * performed. */
+typedef struct ae_ca_rotor ae_ca_rotor;
+/* Starts the timer on loop; ca and events must outlive the rotor. Caller owns *out. */
+int ae_ca_rotor_start(uv_loop_t *loop, ae_ca *ca, ae_events *events, ae_ca_rotor **out, ae_err *err);
+/* Stops the timer; done(ud) runs on the loop once no renewal is in flight and the handle is closed. */
+void ae_ca_rotor_close(ae_ca_rotor *r, void (*done)(void *ud), void *ud);
+/* Frees a closed rotor (NULL is fine). */
+void ae_ca_rotor_free(ae_ca_rotor *r);
+
 /* Counters for metrics: leaves minted, intermediates created by this process. */
 uint64_t ae_ca_mints(ae_ca *ca);
 uint64_t ae_ca_rotations(ae_ca *ca);

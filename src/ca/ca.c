@@ -23,6 +23,7 @@ typedef struct issuer {
   gnutls_x509_crt_t crt;
   gnutls_privkey_t key;
   char *pem;
+  char fp[128];              /* SHA-256 fingerprint, for ca_rotated */
   int64_t not_before, not_after;
 } issuer;
 
@@ -34,6 +35,10 @@ struct ae_ca {
   gnutls_privkey_t root_key;
   char *root_pem;
   issuer *cur;
+  /* The intermediate ae_ca_take_rotation last reported (or the one found at open): a rotation is
+   * reported once, by whoever asks, whichever thread performed it. */
+  char reported_fp[128];
+  int64_t reported_not_after;
   atomic_uint_fast64_t mints, rotations;
 };
 
@@ -192,6 +197,7 @@ static issuer *issuer_wrap(gnutls_x509_crt_t crt, gnutls_privkey_t key, ae_err *
   is->key = key;
   is->not_before = crt_nb(crt);
   is->not_after = crt_na(crt);
+  ca_fingerprint(crt, is->fp, sizeof(is->fp));
   if (ca_crt_pem(crt, &is->pem, err) != 0) {
     issuer_unref(is);
     return NULL;
@@ -288,6 +294,10 @@ static int load_intermediate(ae_ca *ca, int64_t now, ae_err *err) {
       AE_WARN(SUB, "%s: not signed by the root CA; replacing it", w);
     } else if ((ca->cur = issuer_wrap(crt, key, err)) == NULL) {
       return AE_ERR;
+    } else {
+      /* A renewal right below (stale intermediate) is then reported as a rotation. */
+      snprintf(ca->reported_fp, sizeof(ca->reported_fp), "%s", ca->cur->fp);
+      ca->reported_not_after = ca->cur->not_after;
     }
   }
   /* A stale intermediate is fine for read-only opens (status shows it); servers renew it. */
@@ -313,6 +323,11 @@ int ae_ca_open(ae_storage *st, const ae_ca_opts *opts, ae_ca **out, ae_err *err)
     r = load_intermediate(ca, now, err);
   if (r == 0)
     r = ca_crt_pem(ca->root, &ca->root_pem, err);
+  if (r == 0 && !ca->reported_fp[0]) {
+    /* The first intermediate of a new authority replaces nothing: not a rotation. */
+    snprintf(ca->reported_fp, sizeof(ca->reported_fp), "%s", ca->cur->fp);
+    ca->reported_not_after = ca->cur->not_after;
+  }
   if (r != 0) {
     ae_ca_free(ca);
     return r;
@@ -427,6 +442,29 @@ char *ae_ca_status_text(ae_ca *ca) {
   snprintf(s + o, cap - o, "  renews at:  %s\n", when);
   issuer_unref(is);
   return s;
+}
+
+int ae_ca_take_rotation(ae_ca *ca, ae_ca_rotation *out) {
+  int changed = 0;
+  pthread_mutex_lock(&ca->lock);
+  if (strcmp(ca->reported_fp, ca->cur->fp) != 0) {
+    snprintf(out->old_fp, sizeof(out->old_fp), "%s", ca->reported_fp);
+    snprintf(out->new_fp, sizeof(out->new_fp), "%s", ca->cur->fp);
+    out->old_not_after = ca->reported_not_after;
+    out->new_not_after = ca->cur->not_after;
+    snprintf(ca->reported_fp, sizeof(ca->reported_fp), "%s", ca->cur->fp);
+    ca->reported_not_after = ca->cur->not_after;
+    changed = 1;
+  }
+  pthread_mutex_unlock(&ca->lock);
+  return changed;
+}
+
+int64_t ae_ca_check_interval_s(const ae_ca *ca) {
+  /* Forty checks per lifetime keep the renewal within 2.5 % of its 20 %-left mark; Caddy checks
+   * every 10 minutes, which is plenty for the 7-day default. */
+  int64_t s = ca->opts.intermediate_lifetime_s / 40;
+  return s < 1 ? 1 : s > 600 ? 600 : s;
 }
 
 uint64_t ae_ca_mints(ae_ca *ca) { return (uint64_t)atomic_load(&ca->mints); }

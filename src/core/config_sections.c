@@ -155,7 +155,7 @@ int cfg_parse_internal_ca(pctx *c, json_t *root, ae_config *cfg) {
   if ((rc = cfg_opt_bool(c, o, "enabled", P, &cfg->internal_ca.enabled)) ||
       (rc = cfg_opt_str_array(c, o, "names", P, 1, cfg_check_pattern, &cfg->internal_ca.names, &cfg->internal_ca.nnames)) ||
       (rc = cfg_opt_uint(c, o, "leaf_lifetime_s", P, 60, 90 * 86400, &cfg->internal_ca.leaf_lifetime_s)) ||
-      (rc = cfg_opt_uint(c, o, "intermediate_lifetime_s", P, 3600, 3650 * 86400, &cfg->internal_ca.intermediate_lifetime_s)) ||
+      (rc = cfg_opt_uint(c, o, "intermediate_lifetime_s", P, 120, 3650 * 86400, &cfg->internal_ca.intermediate_lifetime_s)) ||
       (rc = cfg_opt_uint(c, o, "cache_max", P, 1, 10000000, &cfg->internal_ca.cache_max)))
     return rc;
   cfg_lower_strv(cfg->internal_ca.names, cfg->internal_ca.nnames);

@@ -286,6 +286,38 @@ static void test_rotation(void **state) {
   free(kp);
 }
 
+/* Rotations are reported once each, with the old and new fingerprints; neither the first
+ * intermediate of a new authority nor a persisted one found at open is a rotation. */
+static void test_rotation_report(void **state) {
+  fixture *f = *state;
+  ae_ca *ca = open_ca(f, 1000, 600);
+  ae_ca_rotation rot;
+  assert_int_equal(ae_ca_take_rotation(ca, &rot), 0);
+  int64_t now = (int64_t)time(NULL);
+  int rotated = 0;
+  ae_err err = {0};
+  assert_int_equal(ae_ca_rotate_if_due(ca, now + 900, &rotated, &err), 0);
+  assert_int_equal(rotated, 1);
+  memset(&rot, 0, sizeof(rot));
+  assert_int_equal(ae_ca_take_rotation(ca, &rot), 1);
+  assert_int_equal(strlen(rot.old_fp), 95);
+  assert_int_equal(strlen(rot.new_fp), 95);
+  assert_string_not_equal(rot.old_fp, rot.new_fp);
+  assert_true(rot.new_not_after > rot.old_not_after);
+  assert_int_equal(ae_ca_take_rotation(ca, &rot), 0);
+  /* Check interval: 1/40 of the lifetime, bounded. */
+  assert_int_equal(ae_ca_check_interval_s(ca), 25);
+  ae_ca_free(ca);
+  ca = open_ca(f, 3650LL * 86400, 600);
+  assert_int_equal(ae_ca_check_interval_s(ca), 600);
+  assert_int_equal(ae_ca_take_rotation(ca, &rot), 0); /* the persisted one, still fresh */
+  ae_ca_free(ca);
+  ca = open_ca(f, 120, 600);
+  assert_int_equal(ae_ca_check_interval_s(ca), 3);
+  assert_int_equal(ae_ca_take_rotation(ca, &rot), 0);
+  ae_ca_free(ca);
+}
+
 typedef struct mint_arg {
   ae_ca *ca;
   int64_t now;
@@ -397,6 +429,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_clamped_to_intermediate, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restart_keeps_root, setup, teardown),
       cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_rotation_report, setup, teardown),
       cmocka_unit_test_setup_teardown(test_rotation_under_load, setup, teardown),
       cmocka_unit_test_setup_teardown(test_key_file_problems, setup, teardown),
       cmocka_unit_test_setup_teardown(test_mint_refuses_bad_input, setup, teardown),

@@ -69,8 +69,10 @@ static void test_errors(void **state) {
              "internal_ca.names");
   expect_err("{\"on_demand\":{\"allow\":[\"*\"]},\"internal_ca\":{\"enabled\":true,\"leaf_lifetime_s\":10}}",
              "internal_ca.leaf_lifetime_s");
-  /* Under an hour, leaves clamped to a nearly expired intermediate would be stale at birth. */
-  expect_err("{\"on_demand\":{\"allow\":[\"*\"]},\"internal_ca\":{\"enabled\":true,\"intermediate_lifetime_s\":600}}",
+  /* Under two minutes the renewal (20 % of lifetime + 60 s backdate left) would come later than
+   * 30 s before expiry, where a clamped leaf (backdated 60 s) is already two thirds through its
+   * life when minted: stale at birth. */
+  expect_err("{\"on_demand\":{\"allow\":[\"*\"]},\"internal_ca\":{\"enabled\":true,\"intermediate_lifetime_s\":119}}",
              "internal_ca.intermediate_lifetime_s");
   expect_err("{\"on_demand\":{\"allow\":[\"*\"]},\"internal_ca\":{\"enabled\":true,\"cache_max\":0}}",
              "internal_ca.cache_max");
