@@ -90,7 +90,7 @@
     const k = st.sortKey, dir = st.sortDir;
     return st.domains
       .filter((d) => (!sf || d.state === sf) &&
-        (!q || [d.domain, d.last_error, d.issuer, d.state].some((v) => v && String(v).toLowerCase().includes(q))))
+        (!q || [d.domain, d.last_error, d.issuer, d.issuer_dn, d.state].some((v) => v && String(v).toLowerCase().includes(q))))
       .sort((a, b) => {
         const x = a[k] == null ? "" : String(a[k]), y = b[k] == null ? "" : String(b[k]);
         return x < y ? -dir : x > y ? dir : 0;
@@ -121,7 +121,9 @@
       if (t !== null && t - Date.now() < 7 * 86400e3) exp.className = "soon";
       exp.title = d.not_after || "";
       tr.appendChild(exp);
-      tr.appendChild(el("td", null, d.issuer || "-"));
+      const iss = el("td", null, d.issuer || "-");
+      iss.title = d.issuer_dn || "";
+      tr.appendChild(iss);
       tr.appendChild(el("td", "err", d.last_error || ""));
       tr.appendChild(el("td", null, d.retry_at ? shortTime(d.retry_at) : "-"));
       if (withInstance) tr.appendChild(el("td", null, d.instance || "-"));

@@ -17,6 +17,8 @@
 #define AE_CA_INTER_LIFETIME_S (3600LL * 24 * 7)
 #define AE_CA_LEAF_LIFETIME_S (3600LL * 12)
 #define AE_CA_CACHE_MAX 10000u
+/* Subject CN of every intermediate the authority makes; ae_cert_issuer gives "CN=" this. */
+#define AE_CA_INTERMEDIATE_CN "acmedge Internal Intermediate CA"
 /* Storage directory of the one authority acmedge runs. */
 #define AE_CA_ID "local"
 
@@ -73,6 +75,10 @@ int ae_ca_rotor_start(uv_loop_t *loop, ae_ca *ca, ae_events *events, ae_ca_rotor
 void ae_ca_rotor_close(ae_ca_rotor *r, void (*done)(void *ud), void *ud);
 /* Frees a closed rotor (NULL is fine). */
 void ae_ca_rotor_free(ae_ca_rotor *r);
+
+/* "internal" when issuer_dn (a leaf's issuer DN as ae_cert_issuer gives it) is the internal
+ * intermediate's, "acme" otherwise, NULL for NULL. Static strings. */
+const char *ae_ca_issuer_kind(const char *issuer_dn);
 
 /* Counters for metrics: leaves minted, intermediates created by this process. */
 uint64_t ae_ca_mints(ae_ca *ca);

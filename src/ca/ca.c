@@ -209,7 +209,7 @@ static int make_intermediate(ae_ca *ca, int64_t now, issuer **out, ae_err *err) 
   int64_t na = now + ca->opts.intermediate_lifetime_s;
   if (na > crt_na(ca->root))
     na = crt_na(ca->root);
-  ca_tmpl tp = {.cn = "acmedge Internal Intermediate CA", .is_ca = 1, .pathlen = 0,
+  ca_tmpl tp = {.cn = AE_CA_INTERMEDIATE_CN, .is_ca = 1, .pathlen = 0,
                 .not_before = now - BACKDATE_S, .not_after = na};
   gnutls_privkey_t key = NULL;
   gnutls_x509_crt_t crt = NULL;
@@ -465,6 +465,14 @@ int64_t ae_ca_check_interval_s(const ae_ca *ca) {
    * every 10 minutes, which is plenty for the 7-day default. */
   int64_t s = ca->opts.intermediate_lifetime_s / 40;
   return s < 1 ? 1 : s > 600 ? 600 : s;
+}
+
+const char *ae_ca_issuer_kind(const char *issuer_dn) {
+  if (!issuer_dn)
+    return NULL;
+  /* Only this authority uses the name; an ACME CA issuing under it would fail the chain check
+   * anyway, as its chain would not lead to our root's key. */
+  return strcmp(issuer_dn, "CN=" AE_CA_INTERMEDIATE_CN) == 0 ? "internal" : "acme";
 }
 
 uint64_t ae_ca_mints(ae_ca *ca) { return (uint64_t)atomic_load(&ca->mints); }

@@ -211,7 +211,8 @@ void ae_provision_installed(ae_provision *p, const char *name, ae_cert *cert, co
     json_t *det = json_object();
     json_object_set_new(det, "serial", json_string(d->serial ? d->serial : ""));
     json_object_set_new(det, "not_after", json_string(na));
-    json_object_set_new(det, "issuer", json_string(ae_config_internal_name(p->cfg, name) ? "internal" : "acme"));
+    const char *kind = ae_ca_issuer_kind(ae_cert_issuer(cert));
+    json_object_set_new(det, "issuer", json_string(kind ? kind : "acme"));
     ae_events_emit(p->deps.events, renewed ? "cert_renewed" : "cert_issued", name, det);
   }
   ae_provision_cert_changed(p, name, cert, loaded);

@@ -18,7 +18,9 @@ json_t *ae_dom_json(const ae_dom *d) {
   } else {
     json_object_set_new(o, "not_after", json_null());
   }
-  json_object_set_new(o, "issuer", d->issuer ? json_string(d->issuer) : json_null());
+  /* issuer: who issued it (design §9: "acme" | "internal"); issuer_dn: the leaf's issuer DN. */
+  json_object_set_new(o, "issuer", d->issuer ? json_string(ae_ca_issuer_kind(d->issuer)) : json_null());
+  json_object_set_new(o, "issuer_dn", d->issuer ? json_string(d->issuer) : json_null());
   json_object_set_new(o, "serial", d->serial ? json_string(d->serial) : json_null());
   json_object_set_new(o, "last_error", d->last_error ? json_string(d->last_error) : json_null());
   json_object_set_new(o, "last_problem", d->last_problem ? json_string(d->last_problem) : json_null());

@@ -59,7 +59,7 @@ static json_t *list_domains(void *ud) {
   ae_time_rfc3339((int64_t)now + 60 * 86400 + 3600, na, sizeof(na));
   ae_time_rfc3339((int64_t)now + 3600, ra, sizeof(ra));
   return json_pack("[{s:s,s:s,s:s,s:s,s:n,s:n},{s:s,s:s,s:n,s:n,s:s,s:s}]", "domain", "a.example.test", "state",
-                   "valid", "not_after", na, "issuer", "Pebble Intermediate CA", "last_error", "retry_at", "domain",
+                   "valid", "not_after", na, "issuer", "acme", "last_error", "retry_at", "domain",
                    "b.example.test", "state", "failed", "not_after", "issuer", "last_error",
                    "urn:ietf:params:acme:error:rejectedIdentifier: blocked", "retry_at", ra);
 }

@@ -38,7 +38,7 @@ ae_wait_for grep -q 'cert_installed' "$T/stub1.log" || ae_fail "stub did not emi
 timeout 20 "$ACMEDGE_BIN" domains --admin "$A" >"$T/table" || ae_fail "domains exited $?"
 head -1 "$T/table" | grep -Eq '^DOMAIN +STATE +EXPIRES-IN +ISSUER +LAST-ERROR +RETRY-AT +OCSP$' ||
   ae_fail "bad table header: $(head -1 "$T/table")"
-grep -Eq '^a\.example\.test +valid +60d [01]h +Pebble Intermediate CA +- +- +(-|[a-z_]+)$' "$T/table" ||
+grep -Eq '^a\.example\.test +valid +60d [01]h +acme +- +- +(-|[a-z_]+)$' "$T/table" ||
   ae_fail "valid row wrong: $(cat "$T/table")"
 grep -Eq '^b\.example\.test +failed +- +- +urn:ietf:params:acme:error:rejectedIdentifier: blocked +[0-9-]+T[0-9:]+Z +-$' "$T/table" ||
   ae_fail "failed row wrong: $(cat "$T/table")"

@@ -107,7 +107,7 @@ PY
 timeout 20 "$ACMEDGE_BIN" domains --admin "$ADMIN" >"$T/domains.txt" || ae_fail "acmedge domains failed"
 head -1 "$T/domains.txt" | grep -Eq '^DOMAIN +STATE +EXPIRES-IN +ISSUER +LAST-ERROR +RETRY-AT +OCSP$' ||
   ae_fail "domains header: $(head -1 "$T/domains.txt")"
-grep -Eq "^sse\\.example\\.test +valid +[0-9]+d [0-9]+h +.*Pebble" "$T/domains.txt" ||
+grep -Eq "^sse\\.example\\.test +valid +[0-9]+d [0-9]+h +acme " "$T/domains.txt" ||
   ae_fail "domains row for $name: $(cat "$T/domains.txt")"
 
 # /metrics: strict parse, one issuance.

@@ -69,5 +69,15 @@ pebble_restart
 od_wait_issued "$name" 60
 ae_verify_chain "$name" || ae_fail "Pebble chain for $name does not verify: $(cat "$T/verify-$name.out")"
 [ "$(metric acmedge_fallback_leaf_cache_entries)" = 0 ] || ae_fail "stand-in leaves not dropped after issuance"
+# GET /v1/domains: the Pebble certificate is issuer "acme", with its DN beside it.
+curl -sf "http://127.0.0.1:$AE_ADMIN_PORT/v1/domains" -o "$T/domains.json" || ae_fail "GET /v1/domains failed"
+"$AE_PY" - "$T/domains.json" "$name" <<'PY' || ae_fail "/v1/domains issuer wrong: $(cat "$T/domains.json")"
+import json, sys
+row = [d for d in json.load(open(sys.argv[1])) if d["domain"] == sys.argv[2]][0]
+assert row["issuer"] == "acme", row
+assert "Pebble" in row["issuer_dn"], row
+PY
+grep -F "[event] cert_issued " "$T/acmedge.log" | grep -F "\"domain\":\"$name\"" | grep -qF '"issuer":"acme"' ||
+  ae_fail "cert_issued for $name lacks issuer acme"
 acmedge_stop
 echo "ok"

@@ -68,6 +68,17 @@ od_wait_event cert_issued "$name" 10
 grep -F "[event] cert_issued " "$T/acmedge.log" | grep -F "\"domain\":\"$name\"" | grep -qF '"issuer":"internal"' ||
   ae_fail "cert_issued for $name lacks issuer internal"
 [ "$(od_events issuance_failed "$name")" -eq 0 ] || ae_fail "issuance failed for $name"
+# GET /v1/domains and `acmedge domains`: issuer "internal", the DN beside it.
+curl -sf "http://127.0.0.1:$AE_ADMIN_PORT/v1/domains" -o "$T/domains.json" || ae_fail "GET /v1/domains failed"
+"$AE_PY" - "$T/domains.json" "$name" <<'PY' || ae_fail "/v1/domains issuer wrong: $(cat "$T/domains.json")"
+import json, sys
+row = [d for d in json.load(open(sys.argv[1])) if d["domain"] == sys.argv[2]][0]
+assert row["issuer"] == "internal", row
+assert row["issuer_dn"] == "CN=acmedge Internal Intermediate CA", row
+PY
+timeout 20 "$ACMEDGE_BIN" domains --admin "127.0.0.1:$AE_ADMIN_PORT" >"$T/domains.txt" || ae_fail "acmedge domains failed"
+grep -Eq "^a\.internal\.test +valid +[0-9]+h( [0-9]+m)? +internal " "$T/domains.txt" ||
+  ae_fail "acmedge domains row: $(cat "$T/domains.txt")"
 if grep -q "$name.*order\|newOrder.*$name" "$T/acmedge.log"; then ae_fail "$name went to ACME"; fi
 
 # Restart keeps the root and the intermediate.
