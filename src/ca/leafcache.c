@@ -9,16 +9,21 @@
 
 #include "acmedge/strmap.h"
 
+/* Intrusive entries (hash chain and LRU links in the entry, the name stored once, inline): a cached
+ * leaf must cost no more than the same certificate in the certificate store (bench/ca.sh). */
 typedef struct lc_entry {
   struct lc_entry *prev, *next; /* LRU list, most recent first */
+  struct lc_entry *hnext;       /* bucket chain (the hash is recomputed when needed: 8 bytes less) */
   ae_cert *cert;
   int64_t fresh_until;          /* two thirds into the leaf's life */
-  char name[256];
+  char name[];                  /* lowercase */
 } lc_entry;
 
 struct ae_leafcache {
   pthread_mutex_t lock;
-  ae_strmap map;                /* name -> lc_entry* */
+  lc_entry **buckets;
+  size_t nbuckets;              /* power of two */
+  size_t count;
   lc_entry *head, *tail;
   size_t max;
   uint64_t hits, misses, evictions;
@@ -29,6 +34,48 @@ static void lower(const char *in, char *out, size_t len) {
   for (; in[i] && i + 1 < len; i++)
     out[i] = (char)(in[i] >= 'A' && in[i] <= 'Z' ? in[i] + 32 : in[i]);
   out[i] = '\0';
+}
+
+static lc_entry *find(ae_leafcache *lc, const char *key, size_t h) {
+  for (lc_entry *e = lc->buckets[h & (lc->nbuckets - 1)]; e; e = e->hnext)
+    if (strcmp(e->name, key) == 0)
+      return e;
+  return NULL;
+}
+
+static void hash_insert(ae_leafcache *lc, lc_entry *e) {
+  lc_entry **b = &lc->buckets[ae_strhash(e->name) & (lc->nbuckets - 1)];
+  e->hnext = *b;
+  *b = e;
+}
+
+static void hash_remove(ae_leafcache *lc, lc_entry *e) {
+  lc_entry **pp = &lc->buckets[ae_strhash(e->name) & (lc->nbuckets - 1)];
+  while (*pp && *pp != e)
+    pp = &(*pp)->hnext;
+  if (*pp)
+    *pp = e->hnext;
+}
+
+/* Doubles the table once it holds more entries than buckets (chains stay ~1 long). */
+static void maybe_grow(ae_leafcache *lc) {
+  if (lc->count < lc->nbuckets)
+    return;
+  size_t n = lc->nbuckets * 2;
+  lc_entry **nb = ae_calloc(n, sizeof(*nb));
+  for (size_t i = 0; i < lc->nbuckets; i++) {
+    lc_entry *e = lc->buckets[i];
+    while (e) {
+      lc_entry *next = e->hnext;
+      size_t h = ae_strhash(e->name) & (n - 1);
+      e->hnext = nb[h];
+      nb[h] = e;
+      e = next;
+    }
+  }
+  free(lc->buckets);
+  lc->buckets = nb;
+  lc->nbuckets = n;
 }
 
 static void unlink_e(ae_leafcache *lc, lc_entry *e) {
@@ -57,7 +104,8 @@ static void push_front(ae_leafcache *lc, lc_entry *e) {
 static ae_cert *remove_e(ae_leafcache *lc, lc_entry *e) {
   ae_cert *c = e->cert;
   unlink_e(lc, e);
-  ae_strmap_del(&lc->map, e->name);
+  hash_remove(lc, e);
+  lc->count--;
   free(e);
   return c;
 }
@@ -65,7 +113,8 @@ static ae_cert *remove_e(ae_leafcache *lc, lc_entry *e) {
 int ae_leafcache_new(size_t max, ae_leafcache **out) {
   ae_leafcache *lc = ae_calloc(1, sizeof(*lc));
   pthread_mutex_init(&lc->lock, NULL);
-  ae_strmap_init(&lc->map);
+  lc->nbuckets = 64;
+  lc->buckets = ae_calloc(lc->nbuckets, sizeof(*lc->buckets));
   lc->max = max ? max : AE_CA_CACHE_MAX;
   *out = lc;
   return 0;
@@ -76,7 +125,7 @@ void ae_leafcache_free(ae_leafcache *lc) {
     return;
   while (lc->head)
     ae_cert_unref(remove_e(lc, lc->head));
-  ae_strmap_clear(&lc->map);
+  free(lc->buckets);
   pthread_mutex_destroy(&lc->lock);
   free(lc);
 }
@@ -86,7 +135,7 @@ ae_cert *ae_leafcache_get(ae_leafcache *lc, const char *name, int64_t now) {
   lower(name, key, sizeof(key));
   ae_cert *out = NULL, *stale = NULL;
   pthread_mutex_lock(&lc->lock);
-  lc_entry *e = ae_strmap_get(&lc->map, key);
+  lc_entry *e = find(lc, key, ae_strhash(key));
   if (e && now < e->fresh_until) {
     unlink_e(lc, e);
     push_front(lc, e);
@@ -103,21 +152,26 @@ ae_cert *ae_leafcache_get(ae_leafcache *lc, const char *name, int64_t now) {
 }
 
 void ae_leafcache_put(ae_leafcache *lc, const char *name, ae_cert *cert) {
-  lc_entry *e = ae_calloc(1, sizeof(*e));
-  lower(name, e->name, sizeof(e->name));
+  char key[256];
+  lower(name, key, sizeof(key));
+  size_t klen = strlen(key);
+  lc_entry *e = ae_calloc(1, sizeof(*e) + klen + 1);
+  memcpy(e->name, key, klen + 1);
   e->cert = ae_cert_ref(cert);
   int64_t nb = ae_cert_not_before(cert), na = ae_cert_not_after(cert);
   e->fresh_until = nb + (na - nb) * 2 / 3;
   ae_cert *old = NULL, *evicted = NULL;
   pthread_mutex_lock(&lc->lock);
-  lc_entry *prev = ae_strmap_get(&lc->map, e->name);
+  lc_entry *prev = find(lc, e->name, ae_strhash(e->name));
   if (prev)
     old = remove_e(lc, prev);
-  else if (lc->map.count >= lc->max && lc->tail) {
+  else if (lc->count >= lc->max && lc->tail) {
     evicted = remove_e(lc, lc->tail);
     lc->evictions++;
   }
-  ae_strmap_put(&lc->map, e->name, e);
+  hash_insert(lc, e);
+  lc->count++;
+  maybe_grow(lc);
   push_front(lc, e);
   pthread_mutex_unlock(&lc->lock);
   ae_cert_unref(old);
@@ -129,7 +183,7 @@ void ae_leafcache_drop(ae_leafcache *lc, const char *name) {
   lower(name, key, sizeof(key));
   ae_cert *c = NULL;
   pthread_mutex_lock(&lc->lock);
-  lc_entry *e = ae_strmap_get(&lc->map, key);
+  lc_entry *e = find(lc, key, ae_strhash(key));
   if (e)
     c = remove_e(lc, e);
   pthread_mutex_unlock(&lc->lock);
@@ -138,7 +192,7 @@ void ae_leafcache_drop(ae_leafcache *lc, const char *name) {
 
 size_t ae_leafcache_count(ae_leafcache *lc) {
   pthread_mutex_lock(&lc->lock);
-  size_t n = lc->map.count;
+  size_t n = lc->count;
   pthread_mutex_unlock(&lc->lock);
   return n;
 }

@@ -78,6 +78,51 @@ static void test_lru_bound(void **state) {
   ae_leafcache_free(lc);
 }
 
+/* Thousands of names (the table grows many times): every one found under any case, drops and
+ * evictions leave exactly the others, and the LRU order survives the growth. */
+static void test_many_names(void **state) {
+  (void)state;
+  enum { N = 5000 };
+  ae_leafcache *lc = NULL;
+  assert_int_equal(ae_leafcache_new(N, &lc), 0);
+  int64_t now = (int64_t)time(NULL);
+  ae_cert *c = make_cert("x.test");
+  char n[64];
+  for (int i = 0; i < N; i++) {
+    snprintf(n, sizeof(n), "Name%d.Many.Test", i);
+    ae_leafcache_put(lc, n, c);
+  }
+  assert_int_equal(ae_leafcache_count(lc), N);
+  for (int i = 0; i < N; i += 2) {
+    snprintf(n, sizeof(n), "name%d.many.test", i);
+    ae_leafcache_drop(lc, n);
+  }
+  assert_int_equal(ae_leafcache_count(lc), N / 2);
+  for (int i = 0; i < N; i++) {
+    snprintf(n, sizeof(n), "NAME%d.MANY.TEST", i);
+    ae_cert *g = ae_leafcache_get(lc, n, now);
+    if (i % 2)
+      assert_ptr_equal(g, c);
+    else
+      assert_null(g);
+    ae_cert_unref(g);
+  }
+  /* Full again: the next put evicts name1 (least recently used after the pass above). */
+  for (int i = 0; i < N / 2; i++) {
+    snprintf(n, sizeof(n), "more%d.many.test", i);
+    ae_leafcache_put(lc, n, c);
+  }
+  assert_int_equal(ae_leafcache_count(lc), N);
+  ae_leafcache_put(lc, "last.many.test", c);
+  assert_int_equal(ae_leafcache_count(lc), N);
+  assert_null(ae_leafcache_get(lc, "name1.many.test", now));
+  ae_cert *g = ae_leafcache_get(lc, "name3.many.test", now);
+  assert_ptr_equal(g, c);
+  ae_cert_unref(g);
+  ae_cert_unref(c);
+  ae_leafcache_free(lc);
+}
+
 static void test_never_stale(void **state) {
   (void)state;
   ae_leafcache *lc = NULL;
@@ -101,6 +146,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_hit_same_object_and_case),
       cmocka_unit_test(test_lru_bound),
+      cmocka_unit_test(test_many_names),
       cmocka_unit_test(test_never_stale),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
