@@ -125,6 +125,14 @@ void ae_provision_wake_name(ae_provision *p, const char *name) {
   decided(p, name);
 }
 
+/* on_demand.fallback_cert "internal": an allowed ACME name whose issuance is pending or failing
+ * gets a stand-in leaf. Not while ask still decides: only allowed names ever get one. */
+static int wants_stand_in(ae_provision *p, const char *name, req_result rr) {
+  ae_dom *d = ae_strmap_get(&p->doms, name);
+  return (rr == REQ_PENDING || rr == REQ_FAILED) && p->cfg->on_demand.fallback_internal && p->deps.leaves && d &&
+         d->state != DS_CHECKING && !ae_config_internal_name(p->cfg, name);
+}
+
 void ae_provision_not_stored(ae_provision *p, const char *name, const char *source) {
   if (p->closing)
     return;
@@ -138,6 +146,12 @@ void ae_provision_not_stored(ae_provision *p, const char *name, const char *sour
   const char *why = NULL;
   req_result r = request(p, name, source, &why);
   ae_dom *d = ae_strmap_get(&p->doms, name);
+  /* A handshake held for the storage read (every new name's first one, workers included) takes
+   * the stand-in like any other: the mint wakes it. */
+  if (strcmp(source, "sni") == 0 && wants_stand_in(p, name, r)) {
+    ae_provision_fallback(p, name);
+    return;
+  }
   if (r == REQ_PENDING && d && d->state == DS_CHECKING)
     return; /* the ask answer wakes the waiters */
   if (r == REQ_PENDING && p->cfg->on_demand.first_wait)
@@ -174,10 +188,7 @@ ae_miss_action ae_provision_on_sni(ae_provision *p, const char *raw) {
   if (!p->cfg->on_demand.enabled)
     return AE_MISS_DEFAULT;
   req_result rr = request(p, name, "sni", &why);
-  ae_dom *fd = ae_strmap_get(&p->doms, name);
-  /* Not while ask still decides: only allowed names ever get a stand-in leaf. */
-  if ((rr == REQ_PENDING || rr == REQ_FAILED) && p->cfg->on_demand.fallback_internal && p->deps.leaves && fd &&
-      fd->state != DS_CHECKING && !ae_config_internal_name(p->cfg, name))
+  if (wants_stand_in(p, name, rr))
     return ae_provision_fallback(p, name);
   switch (rr) {
   case REQ_PENDING:
