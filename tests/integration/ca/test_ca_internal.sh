@@ -81,6 +81,22 @@ grep -Eq "^a\.internal\.test +valid +[0-9]+h( [0-9]+m)? +internal " "$T/domains.
   ae_fail "acmedge domains row: $(cat "$T/domains.txt")"
 if grep -q "$name.*order\|newOrder.*$name" "$T/acmedge.log"; then ae_fail "$name went to ACME"; fi
 
+# Hostile SNI shaped like internal names: refused with an alert before any certificate is chosen;
+# nothing minted, nothing written.
+mints() { curl -sf "http://127.0.0.1:$AE_ADMIN_PORT/metrics" | awk '$1 == "acmedge_internal_ca_mints_total" {print $2}'; }
+m0=$(mints)
+[ -n "$m0" ] && [ "$m0" -ge 1 ] || ae_fail "mint counter missing or zero: '$m0'"
+files0=$(find "$T/storage" -type f | sort | md5sum)
+long=$(printf 'a%.0s' {1..64}).internal.test
+for h in a_b.internal.test -x.internal.test x-.internal.test "$long" 127.0.0.1; do
+  timeout 10 gnutls-cli --insecure --print-cert --sni-hostname="$h" -p "$AE_HTTPS_PORT" 127.0.0.1 </dev/null \
+    >"$T/hostile.out" 2>&1 || true
+  grep -q 'Illegal parameter' "$T/hostile.out" || ae_fail "hostile SNI $h was not refused: $(tail -3 "$T/hostile.out")"
+  if grep -q 'BEGIN CERTIFICATE' "$T/hostile.out"; then ae_fail "hostile SNI $h was served a certificate"; fi
+done
+[ "$(mints)" = "$m0" ] || ae_fail "a hostile SNI was minted for ($(mints) mints, was $m0)"
+[ "$(find "$T/storage" -type f | sort | md5sum)" = "$files0" ] || ae_fail "a hostile SNI changed storage"
+
 # Restart keeps the root and the intermediate.
 "$ACMEDGE_BIN" ca status -c "$T/acmedge.json" >"$T/status1.txt" || ae_fail "acmedge ca status failed"
 grep -q 'sha256:' "$T/status1.txt" || ae_fail "ca status shows no fingerprint"
@@ -102,4 +118,8 @@ echo "garbage" >"$T/storage/pki/local/intermediate.key"
 chmod 600 "$T/storage/pki/local/intermediate.key"
 if "$ACMEDGE_BIN" check -c "$T/acmedge.json" >"$T/check2.out" 2>&1; then ae_fail "check accepted a corrupt CA key"; fi
 grep -qF "$T/storage/pki/local/intermediate.key" "$T/check2.out" || ae_fail "check did not name the corrupt key: $(cat "$T/check2.out")"
+grep -q 'not a PEM private key' "$T/check2.out" || ae_fail "check did not say what is wrong: $(cat "$T/check2.out")"
+# And acmedge refuses to start on it, naming the file.
+if timeout 20 "$ACMEDGE_BIN" run -c "$T/acmedge.json" >"$T/run2.out" 2>&1; then ae_fail "run started on a corrupt CA key"; fi
+grep -qF "$T/storage/pki/local/intermediate.key" "$T/run2.out" || ae_fail "run did not name the corrupt key: $(cat "$T/run2.out")"
 echo "ok"
