@@ -216,7 +216,8 @@ void ae_adm_tls_on_data(adm_conn *c, const char *data, size_t n, int eof) {
       return;
     }
     if (c->tin_len + n > c->tin_cap) {
-      memmove(c->tin, c->tin + c->tin_off, c->tin_len - c->tin_off);
+      if (c->tin_len > c->tin_off) /* tin is NULL until the first bytes arrive */
+        memmove(c->tin, c->tin + c->tin_off, c->tin_len - c->tin_off);
       c->tin_len -= c->tin_off;
       c->tin_off = 0;
       if (c->tin_len + n > c->tin_cap) {
