@@ -185,7 +185,7 @@ if ACMEDGE_ADMIN_TOKEN=$t_read timeout 20 "$B" domains --admin "$A" --json >"$T/
   ae_fail "the CLI trusted the admin certificate without ACMEDGE_ADMIN_CACERT"
 fi
 set +e
-ACMEDGE_ADMIN_CACERT=$T/srvca.pem ACMEDGE_ADMIN_TOKEN=$t_read timeout 5 "$B" events --admin "$A" --json --since 0 \
+ACMEDGE_ADMIN_CACERT=$T/srvca.pem ACMEDGE_ADMIN_TOKEN=$t_read timeout 10 "$B" events --admin "$A" --json --since 0 \
   >"$T/cli-events" 2>"$T/cli-events.err"
 set -e
 grep -q '"type":"token_rejected"' "$T/cli-events" ||
