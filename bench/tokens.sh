@@ -73,6 +73,7 @@ write_config() { # AUTH_JSON ("" for an open route)
   [ -n "$1" ] && auth=", \"auth\": $1"
   ae_config_write "$T/acmedge.json" "{
     \"workers\": 1, \"on_demand\": {\"enabled\": false}, \"log\": {\"level\": \"warn\"},
+    \"cert_cache\": {\"preload\": true},
     \"cap_tokens\": {\"keys\": {\"ops\": \"$pub\"}, \"audience\": \"edge-1\"},
     \"routes\": [{\"hosts\": [\"$HOST\"], \"upstream\": \"127.0.0.1:$UP_PORT\"$auth}]}"
 }

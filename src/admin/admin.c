@@ -101,7 +101,8 @@ void adm_handle_request(adm_conn *c) {
     ae_adm_respond_error(c, 403, NULL, "requests carrying an Origin header are refused");
     return;
   }
-  if (!a->token && !a->is_unix && !host_header_ok(c->h_host)) {
+  /* Over TLS the server certificate already defeats DNS rebinding; names other than IPs are normal. */
+  if (!a->token && !a->is_unix && !a->tls && !host_header_ok(c->h_host)) {
     ae_adm_respond_error(c, 403, NULL, "unexpected Host header");
     return;
   }
@@ -213,9 +214,11 @@ int ae_admin_new(uv_loop_t *loop, const ae_config *cfg, ae_events *ev, const ae_
   a->heartbeat.data = a;
   a->heartbeat_open = 1;
 
-  int r = 0;
+  int r = ae_adm_tls_new(cfg->tokens, &a->tls, err);
   const char *addr = cfg->listen_admin;
-  if (addr && *addr)
+  if (r == 0 && a->tls && addr && (strncmp(addr, "unix:", 5) == 0 || addr[0] == '/'))
+    r = ae_err_set(err, AE_EINVAL, "admin.tls: needs a TCP address in listen.admin, not the unix socket %s", addr);
+  if (r == 0 && addr && *addr)
     r = ae_adm_listen(a, addr, err);
   if (r) {
     /* Handles were initialised: they must be closed through the loop before the memory goes. The
@@ -234,7 +237,8 @@ int ae_admin_new(uv_loop_t *loop, const ae_config *cfg, ae_events *ev, const ae_
   uv_timer_start(&a->heartbeat, ae_adm_sse_on_heartbeat, a->heartbeat_ms, a->heartbeat_ms);
   uv_unref((uv_handle_t *)&a->heartbeat);
   if (addr && *addr)
-    AE_DEBUG("admin", "admin API listening on %s%s", addr, a->token ? " (bearer token required)" : "");
+    AE_DEBUG("admin", "admin API listening on %s%s%s", addr, a->tls ? " (HTTPS)" : "",
+             a->token ? " (bearer token required)" : "");
   *out = a;
   return 0;
 }
@@ -275,6 +279,7 @@ void ae_admin_free(ae_admin *a) {
   if (!a)
     return;
   set_token(a, NULL);
+  ae_adm_tls_free(a->tls);
   free(a->listen_addr);
   free(a->unix_path);
   free(a);

@@ -66,7 +66,8 @@ static void on_write(uv_write_t *req, int status) {
   c->lag_ticks = 0;
   size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->io);
   if (c->close_after_write && c->writes_pending == 0) {
-    ae_adm_conn_close(c);
+    if (!ae_adm_tls_bye(c)) /* a TLS close_notify goes out first, then this runs again */
+      ae_adm_conn_close(c);
     return;
   }
   if (c->sse && c->lagging && queued == 0)
@@ -74,6 +75,14 @@ static void on_write(uv_write_t *req, int status) {
 }
 
 int ae_adm_conn_write(adm_conn *c, const char *data, size_t len) {
+  if (c->closing)
+    return UV_ECANCELED;
+  if (c->tls)
+    return c->tls_ready ? ae_adm_tls_send(c, data, len) : UV_ECANCELED;
+  return ae_adm_conn_write_raw(c, data, len);
+}
+
+int ae_adm_conn_write_raw(adm_conn *c, const char *data, size_t len) {
   if (c->closing)
     return UV_ECANCELED;
   adm_write *w = ae_malloc(sizeof(*w) + len);
@@ -299,6 +308,7 @@ static void on_conn_handle_closed(uv_handle_t *h) {
     return;
   ae_admin *a = c->a;
   reset_request(c);
+  ae_adm_tls_conn_free(c);
   if (c->pending)
     c->pending->c = NULL;
   free(c);
@@ -354,30 +364,24 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = sizeof(c->a->rbuf);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  adm_conn *c = s->data;
-  ae_admin *a = c->a;
-  if (buf->base == a->rbuf)
-    a->rbuf_busy = 0;
+void ae_adm_conn_eof(adm_conn *c) {
   if (c->closing)
     return;
-  if (nread < 0) {
-    /* A client that half-closes after its request still gets the whole response. */
-    if (nread == UV_EOF && !c->sse && c->writes_pending > 0) {
-      c->close_after_write = 1;
-      uv_read_stop(s);
-      return;
-    }
-    ae_adm_conn_close(c);
+  /* A client that half-closes after its request still gets the whole response. */
+  if (!c->sse && c->writes_pending > 0) {
+    c->close_after_write = 1;
+    uv_read_stop((uv_stream_t *)&c->io);
     return;
   }
-  if (nread == 0)
-    return;
-  if (c->sse || c->close_after_write || llhttp_get_errno(&c->parser) == HPE_PAUSED)
+  ae_adm_conn_close(c);
+}
+
+void ae_adm_conn_feed(adm_conn *c, const char *data, size_t n) {
+  if (c->closing || c->sse || c->close_after_write || llhttp_get_errno(&c->parser) == HPE_PAUSED)
     return; /* the request that mattered has been read; the rest is ignored */
   if (!c->in_request)
     uv_timer_start(&c->timer, adm_on_conn_timer, ADM_REQUEST_TIMEOUT_MS, 0);
-  llhttp_errno_t e = llhttp_execute(&c->parser, buf->base, (size_t)nread);
+  llhttp_errno_t e = llhttp_execute(&c->parser, data, n);
   if (c->closing)
     return;
   if (e == HPE_OK || e == HPE_PAUSED)
@@ -388,6 +392,28 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   } else {
     ae_adm_respond_error(c, 400, NULL, "malformed request: %s", llhttp_get_error_reason(&c->parser) ? llhttp_get_error_reason(&c->parser) : llhttp_errno_name(e));
   }
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  adm_conn *c = s->data;
+  ae_admin *a = c->a;
+  if (buf->base == a->rbuf)
+    a->rbuf_busy = 0;
+  if (c->closing)
+    return;
+  if (nread < 0) {
+    if (nread == UV_EOF)
+      ae_adm_conn_eof(c);
+    else
+      ae_adm_conn_close(c);
+    return;
+  }
+  if (nread == 0)
+    return;
+  if (c->tls)
+    ae_adm_tls_on_data(c, buf->base, (size_t)nread, 0);
+  else
+    ae_adm_conn_feed(c, buf->base, (size_t)nread);
 }
 
 void ae_adm_on_connection(uv_stream_t *server, int status) {
@@ -416,6 +442,10 @@ void ae_adm_on_connection(uv_stream_t *server, int status) {
   }
   if (a->nconns > ADM_MAX_CONNS) {
     AE_WARN("admin", "too many admin connections (%d); refusing one", ADM_MAX_CONNS);
+    ae_adm_conn_close(c);
+    return;
+  }
+  if (a->tls && ae_adm_tls_conn_start(c) != 0) {
     ae_adm_conn_close(c);
     return;
   }

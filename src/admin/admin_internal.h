@@ -5,6 +5,7 @@
 
 #include "acmedge/admin.h"
 
+#include <gnutls/gnutls.h>
 #include <llhttp.h>
 #include <nettle/sha2.h>
 #include <stdint.h>
@@ -14,6 +15,7 @@
 #define ADM_READ_BUF 65536
 
 typedef struct adm_conn adm_conn;
+typedef struct adm_tls adm_tls;
 
 struct ae_admin {
   uv_loop_t *loop;
@@ -50,6 +52,9 @@ struct ae_admin {
 
   char rbuf[ADM_READ_BUF];
   int rbuf_busy;
+
+  adm_tls *tls;        /* admin.tls: HTTPS listener (admin_tls.c); NULL for plain HTTP */
+  char tbuf[16384];    /* decrypted bytes of one record, consumed before the next */
 };
 
 struct adm_conn {
@@ -91,6 +96,14 @@ struct adm_conn {
   uint64_t last_sent;
   int lagging;
   int lag_ticks;
+
+  /* TLS (admin_tls.c) */
+  gnutls_session_t tls;  /* NULL on a plain listener */
+  char *tin;             /* received, not yet decrypted bytes */
+  size_t tin_len, tin_off, tin_cap;
+  int tls_ready, tls_eof, tls_seen_bytes, tls_bye_sent;
+  int has_client_cert;   /* client_cert_sha256 holds the verified client certificate's hash */
+  uint8_t client_cert_sha256[32];
 };
 
 /* A deferred answer (ae_admin_reply_send); c is NULL once the connection is gone. */
@@ -111,8 +124,15 @@ void adm_init_settings(void);
 void adm_maybe_done(ae_admin *a);
 /* Connection timer callback: answers 408 to a request not received in time, closes idle ones. */
 void adm_on_conn_timer(uv_timer_t *t);
-/* Queues a copy of data; returns 0 or a negative uv error (the connection is then closed). */
+/* Queues a copy of data (encrypted on a TLS connection); returns 0 or a negative error (the
+ * connection is then closed). */
 int ae_adm_conn_write(adm_conn *c, const char *data, size_t len);
+/* Queues a copy of data on the socket as is; 0 or a negative uv error (the connection is then closed). */
+int ae_adm_conn_write_raw(adm_conn *c, const char *data, size_t len);
+/* Hands received request bytes (decrypted on TLS) to the HTTP parser. */
+void ae_adm_conn_feed(adm_conn *c, const char *data, size_t n);
+/* The peer finished sending: answers what is pending, then closes. */
+void ae_adm_conn_eof(adm_conn *c);
 /* Unlinks the connection and closes its handles; its memory goes in the last close callback. */
 void ae_adm_conn_close(adm_conn *c);
 /* Sends a complete response; extra_headers are full "Name: value\r\n" lines or NULL. */
@@ -131,6 +151,26 @@ void ae_adm_on_connection(uv_stream_t *server, int status);
 /* Binds and listens on addr ("host:port", "[v6]:port", "unix:/path" or "/path"). On failure the
  * listener handle may be initialised (a->listening); the caller closes it. */
 int ae_adm_listen(ae_admin *a, const char *addr, ae_err *err);
+
+/* admin_tls.c */
+
+struct ae_tok_config;
+/* Loads admin.tls (certificate, key, client_ca) from tc; *out stays NULL when admin.tls is unset.
+ * Caller owns *out (ae_adm_tls_free). */
+int ae_adm_tls_new(const struct ae_tok_config *tc, adm_tls **out, ae_err *err);
+/* Frees the listener's TLS state (NULL is fine). */
+void ae_adm_tls_free(adm_tls *t);
+/* Creates the connection's server session (client certificate requested); 0 or AE_ERR. */
+int ae_adm_tls_conn_start(adm_conn *c);
+/* Consumes bytes from the socket (eof: the peer closed): handshake, then decrypted request bytes
+ * to ae_adm_conn_feed. A plain HTTP request is answered with 400 and closed. */
+void ae_adm_tls_on_data(adm_conn *c, const char *data, size_t n, int eof);
+/* Encrypts and queues data; 0, or AE_EIO with the connection closed. */
+int ae_adm_tls_send(adm_conn *c, const char *data, size_t len);
+/* Queues close_notify once; 1 when a write was queued (close when it completes), else 0. */
+int ae_adm_tls_bye(adm_conn *c);
+/* Frees the connection's session and buffer. */
+void ae_adm_tls_conn_free(adm_conn *c);
 
 /* admin_api.c */
 

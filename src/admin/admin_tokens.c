@@ -79,7 +79,8 @@ int ae_adm_authorize(adm_conn *c, int method, int static_ok) {
   size_t ng = 0;
   required_groups(method, path, groups, &ng);
   ae_tok_claims cl;
-  ae_tok_reason r = ae_tok_runtime_verify(cred, n, NULL, 0, groups, ng, NULL, &cl);
+  ae_tok_reason r = ae_tok_runtime_verify(cred, n, NULL, 0, groups, ng,
+                                         c->has_client_cert ? c->client_cert_sha256 : NULL, &cl);
   if (r != AE_TOK_OK) {
     rejected(c, r);
     return 0;

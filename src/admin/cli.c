@@ -38,9 +38,9 @@ int ae_cli_parse_admin(const char *addr, cli_target *t) {
     snprintf(t->base, sizeof(t->base), "http://localhost");
     return 0;
   }
-  if (strncmp(addr, "http://", 7) == 0) {
-    size_t n = strlen(addr);
-    while (n > 7 && addr[n - 1] == '/')
+  if (strncmp(addr, "http://", 7) == 0 || strncmp(addr, "https://", 8) == 0) {
+    size_t n = strlen(addr), scheme = addr[4] == 's' ? 8 : 7;
+    while (n > scheme && addr[n - 1] == '/')
       n--;
     if (n >= sizeof(t->base))
       return AE_EINVAL;
@@ -75,6 +75,17 @@ void ae_cli_setup_common(CURL *c, const cli_target *t, const char *url, struct c
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
   curl_easy_setopt(c, CURLOPT_PROXY, ""); /* never route the admin API through an env proxy */
   curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+  /* An https:// admin address (admin.tls): its CA and a client certificate, for bound tokens, come
+   * from the environment like the token does; without ACMEDGE_ADMIN_CACERT the system store is used. */
+  const char *ca = getenv("ACMEDGE_ADMIN_CACERT");
+  const char *cert = getenv("ACMEDGE_ADMIN_CERT");
+  const char *key = getenv("ACMEDGE_ADMIN_KEY");
+  if (ca && *ca)
+    curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+  if (cert && *cert) {
+    curl_easy_setopt(c, CURLOPT_SSLCERT, cert);
+    curl_easy_setopt(c, CURLOPT_SSLKEY, key && *key ? key : cert);
+  }
 }
 
 /* Extracts "error" from a JSON error body, else the body itself (first line). */
@@ -302,7 +313,7 @@ static void events_usage(FILE *f) {
   fprintf(f,
           "usage: acmedge events [--admin ADDR] [--json] [--since ID]\n"
           "  Follows provisioning events from a running acmedge (GET /v1/events).\n"
-          "  --admin ADDR  admin API: host:port, [v6]:port, unix:/path or /path\n"
+          "  --admin ADDR  admin API: host:port, [v6]:port, https://host:port, unix:/path or /path\n"
           "                (default: $ACMEDGE_ADMIN or " CLI_DEFAULT_ADMIN ")\n"
           "  --json        print each event as its raw JSON line\n"
           "  --since ID    first replay the buffered events after ID (0: all buffered)\n"

@@ -17,7 +17,7 @@ static void domains_usage(FILE *f) {
   fprintf(f,
           "usage: acmedge domains [--admin ADDR] [--json] [--watch [SECONDS]]\n"
           "  Lists the domains a running acmedge manages (GET /v1/domains, %d per page).\n"
-          "  --admin ADDR  admin API: host:port, [v6]:port, unix:/path or /path\n"
+          "  --admin ADDR  admin API: host:port, [v6]:port, https://host:port, unix:/path or /path\n"
           "                (default: $ACMEDGE_ADMIN or " CLI_DEFAULT_ADMIN ")\n"
           "  --json        print the raw JSON array\n"
           "  --watch [S]   redraw every S seconds (default 2) until interrupted\n"

@@ -40,6 +40,8 @@ static label_family g_families[] = {
      "Client requests the proxy refused before anything reached an upstream, by reason.", {{{0}, 0}}, 0},
     {"token_rejected", "acmedge_token_rejected_total", "reason",
      "Capability tokens refused (admin API and protected routes), by reason code.", {{{0}, 0}}, 0},
+    {"token_verified", "acmedge_token_verified_total", "path",
+     "Capability tokens accepted, by path: \"cached\" (signature verified earlier) or \"full\".", {{{0}, 0}}, 0},
     {"limited", "acmedge_limited_total", "limit", "Client connections or names refused by a per-client limit.",
      {{{0}, 0}}, 0},
 };

@@ -2,6 +2,7 @@
  * keyring of generation `gen`; it is keyed by the SHA-256 of the exact token text, so a hit means
  * the same signed bytes. Only parsing and the signature are skipped: time, lifetime, revocation,
  * audience and binding are checked on every use, and an entry is dropped once the token expired. */
+#include "acmedge/metrics.h"
 #include "acmedge/tokens.h"
 
 #include <nettle/sha2.h>
@@ -73,6 +74,8 @@ ae_tok_reason ae_tok_cache_verify(ae_tok_cache *tc, uintptr_t gen, const ae_tok_
     ae_tok_reason r = ae_tok_check_claims(p, claims, binding, now);
     if (r != AE_TOK_OK)
       ae_tok_claims_clear(claims);
+    else
+      ae_metrics_count_label("token_verified", "cached");
     return r;
   }
   ae_tok_reason r = ae_tok_verify(p, text, len, binding, now, claims);
@@ -86,5 +89,6 @@ ae_tok_reason ae_tok_cache_verify(ae_tok_cache *tc, uintptr_t gen, const ae_tok_
   s->gen = gen;
   s->used = 1;
   pthread_mutex_unlock(&tc->mu);
+  ae_metrics_count_label("token_verified", "full");
   return AE_TOK_OK;
 }

@@ -127,6 +127,26 @@ code=$(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' -H "Authorization: B
 [ "$(call team.example.test /after-revoke -H "Authorization: Bearer $t_team")" = 401 ] || ae_fail "revoked token still works"
 [ "$(hits /after-revoke)" = 0 ] || ae_fail "revoked request reached the upstream"
 
+# ---- keep-alive requests with a token seen before skip the signature (verified-token cache); the
+# admin token of the metrics calls was verified above, so it is a cached verification too
+verified() { # PATH -> acmedge_token_verified_total{path=PATH}
+  curl -s --noproxy '*' --max-time 10 -H "Authorization: Bearer $admin_tok" "http://127.0.0.1:$AE_ADMIN_PORT/metrics" |
+    sed -n "s/^acmedge_token_verified_total{path=\"$1\"} \([0-9]*\)$/\1/p"
+}
+t_ka=$(mint --sub erin --groups team-a --aud edge-1)
+[ "$(call team.example.test /cache-first -H "Authorization: Bearer $t_ka")" = 200 ] || ae_fail "cache: first request"
+full0=$(verified full)
+cached0=$(verified cached)
+px_curl -H "Authorization: Bearer $t_ka" -w '%{http_code} ' -o /dev/null -o /dev/null -o /dev/null -o /dev/null \
+  -o /dev/null "$(px_url team.example.test /cache-1)" "$(px_url team.example.test /cache-2)" \
+  "$(px_url team.example.test /cache-3)" "$(px_url team.example.test /cache-4)" \
+  "$(px_url team.example.test /cache-5)" >"$T/cache" || true
+[ "$(cat "$T/cache")" = "200 200 200 200 200 " ] || ae_fail "cache: keep-alive requests: $(cat "$T/cache")"
+full1=$(verified full)
+cached1=$(verified cached)
+[ -n "$full0" ] && [ "$full1" = "$full0" ] || ae_fail "keep-alive requests verified signatures again: full $full0 -> $full1"
+[ $((${cached1:-0} - ${cached0:-0})) -ge 5 ] || ae_fail "keep-alive requests missed the cache: cached $cached0 -> $cached1"
+
 curl -s --noproxy '*' -H "Authorization: Bearer $admin_tok" "http://127.0.0.1:$AE_ADMIN_PORT/metrics" >"$T/metrics"
 grep -q 'acmedge_token_rejected_total{reason="binding_mismatch"} [1-9]' "$T/metrics" || ae_fail "binding_mismatch not counted"
 grep -q 'acmedge_token_rejected_total{reason="unbound"} [1-9]' "$T/metrics" || ae_fail "unbound not counted"
