@@ -34,6 +34,9 @@ typedef struct ae_dom {
   uint64_t mint_seq;         /* matches the mint's completion to this record */
   int revoked;               /* the served certificate is revoked: replace it, never renew it */
   char rd[64];               /* registrable domain while queued (fair queue), may be truncated */
+  int qrenewal;              /* queued as a renewal: outside max_queue and the shares, never dropped */
+  int pinned;                /* asked for through the admin API: never dropped as unasked */
+  uint64_t asked_ms;         /* last demand (handshake, port 80, API) while pending */
 } ae_dom;
 
 /* Writes name's registrable domain (public suffix list) into out; the name itself when it has
@@ -48,6 +51,7 @@ struct ae_provision {
   ae_strmap denied;          /* name -> uint64_t* (event suppression deadline, ms) */
   ae_dom *qhead, *qtail;     /* FIFO of names waiting for a job slot */
   unsigned qlen;
+  unsigned qrenewals;        /* of qlen, queued renewals */
   char last_rd[64];          /* registrable domain of the last started job (round robin) */
   unsigned active;           /* jobs in flight */
   uv_timer_t rate_timer;
@@ -148,6 +152,9 @@ void ae_provision_wake(struct ae_provision *p, const char *name);
 void ae_provision_queue_remove(struct ae_provision *p, ae_dom *d);
 /* Starts queued jobs while a slot and a rate token are free (provision_queue.c). */
 void ae_provision_pump(struct ae_provision *p);
+/* domain_denied for name (at most one event per name per minute) and the denied metric
+ * (provision_miss.c). source may be NULL. */
+void ae_provision_deny_event(struct ae_provision *p, const char *name, const char *reason, const char *source);
 /* Sets d's renew-at and arms its timer (provision_renewal.c). */
 void ae_dom_arm_timer(ae_dom *d, int64_t at);
 
