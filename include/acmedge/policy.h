@@ -68,6 +68,9 @@ int ae_policy_rate_check(ae_policy *p, uint64_t now_ms, const char *rd, int rene
 /* Takes one order for rd after ae_policy_rate_check answered 0 at the same now_ms. */
 void ae_policy_rate_commit(ae_policy *p, uint64_t now_ms, const char *rd, int renewal);
 
+/* Names with a cached ask or DNS answer (<= on_demand.name_cache_max), and checks in flight. */
+void ae_policy_counts(const ae_policy *p, size_t *cached, size_t *in_flight);
+
 /* Cancels pending checks (callbacks not called) and closes the ask client; cb(ud) when done. */
 void ae_policy_close(ae_policy *p, void (*cb)(void *ud), void *ud);
 

@@ -317,3 +317,8 @@ void ae_policy_cancel_flight(void *ud, const char *key, void *value) {
     ae_dnscheck_cancel(f->dreq);
   free(f);
 }
+
+void ae_policy_counts(const ae_policy *p, size_t *cached, size_t *in_flight) {
+  *cached = p->cache.count;
+  *in_flight = p->nflights;
+}

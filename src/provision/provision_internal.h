@@ -37,6 +37,8 @@ typedef struct ae_dom {
   int qrenewal;              /* queued as a renewal: outside max_queue and the shares, never dropped */
   int pinned;                /* asked for through the admin API: never dropped as unasked */
   uint64_t asked_ms;         /* last demand (handshake, port 80, API) while pending */
+  struct ae_dom *fprev, *fnext; /* list of failed first issuances (bounded by name_cache_max) */
+  int in_failed;
 } ae_dom;
 
 /* Writes name's registrable domain (public suffix list) into out; the name itself when it has
@@ -52,6 +54,8 @@ struct ae_provision {
   ae_dom *qhead, *qtail;     /* FIFO of names waiting for a job slot */
   unsigned qlen;
   unsigned qrenewals;        /* of qlen, queued renewals */
+  ae_dom *fhead, *ftail;     /* records whose first issuance failed, oldest first */
+  unsigned nfailed;
   char last_rd[64];          /* registrable domain of the last started job (round robin) */
   unsigned active;           /* jobs in flight */
   uv_timer_t rate_timer;
@@ -155,6 +159,14 @@ void ae_provision_pump(struct ae_provision *p);
 /* domain_denied for name (at most one event per name per minute) and the denied metric
  * (provision_miss.c). source may be NULL. */
 void ae_provision_deny_event(struct ae_provision *p, const char *name, const char *reason, const char *source);
+/* A first issuance of d failed: remembers it among at most name_cache_max such records,
+ * forgetting the oldest (provision_bounds.c). */
+void ae_provision_failed_track(struct ae_provision *p, ae_dom *d);
+/* Takes d off that list (provision_bounds.c). */
+void ae_provision_failed_untrack(struct ae_provision *p, ae_dom *d);
+/* 1 when as many storage reads are in flight as name_cache_max allows: a handshake for a name
+ * not in memory then gets the default certificate instead of another read (provision_bounds.c). */
+int ae_provision_loads_full(const struct ae_provision *p);
 /* Sets d's renew-at and arms its timer (provision_renewal.c). */
 void ae_dom_arm_timer(ae_dom *d, int64_t at);
 

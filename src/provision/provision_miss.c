@@ -165,6 +165,8 @@ ae_miss_action ae_provision_on_sni(ae_provision *p, const char *raw) {
   }
   /* Storage first: a stored name is served, never ordered again. */
   if (ae_provision_need_load(p, name)) {
+    if (ae_provision_loads_full(p) && !ae_strmap_get(&p->loads, name))
+      return AE_MISS_DEFAULT; /* a flood of unknown names: no more reads in flight */
     ae_provision_load_name(p, name, "sni");
     return AE_MISS_HOLD;
   }
@@ -212,6 +214,10 @@ ae_h80_state ae_provision_on_http(ae_provision *p, const char *host, unsigned *r
   /* Port 80 only redirects or answers for a name; a name outside the policy is not worth a
    * storage read here (TLS still serves one placed in storage by hand). */
   if (ae_policy_allowed(p->deps.policy, host) && ae_provision_need_load(p, host)) {
+    if (ae_provision_loads_full(p) && !ae_strmap_get(&p->loads, host)) {
+      *retry_after_s = PENDING_RETRY_AFTER_S;
+      return AE_H80_PENDING; /* a flood of unknown names: no more reads in flight */
+    }
     ae_provision_load_name(p, host, "http");
     return AE_H80_CHECKING;
   }

@@ -213,6 +213,8 @@ static void on_done(void *ud, const ae_acme_result *res) {
     /* A renewal that failed retries by itself; a first issuance waits for demand after retry_at. */
     if (d->has_cert)
       ae_dom_arm_timer(d, retry_at);
+    else
+      ae_provision_failed_track(p, d);
     ae_provision_wake(p, d->name);
   }
   ae_provision_pump(p);
