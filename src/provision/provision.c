@@ -137,7 +137,6 @@ int ae_provision_new(const ae_provision_deps *deps, const ae_config *cfg, ae_pro
   p->ca_host = ae_strdup(deps->ca_host);
   p->cfg = ae_config_ref((ae_config *)cfg);
   ae_strmap_init(&p->doms);
-  ae_strmap_init(&p->denied);
   ae_strmap_init(&p->fb_inflight);
   ae_strmap_init(&p->loads);
   ae_renew_index_init(p);
@@ -164,8 +163,7 @@ void ae_provision_set_config(ae_provision *p, const ae_config *cfg) {
   p->cfg = ae_config_ref((ae_config *)cfg);
   ae_config_free(old);
   /* Forget denials: a name the old allow list refused may be welcome now. */
-  ae_strmap_foreach(&p->denied, ae_free_value_cb, NULL);
-  ae_strmap_clear(&p->denied);
+  ae_provision_deny_reset(p);
   ae_provision_pump(p);
 }
 
@@ -249,8 +247,7 @@ void ae_provision_free(ae_provision *p) {
   ae_strmap_clear(&p->doms);
   ae_strmap_clear(&p->loads);
   ae_renew_index_close(p);
-  ae_strmap_foreach(&p->denied, ae_free_value_cb, NULL);
-  ae_strmap_clear(&p->denied);
+  ae_provision_deny_reset(p);
   ae_strmap_clear(&p->fb_inflight);
   ae_config_free(p->cfg);
   free(p->ca_host);

@@ -1,8 +1,11 @@
-/* Bounds on the per-name state names without a certificate can create: failed first issuances
- * (an attacker's random names fail validation) and storage reads in flight (a flood of unknown
- * names), both at most on_demand.name_cache_max; and the counts that show these bounds hold. */
+/* Bounds on the per-name state names without a certificate can create, each at most
+ * on_demand.name_cache_max: failed first issuances (an attacker's random names fail validation),
+ * storage reads in flight (a flood of unknown names) and the domain_denied suppression table; and
+ * the counts that show these bounds hold. */
 #include "acmedge/provision.h"
 #include "provision_internal.h"
+
+#include <stdlib.h>
 
 #include "acmedge/log.h"
 
@@ -59,5 +62,38 @@ void ae_provision_counts(const ae_provision *p, ae_provision_name_counts *out) {
   out->queued = p->qlen;
   out->failed = p->nfailed;
   out->loads = p->loads.count;
-  out->denied = p->denied.count;
+  out->denied = p->deny_used;
+}
+
+/* One slot of the domain_denied suppression table: a name's hash and when its event may go out
+ * again. A fixed table rather than a map of names: a flood of distinct random names overwrites
+ * slots instead of allocating (a name that loses its slot just gets its next event sooner). */
+struct deny_slot {
+  uint64_t tag; /* hash of the name, 0 = empty */
+  uint64_t until_ms;
+};
+
+void ae_provision_deny_reset(ae_provision *p) {
+  free(p->deny);
+  p->deny = NULL;
+  p->ndeny = p->deny_used = 0;
+}
+
+int ae_provision_deny_suppressed(ae_provision *p, const char *name, uint64_t now, uint64_t ms) {
+  if (p->ndeny != p->cfg->name_cache_max) {
+    ae_provision_deny_reset(p);
+    p->ndeny = p->cfg->name_cache_max;
+    p->deny = ae_calloc(p->ndeny, sizeof(*p->deny));
+  }
+  uint64_t h = (uint64_t)ae_strhash(name);
+  if (h == 0)
+    h = 1;
+  struct deny_slot *s = &p->deny[h % p->ndeny];
+  if (s->tag == h && s->until_ms > now)
+    return 1;
+  if (s->tag == 0)
+    p->deny_used++;
+  s->tag = h;
+  s->until_ms = now + ms;
+  return 0;
 }

@@ -50,7 +50,8 @@ struct ae_provision {
   char *ca_host;
   ae_config *cfg;
   ae_strmap doms;            /* name -> ae_dom* */
-  ae_strmap denied;          /* name -> uint64_t* (event suppression deadline, ms) */
+  struct deny_slot *deny;    /* domain_denied suppression: fixed table of name_cache_max slots */
+  size_t ndeny, deny_used;
   ae_dom *qhead, *qtail;     /* FIFO of names waiting for a job slot */
   unsigned qlen;
   unsigned qrenewals;        /* of qlen, queued renewals */
@@ -167,6 +168,11 @@ void ae_provision_failed_untrack(struct ae_provision *p, ae_dom *d);
 /* 1 when as many storage reads are in flight as name_cache_max allows: a handshake for a name
  * not in memory then gets the default certificate instead of another read (provision_bounds.c). */
 int ae_provision_loads_full(const struct ae_provision *p);
+/* 1 when a domain_denied event for name went out less than ms ago (then nothing changes);
+ * else remembers now as its last one and returns 0 (provision_bounds.c). */
+int ae_provision_deny_suppressed(struct ae_provision *p, const char *name, uint64_t now, uint64_t ms);
+/* Forgets every suppression, e.g. after a reload changed the policy (provision_bounds.c). */
+void ae_provision_deny_reset(struct ae_provision *p);
 /* Sets d's renew-at and arms its timer (provision_renewal.c). */
 void ae_dom_arm_timer(ae_dom *d, int64_t at);
 

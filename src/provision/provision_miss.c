@@ -17,19 +17,8 @@
  * event stream, the log and the hook. */
 void ae_provision_deny_event(ae_provision *p, const char *name, const char *reason, const char *source) {
   ae_metrics_count_label("denied", reason);
-  uint64_t now = ae_now_ms();
-  uint64_t *until = ae_strmap_get(&p->denied, name);
-  if (until && *until > now)
+  if (ae_provision_deny_suppressed(p, name, ae_now_ms(), DENY_SUPPRESS_MS))
     return;
-  if (!until) {
-    if (p->denied.count >= p->cfg->name_cache_max) {
-      ae_strmap_foreach(&p->denied, ae_free_value_cb, NULL);
-      ae_strmap_clear(&p->denied);
-    }
-    until = ae_malloc(sizeof(*until));
-    ae_strmap_put(&p->denied, name, until);
-  }
-  *until = now + DENY_SUPPRESS_MS;
   json_t *det = json_object();
   json_object_set_new(det, "reason", json_string(reason));
   if (source)
