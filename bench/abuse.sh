@@ -11,14 +11,18 @@
 # (utime+stime from /proc: the client shares the cores, so connections/s is bounded by the
 # client), its RSS before and after, its log growth, and for acmedge the domain_denied events it logged. A third row ("idle") covers
 # ABUSE_IDLE seconds without traffic after the inside phase: what the server still orders for the
-# names the flood left behind.
+# names the flood left behind. During the inside phase a legitimate name under another registrable
+# domain (legit-N.example.net, allowed on every side) is asked for every second after 3 s of flood;
+# "legit s" is the time until it is served a Pebble certificate ("none" within ABUSE_SECS + 60 s).
 #
 # Usage: bench/abuse.sh          (~3 min)
 # Environment:
 #   ACMEDGE_BIN    acmedge binary (default: build/acmedge)
 #   CADDY_BIN      caddy binary (default: caddy)
-#   ABUSE_SIDES    sides to measure (default "acmedge acmedge-dns caddy"; acmedge-dns adds
-#                  on_demand.dns_check with challtestsrv answering a foreign address)
+#   ABUSE_SIDES    sides to measure (default "acmedge acmedge-dns acmedge-fair caddy";
+#                  acmedge-dns adds on_demand.dns_check with challtestsrv answering a foreign
+#                  address; acmedge-fair adds fair_queue shares instead: max_share 0.25,
+#                  rate_share 0.1, unasked_ttl_s 30)
 #   ABUSE_MAX      handshakes per phase at most (default 20000)
 #   ABUSE_SECS     seconds per phase at most (default 30)
 #   ABUSE_THREADS  client threads (default 8)
@@ -34,7 +38,7 @@ source "$BENCH_DIR/lib/common.sh"
 # shellcheck source=lib/ttc.sh
 source "$BENCH_DIR/lib/ttc.sh"
 
-ABUSE_SIDES=${ABUSE_SIDES:-"acmedge acmedge-dns caddy"}
+ABUSE_SIDES=${ABUSE_SIDES:-"acmedge acmedge-dns acmedge-fair caddy"}
 ABUSE_MAX=${ABUSE_MAX:-20000}
 ABUSE_SECS=${ABUSE_SECS:-30}
 ABUSE_THREADS=${ABUSE_THREADS:-8}
@@ -71,6 +75,10 @@ flood() {
     --verbose >"$T/client-$phase.out" 2>>"$T/client.log" &
   local cpid=$!
   echo "$cpid" >>"$T/.pids"
+  local legit=-
+  if [ "$phase" = inside ]; then
+    legit=$(legit_time "$cpid")
+  fi
   wait "$cpid" || ae_fail "flood client exited with an error"
   c1=$(cpu_ms "$pid")
   sleep 2
@@ -86,10 +94,31 @@ flood() {
   secs=$(_field secs "$summary")
   rate=$(awk -v a="$ok" -v b="$failed" -v s="$secs" 'BEGIN { printf "%.0f", (a + b) / s }')
   per=$(awk -v c="$((c1 - c0))" -v n="$((ok + failed + timeout))" 'BEGIN { printf "%.3f", n ? c / n : 0 }')
-  if [ "${side%-dns}" = acmedge ]; then
+  if [ "${side%%-*}" = acmedge ]; then
     denied=$(denied_since "$log" "$l0")
   fi
-  echo "$side $phase $ok $failed $timeout $secs $rate $((orders1 - orders0)) $per $rss0 $rss1 $((l1 - l0)) $((b1 - b0)) $denied" >>"$RESULTS"
+  echo "$side $phase $ok $failed $timeout $secs $rate $((orders1 - orders0)) $per $rss0 $rss1 $((l1 - l0)) $((b1 - b0)) $denied $legit" >>"$RESULTS"
+}
+
+# legit_time FLOODPID : after 3 s of flood, asks for a fresh legitimate name under another
+# registrable domain every second; prints the seconds until it is served a Pebble certificate,
+# or "none" after ABUSE_SECS + 60 s.
+legit_time() {
+  local name="legit-$RANDOM.example.net" t0 i
+  if [ -n "${PEBBLE_CHALL_MGMT:-}" ]; then
+    curl -sf --max-time 10 -X POST -d "{\"host\": \"$name\", \"addresses\": [\"127.0.0.1\"]}" \
+      "$PEBBLE_CHALL_MGMT/add-a" >/dev/null || true
+  fi
+  sleep 3
+  t0=$(date +%s.%N)
+  for ((i = 0; i < ABUSE_SECS + 60; i++)); do
+    if ae_sni_cert "$name" | grep 'Issuer:' | grep -q Pebble; then
+      awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'
+      return 0
+    fi
+    sleep 1
+  done
+  echo none
 }
 
 # idle SIDE PID LOG : no traffic for ABUSE_IDLE seconds; appends a row like flood's, without
@@ -106,10 +135,10 @@ idle() {
   orders1=$(pebble_count_orders)
   l1=$(lines "$log")
   b1=$(bytes "$log")
-  if [ "${side%-dns}" = acmedge ]; then
+  if [ "${side%%-*}" = acmedge ]; then
     denied=$(denied_since "$log" "$l0")
   fi
-  echo "$side idle - - - $ABUSE_IDLE - $((orders1 - orders0)) - $rss0 $rss1 $((l1 - l0)) $((b1 - b0)) $denied" >>"$RESULTS"
+  echo "$side idle - - - $ABUSE_IDLE - $((orders1 - orders0)) - $rss0 $rss1 $((l1 - l0)) $((b1 - b0)) $denied -" >>"$RESULTS"
 }
 
 # start_side SIDE : fresh work dir, Pebble validating on fresh ports, then the server; sets
@@ -121,7 +150,18 @@ start_side() {
   acmedge)
     # The shipped on_demand defaults (rate 60/min burst 60, per_3h 300, max_concurrent 8,
     # max_queue 1000, first_handshake "default"), log level info so the events are logged.
-    ae_config_write "$T/acmedge.json" '{"on_demand": {"backoff": {"initial_s": 60, "max_s": 86400}},
+    ae_config_write "$T/acmedge.json" '{"on_demand": {"backoff": {"initial_s": 60, "max_s": 86400},
+      "allow": ["*.example.test", "*.example.net"]}, "log": {"level": "info", "format": "text"}}'
+    acmedge_start "$T/acmedge.json"
+    SERVER_PID=$ACMEDGE_PID
+    SERVER_LOG=$T/acmedge.log
+    ;;
+  acmedge-fair)
+    # The wide pattern without dns_check, with the fair queue's shares: one registrable domain
+    # may hold a quarter of the queue and use a tenth of the 3 h cap; unasked names go after 30 s.
+    ae_config_write "$T/acmedge.json" '{"on_demand": {"backoff": {"initial_s": 60, "max_s": 86400},
+      "allow": ["*.example.test", "*.example.net"],
+      "fair_queue": {"max_share": 0.25, "rate_share": 0.1, "unasked_ttl_s": 30}},
       "log": {"level": "info", "format": "text"}}'
     acmedge_start "$T/acmedge.json"
     SERVER_PID=$ACMEDGE_PID
@@ -133,6 +173,7 @@ start_side() {
     curl -sf --max-time 10 -X POST -d '{"ip": "192.0.2.55"}' "$PEBBLE_CHALL_MGMT/set-default-ipv4" >/dev/null ||
       ae_fail "challtestsrv /set-default-ipv4 failed"
     ae_config_write "$T/acmedge.json" "{\"on_demand\": {\"backoff\": {\"initial_s\": 60, \"max_s\": 86400},
+      \"allow\": [\"*.example.test\", \"*.example.net\"],
       \"dns_check\": {\"expect\": [\"127.0.0.1\"], \"resolver\": \"127.0.0.1:$PEBBLE_DNS_PORT\"}},
       \"log\": {\"level\": \"info\", \"format\": \"text\"}}"
     acmedge_start "$T/acmedge.json"
@@ -140,7 +181,7 @@ start_side() {
     SERVER_LOG=$T/acmedge.log
     ;;
   caddy)
-    caddy_start ask_allow.py example.test
+    caddy_start ask_allow.py example.test example.net
     SERVER_PID=$CADDY_PID
     SERVER_LOG=$T/caddy.log
     ;;
@@ -184,7 +225,7 @@ for side in $ABUSE_SIDES; do
     echo "$side: idle for ${ABUSE_IDLE}s..." >&2
     idle "$side" "$SERVER_PID" "$SERVER_LOG"
   fi
-  if [ "${side%-dns}" = acmedge ]; then
+  if [ "${side%%-*}" = acmedge ]; then
     grep '\[event\] domain_denied' "$SERVER_LOG" | sed -n 's/.*"reason":"\([a-z_]*\)".*/\1/p' |
       sort | uniq -c >"$BASE/acmedge-deny-reasons" || true
   else
@@ -196,11 +237,11 @@ done
 # ---- report --------------------------------------------------------------------------------------
 echo
 echo "Random-SNI flood, $ABUSE_THREADS client threads, <= $ABUSE_MAX handshakes or ${ABUSE_SECS}s per phase"
-printf '%-8s %-8s %6s %6s %7s %6s %6s %6s %11s %11s %11s %9s %10s %7s\n' server phase ok failed timeout \
-  secs "conn/s" orders "CPU ms/conn" "RSS before" "RSS after" "log lines" "log bytes" denied
-while read -r side phase ok failed timeout secs rate orders per rss0 rss1 ll lb denied; do
-  printf '%-8s %-8s %6s %6s %7s %6s %6s %6s %11s %7s KiB %7s KiB %9s %10s %7s\n' "$side" "$phase" "$ok" \
-    "$failed" "$timeout" "$secs" "$rate" "$orders" "$per" "$rss0" "$rss1" "$ll" "$lb" "$denied"
+printf '%-12s %-8s %6s %6s %7s %6s %6s %6s %11s %11s %11s %9s %10s %7s %7s\n' server phase ok failed timeout \
+  secs "conn/s" orders "CPU ms/conn" "RSS before" "RSS after" "log lines" "log bytes" denied "legit s"
+while read -r side phase ok failed timeout secs rate orders per rss0 rss1 ll lb denied legit; do
+  printf '%-12s %-8s %6s %6s %7s %6s %6s %6s %11s %7s KiB %7s KiB %9s %10s %7s %7s\n' "$side" "$phase" "$ok" \
+    "$failed" "$timeout" "$secs" "$rate" "$orders" "$per" "$rss0" "$rss1" "$ll" "$lb" "$denied" "$legit"
 done <"$RESULTS"
 if [ -s "$BASE/acmedge-deny-reasons" ]; then
   echo "acmedge domain_denied events by reason (whole run): $(awk '{ printf "%s%s=%s", (NR > 1 ? " " : ""), $2, $1 }' "$BASE/acmedge-deny-reasons")"

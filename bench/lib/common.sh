@@ -22,7 +22,7 @@ bench_require_sides() {
   local side
   for side in $1; do
     case $side in
-    acmedge | acmedge-dns) [ -x "$ACMEDGE_BIN" ] || { echo "$BENCH_SCRIPT: no acmedge binary at $ACMEDGE_BIN" >&2; exit 2; } ;;
+    acmedge | acmedge-dns | acmedge-fair) [ -x "$ACMEDGE_BIN" ] || { echo "$BENCH_SCRIPT: no acmedge binary at $ACMEDGE_BIN" >&2; exit 2; } ;;
     caddy) command -v "$CADDY_BIN" >/dev/null || { echo "$BENCH_SCRIPT: $CADDY_BIN not found" >&2; exit 2; } ;;
     *) echo "$BENCH_SCRIPT: unknown side $side" >&2; exit 2 ;;
     esac

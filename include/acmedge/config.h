@@ -119,7 +119,11 @@ typedef struct ae_config {
 
   struct {                    /* on_demand.fair_queue */
     double max_share;         /* share of max_queue one registrable domain may hold (1 = no cap) */
+    double rate_share;        /* share of rate.per_3h one registrable domain may use (default max_share) */
+    double renewal_reserve;   /* share of rate.per_3h only renewals may use; default 0.1 */
+    unsigned unasked_ttl_s;   /* drop a queued new name nobody asked for again for this long; 0 = never */
   } fair_queue;
+  unsigned name_cache_max;    /* on_demand.name_cache_max: per-name state kept for names without a cert */
 
   int redirect_http;
 

@@ -58,6 +58,19 @@ void ae_policy_cancel(ae_policy_req *r);
  * may be NULL) otherwise. now_ms is ae_now_ms(). */
 int ae_policy_rate_take(ae_policy *p, uint64_t now_ms, uint64_t *wait_ms);
 
+/* Whether an order for a name of registrable domain rd (may be NULL) may start now, without
+ * taking anything: 0 yes; AE_ELIMIT no order at all may start before *wait_ms (bucket empty or
+ * 3 h cap reached); AE_EAGAIN this one may not, others may (a new name while only the renewal
+ * reserve is left, or rd has used its fair_queue.rate_share of the 3 h cap), *wait_ms until
+ * that changes. Renewals (renewal = 1) count against neither. wait_ms may be NULL. */
+int ae_policy_rate_check(ae_policy *p, uint64_t now_ms, const char *rd, int renewal, uint64_t *wait_ms);
+
+/* Takes one order for rd after ae_policy_rate_check answered 0 at the same now_ms. */
+void ae_policy_rate_commit(ae_policy *p, uint64_t now_ms, const char *rd, int renewal);
+
+/* Names with a cached ask or DNS answer (<= on_demand.name_cache_max), and checks in flight. */
+void ae_policy_counts(const ae_policy *p, size_t *cached, size_t *in_flight);
+
 /* Cancels pending checks (callbacks not called) and closes the ask client; cb(ud) when done. */
 void ae_policy_close(ae_policy *p, void (*cb)(void *ud), void *ud);
 

@@ -95,6 +95,18 @@ json_t *ae_provision_domains_json(ae_provision *p);
 json_t *ae_provision_domains_query(ae_provision *p, size_t limit, const char *after, const char *state);
 /* Per-domain Prometheus series (malloc'd text, caller frees). */
 char *ae_provision_metrics(ae_provision *p);
+
+/* Sizes of the per-name state (each bounded by configuration; see docs/abuse.md). */
+typedef struct {
+  size_t records;  /* managed names in memory (certificates, pending, failed) */
+  size_t queued;   /* waiting for an order: <= max_queue + queued renewals */
+  size_t failed;   /* failed first issuances kept: <= name_cache_max */
+  size_t loads;    /* storage reads in flight: <= name_cache_max */
+  size_t denied;   /* names whose domain_denied event is suppressed: <= name_cache_max */
+} ae_provision_name_counts;
+
+/* Fills out with the current sizes. */
+void ae_provision_counts(const ae_provision *p, ae_provision_name_counts *out);
 /* Cancels jobs and timers; cb when every handle is closed. */
 void ae_provision_close(ae_provision *p, void (*cb)(void *ud), void *ud);
 /* Frees after close completed. */

@@ -79,6 +79,10 @@ static void set_defaults(ae_config *cfg) {
   cfg->tls.max_connections = 20000;
   cfg->redirect_http = 1;
   cfg->fair_queue.max_share = 1.0;
+  cfg->fair_queue.rate_share = -1.0; /* follows max_share unless set */
+  cfg->fair_queue.renewal_reserve = 0.1;
+  cfg->fair_queue.unasked_ttl_s = 600;
+  cfg->name_cache_max = 10000;
   cfg->events.hook_timeout_ms = 10000;
   cfg->events.hook_max_concurrent = 4;
   cfg->events.buffer = 1024;

@@ -80,7 +80,7 @@ int cfg_parse_events(pctx *c, json_t *root, ae_config *cfg);
 int cfg_parse_limits(pctx *c, json_t *root, ae_config *cfg);
 /* Parses on_demand.dns_check; present and not null turns the DNS pre-check on. */
 int cfg_parse_dns_check(pctx *c, json_t *root, ae_config *cfg);
-/* Parses on_demand.fair_queue (max_share). */
+/* Parses on_demand.fair_queue (shares, renewal reserve, unasked TTL) and on_demand.name_cache_max. */
 int cfg_parse_fair_queue(pctx *c, json_t *root, ae_config *cfg);
 
 /* 1 when s is an IPv4 or IPv6 literal (no brackets). */

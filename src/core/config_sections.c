@@ -13,10 +13,11 @@ static const char *const k_acme[] = {"directory", "ca_bundle", "email", "challen
 static const char *const k_eab[] = {"kid", "hmac_key", NULL};
 static const char *const k_on_demand[] = {"enabled", "first_handshake", "wait_timeout_ms", "allow", "ask",
                                           "ask_timeout_ms", "max_concurrent", "max_queue", "max_held", "deny",
-                                          "rate", "backoff", "fallback_cert", "dns_check", "fair_queue", NULL};
+                                          "rate", "backoff", "fallback_cert", "dns_check", "fair_queue",
+                                          "name_cache_max", NULL};
 static const char *const k_internal_ca[] = {"enabled", "names", "leaf_lifetime_s", "intermediate_lifetime_s",
                                             "cache_max", NULL};
-static const char *const k_fair_queue[] = {"max_share", NULL};
+static const char *const k_fair_queue[] = {"max_share", "rate_share", "renewal_reserve", "unasked_ttl_s", NULL};
 static const char *const k_dns_check[] = {"expect", "resolver", "timeout_ms", NULL};
 static const char *const k_rate[] = {"per_minute", "burst", "per_3h", NULL};
 static const char *const k_backoff[] = {"initial_s", "max_s", NULL};
@@ -315,19 +316,37 @@ int cfg_parse_dns_check(pctx *c, json_t *root, ae_config *cfg) {
   return 0;
 }
 
-/* on_demand.fair_queue: how much of the order queue one registrable domain may hold. */
-int cfg_parse_fair_queue(pctx *c, json_t *root, ae_config *cfg) {
-  json_t *od = json_object_get(root, "on_demand"), *o;
-  if (!json_is_object(od))
+/* Reads an optional share into *out: a number in (0, 1], or in [0, 1) when zero_ok. */
+static int opt_share(pctx *c, json_t *o, const char *key, const char *field, int zero_ok, double *out) {
+  json_t *v = json_object_get(o, key);
+  if (!v)
     return 0;
-  int rc = cfg_get_object(c, od, "fair_queue", "on_demand", k_fair_queue, &o);
-  if (rc || !o)
-    return rc;
-  json_t *v = json_object_get(o, "max_share");
-  if (v) {
-    if (!json_is_number(v) || !(json_number_value(v) > 0) || json_number_value(v) > 1)
-      return cfg_fail(c, "on_demand.fair_queue.max_share", "must be a number in (0, 1]");
-    cfg->fair_queue.max_share = json_number_value(v);
+  double x = json_is_number(v) ? json_number_value(v) : -1.0;
+  if (zero_ok ? !(x >= 0 && x < 1) : !(x > 0 && x <= 1))
+    return cfg_fail(c, field, zero_ok ? "must be a number in [0, 1)" : "must be a number in (0, 1]");
+  *out = x;
+  return 0;
+}
+
+/* on_demand.fair_queue: how much of the order queue and of the 3 h order cap one registrable
+ * domain may hold, the part of the cap kept for renewals, and when unasked queued names go; and
+ * on_demand.name_cache_max. */
+int cfg_parse_fair_queue(pctx *c, json_t *root, ae_config *cfg) {
+  json_t *od = json_object_get(root, "on_demand"), *o = NULL;
+  int rc = 0;
+  if (json_is_object(od)) {
+    if ((rc = cfg_opt_uint(c, od, "name_cache_max", "on_demand", 100, 10000000, &cfg->name_cache_max)) ||
+        (rc = cfg_get_object(c, od, "fair_queue", "on_demand", k_fair_queue, &o)))
+      return rc;
   }
+  const char *P = "on_demand.fair_queue";
+  if (o && ((rc = opt_share(c, o, "max_share", "on_demand.fair_queue.max_share", 0, &cfg->fair_queue.max_share)) ||
+            (rc = opt_share(c, o, "rate_share", "on_demand.fair_queue.rate_share", 0, &cfg->fair_queue.rate_share)) ||
+            (rc = opt_share(c, o, "renewal_reserve", "on_demand.fair_queue.renewal_reserve", 1,
+                            &cfg->fair_queue.renewal_reserve)) ||
+            (rc = cfg_opt_uint(c, o, "unasked_ttl_s", P, 0, 86400, &cfg->fair_queue.unasked_ttl_s))))
+    return rc;
+  if (cfg->fair_queue.rate_share < 0)
+    cfg->fair_queue.rate_share = cfg->fair_queue.max_share;
   return 0;
 }

@@ -124,6 +124,7 @@ int ae_policy_new(uv_loop_t *loop, const ae_config *cfg, ae_policy **out, ae_err
   p->loop = loop;
   ae_strmap_init(&p->cache);
   ae_strmap_init(&p->flights);
+  ae_strmap_init(&p->rd_orders);
   int r = ae_httpc_new(loop, &p->httpc, err);
   if (r < 0) {
     free(p);
@@ -194,7 +195,7 @@ void ae_policy_free(ae_policy *p) {
   ae_strmap_clear(&p->flights);
   ae_httpc_free(p->httpc);
   ae_dnscheck_free(p->dns);
-  free(p->ring);
+  ae_policy_ring_free(p);
   ae_config_free(p->cfg);
   free(p);
 }

@@ -12,7 +12,6 @@
 #define ASK_TTL_DENY_MS (5u * 60u * 1000u)
 /* A broken ask service must not deny names for minutes, but must not be hammered either. */
 #define ASK_TTL_FAIL_MS (30u * 1000u)
-#define ASK_CACHE_MAX 10000u
 /* Bounds the requests a flood of random allowed names can push at the ask service. */
 #define ASK_INFLIGHT_MAX 256u
 #define ASK_BODY_MAX (64u * 1024u)
@@ -58,7 +57,7 @@ static void cache_put(ae_policy *p, const char *name, int allowed, const char *r
   cache_entry *old = ae_strmap_get(&p->cache, name);
   if (old)
     cache_remove(p, old);
-  while (p->cache.count >= ASK_CACHE_MAX && p->cache_head)
+  while (p->cache.count >= p->cfg->name_cache_max && p->cache_head)
     cache_remove(p, p->cache_head);
   cache_entry *e = ae_calloc(1, sizeof(*e));
   e->name = ae_strdup(name);
@@ -317,4 +316,9 @@ void ae_policy_cancel_flight(void *ud, const char *key, void *value) {
   if (f->dreq)
     ae_dnscheck_cancel(f->dreq);
   free(f);
+}
+
+void ae_policy_counts(const ae_policy *p, size_t *cached, size_t *in_flight) {
+  *cached = p->cache.count;
+  *in_flight = p->nflights;
 }

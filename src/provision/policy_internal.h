@@ -55,6 +55,8 @@ struct ae_policy {
 
   /* rolling 3 h cap: ring of the start times of the most recent orders */
   uint64_t *ring;
+  char **ring_rd;           /* registrable domain of each new-name order (own copy); NULL = renewal */
+  ae_strmap rd_orders;      /* registrable domain -> orders in the window (uintptr_t) */
   size_t ring_cap;          /* == rate.per_3h when the cap is active, else 0 */
   size_t ring_len;
   size_t ring_head;         /* index of the oldest */
@@ -70,5 +72,7 @@ void ae_policy_cancel_flight(void *ud, const char *key, void *value);
 /* Resizes the rolling 3 h ring for per_3h (0 or too large = no cap), keeping the newest entries
  * (policy_rate.c). */
 void ae_policy_ring_configure(ae_policy *p, unsigned per_3h);
+/* Frees the ring and the per-domain counts (policy_rate.c). */
+void ae_policy_ring_free(ae_policy *p);
 
 #endif

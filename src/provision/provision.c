@@ -83,6 +83,7 @@ static void dom_free_cb(uv_handle_t *h) {
 /* Removes the record: cancels what it started, frees it in the timer's close callback. */
 void ae_dom_remove(ae_provision *p, ae_dom *d) {
   ae_provision_queue_remove(p, d);
+  ae_provision_failed_untrack(p, d);
   if (d->preq) {
     ae_policy_cancel(d->preq);
     d->preq = NULL;
@@ -136,7 +137,6 @@ int ae_provision_new(const ae_provision_deps *deps, const ae_config *cfg, ae_pro
   p->ca_host = ae_strdup(deps->ca_host);
   p->cfg = ae_config_ref((ae_config *)cfg);
   ae_strmap_init(&p->doms);
-  ae_strmap_init(&p->denied);
   ae_strmap_init(&p->fb_inflight);
   ae_strmap_init(&p->loads);
   ae_renew_index_init(p);
@@ -163,8 +163,7 @@ void ae_provision_set_config(ae_provision *p, const ae_config *cfg) {
   p->cfg = ae_config_ref((ae_config *)cfg);
   ae_config_free(old);
   /* Forget denials: a name the old allow list refused may be welcome now. */
-  ae_strmap_foreach(&p->denied, ae_free_value_cb, NULL);
-  ae_strmap_clear(&p->denied);
+  ae_provision_deny_reset(p);
   ae_provision_pump(p);
 }
 
@@ -248,8 +247,7 @@ void ae_provision_free(ae_provision *p) {
   ae_strmap_clear(&p->doms);
   ae_strmap_clear(&p->loads);
   ae_renew_index_close(p);
-  ae_strmap_foreach(&p->denied, ae_free_value_cb, NULL);
-  ae_strmap_clear(&p->denied);
+  ae_provision_deny_reset(p);
   ae_strmap_clear(&p->fb_inflight);
   ae_config_free(p->cfg);
   free(p->ca_host);

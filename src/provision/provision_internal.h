@@ -34,6 +34,11 @@ typedef struct ae_dom {
   uint64_t mint_seq;         /* matches the mint's completion to this record */
   int revoked;               /* the served certificate is revoked: replace it, never renew it */
   char rd[64];               /* registrable domain while queued (fair queue), may be truncated */
+  int qrenewal;              /* queued as a renewal: outside max_queue and the shares, never dropped */
+  int pinned;                /* asked for through the admin API: never dropped as unasked */
+  uint64_t asked_ms;         /* last demand (handshake, port 80, API) while pending */
+  struct ae_dom *fprev, *fnext; /* list of failed first issuances (bounded by name_cache_max) */
+  int in_failed;
 } ae_dom;
 
 /* Writes name's registrable domain (public suffix list) into out; the name itself when it has
@@ -45,9 +50,13 @@ struct ae_provision {
   char *ca_host;
   ae_config *cfg;
   ae_strmap doms;            /* name -> ae_dom* */
-  ae_strmap denied;          /* name -> uint64_t* (event suppression deadline, ms) */
+  struct deny_slot *deny;    /* domain_denied suppression: fixed table of name_cache_max slots */
+  size_t ndeny, deny_used;
   ae_dom *qhead, *qtail;     /* FIFO of names waiting for a job slot */
   unsigned qlen;
+  unsigned qrenewals;        /* of qlen, queued renewals */
+  ae_dom *fhead, *ftail;     /* records whose first issuance failed, oldest first */
+  unsigned nfailed;
   char last_rd[64];          /* registrable domain of the last started job (round robin) */
   unsigned active;           /* jobs in flight */
   uv_timer_t rate_timer;
@@ -148,6 +157,22 @@ void ae_provision_wake(struct ae_provision *p, const char *name);
 void ae_provision_queue_remove(struct ae_provision *p, ae_dom *d);
 /* Starts queued jobs while a slot and a rate token are free (provision_queue.c). */
 void ae_provision_pump(struct ae_provision *p);
+/* domain_denied for name (at most one event per name per minute) and the denied metric
+ * (provision_miss.c). source may be NULL. */
+void ae_provision_deny_event(struct ae_provision *p, const char *name, const char *reason, const char *source);
+/* A first issuance of d failed: remembers it among at most name_cache_max such records,
+ * forgetting the oldest (provision_bounds.c). */
+void ae_provision_failed_track(struct ae_provision *p, ae_dom *d);
+/* Takes d off that list (provision_bounds.c). */
+void ae_provision_failed_untrack(struct ae_provision *p, ae_dom *d);
+/* 1 when as many storage reads are in flight as name_cache_max allows: a handshake for a name
+ * not in memory then gets the default certificate instead of another read (provision_bounds.c). */
+int ae_provision_loads_full(const struct ae_provision *p);
+/* 1 when a domain_denied event for name went out less than ms ago (then nothing changes);
+ * else remembers now as its last one and returns 0 (provision_bounds.c). */
+int ae_provision_deny_suppressed(struct ae_provision *p, const char *name, uint64_t now, uint64_t ms);
+/* Forgets every suppression, e.g. after a reload changed the policy (provision_bounds.c). */
+void ae_provision_deny_reset(struct ae_provision *p);
 /* Sets d's renew-at and arms its timer (provision_renewal.c). */
 void ae_dom_arm_timer(ae_dom *d, int64_t at);
 

@@ -11,26 +11,14 @@
 
 #define SUB "provision"
 #define DENY_SUPPRESS_MS 60000u  /* one domain_denied event per name per minute */
-#define DENY_CACHE_MAX 10000u
 #define PENDING_RETRY_AFTER_S 5u
 
 /* Emits domain_denied at most once per name per minute: random-SNI floods must not flood the
  * event stream, the log and the hook. */
-static void deny_event(ae_provision *p, const char *name, const char *reason, const char *source) {
+void ae_provision_deny_event(ae_provision *p, const char *name, const char *reason, const char *source) {
   ae_metrics_count_label("denied", reason);
-  uint64_t now = ae_now_ms();
-  uint64_t *until = ae_strmap_get(&p->denied, name);
-  if (until && *until > now)
+  if (ae_provision_deny_suppressed(p, name, ae_now_ms(), DENY_SUPPRESS_MS))
     return;
-  if (!until) {
-    if (p->denied.count >= DENY_CACHE_MAX) {
-      ae_strmap_foreach(&p->denied, ae_free_value_cb, NULL);
-      ae_strmap_clear(&p->denied);
-    }
-    until = ae_malloc(sizeof(*until));
-    ae_strmap_put(&p->denied, name, until);
-  }
-  *until = now + DENY_SUPPRESS_MS;
   json_t *det = json_object();
   json_object_set_new(det, "reason", json_string(reason));
   if (source)
@@ -56,7 +44,7 @@ static void on_policy(void *ud, int allowed, const char *reason) {
   }
   if (!allowed)
     AE_INFO(SUB, "%s: denied by ask or dns_check (%s)", name, reason ? reason : "denied");
-  deny_event(p, name, allowed ? "queue_full" : (reason ? reason : "ask_denied"), NULL);
+  ae_provision_deny_event(p, name, allowed ? "queue_full" : (reason ? reason : "ask_denied"), NULL);
   ae_dom_remove(p, d);
   ae_provision_wake(p, name);
   decided(p, name);
@@ -68,8 +56,12 @@ typedef enum { REQ_PENDING, REQ_VALID, REQ_FAILED, REQ_DENIED } req_result;
 static req_result request(ae_provision *p, const char *name, const char *source, const char **why) {
   ae_dom *d = ae_strmap_get(&p->doms, name);
   if (d) {
-    if (ae_dom_busy(d))
+    if (ae_dom_busy(d)) {
+      /* Asked for again: a queued name stays (fair_queue.unasked_ttl_s). */
+      d->asked_ms = ae_now_ms();
+      d->pinned |= strcmp(source, "api") == 0;
       return REQ_PENDING;
+    }
     if (d->state == DS_VALID)
       return REQ_VALID;
     if (d->state == DS_FAILED && ae_provision_now_s() < d->retry_at)
@@ -81,18 +73,19 @@ static req_result request(ae_provision *p, const char *name, const char *source,
     /* Enabled by a reload: the CA starts with the process. Never fall back to ACME. */
     if (why)
       *why = "internal_ca_not_running";
-    deny_event(p, name, "internal_ca_not_running", source);
+    ae_provision_deny_event(p, name, "internal_ca_not_running", source);
     return REQ_DENIED;
   }
   if (!internal && !ae_policy_allowed(p->deps.policy, name)) {
     if (why)
       *why = "not_allowed";
-    deny_event(p, name, "not_allowed", source);
+    ae_provision_deny_event(p, name, "not_allowed", source);
     return REQ_DENIED;
   }
   if (!d)
     d = ae_dom_new(p, name);
-  d->requested_ms = ae_now_ms();
+  d->requested_ms = d->asked_ms = ae_now_ms();
+  d->pinned = strcmp(source, "api") == 0;
   json_t *det = json_object();
   json_object_set_new(det, "source", json_string(source));
   ae_events_emit(p->deps.events, "domain_requested", name, det);
@@ -111,7 +104,7 @@ static req_result request(ae_provision *p, const char *name, const char *source,
     reason = "ask_failed";
   if (why)
     *why = reason;
-  deny_event(p, name, reason, source);
+  ae_provision_deny_event(p, name, reason, source);
   if (d->has_cert) {
     d->state = DS_VALID;
     return REQ_VALID;
@@ -170,11 +163,13 @@ ae_miss_action ae_provision_on_sni(ae_provision *p, const char *raw) {
     return AE_MISS_DEFAULT;
   if (ae_policy_normalize(raw, name, sizeof(name), &why) != 0) {
     if (p->cfg->on_demand.enabled)
-      deny_event(p, raw, why ? why : "invalid_name", "sni");
+      ae_provision_deny_event(p, raw, why ? why : "invalid_name", "sni");
     return deny_action(p);
   }
   /* Storage first: a stored name is served, never ordered again. */
   if (ae_provision_need_load(p, name)) {
+    if (ae_provision_loads_full(p) && !ae_strmap_get(&p->loads, name))
+      return AE_MISS_DEFAULT; /* a flood of unknown names: no more reads in flight */
     ae_provision_load_name(p, name, "sni");
     return AE_MISS_HOLD;
   }
@@ -219,6 +214,10 @@ ae_h80_state ae_provision_on_http(ae_provision *p, const char *host, unsigned *r
   /* Port 80 only redirects or answers for a name; a name outside the policy is not worth a
    * storage read here (TLS still serves one placed in storage by hand). */
   if (ae_policy_allowed(p->deps.policy, host) && ae_provision_need_load(p, host)) {
+    if (ae_provision_loads_full(p) && !ae_strmap_get(&p->loads, host)) {
+      *retry_after_s = PENDING_RETRY_AFTER_S;
+      return AE_H80_PENDING; /* a flood of unknown names: no more reads in flight */
+    }
     ae_provision_load_name(p, host, "http");
     return AE_H80_CHECKING;
   }

@@ -1,6 +1,6 @@
-/* Issuance job queue: admission (bounded FIFO, fair share per registrable domain), the pump that
- * starts jobs under the concurrency cap and the order rate limit, and job completion (install on
- * success, backoff on failure). */
+/* Issuance job queue: admission (bounded FIFO, fair share per registrable domain, renewals
+ * outside the bounds, unasked names dropped), the pump that starts jobs under the concurrency cap
+ * and the order rate limits, and job completion (install on success, backoff on failure). */
 #include "acmedge/provision.h"
 #include "provision_internal.h"
 
@@ -30,23 +30,53 @@ void ae_provision_queue_remove(ae_provision *p, ae_dom *d) {
   d->qnext = NULL;
   d->queued = 0;
   p->qlen--;
+  if (d->qrenewal)
+    p->qrenewals--;
+  d->qrenewal = 0;
 }
 
-
-/* Puts an admitted record in line for a job slot; the queue is FIFO and bounded. */
-static int admit(ae_provision *p, ae_dom *d) {
-  if (p->qlen >= p->cfg->on_demand.max_queue) {
-    return AE_ELIMIT;
+/* Drops queued new names nobody asked for again within fair_queue.unasked_ttl_s: a real name's
+ * clients keep retrying it, a random name from a flood is asked for once. */
+static void drop_unasked(ae_provision *p) {
+  unsigned ttl = p->cfg->fair_queue.unasked_ttl_s;
+  if (ttl == 0)
+    return;
+  uint64_t now = ae_now_ms();
+  ae_dom *d = p->qhead;
+  while (d) {
+    ae_dom *next = d->qnext;
+    if (!d->qrenewal && !d->pinned && !d->has_cert && now - d->asked_ms > (uint64_t)ttl * 1000u) {
+      char name[256];
+      snprintf(name, sizeof(name), "%s", d->name);
+      AE_INFO(SUB, "%s: dropped from the order queue, not asked for again in %u s (fair_queue.unasked_ttl_s)", name,
+              ttl);
+      ae_provision_deny_event(p, name, "unasked", "queue");
+      ae_dom_remove(p, d);
+      ae_provision_wake(p, name);
+    }
+    d = next;
   }
+}
+
+/* Puts an admitted record in line for a job slot. New names: bounded FIFO (max_queue), at most
+ * max_share of it per registrable domain. Renewals are outside both bounds (there is one per
+ * certificate at most), so a flood of new names can never keep a renewal out of the queue. */
+static int admit(ae_provision *p, ae_dom *d) {
+  int renewal = d->has_cert;
   ae_registrable_domain(d->name, d->rd, sizeof(d->rd));
-  if (p->cfg->fair_queue.max_share < 1.0) {
+  if (!renewal) {
+    drop_unasked(p);
+    if (p->qlen - p->qrenewals >= p->cfg->on_demand.max_queue)
+      return AE_ELIMIT;
+  }
+  if (!renewal && p->cfg->fair_queue.max_share < 1.0) {
     /* One registrable domain may hold only its share of the queue, so a flood of names under
      * one pattern leaves room for everybody else. */
     unsigned cap = (unsigned)(p->cfg->fair_queue.max_share * p->cfg->on_demand.max_queue), same = 0;
     if (cap == 0)
       cap = 1;
     for (ae_dom *x = p->qhead; x; x = x->qnext)
-      same += strcmp(x->rd, d->rd) == 0;
+      same += !x->qrenewal && strcmp(x->rd, d->rd) == 0;
     if (same >= cap) {
       AE_INFO(SUB, "%s: %s already holds %u queued name(s) (fair_queue.max_share)", d->name, d->rd, same);
       return AE_ELIMIT;
@@ -54,6 +84,7 @@ static int admit(ae_provision *p, ae_dom *d) {
   }
   d->state = DS_QUEUED;
   d->queued = 1;
+  d->qrenewal = renewal;
   d->qnext = NULL;
   if (p->qtail)
     p->qtail->qnext = d;
@@ -61,6 +92,7 @@ static int admit(ae_provision *p, ae_dom *d) {
     p->qhead = d;
   p->qtail = d;
   p->qlen++;
+  p->qrenewals += (unsigned)renewal;
   ae_provision_pump(p);
   return 0;
 }
@@ -69,31 +101,59 @@ int ae_provision_admit(ae_provision *p, ae_dom *d) { return admit(p, d); }
 
 static void rate_timer_cb(uv_timer_t *t) { ae_provision_pump(t->data); }
 
+/* Picks the next queued record that may start now: renewals first (FIFO), then new names round
+ * robin by registrable domain (the oldest name of another domain than the last one started goes
+ * first, so a flood under one domain delays others by at most one order), skipping names the
+ * rate limits hold back (their domain's share of the 3 h cap, the renewal reserve). NULL when
+ * none may start; *wait_ms then says when to look again (0 = when something changes). */
+static ae_dom *pick(ae_provision *p, uint64_t now, uint64_t *wait_ms) {
+  uint64_t best = 0;
+  *wait_ms = 0;
+  for (int pass = 0; pass < 3; pass++) {
+    for (ae_dom *x = p->qhead; x; x = x->qnext) {
+      int same = strcmp(x->rd, p->last_rd) == 0;
+      if (pass == 0 ? !x->qrenewal : (x->qrenewal || same != (pass == 2)))
+        continue;
+      uint64_t w = 0;
+      int r = ae_policy_rate_check(p->deps.policy, now, x->rd, x->qrenewal, &w);
+      if (r == 0)
+        return x;
+      if (r != AE_EAGAIN) {
+        *wait_ms = w ? w : 100;
+        return NULL; /* nothing at all may start before w */
+      }
+      if (best == 0 || w < best)
+        best = w;
+    }
+  }
+  *wait_ms = best;
+  return NULL;
+}
+
 /* Starts queued jobs while a slot and a rate token are free. */
 void ae_provision_pump(ae_provision *p) {
   if (p->closing)
     return;
+  drop_unasked(p);
   while (p->qhead && p->active < p->cfg->on_demand.max_concurrent) {
-    uint64_t wait_ms = 0;
-    if (ae_policy_rate_take(p->deps.policy, ae_now_ms(), &wait_ms) != 0) {
-      if (!uv_is_active((uv_handle_t *)&p->rate_timer)) {
-        AE_INFO(SUB, "order rate limit reached; %u name(s) queued, next slot in %llu ms", p->qlen,
-                (unsigned long long)wait_ms);
-        uv_timer_start(&p->rate_timer, rate_timer_cb, wait_ms ? wait_ms : 100, 0);
+    uint64_t now = ae_now_ms(), wait_ms = 0;
+    ae_dom *d = pick(p, now, &wait_ms);
+    if (!d) {
+      /* Held back: look again when a token or a share frees up, and in time to drop names
+       * nobody asks for any more. */
+      unsigned ttl = p->cfg->fair_queue.unasked_ttl_s;
+      if (ttl && (wait_ms == 0 || wait_ms > (uint64_t)ttl * 1000u))
+        wait_ms = (uint64_t)ttl * 1000u;
+      int active = uv_is_active((uv_handle_t *)&p->rate_timer);
+      if (wait_ms && (!active || uv_timer_get_due_in(&p->rate_timer) > wait_ms)) {
+        if (!active)
+          AE_INFO(SUB, "order rate limit reached; %u name(s) queued, next slot in %llu ms", p->qlen,
+                  (unsigned long long)wait_ms);
+        uv_timer_start(&p->rate_timer, rate_timer_cb, wait_ms, 0);
       }
       return;
     }
-    /* Round robin by registrable domain: the oldest name of another domain than the last one
-     * started goes first, so a flood under one domain delays others by at most one order. */
-    ae_dom *d = p->qhead;
-    if (strcmp(d->rd, p->last_rd) == 0) {
-      for (ae_dom *x = d->qnext; x; x = x->qnext) {
-        if (strcmp(x->rd, p->last_rd) != 0) {
-          d = x;
-          break;
-        }
-      }
-    }
+    ae_policy_rate_commit(p->deps.policy, now, d->rd, d->qrenewal);
     snprintf(p->last_rd, sizeof(p->last_rd), "%s", d->rd);
     ae_provision_queue_remove(p, d);
     start_job(p, d);
@@ -153,6 +213,8 @@ static void on_done(void *ud, const ae_acme_result *res) {
     /* A renewal that failed retries by itself; a first issuance waits for demand after retry_at. */
     if (d->has_cert)
       ae_dom_arm_timer(d, retry_at);
+    else
+      ae_provision_failed_track(p, d);
     ae_provision_wake(p, d->name);
   }
   ae_provision_pump(p);

@@ -83,7 +83,30 @@ static void test_fair_queue(void **state) {
   (void)state;
   ae_config *cfg = parse_ok("{\"on_demand\":{\"allow\":[\"*\"],\"fair_queue\":{\"max_share\":0.25}}}");
   assert_true(cfg->fair_queue.max_share == 0.25);
+  assert_true(cfg->fair_queue.rate_share == 0.25); /* follows max_share */
+  assert_true(cfg->fair_queue.renewal_reserve == 0.1);
+  assert_int_equal(cfg->fair_queue.unasked_ttl_s, 600);
+  assert_int_equal(cfg->name_cache_max, 10000);
   ae_config_free(cfg);
+  cfg = parse_ok("{\"on_demand\":{\"allow\":[\"*\"],\"name_cache_max\":500,\"fair_queue\":{\"max_share\":0.5,"
+                 "\"rate_share\":0.2,\"renewal_reserve\":0,\"unasked_ttl_s\":0}}}");
+  assert_true(cfg->fair_queue.rate_share == 0.2);
+  assert_true(cfg->fair_queue.renewal_reserve == 0.0);
+  assert_int_equal(cfg->fair_queue.unasked_ttl_s, 0);
+  assert_int_equal(cfg->name_cache_max, 500);
+  ae_config_free(cfg);
+  cfg = parse_ok("{\"on_demand\":{\"allow\":[\"*\"]}}");
+  assert_true(cfg->fair_queue.rate_share == 1.0);
+  ae_config_free(cfg);
+  expect_err("{\"on_demand\":{\"allow\":[\"*\"],\"fair_queue\":{\"rate_share\":0}}}", "on_demand.fair_queue.rate_share");
+  expect_err("{\"on_demand\":{\"allow\":[\"*\"],\"fair_queue\":{\"renewal_reserve\":1}}}",
+             "on_demand.fair_queue.renewal_reserve");
+  expect_err("{\"on_demand\":{\"allow\":[\"*\"],\"fair_queue\":{\"renewal_reserve\":\"10%\"}}}",
+             "on_demand.fair_queue.renewal_reserve");
+  expect_err("{\"on_demand\":{\"allow\":[\"*\"],\"fair_queue\":{\"unasked_ttl_s\":-5}}}",
+             "on_demand.fair_queue.unasked_ttl_s");
+  expect_err("{\"on_demand\":{\"allow\":[\"*\"],\"fair_queue\":{\"max_age\":5}}}", "on_demand.fair_queue.max_age");
+  expect_err("{\"on_demand\":{\"allow\":[\"*\"],\"name_cache_max\":10}}", "on_demand.name_cache_max");
   expect_err("{\"on_demand\":{\"allow\":[\"*\"],\"fair_queue\":{\"max_share\":0}}}", "on_demand.fair_queue.max_share");
   expect_err("{\"on_demand\":{\"allow\":[\"*\"],\"fair_queue\":{\"max_share\":1.5}}}", "on_demand.fair_queue.max_share");
 }
