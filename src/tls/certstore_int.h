@@ -35,7 +35,7 @@ size_t cs_neg_slots(const cs_negcache *n);
  * accounted"): measured with GnuTLS 3.7 as the heap growth per object, including malloc's
  * per-chunk overhead. The external (compact) key wrapper is the gnutls_privkey_st alone; an
  * x509 key adds its bignums and ASN.1 tree; a parsed public key is its struct plus bignums. */
-#define CS_EXT_PRIVKEY_BYTES 176
+#define CS_EXT_PRIVKEY_BYTES 128
 #define CS_X509_PRIVKEY_BYTES 2000
 #define CS_PUBKEY_BYTES 690
 

@@ -17,7 +17,8 @@
 #include <string.h>
 #include <time.h>
 #if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/allocator_interface.h>
+/* From libasan (sanitizer/allocator_interface.h, which not every compiler package ships). */
+size_t __sanitizer_get_current_allocated_bytes(void);
 #endif
 
 #include "acmedge/certstore.h"
