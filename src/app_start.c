@@ -257,7 +257,9 @@ int app_start(ae_app *app, ae_err *err) {
     return r;
   if (ae_storage_ca_host(cfg->acme.directory, app->ca_host, sizeof(app->ca_host)) != 0)
     return ae_err_set(err, AE_EINVAL, "%s: acme.directory: cannot derive a host from '%s'", cfg->path, cfg->acme.directory);
-  ae_certstore_opts co = {.max_entries = cfg->cert_cache.max_entries, .negative_slots = cfg->cert_cache.negative_max};
+  ae_certstore_opts co = {.max_entries = cfg->cert_cache.max_entries,
+                          .max_bytes = (size_t)cfg->cert_cache.max_bytes,
+                          .negative_slots = cfg->cert_cache.negative_max};
   if ((r = ae_certstore_new_opts(&co, &app->certs)) != 0)
     return ae_err_set(err, r, "cannot create certificate store");
   if (cfg->internal_ca.enabled && (r = start_internal_ca(app, err)) != 0)

@@ -35,6 +35,9 @@ const char *ae_cert_serial(const ae_cert *c);
 const char *ae_cert_issuer(const ae_cert *c);
 /* Returns 1 when the leaf's SAN (or CN without SAN) covers name (wildcards per RFC 6125). */
 int ae_cert_covers(const ae_cert *c, const char *name);
+/* The memory the cert holds, as accounted for cert_cache.max_bytes (docs/scale.md): its own
+ * allocations, the leaf's DER and parsed public key, the private key; shared issuers excluded. */
+size_t ae_cert_bytes(const ae_cert *c);
 /* Number of SAN DNS names and the i-th (owned by the cert). */
 size_t ae_cert_name_count(const ae_cert *c);
 const char *ae_cert_name(const ae_cert *c, size_t i);
@@ -46,11 +49,12 @@ int ae_cert_generate_selfsigned(const char *cn, const char *const *names, size_t
 
 typedef struct ae_certstore ae_certstore;
 
-/* Store options: max_entries bounds the named certificates held (0 = unbounded; beyond it the
- * coldest names are evicted, CLOCK); negative_slots sizes the cache of names storage lacks
- * (0 = 16384). */
+/* Store options: max_entries bounds the named certificates held and max_bytes the memory they
+ * hold (ae_cert_bytes + the entry; 0 = unbounded; beyond either the coldest names are evicted,
+ * CLOCK); negative_slots sizes the cache of names storage lacks (0 = 16384). */
 typedef struct ae_certstore_opts {
   size_t max_entries;
+  size_t max_bytes;
   size_t negative_slots;
 } ae_certstore_opts;
 
@@ -67,6 +71,9 @@ void ae_certstore_set_evict_cb(ae_certstore *cs, ae_certstore_evict_cb cb, void 
 /* The configured bound (0 = unbounded) and the number of evictions so far. */
 size_t ae_certstore_max_entries(const ae_certstore *cs);
 uint64_t ae_certstore_evictions(ae_certstore *cs);
+/* The configured byte bound (0 = unbounded) and the bytes accounted to the entries now. */
+size_t ae_certstore_max_bytes(const ae_certstore *cs);
+size_t ae_certstore_bytes(ae_certstore *cs);
 /* Negative cache (thread-safe, fixed size): remembers for ttl_ms that storage lacks name. */
 void ae_certstore_mark_absent(ae_certstore *cs, const char *name, uint64_t ttl_ms);
 /* Returns 1 while name is remembered as absent from storage. */

@@ -71,6 +71,7 @@ typedef struct ae_config {
   } internal_ca;
   struct {                    /* cert_cache.*: bounded certificate cache, lazy loading */
     unsigned max_entries;     /* named certificates in memory, 0 = unbounded; default 100000 */
+    unsigned long long max_bytes; /* memory those certificates hold, 0 = unbounded (default) */
     unsigned negative_ttl_ms; /* how long a name storage lacks is not looked up again; 10000 */
     unsigned negative_max;    /* slots of that negative cache; 16384 */
     int preload;              /* load every stored certificate at start (blocking); default off */

@@ -29,7 +29,8 @@ static const char *const k_proxy[] = {"header_timeout_ms", "idle_timeout_ms", "c
 static const char *const k_tls[] = {"handshake_timeout_ms", "idle_timeout_ms", "max_connections", NULL};
 static const char *const k_log[] = {"level", "format", "file", NULL};
 static const char *const k_ocsp[] = {"enabled", NULL};
-static const char *const k_cert_cache[] = {"max_entries", "negative_ttl_ms", "negative_max", "preload", NULL};
+static const char *const k_cert_cache[] = {"max_entries", "max_bytes", "negative_ttl_ms", "negative_max", "preload",
+                                           NULL};
 
 #define DAY_MS 86400000u
 
@@ -230,6 +231,12 @@ static int parse_root(pctx *c, json_t *root, ae_config *cfg) {
             (rc = cfg_opt_uint(c, o, "negative_max", "cert_cache", 1, 10000000, &cfg->cert_cache.negative_max)) ||
             (rc = cfg_opt_bool(c, o, "preload", "cert_cache", &cfg->cert_cache.preload))))
     return rc;
+  json_t *mb = o ? json_object_get(o, "max_bytes") : NULL;
+  if (mb) { /* bytes: beyond cfg_opt_uint's 32 bits */
+    if (!json_is_integer(mb) || json_integer_value(mb) < 0 || json_integer_value(mb) > (json_int_t)1 << 40)
+      return cfg_fail(c, "cert_cache.max_bytes", "must be an integer between 0 and %lld", (long long)1 << 40);
+    cfg->cert_cache.max_bytes = (unsigned long long)json_integer_value(mb);
+  }
   if ((rc = cfg_get_object(c, root, "log", "", k_log, &o)))
     return rc;
   if (o) {

@@ -126,6 +126,12 @@ char *ae_provision_metrics(ae_provision *p) {
       "# HELP acmedge_cert_cache_max_entries Configured bound (cert_cache.max_entries, 0 = none).\n"
       "# TYPE acmedge_cert_cache_max_entries gauge\n"
       "acmedge_cert_cache_max_entries %zu\n"
+      "# HELP acmedge_cert_cache_bytes Memory accounted to the certificates in memory (docs/scale.md).\n"
+      "# TYPE acmedge_cert_cache_bytes gauge\n"
+      "acmedge_cert_cache_bytes %zu\n"
+      "# HELP acmedge_cert_cache_max_bytes Configured bound (cert_cache.max_bytes, 0 = none).\n"
+      "# TYPE acmedge_cert_cache_max_bytes gauge\n"
+      "acmedge_cert_cache_max_bytes %zu\n"
       "# HELP acmedge_cert_cache_evictions_total Certificates evicted from memory.\n"
       "# TYPE acmedge_cert_cache_evictions_total counter\n"
       "acmedge_cert_cache_evictions_total %llu\n"
@@ -135,7 +141,8 @@ char *ae_provision_metrics(ae_provision *p) {
       "# HELP acmedge_renewal_index_entries Stored names not in memory waiting for their renewal.\n"
       "# TYPE acmedge_renewal_index_entries gauge\n"
       "acmedge_renewal_index_entries %zu\n",
-      ae_certstore_count(p->deps.certs), ae_certstore_max_entries(p->deps.certs),
+      ae_certstore_count(p->deps.certs), ae_certstore_max_entries(p->deps.certs), ae_certstore_bytes(p->deps.certs),
+      ae_certstore_max_bytes(p->deps.certs),
       (unsigned long long)ae_certstore_evictions(p->deps.certs), (unsigned long long)p->lazy_loads,
       ae_renew_index_size(p));
   return buf;

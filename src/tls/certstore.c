@@ -10,8 +10,9 @@
  * an entry and taking its own reference. Writers drop replaced or evicted references only after
  * unlocking, so the potentially slow certificate teardown never runs under a lock.
  *
- * Bound: with max_entries set, each shard holds at most max_entries / nshards names; an insert
- * beyond that evicts with CLOCK (second chance): a lookup marks an entry, the hand clears marks
+ * Bound: with max_entries set, each shard holds at most max_entries / nshards names, and with
+ * max_bytes set at most max_bytes / nshards accounted bytes (ae_cert_bytes of each cert plus the
+ * entry itself: see entry_bytes); an insert beyond either evicts with CLOCK (second chance): a lookup marks an entry, the hand clears marks
  * and takes the first unmarked entry. An evicted certificate in use by a connection lives on
  * through that connection's reference; the evict callback tells the owner (provisioning) so the
  * name is reloaded from storage on its next handshake. */
@@ -28,12 +29,15 @@
 /* Below this bound one shard keeps eviction exact (tests, tiny deployments). */
 #define SHARDED_FROM 4096
 #define NEG_DEFAULT_SLOTS 16384
+/* A byte bound below SHARDED_FROM times this (about 16 MiB) keeps one shard. */
+#define SHARD_BYTES_UNIT 4096
 
 typedef struct entry {
   struct entry *next;          /* bucket chain */
   struct entry *rprev, *rnext; /* CLOCK ring */
   uint64_t hash;
   atomic_uchar used;           /* CLOCK bit, set by lookups under the read lock */
+  uint32_t bytes;              /* accounted size: entry_bytes(cert, name) */
   ae_cert *cert;
   char name[];                 /* lowercase */
 } entry;
@@ -43,6 +47,7 @@ typedef struct shard {
   entry **buckets;
   size_t nbuckets; /* power of two */
   size_t count;
+  size_t bytes;    /* sum of the entries' accounted sizes */
   entry *hand;     /* CLOCK hand; NULL when the shard is empty */
 } shard;
 
@@ -50,7 +55,9 @@ struct ae_certstore {
   shard *shards;
   unsigned nshards; /* power of two */
   size_t cap;       /* per shard; 0 = unbounded */
+  size_t cap_bytes; /* per shard; 0 = unbounded */
   size_t max_entries;
+  size_t max_bytes;
   atomic_size_t evictions;
   pthread_rwlock_t def_lock;
   ae_cert *def;
@@ -74,6 +81,17 @@ static int key_equals(const char *key, const char *prefix, const char *s) {
     s++;
   }
   return *key == '\0';
+}
+
+/* malloc's per-chunk header and rounding to 16 bytes, as glibc charges them. */
+static size_t chunk(size_t n) { return (n + 8 + 15) & ~(size_t)15; }
+
+/* What an entry holds: the cert's accounted size plus the entry allocation (struct + name). A cert
+ * shared by several names (a wildcard and an exact name) is charged to each: the bound errs on the
+ * safe side. */
+static uint32_t entry_bytes(const ae_cert *cert, size_t namelen) {
+  size_t b = ae_cert_bytes(cert) + chunk(sizeof(entry) + namelen + 1);
+  return b > UINT32_MAX ? UINT32_MAX : (uint32_t)b;
 }
 
 static shard *shard_of(const ae_certstore *cs, uint64_t h) { return &cs->shards[(h >> 40) & (cs->nshards - 1)]; }
@@ -103,8 +121,14 @@ static int rwlock_init(pthread_rwlock_t *l) {
 int ae_certstore_new_opts(const ae_certstore_opts *o, ae_certstore **out) {
   ae_certstore *cs = ae_calloc(1, sizeof(*cs));
   cs->max_entries = o ? o->max_entries : 0;
-  cs->nshards = (cs->max_entries == 0 || cs->max_entries >= SHARDED_FROM) ? SHARDS_MAX : 1;
+  cs->max_bytes = o ? o->max_bytes : 0;
+  /* A small bound of either kind is kept by one shard so that it is exact (a share per shard
+   * would round a few hundred entries or kilobytes down to almost nothing). */
+  int small = (cs->max_entries > 0 && cs->max_entries < SHARDED_FROM) ||
+              (cs->max_bytes > 0 && cs->max_bytes < SHARDED_FROM * SHARD_BYTES_UNIT);
+  cs->nshards = small ? 1 : SHARDS_MAX;
   cs->cap = cs->max_entries ? cs->max_entries / cs->nshards : 0;
+  cs->cap_bytes = cs->max_bytes ? cs->max_bytes / cs->nshards : 0;
   if (rwlock_init(&cs->def_lock) != 0) {
     free(cs);
     return AE_ENOMEM;
@@ -214,6 +238,7 @@ static void unlink_locked(shard *sh, entry *e) {
     *pp = e->next;
   ring_remove_locked(sh, e);
   sh->count--;
+  sh->bytes -= e->bytes;
 }
 
 /* Evicts until the shard is within its bound; victims are chained through next for the caller
@@ -222,7 +247,8 @@ static entry *evict_locked(ae_certstore *cs, shard *sh, entry *keep) {
   entry *victims = NULL;
   /* Two turns of the hand clear every mark, so the loop always finds a victim. */
   size_t budget = 2 * sh->count + 2;
-  while (cs->cap && sh->count > cs->cap && sh->hand && budget-- > 0) {
+  while (((cs->cap && sh->count > cs->cap) || (cs->cap_bytes && sh->bytes > cs->cap_bytes)) && sh->hand &&
+         budget-- > 0) {
     entry *e = sh->hand;
     if (e == keep || atomic_exchange_explicit(&e->used, 0, memory_order_relaxed)) {
       sh->hand = e->rnext;
@@ -260,6 +286,7 @@ int ae_certstore_put(ae_certstore *cs, const char *name, ae_cert *cert) {
   fresh->name[n] = '\0';
   fresh->hash = cs_hash_name("", fresh->name);
   fresh->cert = ae_cert_ref(cert);
+  fresh->bytes = entry_bytes(cert, n);
   /* Marked: the name was just asked for; the first turn of the hand spares it. */
   atomic_init(&fresh->used, 1);
   ae_cert *old = NULL;
@@ -272,7 +299,11 @@ int ae_certstore_put(ae_certstore *cs, const char *name, ae_cert *cert) {
   if (e) {
     old = e->cert;
     e->cert = fresh->cert;
+    sh->bytes = sh->bytes - e->bytes + fresh->bytes;
+    e->bytes = fresh->bytes;
     atomic_store_explicit(&e->used, 1, memory_order_relaxed);
+    /* A larger replacement can push the shard over its byte bound. */
+    victims = evict_locked(cs, sh, e);
   } else {
     if (sh->count + 1 > sh->nbuckets - sh->nbuckets / 4)
       grow_locked(sh);
@@ -281,6 +312,7 @@ int ae_certstore_put(ae_certstore *cs, const char *name, ae_cert *cert) {
     sh->buckets[j] = fresh;
     ring_insert_locked(sh, fresh);
     sh->count++;
+    sh->bytes += fresh->bytes;
     victims = evict_locked(cs, sh, fresh);
     fresh = NULL;
   }
@@ -365,6 +397,18 @@ size_t ae_certstore_count(ae_certstore *cs) {
 }
 
 size_t ae_certstore_max_entries(const ae_certstore *cs) { return cs->max_entries; }
+
+size_t ae_certstore_max_bytes(const ae_certstore *cs) { return cs->max_bytes; }
+
+size_t ae_certstore_bytes(ae_certstore *cs) {
+  size_t n = 0;
+  for (unsigned s = 0; s < cs->nshards; s++) {
+    pthread_rwlock_rdlock(&cs->shards[s].lock);
+    n += cs->shards[s].bytes;
+    pthread_rwlock_unlock(&cs->shards[s].lock);
+  }
+  return n;
+}
 
 uint64_t ae_certstore_evictions(ae_certstore *cs) {
   return (uint64_t)atomic_load_explicit(&cs->evictions, memory_order_relaxed);

@@ -7,6 +7,7 @@
  * (intermediates) are parsed once per distinct certificate and shared by every chain that
  * carries them: thousands of leaves of one CA name the same one or two intermediates. */
 #include "acmedge/certstore.h"
+#include "certstore_int.h"
 
 #include <gnutls/abstract.h>
 #include <gnutls/crypto.h>
@@ -24,6 +25,7 @@
 struct ae_cert {
   atomic_int refs;
   unsigned npcerts;        /* entries of pcerts filled in */
+  uint32_t bytes;          /* accounted size (ae_cert_bytes) */
   gnutls_privkey_t key;
   int64_t not_before;
   int64_t not_after;
@@ -178,6 +180,7 @@ int64_t ae_cert_not_after(const ae_cert *c) { return c->not_after; }
 const char *ae_cert_serial(const ae_cert *c) { return c->serial; }
 const char *ae_cert_issuer(const ae_cert *c) { return c->issuer ? c->issuer : ""; }
 size_t ae_cert_name_count(const ae_cert *c) { return c->nnames; }
+size_t ae_cert_bytes(const ae_cert *c) { return c->bytes; }
 const char *ae_cert_name(const ae_cert *c, size_t i) { return i < c->nnames ? c->names[i] : NULL; }
 
 static char lower_ascii(char ch) { return (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch; }
@@ -239,6 +242,25 @@ static void collect_serial(ae_cert *c, gnutls_x509_crt_t leaf) {
     c->serial[o++] = hex[raw[i] & 15];
   }
   c->serial[o] = '\0';
+}
+
+/* malloc's per-chunk header and rounding to 16 bytes, as glibc charges them. */
+static size_t chunk(size_t n) { return (n + 8 + 15) & ~(size_t)15; }
+
+/* The memory c holds beyond shared issuers (docs/scale.md): its own allocations, the leaf's DER
+ * copy and parsed public key, and the private key (key_bytes). */
+static size_t account(const ae_cert *c, size_t key_bytes) {
+  size_t b = chunk(sizeof(*c) + c->npcerts * sizeof(c->pcerts[0])) + chunk(c->pcerts[0].cert.size) +
+             CS_PUBKEY_BYTES + key_bytes + chunk(strlen(c->issuer) + 1);
+  if (c->names) {
+    size_t cap = 4;
+    while (cap < c->nnames)
+      cap *= 2;
+    b += chunk(cap * sizeof(char *));
+  }
+  for (size_t i = 0; i < c->nnames; i++)
+    b += chunk(strlen(c->names[i]) + 1);
+  return b;
 }
 
 /* GnuTLS's wording for "there is no PEM block of that kind" reads like an internal error. */
@@ -312,6 +334,16 @@ static int cert_build(const char *cert_pem, size_t cert_len, const char *key_pem
       goto out;
     }
   }
+  size_t key_bytes = 0;
+  if (cs_key_compact(key, &c->key, &key_bytes) == 1) {
+    gnutls_x509_privkey_deinit(key);
+    key = NULL;
+    goto key_done;
+  }
+  unsigned bits = 0;
+  /* RSA keeps n, e, d, p, q and three CRT values, each twice (bignum and ASN.1 tree). */
+  key_bytes = CS_X509_PRIVKEY_BYTES +
+              (gnutls_x509_privkey_get_pk_algorithm2(key, &bits) == GNUTLS_PK_RSA ? (size_t)bits * 9 / 8 : 0);
   g = gnutls_privkey_init(&c->key);
   if (g < 0) {
     c->key = NULL;
@@ -327,6 +359,7 @@ static int cert_build(const char *cert_pem, size_t cert_len, const char *key_pem
   }
   key = NULL;
 
+key_done:
   c->not_before = (int64_t)gnutls_x509_crt_get_activation_time(crts[0]);
   c->not_after = (int64_t)gnutls_x509_crt_get_expiration_time(crts[0]);
   collect_serial(c, crts[0]);
@@ -340,6 +373,7 @@ static int cert_build(const char *cert_pem, size_t cert_len, const char *key_pem
     c->issuer = ae_strdup("");
   }
   collect_names(c, crts[0]);
+  c->bytes = (uint32_t)account(c, key_bytes);
 
   *out = c;
   c = NULL;

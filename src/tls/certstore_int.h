@@ -31,4 +31,21 @@ int cs_neg_has(cs_negcache *n, const char *name, uint64_t now_ms);
 void cs_neg_del(cs_negcache *n, const char *name);
 size_t cs_neg_slots(const cs_negcache *n);
 
+/* Accounted sizes of GnuTLS objects a cert holds (docs/scale.md, "How a cached name is
+ * accounted"): measured with GnuTLS 3.7 as the heap growth per object, including malloc's
+ * per-chunk overhead. The external (compact) key wrapper is the gnutls_privkey_st alone; an
+ * x509 key adds its bignums and ASN.1 tree; a parsed public key is its struct plus bignums. */
+#define CS_EXT_PRIVKEY_BYTES 128
+#define CS_X509_PRIVKEY_BYTES 2000
+#define CS_PUBKEY_BYTES 690
+
+#include <gnutls/abstract.h>
+#include <gnutls/x509.h>
+
+/* For ECDSA P-256/P-384 keys: builds in *out an external key that signs with the scalar alone
+ * (caller owns it, gnutls_privkey_deinit) and sets *bytes to its accounted size; returns 1. Returns
+ * 0 (nothing allocated) when x is of another type: the caller keeps the GnuTLS form. x is only
+ * read. */
+int cs_key_compact(gnutls_x509_privkey_t x, gnutls_privkey_t *out, size_t *bytes);
+
 #endif

@@ -2,7 +2,10 @@
  * resumed), optional tiny HTTP GET, close. Prints handshakes per second and failures.
  *
  *   hsload [-c CONC] [-n TOTAL] [-t SECONDS] [--sni NAME | --sni-file FILE [--in-order]] [--get]
- *          [--priority STR] HOST PORT
+ *          [--priority STR] [--latency] HOST PORT
+ *
+ * --latency (with -n) adds the median and 99th percentile handshake latency (connect to
+ * handshake done, successful ones) to the RESULT line as p50_ms= and p99_ms=.
  *
  * HOST must be a numeric address (the tool is for loopback benchmarks). The last line is
  * machine-readable: "RESULT ok=N failed=N secs=S hs_per_s=R". */
@@ -34,6 +37,8 @@ static struct {
   int get;
   int in_order;               /* names in file order (each once per pass), not at random */
   atomic_size_t next_name;
+  double *lat;                /* --latency: seconds per successful connection, by slot */
+  atomic_long nlat;
   long total;                 /* 0 = unlimited */
   double secs;                /* 0 = unlimited */
   double t0;
@@ -152,6 +157,11 @@ out:
   return rc;
 }
 
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
 static void *worker(void *arg) {
   unsigned seed = (unsigned)(uintptr_t)arg * 2654435761u ^ (unsigned)time(NULL);
   while (!atomic_load(&G.stop)) {
@@ -159,9 +169,15 @@ static void *worker(void *arg) {
       break;
     if (G.secs > 0 && now_s() - G.t0 >= G.secs)
       break;
-    if (one_connection(&seed) == 0)
+    double t0 = G.lat ? now_s() : 0;
+    if (one_connection(&seed) == 0) {
       atomic_fetch_add(&G.ok, 1);
-    else
+      if (G.lat) {
+        long i = atomic_fetch_add(&G.nlat, 1);
+        if (i < G.total)
+          G.lat[i] = now_s() - t0;
+      }
+    } else
       atomic_fetch_add(&G.failed, 1);
   }
   return NULL;
@@ -190,6 +206,8 @@ int main(int argc, char **argv) {
       G.in_order = 1;
     else if (!strcmp(a, "--get"))
       G.get = 1;
+    else if (!strcmp(a, "--latency"))
+      G.lat = (double *)1; /* allocated once -n is known */
     else if (a[0] == '-')
       usage();
     else if (!host)
@@ -201,6 +219,13 @@ int main(int argc, char **argv) {
   }
   if (!host || !port || conc < 1 || conc > MAX_THREADS || (!G.total && G.secs <= 0))
     usage();
+  if (G.lat) {
+    if (!G.total || G.total > 100000000)
+      usage();
+    G.lat = calloc((size_t)G.total, sizeof(double));
+    if (!G.lat)
+      return 2;
+  }
   int p = atoi(port);
   memset(&G.addr, 0, sizeof(G.addr));
   struct sockaddr_in *a4 = (struct sockaddr_in *)&G.addr;
@@ -241,7 +266,15 @@ int main(int argc, char **argv) {
   long ok = atomic_load(&G.ok), failed = atomic_load(&G.failed);
   printf("handshakes: %ld ok, %ld failed in %.2f s with %d connections: %.1f handshakes/s\n", ok, failed, el,
          conc, el > 0 ? (double)ok / el : 0.0);
-  printf("RESULT ok=%ld failed=%ld secs=%.3f hs_per_s=%.1f\n", ok, failed, el, el > 0 ? (double)ok / el : 0.0);
+  printf("RESULT ok=%ld failed=%ld secs=%.3f hs_per_s=%.1f", ok, failed, el, el > 0 ? (double)ok / el : 0.0);
+  long nl = G.lat ? atomic_load(&G.nlat) : 0;
+  if (nl > G.total)
+    nl = G.total;
+  if (nl > 0) {
+    qsort(G.lat, (size_t)nl, sizeof(double), cmp_double);
+    printf(" p50_ms=%.3f p99_ms=%.3f", G.lat[nl / 2] * 1e3, G.lat[(nl * 99) / 100] * 1e3);
+  }
+  printf("\n");
   gnutls_priority_deinit(G.prio);
   gnutls_certificate_free_credentials(G.cred);
   for (size_t i = 0; i < G.nnames; i++)

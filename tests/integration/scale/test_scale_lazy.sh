@@ -3,6 +3,8 @@
 # key) and a cache of 5,000. acmedge listens at once (no start-up load), serves a random stored
 # name its own certificate, keeps memory bounded after every name was touched, reloads an evicted
 # name with the same serial, never orders a stored name, and renews a due name nobody asked for.
+# Then a byte bound (cert_cache.max_bytes) alone limits the cache: the accounted bytes stay under
+# it while 5,000 names are touched, and a bad value is refused naming the field.
 set -euo pipefail
 source "$AE_SRC/tests/lib/common.sh"
 source "$AE_SRC/tests/lib/ondemand.sh"
@@ -122,4 +124,30 @@ started=$(grep -F "[event] issuance_started " "$T/acmedge.log" | grep -c '"domai
 [ "$started" -eq 0 ] || ae_fail "$started orders started for stored names"
 [ "$(pebble_count_orders)" -eq 1 ] || ae_fail "Pebble saw $(pebble_count_orders) orders, want 1 (the renewal)"
 acmedge_stop
+
+# A byte bound: 4 MiB holds about 2,000 cached names (docs/scale.md), far fewer than the 5,000
+# touched, while max_entries (10,000) would hold them all: only the bytes limit the cache.
+max_bytes=$((4 * 1024 * 1024))
+ae_config_write "$T/bytes.json" "{\"workers\": 2, \"cert_cache\": {\"max_entries\": 10000, \"max_bytes\": $max_bytes}}"
+start_timed "$T/bytes.json"
+ae_wait_for curl -sf --noproxy '*' "http://127.0.0.1:$AE_ADMIN_PORT/metrics" || ae_fail "admin /metrics not answering"
+[ "$(metric acmedge_cert_cache_max_bytes)" = "$max_bytes" ] || ae_fail "max_bytes metric: $(metric acmedge_cert_cache_max_bytes)"
+touch_names "$T/first.txt" "$CACHE"
+bytes=$(metric acmedge_cert_cache_bytes)
+entries=$(metric acmedge_cert_cache_entries)
+evictions=$(metric acmedge_cert_cache_evictions_total)
+echo "byte bound $max_bytes: $entries entries accounting $bytes bytes, $evictions evictions"
+[ -n "$bytes" ] && [ "$bytes" -gt 0 ] && [ "$bytes" -le "$max_bytes" ] ||
+  ae_fail "cache accounts '$bytes' bytes, bound $max_bytes"
+[ "$entries" -gt 100 ] && [ "$entries" -lt "$CACHE" ] || ae_fail "$entries entries under a $max_bytes-byte bound"
+[ "$evictions" -ge $((CACHE - entries)) ] || ae_fail "only $evictions evictions under the byte bound"
+# The names touched last are cached; the first one was evicted and still serves its own serial.
+want=$(serial_of n0.example.test)
+got=$(served_serial n0.example.test)
+[ "$got" = "$want" ] || ae_fail "n0.example.test served serial '$got' under the byte bound, stored '$want'"
+acmedge_stop
+
+ae_config_write "$T/badbytes.json" '{"cert_cache": {"max_bytes": -1}}'
+if out=$("$ACMEDGE_BIN" check -c "$T/badbytes.json" 2>&1); then ae_fail "check accepted max_bytes -1"; fi
+echo "$out" | grep -q "cert_cache.max_bytes" || ae_fail "check's error does not name cert_cache.max_bytes: $out"
 echo "ok"
