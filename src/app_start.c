@@ -248,10 +248,25 @@ static int load_default_cert(ae_app *app, ae_err *err) {
   return 0;
 }
 
+/* A Redis backend that refuses us (password, db, protocol) is a configuration error; one that does
+ * not answer yet is an outage: start, serve what can be served, and reconnect. */
+static int app_storage_check(ae_app *app, ae_err *err) {
+  ae_err e = {0};
+  int r = ae_storage_ping(app->storage, &e);
+  if (r == 0 || r == AE_EIO) {
+    if (r == AE_EIO)
+      AE_ERROR(SUB, "storage unreachable at start-up (%s); serving what is cached and retrying", e.msg);
+    return 0;
+  }
+  return ae_err_set(err, r, "%s: storage.redis: %s", app->cfg->path, e.msg);
+}
+
 int app_start(ae_app *app, ae_err *err) {
   const ae_config *cfg = app->cfg;
   int r;
-  if ((r = ae_storage_fs_new(cfg->storage_path, &app->storage, err)) != 0)
+  if ((r = ae_storage_open(cfg, &app->storage, err)) != 0)
+    return r;
+  if ((r = app_storage_check(app, err)) != 0) /* cluster.c: a Redis backend that refuses us stops here */
     return r;
   if ((r = ae_tok_runtime_init(cfg, err)) != 0) /* capability tokens: policy + revocation list */
     return r;
