@@ -156,3 +156,15 @@ void ae_provision_evicted(void *ud, const char *name, ae_cert *cert) {
   }
   ae_renew_index_push(p, name, at);
 }
+
+void ae_provision_storage_changed(ae_provision *p, const char *name) {
+  if (p->closing)
+    return;
+  ae_cert *c = ae_certstore_lookup(p->deps.certs, name);
+  int cached = c != NULL;
+  ae_cert_unref(c);
+  /* Names nobody asked this instance for stay unread: lazy loading fetches them on demand. */
+  if (!cached && !ae_strmap_get(&p->doms, name) && !ae_certstore_known_absent(p->deps.certs, name))
+    return;
+  ae_provision_load_name(p, name, "cluster");
+}

@@ -31,7 +31,7 @@ const char *const rs_lua_commit =
     "redis.call('SADD', KEYS[5], ARGV[11])\n"
     "local g = redis.call('INCR', KEYS[3])\n"
     "redis.call('ZADD', KEYS[4], g, ARGV[9])\n"
-    "redis.call('PUBLISH', ARGV[10], 'cert ' .. ARGV[11] .. ' ' .. ARGV[9] .. ' ' .. nv .. ' ' .. g)\n"
+    "redis.call('PUBLISH', ARGV[10], 'cert ' .. ARGV[11] .. ' ' .. ARGV[9] .. ' ' .. nv .. ' ' .. g .. ' ' .. ARGV[8])\n"
     "return {1, tostring(nv)}\n";
 
 const char *const rs_lua_put_field =
