@@ -249,6 +249,11 @@ static int load_default_cert(ae_app *app, ae_err *err) {
   return 0;
 }
 
+static const char *admin_degraded(void *ud) {
+  ae_app *app = ud;
+  return app->cluster && !ae_cluster_up(app->cluster) ? "storage unreachable" : NULL;
+}
+
 static void cluster_changed(void *ud, const char *domain) {
   ae_app *app = ud;
   if (app->provision)
@@ -393,6 +398,7 @@ int app_start(ae_app *app, ae_err *err) {
                          .revoke_domain = admin_revoke,
                          .renew_domain = admin_renew,
                          .extra_metrics = admin_metrics,
+                         .degraded = admin_degraded,
                          .pki_root = admin_pki_root};
     if ((r = ae_admin_new(&app->loop, cfg, app->events, &ah, &app->admin, err)) != 0)
       return r;

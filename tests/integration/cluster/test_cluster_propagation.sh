@@ -124,6 +124,7 @@ for n in a b c; do
   [ "$(serial_at "${!port}" "$name")" = "$s3" ] || ae_fail "instance $n stopped serving $name while Redis is down"
 done
 curl -s "http://127.0.0.1:$ADMIN_b/metrics" | grep -q '^acmedge_storage_up 0' || ae_fail "metrics do not show the storage down"
+[ "$(curl -s "http://127.0.0.1:$ADMIN_b/healthz")" = "degraded: storage unreachable" ] || ae_fail "/healthz does not say degraded"
 redis_start
 for n in a b c; do
   for ((i = 0; i < 200; i++)); do
@@ -135,6 +136,11 @@ done
 for n in a b c; do
   ae_pid_alive "$(cat "$T/$n.pid")" || ae_fail "instance $n died"
 done
+for ((i = 0; i < 100; i++)); do
+  [ "$(curl -s "http://127.0.0.1:$ADMIN_b/healthz")" = ok ] && break
+  sleep 0.1
+done
+[ "$(curl -s "http://127.0.0.1:$ADMIN_b/healthz")" = ok ] || ae_fail "/healthz did not return to ok"
 stats=$(ae_rcli INFO commandstats)
 if grep -Eq '^cmdstat_(keys|scan):' <<<"$stats"; then ae_fail "KEYS or SCAN was used"; fi
 echo "ok"
