@@ -8,6 +8,8 @@ pkgs=(build-essential cmake pkg-config libgnutls28-dev nettle-dev libuv1-dev lib
       openssl  # chain checks (internal CA), a second Ed25519 implementation (tokens), OCSP responder
       libc-ares-dev libpsl-dev  # DNS pre-check, registrable domains (fair queue)
       clang libclang-rt-14-dev)  # libFuzzer targets (scripts/fuzz.sh, run by scripts/test.sh)
+# Shared storage (storage.type "redis"): client library, and the server the cluster tests start.
+pkgs+=(libhiredis-dev redis-server redis-tools)
 # Operator tooling: packaging (cpack DEB, lintian), man pages, dashboard checks, web-console test.
 pkgs+=(python3-yaml lintian man-db dpkg-dev fakeroot chromium)
 if ! command -v npm >/dev/null 2>&1; then pkgs+=(nodejs npm); fi

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "app_internal.h"
+#include "acmedge/cluster.h"
 
 #define DRAIN_TIMEOUT_MS 10000u
 
@@ -137,6 +138,10 @@ static void close_rest(ae_app *app) {
     app->pending_closes++;
     ae_provision_close(app->provision, closed_one, app);
   }
+  if (app->cluster) {
+    app->pending_closes++;
+    ae_cluster_close(app->cluster, closed_one, app);
+  }
   if (app->acme) {
     app->pending_closes++;
     ae_acme_close(app->acme, closed_one, app);
@@ -225,6 +230,7 @@ static void free_modules(ae_app *app) {
   ae_leafcache_free(app->leaves);
   ae_ca_rotor_free(app->ca_rotor);
   ae_ca_free(app->ca);
+  ae_cluster_free(app->cluster);
   ae_storage_free(app->storage);
   ae_limits_global_free();
   ae_config_free(app->cfg);

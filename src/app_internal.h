@@ -49,6 +49,7 @@ typedef struct ae_app {
   ae_ca_rotor *ca_rotor;     /* the intermediate's renewal timer (with ca) */
   ae_leafcache *leaves;      /* minted fallback leaves (on_demand.fallback_cert "internal") */
   ae_ocsp *ocsp;
+  struct ae_cluster *cluster; /* storage.type "redis": change feed and availability, else NULL */
   uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
   uv_timer_t watchdog;
   int watchdog_on;

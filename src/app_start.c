@@ -1,6 +1,7 @@
 /* Process start-up: the hook adapters between modules (each forwards to the module that owns the
  * decision), the internal CA and default certificate, and app_start, which creates and wires every module. */
 #include "app_internal.h"
+#include "acmedge/cluster.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -115,13 +116,13 @@ static int admin_delete(void *ud, const char *name, ae_err *err) {
 static char *admin_metrics(void *ud) {
   ae_app *app = ud;
   /* Sections of /metrics owned by other subsystems, each a complete text block (or NULL). */
-  char *parts[3] = {ae_provision_metrics(app->provision), app->ca ? ae_ca_metrics_render(app->ca, app->leaves) : NULL,
-                    ae_ocsp_metrics(app->ocsp)};
+  char *parts[4] = {ae_provision_metrics(app->provision), app->ca ? ae_ca_metrics_render(app->ca, app->leaves) : NULL,
+                    ae_ocsp_metrics(app->ocsp), app->cluster ? ae_cluster_metrics(app->cluster) : NULL};
   size_t total = 1;
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < 4; i++)
     total += parts[i] ? strlen(parts[i]) + 1 : 0;
   char *out = ae_malloc(total), *w = out;
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < 4; i++) {
     if (!parts[i])
       continue;
     size_t n = strlen(parts[i]);
@@ -248,10 +249,56 @@ static int load_default_cert(ae_app *app, ae_err *err) {
   return 0;
 }
 
+static const char *admin_degraded(void *ud) {
+  ae_app *app = ud;
+  return app->cluster && !ae_cluster_up(app->cluster) ? "storage unreachable" : NULL;
+}
+
+static void cluster_changed(void *ud, const char *domain) {
+  ae_app *app = ud;
+  if (app->provision)
+    ae_provision_storage_changed(app->provision, domain);
+}
+
+static void cluster_state(void *ud, int up, const char *why) {
+  ae_app *app = ud;
+  json_t *det = json_object();
+  json_object_set_new(det, "reason", json_string(why));
+  ae_events_emit(app->events, up ? "storage_up" : "storage_down", NULL, det);
+}
+
+/* Shared storage: events name this instance, and other instances' commits are hot-swapped. */
+static int start_cluster(ae_app *app, ae_err *err) {
+  ae_cluster_hooks h = {.ud = app, .changed = cluster_changed, .state = cluster_state};
+  unsigned rec = 0;
+  const char *env = getenv("ACMEDGE_RECONCILE_MS"); /* tests shorten the generation check */
+  if (env && atoi(env) >= 100)
+    rec = (unsigned)atoi(env);
+  int r = ae_cluster_new(&app->loop, app->storage, app->ca_host, rec, &h, &app->cluster, err);
+  if (r == 0)
+    ae_events_set_instance(app->events, ae_cluster_instance(app->cluster));
+  return r;
+}
+
+/* A Redis backend that refuses us (password, db, protocol) is a configuration error; one that does
+ * not answer yet is an outage: start, serve what can be served, and reconnect. */
+static int app_storage_check(ae_app *app, ae_err *err) {
+  ae_err e = {0};
+  int r = ae_storage_ping(app->storage, &e);
+  if (r == 0 || r == AE_EIO) {
+    if (r == AE_EIO)
+      AE_ERROR(SUB, "storage unreachable at start-up (%s); serving what is cached and retrying", e.msg);
+    return 0;
+  }
+  return ae_err_set(err, r, "%s: storage.redis: %s", app->cfg->path, e.msg);
+}
+
 int app_start(ae_app *app, ae_err *err) {
   const ae_config *cfg = app->cfg;
   int r;
-  if ((r = ae_storage_fs_new(cfg->storage_path, &app->storage, err)) != 0)
+  if ((r = ae_storage_open(cfg, &app->storage, err)) != 0)
+    return r;
+  if ((r = app_storage_check(app, err)) != 0) /* cluster.c: a Redis backend that refuses us stops here */
     return r;
   if ((r = ae_tok_runtime_init(cfg, err)) != 0) /* capability tokens: policy + revocation list */
     return r;
@@ -310,6 +357,8 @@ int app_start(ae_app *app, ae_err *err) {
                             .leaves = app->leaves};
   if ((r = ae_provision_new(&deps, cfg, &app->provision, err)) != 0)
     return r;
+  if (ae_storage_is_redis(app->storage) && (r = start_cluster(app, err)) != 0)
+    return r;
   ae_certstore_set_evict_cb(app->certs, certs_evicted, app);
   if (cfg->cert_cache.preload) {
     size_t loaded = 0;
@@ -353,6 +402,7 @@ int app_start(ae_app *app, ae_err *err) {
                          .revoke_domain = admin_revoke,
                          .renew_domain = admin_renew,
                          .extra_metrics = admin_metrics,
+                         .degraded = admin_degraded,
                          .pki_root = admin_pki_root};
     if ((r = ae_admin_new(&app->loop, cfg, app->events, &ah, &app->admin, err)) != 0)
       return r;

@@ -43,6 +43,8 @@ typedef struct ae_admin_hooks {
   /* Starts renewing name's certificate now; <0 with err set: AE_ENOTFOUND -> 404, AE_EAGAIN ->
    * 503 (stored name being read), AE_EEXIST -> 409 (an order runs), AE_ELIMIT -> 503. */
   int (*renew_domain)(void *ud, const char *name, ae_err *err);
+  /* NULL when healthy, else a static reason: /healthz answers 200 "degraded: <reason>". */
+  const char *(*degraded)(void *ud);
 } ae_admin_hooks;
 
 /* Starts listening on cfg->listen_admin ("host:port", "[v6]:port", "unix:/path" or "/path"); a NULL

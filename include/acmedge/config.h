@@ -26,6 +26,8 @@ typedef struct ae_config {
 
   int workers;                /* 0 = number of cores */
   char *storage_path;
+  int storage_redis;          /* storage.type "redis" (default "fs") */
+  struct ae_storage_redis_cfg *redis; /* storage.redis when storage_redis, see storage.h */
   char *default_cert;         /* default_cert.cert */
   char *default_key;          /* default_cert.key */
 

@@ -17,6 +17,8 @@ typedef void (*ae_events_fn)(void *ud, uint64_t id, const char *type, const char
 int ae_events_new(unsigned buffer, ae_events **out);
 /* Frees the bus (subscriptions must be gone). */
 void ae_events_free(ae_events *ev);
+/* Adds "instance": id to every later event (cluster backends); NULL or "" stops it. */
+void ae_events_set_instance(ae_events *ev, const char *instance);
 /* Emits {"id","time","type","domain",...details}. details (may be NULL) is stolen. domain may be
  * NULL. Returns the new id. Also writes a structured log line. */
 uint64_t ae_events_emit(ae_events *ev, const char *type, const char *domain, json_t *details);

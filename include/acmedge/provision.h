@@ -54,6 +54,9 @@ int ae_provision_start_index(ae_provision *p, ae_err *err);
 /* Cert store eviction callback (ud = the provisioner): an idle evicted name leaves memory and
  * its renewal moves to the index. Call on the provisioner's loop only. */
 void ae_provision_evicted(void *ud, const char *name, ae_cert *cert);
+/* Another instance committed (or deleted) name in shared storage: a name this instance holds,
+ * waits for or knows as absent is read again and hot-swapped. */
+void ae_provision_storage_changed(ae_provision *p, const char *name);
 /* New reference: the renewal index of stored names not in memory, {"ready", "stored_at_start",
  * "pending", "soonest": [{"domain", "renew_at"}] (at most max, soonest first)}. */
 json_t *ae_provision_renewal_index_json(ae_provision *p, size_t max);

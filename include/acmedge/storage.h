@@ -5,9 +5,20 @@
 #define ACMEDGE_STORAGE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "acmedge/common.h"
 
 typedef struct ae_storage ae_storage;
+struct ae_config;
+
+/* One certificate as stored: chain (PEM, leaf first), private key (PEM) and meta (JSON). */
+typedef struct ae_storage_bundle {
+  const char *ca_host;  /* see ae_storage_ca_host */
+  const char *domain;   /* "*.example.com" for a wildcard */
+  const char *chain, *key, *meta;
+  int64_t not_before, not_after; /* leaf validity (unix seconds), for the renewal order */
+  uint64_t fence;       /* lock fencing token of the writer, 0 without a lock */
+} ae_storage_bundle;
 
 typedef struct ae_storage_ops {
   /* Writes atomically; private_ selects mode 0600 (else 0644). */
@@ -19,6 +30,14 @@ typedef struct ae_storage_ops {
   /* Lists direct children names of a prefix directory (malloc'd array of malloc'd strings). */
   int (*list)(ae_storage *st, const char *prefix, char ***names, size_t *n, ae_err *err);
   void (*free)(ae_storage *st);
+  /* Optional (NULL: put three files). Writes one certificate's chain, key and meta together, so a
+   * reader never sees a cert with another version's key. fence > 0 refuses the write (AE_EEXIST)
+   * when the stored bundle carries a fence >= this one. */
+  int (*commit)(ae_storage *st, const ae_storage_bundle *b, ae_err *err);
+  /* Optional (NULL: two gets). Reads chain and key of one stored certificate consistently
+   * (both malloc'd, caller frees); AE_ENOTFOUND when absent, AE_EIO when storage is unreachable. */
+  int (*get_cert)(ae_storage *st, const char *ca_host, const char *domain, char **chain, size_t *chain_len,
+                  char **key, size_t *key_len, ae_err *err);
 } ae_storage_ops;
 
 /* Backends embed this struct first. */
@@ -36,6 +55,41 @@ static inline int ae_storage_get(ae_storage *st, const char *k, char **d, size_t
 static inline int ae_storage_del(ae_storage *st, const char *k, ae_err *e) { return st->ops->del(st, k, e); }
 static inline int ae_storage_list(ae_storage *st, const char *p, char ***names, size_t *n, ae_err *e) { return st->ops->list(st, p, names, n, e); }
 static inline void ae_storage_free(ae_storage *st) { if (st) st->ops->free(st); }
+
+/* Writes a certificate bundle through the backend's commit, or as key, cert, meta files. */
+int ae_storage_commit(ae_storage *st, const ae_storage_bundle *b, ae_err *err);
+/* Reads a stored certificate's chain and key (malloc'd, caller frees); AE_ENOTFOUND when absent. */
+int ae_storage_get_cert(ae_storage *st, const char *ca_host, const char *domain, char **chain, size_t *chain_len,
+                        char **key, size_t *key_len, ae_err *err);
+/* storage.redis (config): parsed and checked by ae_storage_config_parse. */
+typedef struct ae_storage_redis_cfg {
+  char *address;         /* as written: "ip:port" or "unix:/path" */
+  char *host;            /* numeric IP, NULL for a Unix socket */
+  int port;
+  char *unix_path;       /* NULL for TCP */
+  unsigned db;
+  char *password;        /* contents of password_file (first line), NULL without */
+  char *prefix;          /* "acmedge" */
+  int encrypt_keys;      /* 1 unless "encrypt_keys": false */
+  unsigned char key[32]; /* from key_file when encrypt_keys */
+  unsigned lock_lease_ms;
+} ae_storage_redis_cfg;
+
+/* Parses the "storage" object's "type" and "redis" members into cfg (file names the config in
+ * errors). Reads password_file and key_file, refusing a key file readable by others. */
+int ae_storage_config_parse(const char *file, void *storage_json, struct ae_config *cfg, ae_err *err);
+/* Frees what ae_storage_config_parse stored in cfg. */
+void ae_storage_config_free(struct ae_config *cfg);
+
+/* Opens the Redis backend; connections open on first use. Caller owns *out. */
+int ae_storage_redis_new(const ae_storage_redis_cfg *c, ae_storage **out, ae_err *err);
+/* Checks that a Redis backend answers (connect, AUTH, SELECT, PING); 0 for other backends. */
+int ae_storage_ping(ae_storage *st, ae_err *err);
+/* 1 when st is a Redis backend. */
+int ae_storage_is_redis(const ae_storage *st);
+
+/* Opens the backend cfg->storage_type names (fs or redis). Caller owns *out. */
+int ae_storage_open(const struct ae_config *cfg, ae_storage **out, ae_err *err);
 
 /* "<host>" or "<host>_<port>" from an ACME directory URL, into buf. */
 int ae_storage_ca_host(const char *directory_url, char *buf, size_t len);

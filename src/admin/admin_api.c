@@ -32,7 +32,18 @@ static int pct_decode(const char *in, char *out, size_t outlen) {
   return o ? 0 : -1;
 }
 
-void ae_adm_api_healthz(adm_conn *c) { ae_adm_respond(c, 200, "text/plain; charset=utf-8", "ok\n", 3, NULL); }
+void ae_adm_api_healthz(adm_conn *c) {
+  ae_admin *a = c->a;
+  const char *why = a->hooks.degraded ? a->hooks.degraded(a->hooks.ud) : NULL;
+  if (!why) {
+    ae_adm_respond(c, 200, "text/plain; charset=utf-8", "ok\n", 3, NULL);
+    return;
+  }
+  /* Still serving (cached certificates): 200, so a load balancer keeps sending traffic. */
+  char body[200];
+  int n = snprintf(body, sizeof(body), "degraded: %s\n", why);
+  ae_adm_respond(c, 200, "text/plain; charset=utf-8", body, n > 0 && (size_t)n < sizeof(body) ? (size_t)n : 0, NULL);
+}
 
 void ae_adm_api_pki_root(adm_conn *c) {
   ae_admin *a = c->a;

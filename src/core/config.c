@@ -2,6 +2,7 @@
  * Relative paths in the file are used as given, i.e. relative to the process's working directory. */
 #include "acmedge/config.h"
 #include "acmedge/log.h"
+#include "acmedge/storage.h"
 #include "acmedge/tokens.h"
 #include "config_internal.h"
 
@@ -20,7 +21,7 @@ static const char *const k_root[] = {"listen", "admin", "workers", "storage", "d
                                      "cert_cache", NULL};
 static const char *const k_listen[] = {"https", "http", "admin", "proxy_protocol", NULL};
 static const char *const k_admin[] = {"token", "tls", NULL};
-static const char *const k_storage[] = {"path", NULL};
+static const char *const k_storage[] = {"path", "type", "redis", NULL};
 static const char *const k_default_cert[] = {"cert", "key", NULL};
 static const char *const k_proxy[] = {"header_timeout_ms", "idle_timeout_ms", "connect_timeout_ms",
                                       "response_timeout_ms", "total_timeout_ms", "max_header_bytes",
@@ -180,6 +181,8 @@ static int parse_root(pctx *c, json_t *root, ae_config *cfg) {
   if ((rc = cfg_get_object(c, root, "storage", "", k_storage, &o)))
     return rc;
   if (o && (rc = cfg_opt_str(c, o, "path", "storage", 0, &cfg->storage_path)))
+    return rc;
+  if (o && (rc = ae_storage_config_parse(c->name, o, cfg, c->err)))
     return rc;
   if ((rc = cfg_get_object(c, root, "default_cert", "", k_default_cert, &o)))
     return rc;
@@ -352,6 +355,7 @@ void ae_config_free(ae_config *cfg) {
   free(cfg->listen_admin);
   free(cfg->admin_token);
   free(cfg->storage_path);
+  ae_storage_config_free(cfg);
   free(cfg->default_cert);
   free(cfg->default_key);
   free(cfg->acme.directory);

@@ -3,6 +3,7 @@
 #include "acmedge/events.h"
 #include "acmedge/log.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -32,7 +33,12 @@ struct ae_events {
   uint64_t deny_log_second;  /* log-line budget for domain_denied, per wall-clock second */
   unsigned deny_logged;
   uint64_t deny_unlogged;
+  char instance[96]; /* set with a cluster backend: every event carries it */
 };
+
+void ae_events_set_instance(ae_events *ev, const char *instance) {
+  snprintf(ev->instance, sizeof(ev->instance), "%s", instance ? instance : "");
+}
 
 #define DENY_LOG_PER_SECOND 20u
 
@@ -119,6 +125,8 @@ uint64_t ae_events_emit(ae_events *ev, const char *type, const char *domain, jso
   json_object_set_new(o, "time", json_string(ts));
   json_object_set_new(o, "type", json_string(type ? type : "unknown"));
   json_object_set_new(o, "domain", domain ? json_string(domain) : json_null());
+  if (ev->instance[0])
+    json_object_set_new(o, "instance", json_string(ev->instance));
   if (details && json_is_object(details)) {
     const char *k;
     json_t *v;

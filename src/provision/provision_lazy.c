@@ -22,30 +22,17 @@ typedef struct load_req {
   ae_cert *cert;
   char cert_id[320];
   int notfound;
+  int unreachable;     /* storage did not answer: neither absent nor to be ordered */
   ae_err err;
 } load_req;
 
-static void stored_key(const ae_provision *p, const char *name, const char *file, char *buf, size_t len) {
-  char dir[300];
-  ae_storage_domain_dirname(name, dir, sizeof(dir));
-  snprintf(buf, len, "certs/%s/%s/%s", p->ca_host, dir, file);
-}
-
 /* Reads and parses name's pair by direct path (no directory listing). AE_ENOTFOUND when absent. */
 static int read_one(load_req *l, const char *name) {
-  char key[700];
   char *cert_pem = NULL, *key_pem = NULL;
   size_t clen = 0, klen = 0;
-  stored_key(l->p, name, "cert.pem", key, sizeof(key));
-  int r = ae_storage_get(l->p->deps.storage, key, &cert_pem, &clen, &l->err);
+  int r = ae_storage_get_cert(l->p->deps.storage, l->p->ca_host, name, &cert_pem, &clen, &key_pem, &klen, &l->err);
   if (r != 0)
     return r;
-  stored_key(l->p, name, "key.pem", key, sizeof(key));
-  r = ae_storage_get(l->p->deps.storage, key, &key_pem, &klen, &l->err);
-  if (r != 0) {
-    free(cert_pem);
-    return r;
-  }
   r = ae_cert_from_pem(cert_pem, clen, key_pem, klen, &l->cert, &l->err);
   if (r == 0) {
     ae_err idle = {0};
@@ -75,6 +62,7 @@ static void load_work_cb(uv_work_t *req) {
       l->err = keep;
   }
   l->notfound = r == AE_ENOTFOUND;
+  l->unreachable = r == AE_EIO;
 }
 
 static void load_after_cb(uv_work_t *req, int status) {
@@ -87,6 +75,11 @@ static void load_after_cb(uv_work_t *req, int status) {
     if (l->cert) {
       AE_DEBUG(SUB, "%s: loaded from storage (%s)", l->name, l->source);
       ae_provision_installed(p, l->installed, l->cert, l->cert_id[0] ? l->cert_id : NULL, 1, NULL);
+      ae_provision_wake_name(p, l->name);
+    } else if (l->unreachable) {
+      /* Ordering now could duplicate a certificate another instance holds: serve the default
+       * certificate and ask storage again on the next handshake. */
+      AE_WARN(SUB, "%s: storage unreachable, not ordering: %s", l->name, l->err.msg);
       ae_provision_wake_name(p, l->name);
     } else {
       if (!l->notfound)
@@ -162,4 +155,16 @@ void ae_provision_evicted(void *ud, const char *name, ae_cert *cert) {
     ae_dom_remove(p, d);
   }
   ae_renew_index_push(p, name, at);
+}
+
+void ae_provision_storage_changed(ae_provision *p, const char *name) {
+  if (p->closing)
+    return;
+  ae_cert *c = ae_certstore_lookup(p->deps.certs, name);
+  int cached = c != NULL;
+  ae_cert_unref(c);
+  /* Names nobody asked this instance for stay unread: lazy loading fetches them on demand. */
+  if (!cached && !ae_strmap_get(&p->doms, name) && !ae_certstore_known_absent(p->deps.certs, name))
+    return;
+  ae_provision_load_name(p, name, "cluster");
 }

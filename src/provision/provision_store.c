@@ -19,14 +19,8 @@ typedef struct install_work {
   ae_err err;
 } install_work;
 
-static void cert_key(const ae_provision *p, const char *name, const char *file, char *buf, size_t len) {
-  char dir[300];
-  ae_storage_domain_dirname(name, dir, sizeof(dir));
-  snprintf(buf, len, "certs/%s/%s/%s", p->ca_host, dir, file);
-}
-
-/* Thread pool: parse first so nothing unusable is ever written, then key before cert — a crash
- * in between leaves a pair the loader rejects (and the name is issued again), never a torn file. */
+/* Thread pool: parse first so nothing unusable is ever written, then commit chain, key and meta
+ * together (see ae_storage_commit for the fs backend's order). */
 static void install_work_cb(uv_work_t *req) {
   install_work *w = req->data;
   ae_provision *p = w->p;
@@ -41,15 +35,14 @@ static void install_work_cb(uv_work_t *req) {
   ae_err idle = {0};
   if (ae_acme_cert_id(w->cert_pem, w->cert_id, sizeof(w->cert_id), &idle) != 0)
     w->cert_id[0] = '\0'; /* no AKI: renewal simply runs on our own schedule */
-  char key[700];
-  cert_key(p, w->name, "key.pem", key, sizeof(key));
-  if (ae_storage_put(p->deps.storage, key, w->key_pem, strlen(w->key_pem), 1, &w->err) != 0)
-    goto fail;
-  cert_key(p, w->name, "cert.pem", key, sizeof(key));
-  if (ae_storage_put(p->deps.storage, key, w->cert_pem, strlen(w->cert_pem), 0, &w->err) != 0)
-    goto fail;
-  cert_key(p, w->name, "meta.json", key, sizeof(key));
-  if (ae_storage_put(p->deps.storage, key, w->meta, strlen(w->meta), 0, &w->err) != 0)
+  ae_storage_bundle b = {.ca_host = p->ca_host,
+                         .domain = w->name,
+                         .chain = w->cert_pem,
+                         .key = w->key_pem,
+                         .meta = w->meta,
+                         .not_before = ae_cert_not_before(w->cert),
+                         .not_after = ae_cert_not_after(w->cert)};
+  if (ae_storage_commit(p->deps.storage, &b, &w->err) != 0)
     goto fail;
   return;
 fail:

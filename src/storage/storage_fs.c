@@ -273,7 +273,7 @@ static void fs_free(ae_storage *st) {
   free(fs);
 }
 
-static const ae_storage_ops fs_ops = {fs_put, fs_get, fs_del, fs_list, fs_free};
+static const ae_storage_ops fs_ops = {fs_put, fs_get, fs_del, fs_list, fs_free, NULL, NULL};
 
 int ae_storage_fs_new(const char *path, ae_storage **out, ae_err *err) {
   if (!path || !*path)

@@ -378,3 +378,37 @@ ae_verify_chain() {
   timeout 10 gnutls-cli --x509cafile="$T/pebble-root.pem" --sni-hostname="$name" \
     --verify-hostname="$name" -p "$port" 127.0.0.1 </dev/null >"$T/verify-$name.out" 2>&1
 }
+
+# redis_start [ARGS...] : a throwaway redis-server on 127.0.0.1 (no persistence, no eviction, no
+# RDB compression so tests can grep a dump), port in $REDIS_PORT; waits (<= 10 s) for PING.
+# ARGS are extra redis-server options, kept for redis_restart.
+redis_start() {
+  if [ -z "${REDIS_PORT:-}" ]; then REDIS_PORT=$(ae_free_port); fi
+  export REDIS_PORT
+  REDIS_ARGS=("$@")
+  mkdir -p "$T/redis"
+  echo "--- redis start $(date +%T) ---" >>"$T/redis.log"
+  ae_bg redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+    --maxmemory-policy noeviction --rdbcompression no --dir "$T/redis" "${REDIS_ARGS[@]}"
+  local i
+  for ((i = 0; i < 100; i++)); do
+    if [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" PING 2>/dev/null)" = PONG ]; then
+      return 0
+    fi
+    ae_pid_alive "$(cat "$T/redis.pid")" || ae_fail "redis-server exited during start-up"
+    sleep 0.1
+  done
+  ae_fail "redis-server did not answer PING on 127.0.0.1:$REDIS_PORT within 10 s"
+}
+
+# redis_stop : stops the test's redis-server (its data is lost: no persistence).
+redis_stop() {
+  if [ -f "$T/redis.pid" ]; then
+    ae_kill_pid "$(cat "$T/redis.pid")" 50
+  fi
+}
+
+# ae_rcli ARGS... : redis-cli against the test's redis-server (raw output).
+ae_rcli() {
+  redis-cli --raw -h 127.0.0.1 -p "$REDIS_PORT" "$@"
+}

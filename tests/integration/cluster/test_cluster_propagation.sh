@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Three instances on one Redis: a certificate issued by A is served by B and C (read from Redis,
+# no order of their own); a renewal on A is hot-swapped on B and C through PUBLISH; a change
+# written behind everyone's back (no PUBLISH) is reconciled from the generation counter; killed
+# subscribers come back; Redis stopped: cached names still served, storage_down, then storage_up.
+# Times are measured and printed; assertions allow ASan slowness.
+set -euo pipefail
+source "$AE_SRC/tests/lib/common.sh"
+source "$AE_SRC/tests/lib/ondemand.sh"
+ae_setup
+redis_start
+pebble_start
+export ACMEDGE_RECONCILE_MS=1000
+PEBBLE_HTTP_PORT=$AE_HTTP_PORT   # the ports Pebble validates against: instance A's
+PEBBLE_TLS_PORT=$AE_HTTPS_PORT
+
+ca="127.0.0.1_$PEBBLE_PORT"
+inst_start() { # inst_start NAME ON_DEMAND
+  local n=$1 od=$2 https http admin
+  https=$(ae_free_port)
+  http=$(ae_free_port)
+  admin=$(ae_free_port)
+  if [ "$n" = a ]; then https=$PEBBLE_TLS_PORT; http=$PEBBLE_HTTP_PORT; fi
+  AE_HTTPS_PORT=$https AE_HTTP_PORT=$http AE_ADMIN_PORT=$admin ae_config_write "$T/$n.json" \
+    "{\"storage\": {\"type\": \"redis\", \"path\": \"$T/st-$n\", \"redis\": {\"address\": \"127.0.0.1:$REDIS_PORT\", \"encrypt_keys\": false}}, \"on_demand\": {\"enabled\": $od}}"
+  ae_bg "$n" "$ACMEDGE_BIN" run -c "$T/$n.json"
+  eval "PORT_$n=$https ADMIN_$n=$admin"
+  local i
+  for ((i = 0; i < 100; i++)); do
+    ae_port_open "$https" && return 0
+    sleep 0.1
+  done
+  ae_fail "instance $n did not listen"
+}
+serial_at() { # serial_at PORT NAME
+  timeout 10 gnutls-cli --insecure --print-cert --sni-hostname="$2" -p "$1" 127.0.0.1 </dev/null 2>/dev/null |
+    awk '/BEGIN CERT/{p=1} p{print} /END CERT/{exit}' | certtool -i 2>/dev/null | awk '/Serial Number/{print $NF; exit}' || true
+}
+wait_serial() { # wait_serial PORT NAME SERIAL SECONDS -> prints elapsed ms, 1 on timeout
+  local t0 i
+  t0=$(date +%s%3N)
+  for ((i = 0; i < $4 * 20; i++)); do
+    if [ "$(serial_at "$1" "$2")" = "$3" ]; then
+      echo $(($(date +%s%3N) - t0))
+      return 0
+    fi
+    sleep 0.05
+  done
+  return 1
+}
+
+inst_start a true
+inst_start b true
+inst_start c true
+ACMEDGE_PID=$(cat "$T/a.pid")
+name=p.example.test
+# Only A is asked first; B and C must then find the certificate in Redis instead of ordering.
+export AE_HTTPS_PORT=$PORT_a
+od_wait_issued "$name" 60
+s1=$(serial_at "$PORT_a" "$name")
+orders=$(pebble_count_orders)
+for n in b c; do
+  port=PORT_$n
+  ms=$(wait_serial "${!port}" "$name" "$s1" 20) || ae_fail "instance $n does not serve A's certificate for $name"
+  echo "first read on $n: ${ms} ms"
+done
+[ "$(pebble_count_orders)" -eq "$orders" ] || ae_fail "B or C placed an order for a stored name"
+grep -q '"instance":"' "$T/a.log" || ae_fail "events do not carry the instance id"
+
+# --- renewal on A, hot-swapped on B and C ---
+curl -sf -X POST "http://127.0.0.1:$ADMIN_a/v1/domains/$name/renew" >/dev/null || ae_fail "renew request refused"
+for ((i = 0; i < 300; i++)); do
+  s2=$(serial_at "$PORT_a" "$name")
+  [ -n "$s2" ] && [ "$s2" != "$s1" ] && break
+  sleep 0.1
+done
+[ "$s2" != "$s1" ] || ae_fail "A did not renew $name"
+for n in b c; do
+  port=PORT_$n
+  ms=$(wait_serial "${!port}" "$name" "$s2" 10) || ae_fail "instance $n still serves the old certificate after A's renewal"
+  echo "propagation of the renewal to $n: ${ms} ms (after A served it)"
+done
+
+# --- a change nobody announced: reconciled from the generation counter ---
+cat >"$T/hand.tmpl" <<EOF
+cn = "$name"
+dns_name = "$name"
+serial = 4242
+expiration_days = 30
+tls_www_server
+EOF
+certtool --generate-privkey --key-type=ecdsa --outfile "$T/hand.key" >/dev/null 2>&1
+certtool --generate-self-signed --load-privkey "$T/hand.key" --template "$T/hand.tmpl" --outfile "$T/hand.crt" >/dev/null 2>&1
+s3=$(certtool -i <"$T/hand.crt" | awk '/Serial Number/{print $NF; exit}')
+hk="acmedge{ns}:cert:$ca:$name"
+ae_rcli -x HSET "$hk" chain <"$T/hand.crt" >/dev/null
+ae_rcli -x HSET "$hk" key <"$T/hand.key" >/dev/null
+ae_rcli HINCRBY "$hk" ver 1 >/dev/null
+# Generation and change set move together, as the commit script moves them.
+ae_rcli EVAL "local g = redis.call('INCR', KEYS[1]); redis.call('ZADD', KEYS[2], g, ARGV[1]); return g" 2 \
+  'acmedge{ns}:gen' "acmedge{ns}:chg:$ca" "$name" >/dev/null
+for n in a b c; do
+  port=PORT_$n
+  ms=$(wait_serial "${!port}" "$name" "$s3" 15) || ae_fail "instance $n did not reconcile the unannounced change"
+  echo "reconcile on $n: ${ms} ms"
+done
+
+# --- subscribers killed: all three come back ---
+ae_rcli CLIENT KILL TYPE pubsub >/dev/null
+back=0
+for ((i = 0; i < 150; i++)); do
+  back=$(ae_rcli CLIENT LIST TYPE pubsub | grep -c 'cmd=subscribe' || true)
+  [ "$back" -ge 3 ] && break
+  sleep 0.1
+done
+[ "$back" -ge 3 ] || ae_fail "only $back of 3 subscribers came back after CLIENT KILL TYPE pubsub"
+echo "subscribers back after $((i * 100)) ms"
+
+# --- Redis stopped: cached name still served everywhere, storage_down; back: storage_up ---
+redis_stop
+ae_wait_for grep -q '\[event\] storage_down' "$T/b.log" || ae_fail "no storage_down event on B"
+for n in a b c; do
+  port=PORT_$n
+  [ "$(serial_at "${!port}" "$name")" = "$s3" ] || ae_fail "instance $n stopped serving $name while Redis is down"
+done
+curl -s "http://127.0.0.1:$ADMIN_b/metrics" | grep -q '^acmedge_storage_up 0' || ae_fail "metrics do not show the storage down"
+[ "$(curl -s "http://127.0.0.1:$ADMIN_b/healthz")" = "degraded: storage unreachable" ] || ae_fail "/healthz does not say degraded"
+redis_start
+for n in a b c; do
+  for ((i = 0; i < 200; i++)); do
+    grep -q '\[event\] storage_up' "$T/$n.log" && break
+    sleep 0.1
+  done
+  grep -q '\[event\] storage_up' "$T/$n.log" || ae_fail "instance $n did not reconnect within 20 s"
+done
+for n in a b c; do
+  ae_pid_alive "$(cat "$T/$n.pid")" || ae_fail "instance $n died"
+done
+for ((i = 0; i < 100; i++)); do
+  [ "$(curl -s "http://127.0.0.1:$ADMIN_b/healthz")" = ok ] && break
+  sleep 0.1
+done
+[ "$(curl -s "http://127.0.0.1:$ADMIN_b/healthz")" = ok ] || ae_fail "/healthz did not return to ok"
+stats=$(ae_rcli INFO commandstats)
+if grep -Eq '^cmdstat_(keys|scan):' <<<"$stats"; then ae_fail "KEYS or SCAN was used"; fi
+echo "ok"
