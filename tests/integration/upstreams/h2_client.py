@@ -108,8 +108,9 @@ def pump(sock, conn, res, deadline, stop):
 def cmd_request(a):
     sock = connect(a.port, a.sni, a.timeout)
     conn = new_conn()
-    hdrs = [(":method", a.method), (":scheme", "https"), (":authority", a.authority or a.sni),
-            (":path", a.path)]
+    esc = lambda x: x.encode("latin-1").decode("unicode_escape")
+    hdrs = [(":method", esc(a.method)), (":scheme", "https"), (":authority", a.authority or a.sni),
+            (":path", esc(a.path))]
     for h in a.header:
         # name:value, a leading ':' belongs to the name; Python escapes (\r, \x00) allowed.
         i = h.index(":", 1)
