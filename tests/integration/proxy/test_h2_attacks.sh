@@ -92,7 +92,7 @@ ok_after empty-data
 out=$(att --case ping-flood --count 300000)
 [ "$(field closed <<<"$out")" = True ] || ae_fail "PING flood by a client that never reads not closed: $out"
 ok_after ping-flood
-out=$(att --case settings-flood --count 300000)
+out=$(att --case settings-flood --count 600000)
 [ "$(field closed <<<"$out")" = True ] || ae_fail "SETTINGS flood by a client that never reads not closed: $out"
 ok_after settings-flood
 

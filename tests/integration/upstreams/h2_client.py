@@ -30,12 +30,17 @@ import h2.settings
 import hyperframe.frame as hf
 
 
-def connect(port, sni, timeout):
+def connect(port, sni, timeout, small_rcvbuf=False):
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.set_alpn_protocols(["h2"])
-    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if small_rcvbuf:
+        # A client that never reads: keep the kernel from absorbing the server's answers.
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(timeout)
+    raw.connect(("127.0.0.1", port))
     s = ctx.wrap_socket(raw, server_hostname=sni)
     if s.selected_alpn_protocol() != "h2":
         raise SystemExit("ALPN did not select h2: %r" % s.selected_alpn_protocol())
@@ -203,7 +208,7 @@ def watch(sock, res, deadline):
 
 
 def cmd_attack(a):
-    sock = connect(a.port, a.sni, a.timeout)
+    sock = connect(a.port, a.sni, a.timeout, small_rcvbuf=a.case in ("ping-flood", "settings-flood"))
     res = {"closed": False}
     t0 = time.monotonic()
     out = [PREFACE, frame(4, 0, 0), frame(4, 1, 0)]
