@@ -127,4 +127,12 @@ h2n=$(awk '$1 == "acmedge_proxy_requests_total{protocol=\"h2\"}" {print $2}' "$T
 grep -q 'acmedge_proxy_requests_total{protocol="h1"}' "$T/metrics.txt" || ae_fail "no h1 request count"
 ae_pid_alive "$ACMEDGE_PID" || ae_fail "acmedge died"
 acmedge_stop
+
+# ---- proxy.http2: false offers http/1.1 only ------------------------------------------------------
+_ae_json_merge "$T/acmedge.json" '{"proxy": {"http2": false}}' || ae_fail "config: http2 off"
+acmedge_start "$T/acmedge.json"
+[ "$(alpn h2,http/1.1)" = http/1.1 ] || ae_fail "proxy.http2 false still negotiated h2"
+[ "$(px_curl --http2 -o /dev/null -w '%{http_version} %{http_code}' "$(px_url app.example.test /hdr)")" = "1.1 200" ] ||
+  ae_fail "curl --http2 with proxy.http2 false did not fall back to HTTP/1.1"
+acmedge_stop
 echo "ok"
