@@ -12,6 +12,8 @@ pkgs=(build-essential cmake pkg-config libgnutls28-dev nettle-dev libuv1-dev lib
 pkgs+=(libhiredis-dev redis-server redis-tools)
 # Operator tooling: packaging (cpack DEB, lintian), man pages, dashboard checks, web-console test.
 pkgs+=(python3-yaml lintian man-db dpkg-dev fakeroot chromium)
+# HTTP/2 to clients (libnghttp2) and its test clients (nghttp, h2load, python3-h2 raw frames).
+pkgs+=(libnghttp2-dev nghttp2-client python3-h2 python3-hyperframe python3-hpack)
 if ! command -v npm >/dev/null 2>&1; then pkgs+=(nodejs npm); fi
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(nginx caddy wrk clang python3-cryptography)

@@ -96,6 +96,8 @@ typedef struct ae_config {
     unsigned pool_idle_timeout_ms;
     unsigned max_header_line_bytes;  /* one request header field line: 431 */
     unsigned max_request_line_bytes; /* the request line: 414 */
+    int http2;                    /* offer h2 in ALPN on the TLS front */
+    unsigned h2_max_concurrent_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS */
   } proxy;
 
   struct {

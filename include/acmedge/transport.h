@@ -35,6 +35,7 @@ struct ae_transport {
   int local_port;
   int has_client_cert;           /* TLS: the client presented a certificate (capability tokens' cnf) */
   uint8_t client_cert_sha256[32];/* SHA-256 of its DER (leaf), set once the handshake is done */
+  int alpn_h2;                   /* TLS: ALPN selected "h2" (the upper layer speaks HTTP/2) */
 
   /* Set by the upper layer (all may be NULL). */
   void *ud;

@@ -44,6 +44,11 @@ static label_family g_families[] = {
      "Capability tokens accepted, by path: \"cached\" (signature verified earlier) or \"full\".", {{{0}, 0}}, 0},
     {"limited", "acmedge_limited_total", "limit", "Client connections or names refused by a per-client limit.",
      {{{0}, 0}}, 0},
+    {"proxy_requests", "acmedge_proxy_requests_total", "protocol",
+     "Client requests the proxy started to handle, by client protocol (h1, h2).", {{{0}, 0}}, 0},
+    {"h2_events", "acmedge_h2_events_total", "event",
+     "HTTP/2 connection events: connections, frames acmedge sent to end streams or connections, errors.",
+     {{{0}, 0}}, 0},
 };
 
 /* Time-to-certificate histogram: from the first request for a name to its certificate. */

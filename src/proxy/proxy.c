@@ -88,7 +88,7 @@ void ae_px_flush(ae_pclient *c) {
 
 /* ---------- lifecycle ---------- */
 
-static void px_check_closed(ae_proxy *p) {
+void ae_px_check_closed(ae_proxy *p) {
   if (p->closing && p->nalive == 0 && p->ups_empty && p->close_cb) {
     void (*cb)(void *) = p->close_cb;
     p->close_cb = NULL;
@@ -108,7 +108,7 @@ static void c_freed(uv_handle_t *h) {
   ae_config_free(c->cfg);
   free(c);
   p->nalive--;
-  px_check_closed(p);
+  ae_px_check_closed(p);
 }
 
 void ae_px_close(ae_pclient *c, int abort) {
@@ -356,6 +356,10 @@ void ae_proxy_attach(ae_proxy *p, ae_transport *t, const char *initial, size_t l
     ae_transport_abort(t);
     return;
   }
+  if (t->alpn_h2) {
+    ae_h2_attach(p, t, initial, len);
+    return;
+  }
   ae_pclient *c = ae_calloc(1, sizeof(*c));
   c->px = p;
   c->t = t;
@@ -391,7 +395,7 @@ void ae_proxy_attach(ae_proxy *p, ae_transport *t, const char *initial, size_t l
 static void ups_empty(void *ud) {
   ae_proxy *p = ud;
   p->ups_empty = 1;
-  px_check_closed(p);
+  ae_px_check_closed(p);
 }
 
 void ae_proxy_close(ae_proxy *p, void (*cb)(void *ud), void *ud) {
@@ -406,8 +410,9 @@ void ae_proxy_close(ae_proxy *p, void (*cb)(void *ud), void *ud) {
     ae_px_close(c, 1);
     c = next;
   }
+  ae_h2_abort_all(p);
   ae_ups_close(&p->ups, ups_empty, p);
-  px_check_closed(p);
+  ae_px_check_closed(p);
 }
 
 void ae_proxy_free(ae_proxy *p) {

@@ -17,8 +17,7 @@ static int name_is(const char *line, size_t n, const char *name) {
 
 /* Rebuilds the upstream head without the acmedge-owned fields (and without Authorization when
  * the token is not to be forwarded), then appends the verified identity. */
-static void rewrite_head(ae_pclient *c, const ae_tok_route_auth *ra, const ae_tok_claims *cl) {
-  ae_buf *h = &c->uhead;
+static void rewrite_head(ae_buf *h, const ae_tok_route_auth *ra, const ae_tok_claims *cl) {
   if (h->len < 4 || memcmp(h->d + h->len - 4, "\r\n\r\n", 4) != 0)
     return;
   ae_buf out = {0};
@@ -74,11 +73,8 @@ static const char *credential(const ae_hmsg *m, size_t *len) {
   return v;
 }
 
-static int answer(ae_pclient *c, ae_tok_reason r) {
-  int status = r == AE_TOK_INSUFFICIENT_SCOPE ? 403 : 401;
+static int answer(ae_pclient *c, int status) {
   const char *err = status == 403 ? "insufficient_scope" : "invalid_token";
-  AE_INFO("proxy", "%s %s: %d token rejected: %s", c->t ? c->t->peer_ip : "-", c->host, status,
-          ae_tok_reason_name(r));
   c->pool = NULL;
   c->local = status;
   c->status = status;
@@ -104,32 +100,42 @@ static int answer(ae_pclient *c, ae_tok_reason r) {
   return 0;
 }
 
-int ae_px_auth(ae_pclient *c, const ae_route *route, int *answered) {
-  *answered = 0;
+int ae_px_auth_head(const ae_route *route, const ae_hmsg *req, const ae_transport *t, const char *host,
+                    ae_buf *uhead) {
   const ae_tok_route_auth *ra = route->auth;
   if (!ra) {
     /* Open route: the head is only rebuilt when a client sent an acmedge-owned field. */
-    if (ae_hmsg_find(&c->req, "x-auth-sub", 0) >= 0 || ae_hmsg_find(&c->req, "x-auth-groups", 0) >= 0)
-      rewrite_head(c, NULL, NULL);
+    if (ae_hmsg_find(req, "x-auth-sub", 0) >= 0 || ae_hmsg_find(req, "x-auth-groups", 0) >= 0)
+      rewrite_head(uhead, NULL, NULL);
     return 0;
   }
   size_t n = 0;
-  const char *cred = credential(&c->req, &n);
+  const char *cred = credential(req, &n);
   ae_tok_claims cl;
   memset(&cl, 0, sizeof(cl));
   ae_tok_reason r = AE_TOK_MISSING_PREFIX;
   /* Never over plain HTTP (the config refuses plain_http on such routes too). */
-  if (cred && c->t && c->t->is_tls)
+  if (cred && t && t->is_tls)
     r = ae_tok_runtime_verify(cred, n, ra->audience, ra->bind, ra->groups, ra->ngroups,
-                              c->t->has_client_cert ? c->t->client_cert_sha256 : NULL, &cl);
+                              t->has_client_cert ? t->client_cert_sha256 : NULL, &cl);
   else
     ae_metrics_count_label("token_rejected", ae_tok_reason_name(r));
   if (r != AE_TOK_OK) {
-    ae_tok_relay_rejected(r, c->host);
-    *answered = 1;
-    return answer(c, r);
+    int status = r == AE_TOK_INSUFFICIENT_SCOPE ? 403 : 401;
+    AE_INFO("proxy", "%s %s: %d token rejected: %s", t ? t->peer_ip : "-", host, status, ae_tok_reason_name(r));
+    ae_tok_relay_rejected(r, host);
+    return status;
   }
-  rewrite_head(c, ra, &cl);
+  rewrite_head(uhead, ra, &cl);
   ae_tok_claims_clear(&cl);
   return 0;
+}
+
+int ae_px_auth(ae_pclient *c, const ae_route *route, int *answered) {
+  *answered = 0;
+  int status = ae_px_auth_head(route, &c->req, c->t, c->host, &c->uhead);
+  if (!status)
+    return 0;
+  *answered = 1;
+  return answer(c, status);
 }

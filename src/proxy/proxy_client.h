@@ -38,6 +38,7 @@ struct ae_proxy {
   ae_config *cfg;
   ae_upstreams ups;
   ae_pclient *clients;
+  struct ae_h2conn *h2conns; /* HTTP/2 client connections (h2_conn.c) */
   unsigned nclients;    /* attached (transport not yet closed) */
   unsigned nalive;      /* client objects not yet freed */
   int closing;
@@ -143,6 +144,15 @@ void ae_px_rstop(ae_pclient *c, unsigned why);
 void ae_px_rstart(ae_pclient *c, unsigned why);
 unsigned ae_px_ms(unsigned v, unsigned def);
 
+/* Calls the close callback once everything the proxy owns is gone. */
+void ae_px_check_closed(ae_proxy *p);
+
+/* h2_conn.c */
+/* Takes over a transport whose ALPN selected h2 (same contract as ae_proxy_attach). */
+void ae_h2_attach(ae_proxy *p, ae_transport *t, const char *initial, size_t len);
+/* Aborts every HTTP/2 connection (proxy shutdown). */
+void ae_h2_abort_all(ae_proxy *p);
+
 /* proxy_request.c */
 /* llhttp callbacks for client requests. */
 extern const llhttp_settings_t ae_px_req_settings;
@@ -171,6 +181,11 @@ int ae_px_local(ae_pclient *c, int status, const char *why);
  * the verified X-Auth-Sub/X-Auth-Groups (returns 0, *answered 0) or answers 401/403 itself
  * (*answered 1; the return value is then what ae_px_local would return). */
 int ae_px_auth(ae_pclient *c, const ae_route *route, int *answered);
+/* The check behind ae_px_auth for any front: strips acmedge-owned fields from the upstream head
+ * uhead, verifies the token of a protected route and adds the verified identity. Returns 0, or
+ * 401/403 when the request must be answered with that status instead. */
+int ae_px_auth_head(const ae_route *route, const ae_hmsg *req, const ae_transport *t, const char *host,
+                    ae_buf *uhead);
 
 /* proxy_exchange.c */
 /* llhttp callbacks for upstream responses. */

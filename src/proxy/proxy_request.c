@@ -6,6 +6,7 @@
 
 #include "acmedge/common.h"
 #include "acmedge/log.h"
+#include "acmedge/metrics.h"
 #include "proxy_client.h"
 
 static void ch_size(void *ud, uint64_t size);
@@ -44,6 +45,7 @@ static int c_request_head(ae_pclient *c) {
   c->minor = p->http_minor;
   c->method = p->method;
   c->t_client_io = ae_px_now(c);
+  ae_metrics_count_label("proxy_requests", "h1");
   if (p->lenient_flags) {
     ae_px_reject(c, 400, "parser", "parser in lenient mode");
     return -1;

@@ -20,6 +20,8 @@
 
 static const gnutls_datum_t k_alpn_http = {(unsigned char *)"http/1.1", 8};
 static const gnutls_datum_t k_alpn_acme = {(unsigned char *)"acme-tls/1", 10};
+/* h2 first: with server precedence a client offering both gets HTTP/2. */
+static const gnutls_datum_t k_alpn_h2_http[2] = {{(unsigned char *)"h2", 2}, {(unsigned char *)"http/1.1", 8}};
 
 static void conn_drive(tls_conn *c);
 static void conn_recv(tls_conn *c);
@@ -97,8 +99,8 @@ void tc_start_tls(tls_conn *c, ae_cert *cert, int kind) {
   if (r >= 0 && !c->challenge)
     r = gnutls_session_ticket_enable_server(s, &f->ticket_key);
   if (r >= 0)
-    r = gnutls_alpn_set_protocols(s, c->challenge ? &k_alpn_acme : &k_alpn_http, 1,
-                                  GNUTLS_ALPN_SERVER_PRECEDENCE);
+    r = gnutls_alpn_set_protocols(s, c->challenge ? &k_alpn_acme : f->http2 ? k_alpn_h2_http : &k_alpn_http,
+                                  !c->challenge && f->http2 ? 2 : 1, GNUTLS_ALPN_SERVER_PRECEDENCE);
   if (r >= 0 && !c->challenge && ae_tok_runtime_wants_client_cert(c->t.sni))
     gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUEST); /* bound capability tokens */
   if (r < 0) {
@@ -219,6 +221,9 @@ static void conn_established(tls_conn *c) {
   }
   ae_metrics_inc(c->kind == TC_KIND_KNOWN ? AE_M_HS_KNOWN : AE_M_HS_DEFAULT);
   c->t.has_client_cert = ae_tok_peer_cert_hash(c->session, c->t.client_cert_sha256) == 0;
+  gnutls_datum_t proto = {NULL, 0};
+  c->t.alpn_h2 = gnutls_alpn_get_selected_protocol(c->session, &proto) == 0 && proto.size == 2 &&
+                 memcmp(proto.data, "h2", 2) == 0;
   ack_now(c);
   tc_arm(c, conn_idle_ms(c));
   c->want_read = 1;

@@ -38,6 +38,7 @@ static void front_apply_config(ae_tls_front *f, const ae_config *cfg) {
   f->wait_timeout_ms = cfg->on_demand.wait_timeout_ms ? cfg->on_demand.wait_timeout_ms : 8000;
   f->max_held = cfg->on_demand.max_held ? cfg->on_demand.max_held : 1000;
   f->proxy_protocol = cfg->listen_proxy_protocol;
+  f->http2 = cfg->proxy.http2;
 }
 
 /* One ticket key for the whole process: a ticket issued on one worker loop resumes on another

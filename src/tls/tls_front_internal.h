@@ -109,6 +109,7 @@ struct ae_tls_front {
   unsigned max_held;
   unsigned max_connections;     /* 0 = unlimited */
   int proxy_protocol;           /* listen.proxy_protocol: a PROXY v2 header precedes TLS */
+  int http2;                    /* proxy.http2: offer h2 before http/1.1 in ALPN */
 
   unsigned nconn, nheld;
   tls_conn *conns;

@@ -68,7 +68,8 @@ px_curl() {
   for h in $PX_HOSTS other.example.test; do
     res+=(--resolve "$h:$AE_HTTPS_PORT:127.0.0.1")
   done
-  curl -sS --max-time 60 --cacert "$T/ca/ca.pem" "${res[@]}" "$@"
+  # HTTP/1.1 unless the caller asks for --http2 (a later flag wins): these tests check h1 framing.
+  curl -sS --max-time 60 --http1.1 --cacert "$T/ca/ca.pem" "${res[@]}" "$@"
 }
 
 # px_url HOST PATH : https URL of a test host through acmedge.

@@ -1,0 +1,370 @@
+/* HTTP/2 front, connection side: one nghttp2 server session per client connection whose ALPN
+ * selected h2. TLS plaintext goes through nghttp2_session_mem_recv; nghttp2_session_mem_send
+ * output is written to the transport while less than AE_H2_OUT_CAP waits there, so that a client
+ * that does not read fills nghttp2's own bounded queues (and its flood limits) instead of ours.
+ * Streams (h2_stream.c) are HTTP/1.1 exchanges on the shared upstream pool. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "acmedge/common.h"
+#include "acmedge/log.h"
+#include "acmedge/metrics.h"
+#include "h2_int.h"
+
+static void hc_close(ae_h2conn *hc, int abort);
+
+static uint64_t hc_now(const ae_h2conn *hc) { return uv_now(hc->px->loop); }
+
+/* ---------- connection-level callbacks ---------- */
+
+static int cb_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *ud) {
+  ae_h2conn *hc = ud;
+  (void)s;
+  /* Frames that carry nothing and end nothing only cost us work (CVE-2019-9518). */
+  if (hd->length == 0 && !(hd->flags & NGHTTP2_FLAG_END_STREAM) &&
+      (hd->type == NGHTTP2_DATA || hd->type == NGHTTP2_HEADERS || hd->type == NGHTTP2_CONTINUATION)) {
+    if (++hc->empty_frames > AE_H2_MAX_EMPTY_FRAMES) {
+      AE_INFO("proxy", "%s: h2: too many empty frames, closing", hc->t ? hc->t->peer_ip : "-");
+      ae_metrics_count_label("h2_events", "empty_frames");
+      nghttp2_session_terminate_session(s, NGHTTP2_ENHANCE_YOUR_CALM);
+      hc->goaway = 1;
+    }
+  }
+  return 0;
+}
+
+static int cb_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
+  ae_h2conn *hc = ud;
+  if (f->hd.type == NGHTTP2_SETTINGS && (f->hd.flags & NGHTTP2_FLAG_ACK))
+    hc->settings_acked = 1;
+  return ae_h2s_on_frame_recv(s, f, ud);
+}
+
+static int cb_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
+  (void)s;
+  (void)ud;
+  if (f->hd.type == NGHTTP2_RST_STREAM)
+    ae_metrics_count_label("h2_events", "rst_sent");
+  else if (f->hd.type == NGHTTP2_GOAWAY)
+    ae_metrics_count_label("h2_events", "goaway_sent");
+  return 0;
+}
+
+static nghttp2_session_callbacks *g_cbs;
+static uv_once_t g_cbs_once = UV_ONCE_INIT;
+
+static void init_cbs(void) {
+  nghttp2_session_callbacks *c;
+  if (nghttp2_session_callbacks_new(&c) != 0)
+    abort();
+  nghttp2_session_callbacks_set_on_begin_frame_callback(c, cb_begin_frame);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(c, ae_h2s_on_begin_headers);
+  nghttp2_session_callbacks_set_on_header_callback2(c, ae_h2s_on_header);
+  nghttp2_session_callbacks_set_on_invalid_header_callback2(c, ae_h2s_on_invalid_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(c, cb_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(c, ae_h2s_on_data_chunk);
+  nghttp2_session_callbacks_set_on_stream_close_callback(c, ae_h2s_on_stream_close);
+  nghttp2_session_callbacks_set_on_frame_send_callback(c, cb_frame_send);
+  g_cbs = c;
+}
+
+/* Built once per process and never changed (worker loops share it): sessions copy it. */
+static nghttp2_session_callbacks *callbacks(void) {
+  uv_once(&g_cbs_once, init_cbs);
+  return g_cbs;
+}
+
+/* ---------- output ---------- */
+
+static void hc_reading(ae_h2conn *hc, int on) {
+  if (!hc->t || hc->closing || on == hc->reading)
+    return;
+  hc->reading = on;
+  if (on)
+    ae_transport_read_start(hc->t);
+  else
+    ae_transport_read_stop(hc->t);
+}
+
+void ae_h2_flush(ae_h2conn *hc) {
+  if (hc->closing || !hc->t || hc->in_recv)
+    return;
+  if (ae_transport_queued(hc->t) == 0)
+    hc->t_drain = hc_now(hc);
+  while (ae_transport_queued(hc->t) < AE_H2_OUT_CAP) {
+    const uint8_t *d = NULL;
+    ssize_t n = nghttp2_session_mem_send(hc->s, &d);
+    if (n < 0) {
+      AE_INFO("proxy", "%s: h2: %s, closing", hc->t->peer_ip, nghttp2_strerror((int)n));
+      hc_close(hc, 1);
+      return;
+    }
+    if (n == 0)
+      break;
+    if (ae_transport_write(hc->t, (const char *)d, (size_t)n) < 0) {
+      hc_close(hc, 1);
+      return;
+    }
+  }
+  if (!nghttp2_session_want_read(hc->s) && !nghttp2_session_want_write(hc->s)) {
+    hc_close(hc, 0);
+    return;
+  }
+  /* A full output queue stops the client: nghttp2 then stops taking frames that need answers. */
+  hc_reading(hc, ae_transport_queued(hc->t) < AE_H2_OUT_CAP && nghttp2_session_want_read(hc->s));
+  ae_h2_timer_update(hc);
+}
+
+/* ---------- lifecycle ---------- */
+
+static void hc_freed(uv_handle_t *h) {
+  ae_h2conn *hc = h->data;
+  ae_proxy *p = hc->px;
+  free(hc);
+  p->nalive--;
+  ae_px_check_closed(p);
+}
+
+static void hc_free_streams(ae_h2conn *hc) {
+  while (hc->streams)
+    ae_h2s_free(hc->streams);
+}
+
+static void hc_close(ae_h2conn *hc, int abort) {
+  if (hc->closing)
+    return;
+  hc->closing = 1;
+  hc_free_streams(hc);
+  if (hc->armed) {
+    uv_timer_stop(&hc->timer);
+    hc->armed = 0;
+  }
+  if (hc->t) {
+    if (abort)
+      ae_transport_abort(hc->t);
+    else
+      ae_transport_close(hc->t);
+  }
+}
+
+static void hc_on_close(void *ud) {
+  ae_h2conn *hc = ud;
+  ae_proxy *p = hc->px;
+  hc->closing = 1;
+  hc->t = NULL;
+  hc_free_streams(hc);
+  nghttp2_session_del(hc->s);
+  hc->s = NULL;
+  if (hc->prev)
+    hc->prev->next = hc->next;
+  else
+    p->h2conns = hc->next;
+  if (hc->next)
+    hc->next->prev = hc->prev;
+  hc->prev = hc->next = NULL;
+  p->nclients--;
+  uv_close((uv_handle_t *)&hc->timer, hc_freed);
+}
+
+static void hc_on_read(void *ud, const char *data, ssize_t n) {
+  ae_h2conn *hc = ud;
+  if (hc->closing || !hc->t)
+    return;
+  if (n < 0) {
+    hc->reading = 0;
+    hc_close(hc, 0);
+    return;
+  }
+  if (n == 0)
+    return;
+  hc->t_active = hc_now(hc);
+  hc->in_recv = 1;
+  ssize_t r = nghttp2_session_mem_recv(hc->s, (const uint8_t *)data, (size_t)n);
+  hc->in_recv = 0;
+  if (hc->closing)
+    return;
+  if (r < 0) {
+    AE_INFO("proxy", "%s: h2: %s, closing", hc->t->peer_ip, nghttp2_strerror((int)r));
+    ae_metrics_count_label("h2_events", r == NGHTTP2_ERR_BAD_CLIENT_MAGIC ? "bad_preface"
+                                         : r == NGHTTP2_ERR_FLOODED        ? "flooded"
+                                                                           : "connection_error");
+    /* Whatever nghttp2 queued (a GOAWAY) goes out before the close. */
+    const uint8_t *d = NULL;
+    ssize_t m;
+    while ((m = nghttp2_session_mem_send(hc->s, &d)) > 0 && ae_transport_queued(hc->t) < AE_H2_OUT_CAP)
+      ae_transport_write(hc->t, (const char *)d, (size_t)m);
+    hc_close(hc, 0);
+    return;
+  }
+  ae_h2_flush(hc);
+}
+
+static void hc_on_drain(void *ud) {
+  ae_h2conn *hc = ud;
+  if (hc->closing)
+    return;
+  hc->t_drain = hc_now(hc);
+  ae_h2_flush(hc);
+}
+
+/* ---------- timers ---------- */
+
+static unsigned idle_ms(const ae_h2conn *hc) {
+  return ae_px_ms(hc->px->cfg->proxy.idle_timeout_ms, AE_PX_DEF_IDLE_MS);
+}
+
+/* The connection's own deadline: preface/SETTINGS ACK, idle, or a client that stopped reading. */
+static uint64_t hc_deadline(ae_h2conn *hc, const char **why) {
+  uint64_t d = 0;
+  *why = NULL;
+  if (!hc->settings_acked) {
+    d = hc->t_open + AE_H2_PREFACE_MS;
+    *why = "no preface or SETTINGS ACK in time";
+  }
+  if (hc->nstreams == 0) {
+    uint64_t x = hc->t_active + idle_ms(hc);
+    if (!d || x < d) {
+      d = x;
+      *why = "idle";
+    }
+  }
+  if (hc->t && ae_transport_queued(hc->t) > 0) {
+    uint64_t x = hc->t_drain + AE_H2_WRITE_TIMEOUT_MS;
+    if (!d || x < d) {
+      d = x;
+      *why = "client stopped reading";
+    }
+  }
+  return d;
+}
+
+static void hc_timer_cb(uv_timer_t *t) {
+  ae_h2conn *hc = t->data;
+  hc->armed = 0;
+  if (hc->closing)
+    return;
+  uint64_t now = hc_now(hc);
+  const char *why = NULL;
+  uint64_t d = hc_deadline(hc, &why);
+  if (d && d <= now) {
+    AE_INFO("proxy", "%s: h2: %s, closing", hc->t ? hc->t->peer_ip : "-", why);
+    int queued = hc->t && ae_transport_queued(hc->t) > 0;
+    if (!queued)
+      nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
+    const uint8_t *b = NULL;
+    ssize_t m;
+    while (!queued && hc->t && (m = nghttp2_session_mem_send(hc->s, &b)) > 0)
+      ae_transport_write(hc->t, (const char *)b, (size_t)m);
+    hc_close(hc, queued);
+    return;
+  }
+  ae_h2stream *st = hc->streams;
+  while (st) {
+    ae_h2stream *next = st->next;
+    uint64_t sd = ae_h2s_deadline(st);
+    if (sd && sd <= now)
+      ae_h2s_timeout(st);
+    st = next;
+  }
+  ae_h2_flush(hc);
+  if (!hc->closing)
+    ae_h2_timer_update(hc);
+}
+
+void ae_h2_timer_update(ae_h2conn *hc) {
+  if (hc->closing)
+    return;
+  const char *why;
+  uint64_t d = hc_deadline(hc, &why);
+  for (ae_h2stream *st = hc->streams; st; st = st->next) {
+    uint64_t sd = ae_h2s_deadline(st);
+    if (sd && (!d || sd < d))
+      d = sd;
+  }
+  if (d == hc->armed)
+    return;
+  uint64_t now = hc_now(hc);
+  hc->armed = d;
+  if (!d) {
+    uv_timer_stop(&hc->timer);
+    return;
+  }
+  uv_timer_start(&hc->timer, hc_timer_cb, d > now ? d - now : 0, 0);
+}
+
+/* ---------- public ---------- */
+
+static int hc_session(ae_h2conn *hc, unsigned mcs) {
+  nghttp2_option *opt;
+  if (nghttp2_option_new(&opt) != 0)
+    return -1;
+  /* Window updates only after the bytes left for the upstream: back-pressure end to end. */
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+#ifdef AE_HAVE_NGHTTP2_RST_RATE
+  nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
+#endif
+#ifdef AE_HAVE_NGHTTP2_MAX_CONT
+  nghttp2_option_set_max_continuations(opt, 8);
+#endif
+  int r = nghttp2_session_server_new2(&hc->s, callbacks(), hc, opt);
+  nghttp2_option_del(opt);
+  if (r != 0)
+    return -1;
+  nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, mcs},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, AE_H2_STREAM_WINDOW},
+      {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, AE_H2_MAX_FIELD_BYTES},
+  };
+  if (nghttp2_submit_settings(hc->s, NGHTTP2_FLAG_NONE, iv, AE_ARRAY_LEN(iv)) != 0 ||
+      nghttp2_session_set_local_window_size(hc->s, NGHTTP2_FLAG_NONE, 0, AE_H2_CONN_WINDOW) != 0)
+    return -1;
+  return 0;
+}
+
+void ae_h2_attach(ae_proxy *p, ae_transport *t, const char *initial, size_t len) {
+  ae_h2conn *hc = ae_calloc(1, sizeof(*hc));
+  hc->px = p;
+  hc->t = t;
+  unsigned mcs = p->cfg->proxy.h2_max_concurrent_streams ? p->cfg->proxy.h2_max_concurrent_streams : 100;
+  if (hc_session(hc, mcs) != 0) {
+    AE_ERROR("proxy", "%s: h2: cannot create the session", t->peer_ip);
+    if (hc->s)
+      nghttp2_session_del(hc->s);
+    free(hc);
+    t->ud = NULL;
+    t->on_read = NULL;
+    t->on_drain = NULL;
+    t->on_close = NULL;
+    ae_transport_abort(t);
+    return;
+  }
+  uv_timer_init(p->loop, &hc->timer);
+  hc->timer.data = hc;
+  hc->t_open = hc->t_active = hc->t_drain = uv_now(p->loop);
+  hc->next = p->h2conns;
+  if (p->h2conns)
+    p->h2conns->prev = hc;
+  p->h2conns = hc;
+  p->nclients++;
+  p->nalive++;
+  ae_metrics_count_label("h2_events", "connection");
+  t->ud = hc;
+  t->on_read = hc_on_read;
+  t->on_drain = hc_on_drain;
+  t->on_close = hc_on_close;
+  ae_h2_flush(hc);
+  if (initial && len && !hc->closing)
+    hc_on_read(hc, initial, (ssize_t)len);
+  if (!hc->closing)
+    hc_reading(hc, ae_transport_queued(t) < AE_H2_OUT_CAP);
+}
+
+void ae_h2_abort_all(ae_proxy *p) {
+  ae_h2conn *hc = p->h2conns;
+  while (hc) {
+    ae_h2conn *next = hc->next;
+    hc_close(hc, 1);
+    hc = next;
+  }
+}

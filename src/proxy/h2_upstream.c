@@ -1,0 +1,371 @@
+/* HTTP/2 front, upstream side of a stream: one HTTP/1.1 exchange on the shared keep-alive pool.
+ * The response head is checked by the raw head scanner and parsed by llhttp, then submitted as
+ * h2 HEADERS; the body (any framing) becomes DATA through a bounded per-stream buffer that pauses
+ * the upstream when full. Bad upstream framing is a 502 (or a reset once the head went out) and
+ * the upstream connection is closed; a connection is pooled only after a complete exchange. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "acmedge/common.h"
+#include "acmedge/log.h"
+#include "acmedge/metrics.h"
+#include "h2_up.h"
+
+static void u_on_connect(void *ud, int status);
+static void u_on_read(void *ud, const char *data, ssize_t n);
+static void u_on_drain(void *ud);
+static void u_on_write_error(void *ud, int status);
+
+static const ae_uconn_handler u_handler = {u_on_connect, u_on_read, u_on_drain, u_on_write_error};
+
+static uint64_t st_now(const ae_h2stream *st) { return uv_now(st->hc->px->loop); }
+
+static void st_flush(ae_h2stream *st) { ae_h2_flush(st->hc); }
+
+/* ---------- response parsing ---------- */
+
+static int rs_begin(llhttp_t *p) {
+  ae_h2stream *st = p->data;
+  ae_hmsg_reset(&st->resp);
+  st->resp_trailers = 0;
+  return 0;
+}
+
+static int rs_status(llhttp_t *p, const char *at, size_t n) {
+  ae_h2stream *st = p->data;
+  ae_hmsg_on_url(&st->resp, at, n);
+  return 0;
+}
+
+static int rs_field(llhttp_t *p, const char *at, size_t n) {
+  ae_h2stream *st = p->data;
+  if (!st->resp_trailers)
+    ae_hmsg_on_field(&st->resp, at, n);
+  return 0;
+}
+
+static int rs_value(llhttp_t *p, const char *at, size_t n) {
+  ae_h2stream *st = p->data;
+  if (!st->resp_trailers)
+    ae_hmsg_on_value(&st->resp, at, n);
+  return 0;
+}
+
+static int rs_headers_complete(llhttp_t *p) {
+  ae_h2stream *st = p->data;
+  int code = p->status_code;
+  st->t_up_io = st_now(st);
+  if (code == 101) {
+    llhttp_set_error_reason(p, "unexpected 101 Switching Protocols");
+    return -1;
+  }
+  if (code < 200) {
+    st->interim = 1; /* interim responses are not relayed */
+    return 0;
+  }
+  st->status = code;
+  st->resp_head = 1;
+  st->t_resp_head = st_now(st);
+  int nobody = st->method_head || code == 204 || code == 304;
+  /* A known length is relayed as content-length (it lets clients show progress); DATA is
+   * checked against it by the parser, which ends the body there. */
+  int with_cl = (p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED) && code != 204;
+  if ((p->flags & F_CONTENT_LENGTH) && p->content_length == 0 && !(p->flags & F_CHUNKED))
+    nobody = 1;
+  ae_buf store = {0};
+  nghttp2_nv *nva = NULL;
+  size_t n = ae_h2_response_nva(&st->resp, code, with_cl, &store, &nva);
+  ae_h2s_submit(st, nva, n, !nobody);
+  free(nva);
+  ae_buf_free(&store);
+  return st->method_head ? 1 : 0;
+}
+
+static int rs_body(llhttp_t *p, const char *at, size_t n) {
+  ae_h2stream *st = p->data;
+  ae_buf_add(&st->rbody, at, n);
+  st->bytes_out += n;
+  return 0;
+}
+
+static int rs_chunk_header(llhttp_t *p) {
+  ae_h2stream *st = p->data;
+  if (p->content_length == 0)
+    st->resp_trailers = 1;
+  return 0;
+}
+
+static int rs_message_complete(llhttp_t *p) {
+  ae_h2stream *st = p->data;
+  if (st->interim)
+    return HPE_PAUSED;
+  st->up_reusable = llhttp_should_keep_alive(p) && st->req_end;
+  st->resp_done = 1;
+  return HPE_PAUSED;
+}
+
+static const llhttp_settings_t rs_settings = {
+    .on_message_begin = rs_begin,
+    .on_status = rs_status,
+    .on_header_field = rs_field,
+    .on_header_value = rs_value,
+    .on_headers_complete = rs_headers_complete,
+    .on_body = rs_body,
+    .on_message_complete = rs_message_complete,
+    .on_chunk_header = rs_chunk_header,
+};
+
+/* ---------- exchange ---------- */
+
+static void up_fail(ae_h2stream *st, int status, const char *why) {
+  ae_transport *t = st->hc->t;
+  AE_WARN("proxy", "%s %s: h2 stream %d: upstream %s: %s", t ? t->peer_ip : "-", st->host, st->id,
+          st->pool ? ae_upool_name(st->pool) : "-", why);
+  if (st->u) {
+    ae_uconn_abort(st->u);
+    st->u = NULL;
+  }
+  if (st->submitted) {
+    ae_metrics_inc(AE_M_UPSTREAM_ERRORS);
+    if (!st->status)
+      st->status = status;
+    nghttp2_submit_rst_stream(st->hc->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+  } else {
+    ae_h2s_local(st, status, why);
+  }
+  /* Request bytes still arriving are dropped: their credit goes back at once. */
+  ae_h2s_consume(st);
+  st_flush(st);
+}
+
+/* The response is complete: the upstream connection goes back to the pool when the whole request
+ * went out too, and is closed otherwise. */
+static void up_done(ae_h2stream *st) {
+  if (st->u && (st->req_end || !st->up_reusable)) {
+    ae_uconn_release(st->u, st->up_reusable && st->req_end);
+    st->u = NULL;
+  } else if (st->u) {
+    /* Answered before the request body ended: that body can no longer be framed safely. */
+    ae_uconn_abort(st->u);
+    st->u = NULL;
+  }
+  ae_h2s_consume(st);
+  ae_h2s_body_ready(st);
+  st_flush(st);
+}
+
+void ae_h2u_start(ae_h2stream *st, const ae_buf *head) {
+  const ae_config *cfg = st->cfg;
+  unsigned maxb = ae_px_ms(cfg->proxy.max_header_bytes, AE_PX_DEF_MAX_HEADER_BYTES);
+  unsigned maxh = ae_px_ms(cfg->proxy.max_headers, AE_PX_DEF_MAX_HEADERS);
+  if (maxb < AE_PX_RESP_HEAD_MIN)
+    maxb = AE_PX_RESP_HEAD_MIN;
+  if (maxh < 200)
+    maxh = 200;
+  st->t_up_start = st_now(st);
+  st->t_connected = 0;
+  st->resp_head = st->resp_done = st->interim = st->resp_trailers = 0;
+  llhttp_init(&st->sp, HTTP_RESPONSE, &rs_settings);
+  st->sp.data = st;
+  ae_hscan_reset(&st->sscan, maxb, maxh);
+  st->sscan_on = 1;
+  ae_hmsg_reset(&st->resp);
+  int r = ae_uconn_acquire(&st->hc->px->ups, st->pool, st->retried, &u_handler, st, &st->u, &st->u_reused);
+  if (r < 0) {
+    st->u = NULL;
+    up_fail(st, 502, uv_strerror(r));
+    return;
+  }
+  if (st->u_reused) {
+    st->t_connected = st->t_up_io = st_now(st);
+    ae_uconn_read_start(st->u);
+  }
+  ae_uconn_write(st->u, head->d, head->len);
+  /* Kept for the one retry a request without body may get on a stale pooled connection. */
+  if (st->body_mode == 0 && !st->retried) {
+    st->uhead.len = 0;
+    ae_buf_add(&st->uhead, head->d, head->len);
+  }
+}
+
+void ae_h2u_body(ae_h2stream *st, const char *data, size_t len) {
+  if (!st->u || st->resp_done) {
+    ae_h2s_consume(st);
+    return;
+  }
+  if (st->body_mode == 2) {
+    char hx[24];
+    int hl = snprintf(hx, sizeof(hx), "%zx\r\n", len);
+    ae_uconn_write(st->u, hx, (size_t)hl);
+  }
+  ae_uconn_write(st->u, data, len);
+  if (st->body_mode == 2)
+    ae_uconn_write(st->u, "\r\n", 2);
+  if (ae_uconn_queued(st->u) == 0)
+    ae_h2s_consume(st);
+}
+
+void ae_h2u_request_end(ae_h2stream *st) {
+  if (st->u && st->body_mode == 2 && !st->resp_done)
+    ae_uconn_write(st->u, "0\r\n\r\n", 5);
+  if (st->u && st->resp_done)
+    up_done(st);
+}
+
+void ae_h2u_stop(ae_h2stream *st) {
+  if (st->u) {
+    /* Reset or torn down mid-exchange: the connection's state is unknown, never reuse it. */
+    ae_uconn_abort(st->u);
+    st->u = NULL;
+  }
+}
+
+void ae_h2u_resume_reading(ae_h2stream *st) {
+  if (st->ups_rstop && st->rbody.len <= AE_H2_RESP_CAP / 2) {
+    st->ups_rstop = 0;
+    st->t_up_io = st_now(st);
+    if (st->u)
+      ae_uconn_read_start(st->u);
+  }
+}
+
+static int idempotent(const ae_h2stream *st) {
+  static const char *const m[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+  const char *x = st->rq.has_method ? st->rq.ps.d + st->rq.method : "";
+  for (size_t i = 0; i < AE_ARRAY_LEN(m); i++)
+    if (strcmp(x, m[i]) == 0)
+      return 1;
+  return 0;
+}
+
+static void u_on_connect(void *ud, int status) {
+  ae_h2stream *st = ud;
+  if (status < 0) {
+    st->u = NULL;
+    up_fail(st, 502, uv_strerror(status));
+    return;
+  }
+  st->t_connected = st->t_up_io = st_now(st);
+  if (st->u && ae_uconn_queued(st->u) == 0)
+    ae_h2s_consume(st);
+  st_flush(st);
+}
+
+static void u_failed(ae_h2stream *st, int err) {
+  if (!st->resp_head && st->u_reused && !st->retried && st->body_mode == 0 && st->req_end && idempotent(st) &&
+      st->sscan.bytes == 0) {
+    /* A pooled connection the upstream had closed: nothing was answered and there is no body
+     * to replay, so the request goes once more on a new connection. */
+    ae_uconn_abort(st->u);
+    st->u = NULL;
+    st->retried = 1;
+    ae_buf head = st->uhead;
+    memset(&st->uhead, 0, sizeof(st->uhead));
+    ae_h2u_start(st, &head);
+    ae_buf_free(&head);
+    st_flush(st);
+    return;
+  }
+  if (st->resp_head && err == UV_EOF) {
+    llhttp_finish(&st->sp);
+    if (st->resp_done) {
+      st->up_reusable = 0;
+      up_done(st);
+      return;
+    }
+  }
+  up_fail(st, 502, err == UV_EOF ? "upstream closed the connection" : uv_strerror(err));
+}
+
+static void u_on_read(void *ud, const char *data, ssize_t n) {
+  ae_h2stream *st = ud;
+  st->t_up_io = st_now(st);
+  if (n < 0) {
+    u_failed(st, (int)n);
+    return;
+  }
+  if (st->resp_done)
+    return;
+  size_t off = 0, len = (size_t)n;
+  while (off < len && !st->resp_done) {
+    size_t left = len - off;
+    if (st->sscan_on) {
+      size_t used = 0;
+      int r = ae_hscan_feed(&st->sscan, data + off, left, &used);
+      if (r < 0) {
+        up_fail(st, 502, r == AE_HS_BAD ? st->sscan.why : "response head too large");
+        return;
+      }
+      if (r == AE_HS_DONE)
+        st->sscan_on = 0;
+    }
+    llhttp_errno_t e = llhttp_execute(&st->sp, data + off, left);
+    if (e == HPE_OK) {
+      off = len;
+      break;
+    }
+    if (e == HPE_PAUSED) {
+      off += (size_t)(llhttp_get_error_pos(&st->sp) - (data + off));
+      llhttp_resume(&st->sp);
+      if (st->interim) {
+        st->interim = 0;
+        ae_hscan_reset(&st->sscan, st->sscan.max_bytes, st->sscan.max_fields);
+        st->sscan_on = 1;
+      }
+      continue;
+    }
+    const char *reason = llhttp_get_error_reason(&st->sp);
+    up_fail(st, 502, reason ? reason : llhttp_errno_name(e));
+    return;
+  }
+  if (st->resp_done) {
+    if (off < len)
+      st->up_reusable = 0; /* bytes after the response: the upstream is out of step */
+    up_done(st);
+    return;
+  }
+  if (st->rbody.len > AE_H2_RESP_CAP && st->u && !st->ups_rstop) {
+    st->ups_rstop = 1;
+    ae_uconn_read_stop(st->u);
+  }
+  ae_h2s_body_ready(st);
+  st_flush(st);
+}
+
+static void u_on_drain(void *ud) {
+  ae_h2stream *st = ud;
+  st->t_up_io = st_now(st);
+  ae_h2s_consume(st);
+  st_flush(st);
+}
+
+static void u_on_write_error(void *ud, int status) {
+  ae_h2stream *st = ud;
+  if (st->resp_head) {
+    st->up_reusable = 0;
+    return;
+  }
+  u_failed(st, status);
+}
+
+/* ---------- timeouts ---------- */
+
+uint64_t ae_h2s_deadline(ae_h2stream *st) {
+  if (!st->u || st->resp_done)
+    return 0;
+  const ae_config *cfg = st->cfg;
+  if (!ae_uconn_connected(st->u))
+    return st->t_up_start + ae_px_ms(cfg->proxy.connect_timeout_ms, AE_PX_DEF_CONNECT_MS);
+  if (st->ups_rstop)
+    return 0;
+  unsigned rt = ae_px_ms(cfg->proxy.response_timeout_ms, AE_PX_DEF_RESPONSE_MS);
+  if (!st->resp_head && !st->req_end)
+    return 0; /* still receiving the request: the client's flow control paces it */
+  uint64_t from = st->t_up_io > st->t_connected ? st->t_up_io : st->t_connected;
+  return from + rt;
+}
+
+void ae_h2s_timeout(ae_h2stream *st) {
+  int connect = st->u && !ae_uconn_connected(st->u);
+  up_fail(st, 504, connect ? "upstream connect timeout" : "upstream response timeout");
+}
