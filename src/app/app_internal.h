@@ -1,4 +1,4 @@
-/* Private to src/app*.c: the process state shared by the run loop (app.c) and start-up (app_start.c). */
+/* Private to src/app/: the process state shared by the run loop (app.c) and start-up (app_start.c). */
 #ifndef ACMEDGE_APP_INTERNAL_H
 #define ACMEDGE_APP_INTERNAL_H
 
