@@ -268,49 +268,18 @@ void ae_h2s_access_log(ae_h2stream *st) {
   st->logged = 1;
   if (!ae_log_enabled(AE_LOG_INFO))
     return;
-  char ts[40];
-  ae_time_rfc3339((int64_t)time(NULL), ts, sizeof(ts));
   const ae_h2req *r = &st->rq;
-  const char *method = r->has_method ? r->ps.d + r->method : "-";
-  const char *path = r->has_path ? r->ps.d + r->path : "-";
-  size_t plen = r->has_path ? r->plen : 1;
-  if (plen > 1024)
-    plen = 1024;
-  const char *ip = st->hc->t ? st->hc->t->peer_ip : "-";
-  ae_buf j = {0};
-  ae_buf_reserve(&j, 256 + plen);
-  ae_buf_adds(&j, "{\"time\":\"");
-  ae_buf_adds(&j, ts);
-  ae_buf_adds(&j, "\",\"client\":");
-  ae_buf_addjson(&j, ip, strlen(ip));
-  ae_buf_adds(&j, ",\"protocol\":\"HTTP/2\",\"stream\":");
-  ae_buf_addu(&j, (uint64_t)st->id);
-  ae_buf_adds(&j, ",\"host\":");
-  ae_buf_addjson(&j, st->host, strlen(st->host));
-  ae_buf_adds(&j, ",\"method\":");
-  ae_buf_addjson(&j, method, strlen(method));
-  ae_buf_adds(&j, ",\"path\":");
-  ae_buf_addjson(&j, path, plen);
-  ae_buf_adds(&j, ",\"status\":");
-  ae_buf_addu(&j, (uint64_t)st->status);
-  ae_buf_adds(&j, ",\"bytes\":");
-  ae_buf_addu(&j, st->bytes_out);
-  ae_buf_adds(&j, ",\"upstream_ms\":");
-  if (st->t_resp_head && st->t_up_start)
-    ae_buf_addu(&j, st->t_resp_head - st->t_up_start);
-  else
-    ae_buf_adds(&j, "null");
-  ae_buf_adds(&j, ",\"upstream\":");
-  if (st->pool && !st->local) {
-    const char *un = ae_upool_name(st->pool);
-    ae_buf_addjson(&j, un, strlen(un));
-  } else {
-    ae_buf_adds(&j, "null");
-  }
-  ae_buf_adds(&j, "}");
-  ae_buf_add(&j, "", 1);
-  char msg[1200];
-  snprintf(msg, sizeof(msg), "%s %s %s%.*s %d HTTP/2", ip, method, st->host, (int)plen, path, st->status);
-  ae_log_structured(AE_LOG_INFO, "access", msg, j.d);
-  ae_buf_free(&j);
+  ae_px_access a = {
+      .ip = st->hc->t ? st->hc->t->peer_ip : "-",
+      .host = st->host,
+      .method = r->has_method ? r->ps.d + r->method : "-",
+      .path = r->has_path ? r->ps.d + r->path : "-",
+      .plen = r->has_path ? r->plen : 1,
+      .status = st->status,
+      .bytes = st->bytes_out,
+      .upstream_ms = st->t_resp_head && st->t_up_start ? (long long)(st->t_resp_head - st->t_up_start) : -1,
+      .pool = st->pool && !st->local ? st->pool : NULL,
+      .h2_stream = (uint32_t)st->id,
+  };
+  ae_px_access_write(&a);
 }

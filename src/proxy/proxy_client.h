@@ -166,6 +166,18 @@ size_t ae_px_parse(ae_pclient *c, const char *data, size_t n);
 void ae_px_timer_update(ae_pclient *c);
 
 /* proxy_reply.c */
+/* One access log record, shared by HTTP/1.1 exchanges and HTTP/2 streams. */
+typedef struct {
+  const char *ip, *host, *method, *path; /* path is plen bytes, not NUL-terminated */
+  size_t plen;
+  int status;
+  uint64_t bytes;
+  long long upstream_ms;  /* -1: no upstream answer */
+  const ae_upool *pool;   /* NULL: answered by the proxy itself */
+  uint32_t h2_stream;     /* 0: HTTP/1.1 */
+} ae_px_access;
+/* Writes one access log line (JSON details plus a one-line summary); copies nothing it keeps. */
+void ae_px_access_write(const ae_px_access *a);
 /* Writes the access log line of the current exchange (once). */
 void ae_px_access_log(ae_pclient *c);
 /* Answers a bad request with status and closes the connection. reason is the metrics label of

@@ -9,50 +9,38 @@
 #include "acmedge/metrics.h"
 #include "proxy_client.h"
 
-void ae_px_access_log(ae_pclient *c) {
-  if (c->logged)
-    return;
-  c->logged = 1;
-  if (!ae_log_enabled(AE_LOG_INFO))
-    return;
+void ae_px_access_write(const ae_px_access *a) {
   char ts[40];
   ae_time_rfc3339((int64_t)time(NULL), ts, sizeof(ts));
-  /* Once the head was accepted the method is kept in c->method: the parser is reset after a
-   * chunked body, which the proxy frames itself. */
-  int m = c->phase >= P_BODY ? c->method : (int)c->rp.method;
-  const char *method = c->req.ulen ? llhttp_method_name((llhttp_method_t)m) : "-";
-  const char *path = c->req.ulen ? c->req.b.d + c->req.url : "-";
-  size_t plen = c->req.ulen ? c->req.ulen : 1;
-  if (plen > 1024)
-    plen = 1024;
-  long long ups_ms = -1;
-  if (c->t_resp_head && c->t_up_start)
-    ups_ms = (long long)(c->t_resp_head - c->t_up_start);
-  const char *ip = c->t ? c->t->peer_ip : "-";
+  size_t plen = a->plen > 1024 ? 1024 : a->plen;
   ae_buf j = {0};
   ae_buf_reserve(&j, 256 + plen);
   ae_buf_adds(&j, "{\"time\":\"");
   ae_buf_adds(&j, ts);
   ae_buf_adds(&j, "\",\"client\":");
-  ae_buf_addjson(&j, ip, strlen(ip));
+  ae_buf_addjson(&j, a->ip, strlen(a->ip));
+  if (a->h2_stream) {
+    ae_buf_adds(&j, ",\"protocol\":\"HTTP/2\",\"stream\":");
+    ae_buf_addu(&j, a->h2_stream);
+  }
   ae_buf_adds(&j, ",\"host\":");
-  ae_buf_addjson(&j, c->host, strlen(c->host));
+  ae_buf_addjson(&j, a->host, strlen(a->host));
   ae_buf_adds(&j, ",\"method\":");
-  ae_buf_addjson(&j, method, strlen(method));
+  ae_buf_addjson(&j, a->method, strlen(a->method));
   ae_buf_adds(&j, ",\"path\":");
-  ae_buf_addjson(&j, path, plen);
+  ae_buf_addjson(&j, a->path, plen);
   ae_buf_adds(&j, ",\"status\":");
-  ae_buf_addu(&j, (uint64_t)c->status);
+  ae_buf_addu(&j, (uint64_t)a->status);
   ae_buf_adds(&j, ",\"bytes\":");
-  ae_buf_addu(&j, c->bytes_out);
+  ae_buf_addu(&j, a->bytes);
   ae_buf_adds(&j, ",\"upstream_ms\":");
-  if (ups_ms >= 0)
-    ae_buf_addu(&j, (uint64_t)ups_ms);
+  if (a->upstream_ms >= 0)
+    ae_buf_addu(&j, (uint64_t)a->upstream_ms);
   else
     ae_buf_adds(&j, "null");
   ae_buf_adds(&j, ",\"upstream\":");
-  if (c->pool && !c->local) {
-    const char *un = ae_upool_name(c->pool);
+  if (a->pool) {
+    const char *un = ae_upool_name(a->pool);
     ae_buf_addjson(&j, un, strlen(un));
   } else {
     ae_buf_adds(&j, "null");
@@ -60,9 +48,33 @@ void ae_px_access_log(ae_pclient *c) {
   ae_buf_adds(&j, "}");
   ae_buf_add(&j, "", 1);
   char msg[1200];
-  snprintf(msg, sizeof(msg), "%s %s %s%.*s %d", ip, method, c->host, (int)plen, path, c->status);
+  snprintf(msg, sizeof(msg), "%s %s %s%.*s %d%s", a->ip, a->method, a->host, (int)plen, a->path, a->status,
+           a->h2_stream ? " HTTP/2" : "");
   ae_log_structured(AE_LOG_INFO, "access", msg, j.d);
   ae_buf_free(&j);
+}
+
+void ae_px_access_log(ae_pclient *c) {
+  if (c->logged)
+    return;
+  c->logged = 1;
+  if (!ae_log_enabled(AE_LOG_INFO))
+    return;
+  /* Once the head was accepted the method is kept in c->method: the parser is reset after a
+   * chunked body, which the proxy frames itself. */
+  int m = c->phase >= P_BODY ? c->method : (int)c->rp.method;
+  ae_px_access a = {
+      .ip = c->t ? c->t->peer_ip : "-",
+      .host = c->host,
+      .method = c->req.ulen ? llhttp_method_name((llhttp_method_t)m) : "-",
+      .path = c->req.ulen ? c->req.b.d + c->req.url : "-",
+      .plen = c->req.ulen ? c->req.ulen : 1,
+      .status = c->status,
+      .bytes = c->bytes_out,
+      .upstream_ms = c->t_resp_head && c->t_up_start ? (long long)(c->t_resp_head - c->t_up_start) : -1,
+      .pool = c->pool && !c->local ? c->pool : NULL,
+  };
+  ae_px_access_write(&a);
 }
 
 void ae_px_reject(ae_pclient *c, int status, const char *reason, const char *why) {
