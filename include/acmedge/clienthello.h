@@ -35,8 +35,12 @@ enum {
 };
 
 typedef struct ae_clienthello {
-  char sni[256];                  /* lowercased host_name, "" when absent */
-  int has_sni;
+  char sni[256];                  /* lowercased host_name, "" when absent; with sni_invalid a
+                                     printable rendition of the refused value */
+  int has_sni;                    /* a host_name that is a DNS name */
+  int sni_invalid;                /* a host_name that is not (has_sni stays 0); also set on an
+                                     AE_CH_INVALID answer refusing the hello for that name */
+  const char *sni_fault;          /* sni_invalid: static text naming the fault */
   char alpn[AE_CH_MAX_ALPN][64];  /* offered protocols in order (truncated entries are skipped) */
   int nalpn;
   uint16_t legacy_version;

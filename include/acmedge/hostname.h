@@ -18,4 +18,16 @@ typedef struct ae_hostname_info {
  * or -1. */
 int ae_hostname_shape(const char *name, size_t n, ae_hostname_info *info);
 
+/* Checks raw SNI host_name bytes name[0..n) (RFC 6066 §3: an ASCII DNS host name without a
+ * trailing dot, never an IP literal). Returns 0 when the name may be looked up, else -1 with
+ * *why (may be NULL) set to a static text naming the fault: "empty", "longer than 253 bytes",
+ * "NUL byte", "not an LDH name", "trailing dot", "empty label", "label longer than 63 bytes",
+ * "hyphen at a label edge", "IP literal", "all-digit top-level label". */
+int ae_hostname_sni_check(const unsigned char *name, size_t n, const char **why);
+
+/* Writes a printable, lowercased rendition of name[0..n) into out[0..outlen) for logs and events:
+ * bytes outside '!'..'~' and the backslash become "\xNN"; a rendition that does not fit ends in
+ * "...". out is always NUL-terminated (outlen >= 4). */
+void ae_hostname_printable(const unsigned char *name, size_t n, char *out, size_t outlen);
+
 #endif

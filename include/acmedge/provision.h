@@ -63,6 +63,10 @@ json_t *ae_provision_renewal_index_json(ae_provision *p, size_t max);
 /* TLS miss path: decides default / hold / alert for an SNI without a certificate and starts
  * issuance when policy allows. */
 ae_miss_action ae_provision_on_sni(ae_provision *p, const char *name);
+/* A handshake whose SNI is not a DNS host name (shown: printable rendition): domain_denied with
+ * reason invalid_name (suppressed per name like every denial) when on-demand issuance is on, and
+ * the deny action. Nothing is looked up, stored or minted. */
+ae_miss_action ae_provision_on_invalid_sni(ae_provision *p, const char *shown);
 /* Port-80 path: classifies a Host for a non-challenge request, starting issuance when allowed. */
 ae_h80_state ae_provision_on_http(ae_provision *p, const char *host, unsigned *retry_after_s);
 /* Admin path: requests issuance for name (policy applies). 0 when accepted or already managed;

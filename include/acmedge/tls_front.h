@@ -34,6 +34,10 @@ typedef struct ae_tls_front_hooks {
   /* Any thread: a new reference to a minted stand-in leaf for name (on_demand.fallback_cert
    * "internal"), or NULL. NULL hook => none. */
   ae_cert *(*fallback_cert)(void *ud, const char *name);
+  /* Called on the loop for a ClientHello whose host_name is not a DNS name (shown: a printable
+   * rendition): reports it and answers AE_MISS_DEFAULT or AE_MISS_ALERT (ignored when the peek
+   * already refuses the hello for that name). NULL => default. */
+  ae_miss_action (*on_invalid_name)(void *ud, const char *shown);
 } ae_tls_front_hooks;
 
 /* Binds and listens on cfg->listen_https. The front keeps pointers to cs (not owned). */

@@ -21,6 +21,9 @@ typedef struct ae_workers_hooks {
   /* On a worker thread: a new reference to the minted stand-in leaf for name, or NULL (see
    * ae_tls_front_hooks.fallback_cert). May be NULL. */
   ae_cert *(*fallback_cert)(void *ud, const char *name);
+  /* On the control loop: a worker saw a ClientHello whose host_name is not a DNS name (shown: a
+   * printable rendition), for the denial event. May be NULL. */
+  void (*on_invalid_name)(void *ud, const char *shown);
 } ae_workers_hooks;
 
 /* Starts n worker threads (n >= 1) bound to cfg->listen_https. Caller owns *out. */

@@ -25,6 +25,16 @@ static ae_cert *front_fallback_cert(void *ud, const char *name) {
   return app->leaves ? ae_leafcache_get(app->leaves, name, (int64_t)time(NULL)) : NULL;
 }
 
+static ae_miss_action front_on_invalid_name(void *ud, const char *shown) {
+  ae_app *app = ud;
+  return ae_provision_on_invalid_sni(app->provision, shown);
+}
+
+static void workers_on_invalid_name(void *ud, const char *shown) {
+  ae_app *app = ud;
+  (void)ae_provision_on_invalid_sni(app->provision, shown);
+}
+
 static ae_cert *front_alpn_cert(void *ud, const char *name) {
   ae_app *app = ud;
   return ae_challenge_alpn_get(app->challenges, name);
@@ -376,13 +386,15 @@ int app_start(ae_app *app, ae_err *err) {
                              .on_miss = front_on_miss,
                              .alpn_challenge_cert = front_alpn_cert,
                              .on_established = front_on_established,
-                             .fallback_cert = front_fallback_cert};
+                             .fallback_cert = front_fallback_cert,
+                             .on_invalid_name = front_on_invalid_name};
     if ((r = ae_tls_front_new(&app->loop, cfg, app->certs, &fh, &app->front, err)) != 0)
       return r;
     AE_INFO(SUB, "https listening on %s", cfg->listen_https);
     unsigned n = cfg->workers > 0 ? (unsigned)cfg->workers : uv_available_parallelism();
     if (n > 1) {
-      ae_workers_hooks wh = {.ud = app, .on_miss = workers_on_miss, .fallback_cert = front_fallback_cert};
+      ae_workers_hooks wh = {.ud = app, .on_miss = workers_on_miss, .fallback_cert = front_fallback_cert,
+                             .on_invalid_name = workers_on_invalid_name};
       if ((r = ae_workers_start(&app->loop, n - 1, cfg, app->certs, app->challenges, &wh, &app->workers, err)) != 0)
         return r;
     }

@@ -156,16 +156,23 @@ void ae_provision_not_stored(ae_provision *p, const char *name, const char *sour
 
 static ae_miss_action deny_action(ae_provision *p) { return p->cfg->on_demand.deny_alert ? AE_MISS_ALERT : AE_MISS_DEFAULT; }
 
+ae_miss_action ae_provision_on_invalid_sni(ae_provision *p, const char *shown) {
+  if (p->closing)
+    return AE_MISS_DEFAULT;
+  if (p->cfg->on_demand.enabled)
+    ae_provision_deny_event(p, shown, "invalid_name", "sni");
+  return deny_action(p);
+}
+
 ae_miss_action ae_provision_on_sni(ae_provision *p, const char *raw) {
   char name[256];
   const char *why = NULL;
   if (p->closing)
     return AE_MISS_DEFAULT;
-  if (ae_policy_normalize(raw, name, sizeof(name), &why) != 0) {
-    if (p->cfg->on_demand.enabled)
-      ae_provision_deny_event(p, raw, why ? why : "invalid_name", "sni");
-    return deny_action(p);
-  }
+  /* The parser let through a DNS name the policy still refuses ("localhost"): the same answer
+   * and reason as for any SNI that is not a host name. */
+  if (ae_policy_normalize(raw, name, sizeof(name), &why) != 0)
+    return ae_provision_on_invalid_sni(p, raw);
   /* Storage first: a stored name is served, never ordered again. */
   if (ae_provision_need_load(p, name)) {
     if (ae_provision_loads_full(p) && !ae_strmap_get(&p->loads, name))

@@ -74,27 +74,45 @@ static int fail(ae_clienthello *out, int rc, uint8_t alert, const char *reason) 
 #define DECODE(out, why) fail(out, AE_CH_INVALID, AE_ALERT_DECODE_ERROR, why)
 #define ILLEGAL(out, why) fail(out, AE_CH_INVALID, AE_ALERT_ILLEGAL_PARAMETER, why)
 
-/* Validates a host_name as a DNS name and stores it lowercased without a trailing dot. */
-static int take_host_name(const uint8_t *name, size_t n, char out[256]) {
-  if (n > 0 && name[n - 1] == '.')
-    n--;
-  ae_hostname_info info;
-  if (n > 253 || ae_hostname_shape((const char *)name, n, &info) != 0)
-    return -1;
-  /* No top-level label is all digits, so this rejects IPv4 literals (RFC 6066 §3 forbids IP
-   * addresses in host_name); IPv6 literals already failed the LDH check on ':'. */
-  if (info.last_numeric)
-    return -1;
+/* 1 when every byte is a letter, digit, hyphen or dot: GnuTLS refuses any other byte in a
+ * host_name itself (GNUTLS_E_RECEIVED_DISALLOWED_NAME), so no certificate can be served then. */
+static int ldh_bytes(const uint8_t *name, size_t n) {
   for (size_t i = 0; i < n; i++) {
     uint8_t c = name[i];
-    out[i] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.'))
+      return 0;
   }
-  out[n] = '\0';
-  return 0;
+  return 1;
+}
+
+/* Takes a host_name: a DNS name is stored lowercased in out->sni. Any other value (hostile
+ * names) sets out->sni_invalid with a printable rendition in out->sni for the denial event: made
+ * of LDH bytes (a trailing dot, empty or over-long labels, edge hyphens, over 253 bytes, an IPv4
+ * literal) the hello goes on and the front answers it like a denied name; with other bytes (NUL,
+ * controls, UTF-8, space, '_', '*', an IPv6 literal) it is refused with illegal_parameter, as
+ * GnuTLS would refuse it. Returns 0 or AE_CH_INVALID. */
+static int take_host_name(const uint8_t *name, size_t n, ae_clienthello *out) {
+  const char *why = NULL;
+  if (ae_hostname_sni_check(name, n, &why) == 0) {
+    for (size_t i = 0; i < n; i++) {
+      uint8_t c = name[i];
+      out->sni[i] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+    }
+    out->sni[n] = '\0';
+    out->has_sni = 1;
+    return 0;
+  }
+  int rc = 0;
+  if (!ldh_bytes(name, n))
+    rc = ILLEGAL(out, "server_name: host_name is not a DNS name");
+  ae_hostname_printable(name, n, out->sni, sizeof(out->sni));
+  out->sni_invalid = 1;
+  out->sni_fault = why;
+  return rc;
 }
 
 /* server_name (RFC 6066 §3): a non-empty list of (type, name) entries. Exactly one host_name may
- * appear and it must be a DNS name; entries of other types are skipped (none is defined, and a
+ * appear (one that is not a DNS name is reported, see take_host_name); entries of other types are skipped (none is defined, and a
  * future type must not break the connection). */
 static int parse_sni(rd ext, ae_clienthello *out) {
   unsigned list_len;
@@ -111,11 +129,10 @@ static int parse_sni(rd ext, ae_clienthello *out) {
       return DECODE(out, "server_name: empty name");
     if (type != SNI_HOST_NAME)
       continue;
-    if (out->has_sni)
+    if (out->has_sni || out->sni_invalid)
       return ILLEGAL(out, "server_name: more than one host_name");
-    if (take_host_name(name.p, name_len, out->sni) < 0)
-      return ILLEGAL(out, "server_name: host_name is not a DNS name");
-    out->has_sni = 1;
+    if (take_host_name(name.p, name_len, out) != 0)
+      return AE_CH_INVALID;
   }
   return 0;
 }

@@ -50,6 +50,24 @@ static ae_cert *conn_fallback_cert(tls_conn *c) {
   return f->hooks.fallback_cert && c->t.sni[0] ? f->hooks.fallback_cert(f->hooks.ud, c->t.sni) : NULL;
 }
 
+/* A host_name that is not a DNS name: never looked up, held or minted for; answered like a
+ * denied name. */
+static void conn_invalid_name(tls_conn *c, const ae_clienthello *ch) {
+  ae_tls_front *f = c->f;
+  AE_DEBUG("tls", "%s: SNI \"%s\" is not a DNS host name (%s)", c->t.peer_ip, ch->sni, ch->sni_fault);
+  if (ae_limits_admit_name((struct sockaddr *)&c->t.peer, ch->sni) != 0) {
+    tc_close_handles(c, 1);
+    return;
+  }
+  ae_miss_action act = f->hooks.on_invalid_name ? f->hooks.on_invalid_name(f->hooks.ud, ch->sni) : AE_MISS_DEFAULT;
+  if (c->closing_handles)
+    return;
+  if (act == AE_MISS_ALERT)
+    conn_send_alert(c, AE_ALERT_UNRECOGNIZED_NAME, "SNI is not a DNS host name"); /* RFC 6066 §3 */
+  else
+    conn_use_default(c);
+}
+
 static void conn_choose_cert(tls_conn *c, const ae_clienthello *ch) {
   ae_tls_front *f = c->f;
   if (ae_clienthello_has_alpn(ch, "acme-tls/1")) {
@@ -62,6 +80,10 @@ static void conn_choose_cert(tls_conn *c, const ae_clienthello *ch) {
     }
     c->challenge = 1;
     tc_start_tls(c, cc, TC_KIND_CHALLENGE);
+    return;
+  }
+  if (ch->sni_invalid) {
+    conn_invalid_name(c, ch);
     return;
   }
   if (!ch->has_sni) {
@@ -147,6 +169,9 @@ void tc_on_hello(tls_conn *c) {
   }
   if (r != AE_CH_OK) {
     AE_INFO("tls", "%s: closing: %s (%s)", c->t.peer_ip, ch.reason, ae_tls_alert_name(ch.alert));
+    /* A name GnuTLS could not take either: refused, but reported like any invalid name. */
+    if (ch.sni_invalid && c->f->hooks.on_invalid_name)
+      (void)c->f->hooks.on_invalid_name(c->f->hooks.ud, ch.sni);
     conn_send_alert(c, ch.alert, ch.reason);
     return;
   }

@@ -13,7 +13,7 @@
 
 #define SUB "workers"
 
-typedef enum { CMD_WAKE, CMD_CONFIG, CMD_STOP, CMD_MISS } cmd_type;
+typedef enum { CMD_WAKE, CMD_CONFIG, CMD_STOP, CMD_MISS, CMD_INVALID } cmd_type;
 
 typedef struct cmd {
   struct cmd *next;
@@ -87,6 +87,19 @@ static void free_cmds(cmd *c) {
 
 /* ---- worker side ---- */
 
+static ae_miss_action w_on_invalid_name(void *ud, const char *shown) {
+  worker *w = ud;
+  const ae_config *cfg = w->cfg;
+  /* Only on-demand issuance reports denials (as for names outside allow). */
+  if (cfg->on_demand.enabled) {
+    cmd *c = ae_calloc(1, sizeof(*c));
+    c->type = CMD_INVALID;
+    snprintf(c->name, sizeof(c->name), "%s", shown);
+    mb_post(&w->ws->mb, c);
+  }
+  return cfg->on_demand.deny_alert ? AE_MISS_ALERT : AE_MISS_DEFAULT;
+}
+
 static ae_miss_action w_on_miss(void *ud, const char *raw) {
   worker *w = ud;
   const ae_config *cfg = w->cfg;
@@ -95,8 +108,9 @@ static ae_miss_action w_on_miss(void *ud, const char *raw) {
   c->type = CMD_MISS;
   const char *why = NULL;
   if (ae_policy_normalize(raw, c->name, sizeof(c->name), &why) != 0) {
+    /* A DNS name the policy still refuses ("localhost"): reported like a hostile SNI. */
     free(c);
-    return deny;
+    return w_on_invalid_name(ud, raw);
   }
   /* Unless storage is known to lack the name, the control loop reads it from there first
    * (lazy start), whatever on-demand issuance would decide. */
@@ -168,6 +182,7 @@ static void w_on_async(uv_async_t *a) {
         w_closed_all(w);
       break;
     case CMD_MISS:
+    case CMD_INVALID:
       break;
     }
   }
@@ -177,7 +192,7 @@ static void w_on_async(uv_async_t *a) {
 static void worker_main(void *arg) {
   worker *w = arg;
   ae_tls_front_hooks fh = {.ud = w, .on_miss = w_on_miss, .alpn_challenge_cert = w_alpn_cert, .on_established = w_established,
-                           .fallback_cert = w_fallback_cert};
+                           .fallback_cert = w_fallback_cert, .on_invalid_name = w_on_invalid_name};
   if (ae_proxy_new(&w->loop, w->cfg, &w->proxy, &w->start_err) != 0 ||
       ae_tls_front_new(&w->loop, w->cfg, w->ws->certs, &fh, &w->front, &w->start_err) != 0) {
     uv_sem_post(&w->ready);
@@ -195,9 +210,12 @@ static void worker_main(void *arg) {
 static void c_on_async(uv_async_t *a) {
   ae_workers *ws = a->data;
   cmd *c = mb_take_all(&ws->mb), *it;
-  for (it = c; it; it = it->next)
+  for (it = c; it; it = it->next) {
     if (it->type == CMD_MISS && ws->hooks.on_miss && !ws->stopped)
       ws->hooks.on_miss(ws->hooks.ud, it->name, it->allowed);
+    if (it->type == CMD_INVALID && ws->hooks.on_invalid_name && !ws->stopped)
+      ws->hooks.on_invalid_name(ws->hooks.ud, it->name);
+  }
   free_cmds(c);
 }
 

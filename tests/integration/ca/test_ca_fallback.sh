@@ -57,7 +57,7 @@ mints=$(metric acmedge_internal_ca_mints_total)
 
 # Denied (not in allow) and hostile names: default certificate, nothing minted.
 od_is_default other.test || ae_fail "denied name other.test did not get the default certificate"
-# (The ClientHello parser refuses a non-LDH SNI outright: no certificate at all.)
+# (A non-LDH SNI is refused with illegal_parameter: no certificate at all; see test_ca_hostile.)
 if ae_sni_cert a_b.example.test | grep -q 'Internal'; then ae_fail "hostile name a_b.example.test got an internal leaf"; fi
 [ "$(metric acmedge_internal_ca_mints_total)" = "$mints" ] || ae_fail "a denied or hostile name was minted for"
 

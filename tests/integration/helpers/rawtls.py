@@ -5,6 +5,9 @@ answered on the wire (alert level/description, or the first handshake message ty
   rawtls.py alert --port P --case NAME      sends case NAME, asserts the fatal alert it must get
   rawtls.py accept --port P --case NAME     sends case NAME, asserts a ServerHello comes back
   rawtls.py list                            prints the case names
+  rawtls.py sni --port P --name-hex HEX     sends a TLS 1.2 hello whose host_name is the bytes
+                                            HEX and prints "cert SUBJECT" (the served leaf) or
+                                            "alert NAME"
 """
 import argparse
 import socket
@@ -13,7 +16,8 @@ import sys
 import time
 
 ALERTS = {"unexpected_message": 10, "record_overflow": 22, "handshake_failure": 40,
-          "illegal_parameter": 47, "decode_error": 50, "protocol_version": 70}
+          "illegal_parameter": 47, "decode_error": 50, "protocol_version": 70,
+          "unrecognized_name": 112}
 
 
 def rec(ct, body, ver=0x0301):
@@ -73,6 +77,10 @@ CASES = {
     "sni-esc": (rec(22, hello(sni_ext(host(b"\x1b[2Jx.example")))), "illegal_parameter"),
     "sni-utf8": (rec(22, hello(sni_ext(host("é.example".encode())))), "illegal_parameter"),
     "sni-space": (rec(22, hello(sni_ext(host(b"a b.example")))), "illegal_parameter"),
+    # LDH bytes in a shape that is not a host name: a denied name, not a malformed hello
+    # (docs/internal-ca.md, "Hostile names"): ServerHello with the default certificate
+    "sni-ipv4": (rec(22, good(name=b"127.0.0.1")), None),
+    "sni-trailing-dot": (rec(22, good(name=b"a.example.")), None),
     "sni-empty-list": (rec(22, hello(sni_ext(b""))), "illegal_parameter"),
     "sni-two-names": (rec(22, hello(sni_ext(host(b"a.example") + host(b"b.example")))),
                       "illegal_parameter"),
@@ -152,9 +160,59 @@ def run(port, name, timeout):
     return ans
 
 
+def served_leaf(port, name, timeout):
+    """Sends a TLS 1.2-only hello for host_name bytes name; returns ("cert", leaf DER) from the
+    server's plaintext Certificate message, or ("alert", description) or (kind, None)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(rec(22, hello(common_exts(name))))
+        data, hs = b"", b""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            while len(data) >= 5 and len(data) >= 5 + struct.unpack("!H", data[3:5])[0]:
+                ct, ln = data[0], struct.unpack("!H", data[3:5])[0]
+                body, data = data[5:5 + ln], data[5 + ln:]
+                if ct == 21:
+                    return ("alert", body[1] if len(body) > 1 else None)
+                if ct != 22:
+                    return ("record %d" % ct, None)
+                hs += body
+                while len(hs) >= 4 and len(hs) >= 4 + int.from_bytes(hs[1:4], "big"):
+                    mt, ml = hs[0], int.from_bytes(hs[1:4], "big")
+                    msg, hs = hs[4:4 + ml], hs[4 + ml:]
+                    if mt == 11:  # Certificate: list<3>, first entry<3> is the leaf
+                        return ("cert", msg[6:6 + int.from_bytes(msg[3:6], "big")])
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                return ("reset", None)
+            if not chunk:
+                return ("closed", None)
+            data += chunk
+        return ("timeout", None)
+    finally:
+        sock.close()
+
+
+def main_sni(a):
+    kind, x = served_leaf(a.port, bytes.fromhex(a.name_hex), a.timeout)
+    if kind == "cert":
+        from cryptography import x509
+        print("cert " + x509.load_der_x509_certificate(x).subject.rfc4514_string())
+    elif kind == "alert":
+        names = {v: k for k, v in ALERTS.items()}
+        print("alert " + names.get(x, str(x)))
+    else:
+        print(kind)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["alert", "accept", "list"])
+    ap.add_argument("cmd", choices=["alert", "accept", "list", "sni"])
+    ap.add_argument("--name-hex")
     ap.add_argument("--port", type=int)
     ap.add_argument("--case")
     ap.add_argument("--timeout", type=float, default=30.0)
@@ -162,6 +220,9 @@ def main():
     if a.cmd == "list":
         for k, (_, want) in CASES.items():
             print(k, want or "accept")
+        return
+    if a.cmd == "sni":
+        main_sni(a)
         return
     _, want = CASES[a.case]
     kind, x, y = run(a.port, a.case, a.timeout)

@@ -360,17 +360,30 @@ static void test_built_sni_alpn(void **state) {
   buf exts = {.n = 0};
   static const uint8_t groups[] = {0x00, 0x04, 0x00, 0x1d, 0x00, 0x17};
   ext_raw(&exts, 10, groups, sizeof(groups));
-  ext_sni(&exts, "Shop.Example.COM.");
+  ext_sni(&exts, "Shop.Example.COM");
   ext_alpn(&exts, (const char *const[]){"acme-tls/1", "http/1.1", NULL});
   ae_clienthello ch;
   assert_int_equal(parse_exts(&exts, &ch), AE_CH_OK);
   assert_int_equal(ch.has_sni, 1);
-  assert_string_equal(ch.sni, "shop.example.com"); /* trailing dot dropped, lowercased */
+  assert_int_equal(ch.sni_invalid, 0);
+  assert_string_equal(ch.sni, "shop.example.com"); /* lowercased */
   assert_int_equal(ch.nalpn, 2);
   assert_true(ae_clienthello_has_alpn(&ch, "acme-tls/1"));
   assert_true(ae_clienthello_has_alpn(&ch, "http/1.1"));
   assert_false(ae_clienthello_has_alpn(&ch, "h2"));
   assert_false(ae_clienthello_has_alpn(NULL, "h2"));
+}
+
+/* RFC 6066 §3 sends host names "without a trailing dot": such a value is reported as not a DNS
+ * name (the hello itself is fine), never served as the dotless name. */
+static void test_sni_trailing_dot_invalid(void **state) {
+  (void)state;
+  ae_clienthello ch;
+  assert_int_equal(parse_sni_name("Shop.Example.COM.", &ch), AE_CH_OK);
+  assert_int_equal(ch.has_sni, 0);
+  assert_int_equal(ch.sni_invalid, 1);
+  assert_string_equal(ch.sni, "shop.example.com.");
+  assert_string_equal(ch.sni_fault, "trailing dot");
 }
 
 static void test_no_sni(void **state) {
@@ -668,11 +681,29 @@ static void test_sni_list_shape(void **state) {
   assert_int_equal(parse_exts(&exts, &ch), AE_CH_INVALID);
 }
 
+/* A host_name that is not a DNS name: the hello is accepted, the name is flagged, never has_sni. */
+static int name_refused(const ae_clienthello *ch) { return ch->sni_invalid == 1 && ch->has_sni == 0 && ch->sni_fault; }
+
+/* LDH bytes only: the hello is accepted with the name flagged; any other byte (which GnuTLS
+ * refuses too): the hello is refused with illegal_parameter, the name still flagged. */
+static void expect_refused_name(const char *name) {
+  ae_clienthello ch;
+  int ldh = 1;
+  for (const char *q = name; *q; q++)
+    if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') || *q == '-' || *q == '.'))
+      ldh = 0;
+  int rc = parse_sni_name(name, &ch);
+  if (rc != (ldh ? AE_CH_OK : AE_CH_INVALID) || !name_refused(&ch))
+    fail_msg("'%s' should be flagged as not a DNS name (rc %d)", name, rc);
+  if (!ldh)
+    assert_int_equal(ch.alert, AE_ALERT_ILLEGAL_PARAMETER);
+}
+
 static void test_dns_names(void **state) {
   (void)state;
   ae_clienthello ch;
   static const char *const good[] = {"a.example.com", "localhost", "xn--bcher-kva.example", "a-b.c-d.example",
-                                     "1.2.3.com", "123.example", "EXAMPLE.COM."};
+                                     "1.2.3.com", "123.example", "EXAMPLE.COM"};
   for (size_t i = 0; i < AE_ARRAY_LEN(good); i++) {
     if (parse_sni_name(good[i], &ch) != AE_CH_OK)
       fail_msg("'%s' should be accepted", good[i]);
@@ -681,16 +712,16 @@ static void test_dns_names(void **state) {
 
   static const char *const bad[] = {".", "..", ".example.com", "a..example.com", "example.com..", "-a.example.com",
                                     "a-.example.com", "a_b.example.com", "*.example.com", "a.*.com", "exa mple.com",
-                                    "caf\xc3\xa9.example", "a/b.com", "a:443", "a.example.com\\"};
-  for (size_t i = 0; i < AE_ARRAY_LEN(bad); i++) {
-    if (parse_sni_name(bad[i], &ch) != AE_CH_INVALID)
-      fail_msg("'%s' should be rejected", bad[i]);
-  }
+                                    "caf\xc3\xa9.example", "a/b.com", "a:443", "a.example.com\\", "EXAMPLE.COM."};
+  for (size_t i = 0; i < AE_ARRAY_LEN(bad); i++)
+    expect_refused_name(bad[i]);
 
   /* an embedded NUL */
   buf exts = {.n = 0};
   ext_sni_bytes(&exts, "evil.com\0.example.com", 21);
   assert_int_equal(parse_exts(&exts, &ch), AE_CH_INVALID);
+  assert_true(name_refused(&ch));
+  assert_string_equal(ch.sni, "evil.com\\x00.example.com");
 
   /* label and name length limits */
   char name[300];
@@ -699,7 +730,7 @@ static void test_dns_names(void **state) {
   assert_int_equal(parse_sni_name(name, &ch), AE_CH_OK);
   memset(name, 'a', 64);
   strcpy(name + 64, ".example");
-  assert_int_equal(parse_sni_name(name, &ch), AE_CH_INVALID);
+  expect_refused_name(name);
 
   /* 253 characters: 3 labels of 63 + 1 of 61 and 3 dots */
   size_t o = 0;
@@ -716,9 +747,9 @@ static void test_dns_names(void **state) {
   assert_int_equal(strlen(ch.sni), 253);
   name[o] = '.';
   name[o + 1] = '\0';
-  assert_int_equal(parse_sni_name(name, &ch), AE_CH_OK); /* 253 + trailing dot */
+  expect_refused_name(name); /* 253 + trailing dot */
   name[o] = 'b';
-  assert_int_equal(parse_sni_name(name, &ch), AE_CH_INVALID); /* 254 */
+  expect_refused_name(name); /* 254 */
 }
 
 static void test_ip_literals(void **state) {
@@ -726,10 +757,10 @@ static void test_ip_literals(void **state) {
   ae_clienthello ch;
   static const char *const ips[] = {"1.2.3.4", "127.0.0.1", "127.0.0.1.", "10.0.0.256", "::1", "[::1]",
                                     "2001:db8::1", "123"};
-  for (size_t i = 0; i < AE_ARRAY_LEN(ips); i++) {
-    if (parse_sni_name(ips[i], &ch) != AE_CH_INVALID)
-      fail_msg("IP literal '%s' should be rejected", ips[i]);
-  }
+  for (size_t i = 0; i < AE_ARRAY_LEN(ips); i++)
+    expect_refused_name(ips[i]);
+  assert_int_equal(parse_sni_name("10.0.0.1", &ch), AE_CH_OK);
+  assert_string_equal(ch.sni_fault, "IP literal");
 }
 
 static void test_alpn_shapes(void **state) {
@@ -966,6 +997,7 @@ int main(void) {
       cmocka_unit_test(test_real_openssl),
       cmocka_unit_test(test_bytes_after_hello),
       cmocka_unit_test(test_built_sni_alpn),
+      cmocka_unit_test(test_sni_trailing_dot_invalid),
       cmocka_unit_test(test_no_sni),
       cmocka_unit_test(test_split_every_byte),
       cmocka_unit_test(test_split_records),

@@ -252,6 +252,37 @@ static void expect_sni_list(const uint8_t *list, size_t n, int alert, const char
     expect_ok(in, len, sni);
 }
 
+/* A hello whose host_name is not a DNS name is accepted with sni_invalid and the printable
+ * rendition (the front answers it as a denied name), on every prefix only NEED_MORE. */
+static void expect_sni_invalid(const uint8_t *list, size_t n, const char *shown, const char *fault) {
+  uint8_t in[1024];
+  size_t len;
+  sni_list_hello(list, n, in, &len);
+  ae_clienthello ch;
+  int rc = parse_exact(in, len, &ch);
+  if (rc != AE_CH_OK)
+    fail_msg("rc %d (%s), want OK with an invalid SNI", rc, ch.reason ? ch.reason : "-");
+  assert_int_equal(ch.has_sni, 0);
+  assert_int_equal(ch.sni_invalid, 1);
+  assert_string_equal(ch.sni, shown);
+  assert_string_equal(ch.sni_fault, fault);
+  for (size_t k = 0; k < len; k++)
+    assert_int_equal(parse_exact(in, k, &ch), AE_CH_NEED_MORE);
+}
+
+/* Refused with illegal_parameter, the rendition kept for the denial event. */
+static void expect_sni_refused(const uint8_t *list, size_t n, const char *shown, const char *fault) {
+  expect_sni_list(list, n, AE_ALERT_ILLEGAL_PARAMETER, NULL);
+  uint8_t in[1024];
+  size_t len;
+  sni_list_hello(list, n, in, &len);
+  ae_clienthello ch;
+  assert_int_equal(parse_exact(in, len, &ch), AE_CH_INVALID);
+  assert_int_equal(ch.sni_invalid, 1);
+  assert_string_equal(ch.sni, shown);
+  assert_string_equal(ch.sni_fault, fault);
+}
+
 static void test_sni_bad_names(void **state) {
   (void)state;
   /* type 0 (host_name), length 5, then the name */
@@ -261,12 +292,25 @@ static void test_sni_bad_names(void **state) {
   static const uint8_t utf8[] = {0x00, 0x00, 0x05, 0xc3, 0xa9, '.', 'c', 'o'}; /* "é" */
   static const uint8_t space[] = {0x00, 0x00, 0x05, 'a', ' ', 'b', '.', 'c'}; /* space */
   static const uint8_t ip[] = {0x00, 0x00, 0x07, '1', '.', '2', '.', '3', '.', '4'}; /* IPv4 */
-  expect_sni_list(nul, sizeof(nul), AE_ALERT_ILLEGAL_PARAMETER, NULL);
-  expect_sni_list(bel, sizeof(bel), AE_ALERT_ILLEGAL_PARAMETER, NULL);
-  expect_sni_list(esc, sizeof(esc), AE_ALERT_ILLEGAL_PARAMETER, NULL);
-  expect_sni_list(utf8, sizeof(utf8), AE_ALERT_ILLEGAL_PARAMETER, NULL);
-  expect_sni_list(space, sizeof(space), AE_ALERT_ILLEGAL_PARAMETER, NULL);
-  expect_sni_list(ip, sizeof(ip), AE_ALERT_ILLEGAL_PARAMETER, NULL);
+  /* Bytes GnuTLS refuses in a host_name: the peek refuses the hello, naming the value. */
+  expect_sni_refused(nul, sizeof(nul), "a\\x00.co", "NUL byte");
+  expect_sni_refused(bel, sizeof(bel), "a\\x07.co", "not an LDH name");
+  expect_sni_refused(esc, sizeof(esc), "\\x1b[2jx", "not an LDH name");
+  expect_sni_refused(utf8, sizeof(utf8), "\\xc3\\xa9.co", "not an LDH name");
+  expect_sni_refused(space, sizeof(space), "a\\x20b.c", "not an LDH name");
+  static const uint8_t ip6[] = {0x00, 0x00, 0x03, ':', ':', '1'};
+  expect_sni_refused(ip6, sizeof(ip6), "::1", "IP literal");
+  static const uint8_t star[] = {0x00, 0x00, 0x03, '*', '.', 'b'};
+  expect_sni_refused(star, sizeof(star), "*.b", "not an LDH name");
+  /* LDH bytes in a shape that is not a host name: accepted, flagged. */
+  expect_sni_invalid(ip, sizeof(ip), "1.2.3.4", "IP literal");
+  static const uint8_t dot[] = {0x00, 0x00, 0x04, 'a', '.', 'b', '.'};
+  expect_sni_invalid(dot, sizeof(dot), "a.b.", "trailing dot");
+  static const uint8_t dots[] = {0x00, 0x00, 0x04, 'a', '.', '.', 'b'};
+  expect_sni_invalid(dots, sizeof(dots), "a..b", "empty label");
+  /* An invalid host_name followed by a second host_name is still two host_names. */
+  static const uint8_t two[] = {0x00, 0x00, 0x03, ':', ':', '1', 0x00, 0x00, 0x03, 'a', '.', 'b'};
+  expect_sni_list(two, sizeof(two), AE_ALERT_ILLEGAL_PARAMETER, NULL);
 }
 
 static void test_sni_empty_list(void **state) {
