@@ -123,7 +123,11 @@ rss_phase() {
   cpid=$!
   for ((i = 0; i < 1200; i++)); do
     [ -s "$T/hold.ready" ] && break
-    kill -0 "$cpid" 2>/dev/null || ae_fail "$side: $kind client failed: $(tail -3 "$T/hold-$side-$kind.log")"
+    if ! kill -0 "$cpid" 2>/dev/null; then
+      echo "$side: $kind client failed: $(tail -3 "$T/hold-$side-$kind.log")" >&2
+      echo "$side $kind $before failed -" >>"$T/rss"
+      return 0
+    fi
     sleep 0.1
   done
   [ -s "$T/hold.ready" ] || ae_fail "$side: $kind connections not established in 120 s"

@@ -85,11 +85,13 @@ def hold(a, socks):
 
 def cmd_idle(a):
     socks = []
-    deadline = time.monotonic() + 120
-    for _ in range(a.count):
-        s = tls(a.port, a.sni)
-        c = h2conn()
-        one_get(s, c, a, deadline)
+    for i in range(a.count):
+        try:
+            s = tls(a.port, a.sni)
+            c = h2conn()
+            one_get(s, c, a, time.monotonic() + 30)
+        except (OSError, SystemExit) as e:
+            raise SystemExit("connection %d of %d: %s" % (i + 1, a.count, e))
         socks.append((s, c))
     hold(a, socks)
 
