@@ -104,6 +104,8 @@ int ae_h2s_on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
   ae_h2conn *hc = ud;
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
     return 0;
+  if (ae_h2_admit_stream(hc, f->hd.stream_id) != 0)
+    return 0; /* refused: no stream data, its fields are decoded and dropped */
   ae_h2stream *st = ae_calloc(1, sizeof(*st));
   st->hc = hc;
   st->id = f->hd.stream_id;

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# HTTP/2 connection lifecycle and the bounds that need their own timing (docs/http2.md):
+# MadeYouReset (resets the client provokes the server into sending) → GOAWAY ENHANCE_YOUR_CALM;
+# proxy.h2_max_requests → final GOAWAY; header-block completion, preface/SETTINGS-ACK, idle and
+# write timeouts; response and request trailers, 1xx and 100-continue, 204; and the SIGTERM drain
+# (GOAWAY notice, final GOAWAY, in-flight stream completes, later stream refused). Upstreams count
+# what reaches them, so nothing refused may show up there.
+set -euo pipefail
+source "$AE_SRC/tests/lib/common.sh"
+source "$AE_SRC/tests/integration/upstreams/env.sh"
+ae_setup
+px_cert
+COUNT_PORT=$(ae_free_port)
+SPECIAL_PORT=$(ae_free_port)
+: >"$T/counted.log"
+: >"$T/special.log"
+ae_bg counter "$AE_PY" "$PX_UP/counter.py" "$COUNT_PORT" "$T/counted.log"
+ae_bg special "$AE_PY" "$PX_UP/special.py" "$SPECIAL_PORT" "$T/special.log"
+ae_wait_for ae_port_open "$COUNT_PORT" || ae_fail "counting upstream did not start"
+ae_wait_for ae_port_open "$SPECIAL_PORT" || ae_fail "special upstream did not start"
+HDR_MS=2000
+IDLE_MS=3000
+ae_config_write "$T/acmedge.json" "{
+  \"on_demand\": {\"enabled\": false},
+  \"log\": {\"level\": \"info\"},
+  \"proxy\": {\"header_timeout_ms\": $HDR_MS, \"idle_timeout_ms\": $IDLE_MS, \"h2_max_requests\": 20},
+  \"routes\": [{\"hosts\": [\"count.example.test\"], \"upstream\": \"127.0.0.1:$COUNT_PORT\"},
+               {\"hosts\": [\"special.example.test\"], \"upstream\": \"127.0.0.1:$SPECIAL_PORT\"}]}"
+acmedge_start "$T/acmedge.json"
+FR=(/usr/bin/python3 "$PX_UP/h2_frames.py")
+H2C=(/usr/bin/python3 "$PX_UP/h2_client.py")
+fr() { "${FR[@]}" "$1" --port "$AE_HTTPS_PORT" "${@:2}"; }
+field() { /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin).get(sys.argv[1], ""))' "$1"; }
+# Seconds bound for a timeout of MS milliseconds to fire: generous for sanitizer builds.
+late() { echo $(($1 / 1000 * 5 + 10)); }
+ok_after() {
+  local out
+  out=$("${H2C[@]}" request --port "$AE_HTTPS_PORT" --sni count.example.test --path "/ok-$1" --timeout 20)
+  [ "$(field status <<<"$out")" = 200 ] || ae_fail "legitimate request after $1 failed: $out"
+  ae_pid_alive "$ACMEDGE_PID" || ae_fail "acmedge died during $1"
+}
+
+# ---- proxy.h2_max_requests: the final GOAWAY after 20 streams ------------------------------------------
+out=$(h2load -n 60 -c 1 -m 1 --connect-to "127.0.0.1:$AE_HTTPS_PORT" "https://count.example.test:$AE_HTTPS_PORT/maxreq" 2>&1) || true
+# h2load does not reconnect after a GOAWAY: the 20 admitted requests succeed, the rest fail.
+grep -q 'requests: 60 total, .* 20 succeeded' <<<"$out" || ae_fail "h2_max_requests 20 did not serve exactly 20: $out"
+grep -q 'final GOAWAY' "$T/acmedge.log" || ae_fail "h2_max_requests GOAWAY not logged"
+[ "$(grep -c '^GET /maxreq ' "$T/counted.log")" = 20 ] || ae_fail "upstream did not see exactly 20 /maxreq"
+acmedge_stop
+_ae_json_merge "$T/acmedge.json" '{"proxy": {"h2_max_requests": 1000000}}' || ae_fail "config: h2_max_requests"
+acmedge_start "$T/acmedge.json"
+
+# ---- MadeYouReset: server resets the client provokes are bounded ---------------------------------
+# nghttp2 1.52 answers WINDOW_UPDATE 0 on a stream and DATA after END_STREAM with a connection
+# error at the first one (GOAWAY PROTOCOL_ERROR / STREAM_CLOSED); a stream window overflow and a
+# bad field value are stream resets, which the bucket counts.
+for v in wu0 data-closed; do
+  out=$(fr made-you-reset --sni count.example.test --path "/myr-$v" --count 3000 --variant "$v" --timeout 30)
+  [ -n "$(field goaway <<<"$out")" ] || ae_fail "$v on a stream not answered with GOAWAY: $out"
+  [ "$(field closed <<<"$out")" = True ] || ae_fail "$v: connection not closed: $out"
+  [ "$(grep -c "^GET /myr-$v " "$T/counted.log" || true)" -le 1 ] || ae_fail "$v case started more than one request"
+done
+for v in wu-overflow bad-field; do
+  out=$(fr made-you-reset --sni count.example.test --path "/myr-$v" --count 3000 --variant "$v" --timeout 30)
+  [ "$(field goaway <<<"$out")" = 11 ] || ae_fail "MadeYouReset ($v) not answered with GOAWAY ENHANCE_YOUR_CALM: $out"
+  rst=$(field rst <<<"$out")
+  [ -n "$rst" ] && [ "$rst" -le 300 ] || ae_fail "MadeYouReset ($v): $rst resets before the GOAWAY: $out"
+  [ "$(field closed <<<"$out")" = True ] || ae_fail "MadeYouReset ($v): connection not closed: $out"
+  # Each provoking stream is a complete GET; at most the bucket plus one batch of streams (MCS)
+  # may have reached the upstream before the GOAWAY.
+  n=$(grep -c "^GET /myr-$v " "$T/counted.log" || true)
+  [ "$n" -le 300 ] || ae_fail "MadeYouReset ($v) started $n upstream requests"
+  ok_after "myr-$v"
+done
+grep -q 'too many stream resets' "$T/acmedge.log" || ae_fail "MadeYouReset close not logged"
+grep -q '/myr-bad-field' "$T/counted.log" && ae_fail "a request with a bad field reached the upstream"
+
+# ---- header block never completed: closed after proxy.header_timeout_ms -------------------------------
+out=$(fr hblock-stall --sni count.example.test --path /hblock --count 0 --timeout "$(late $HDR_MS)")
+[ "$(field closed <<<"$out")" = True ] || ae_fail "open header block not closed: $out"
+sec=$(field seconds <<<"$out")
+/usr/bin/python3 -c "import sys; sys.exit(0 if float('$sec') >= $HDR_MS / 1000 * 0.9 else 1)" ||
+  ae_fail "open header block closed before the header timeout: $out"
+# A CONTINUATION drip that stays under nghttp2's 8-frame limit is closed by the same bound.
+out=$(fr hblock-stall --sni count.example.test --path /hdrip --count 6 --drip 0.5 --timeout "$(late $HDR_MS)")
+[ "$(field closed <<<"$out")" = True ] || ae_fail "CONTINUATION drip not closed: $out"
+grep -q 'header block not completed in time' "$T/acmedge.log" || ae_fail "header-block timeout not logged"
+grep -q '/hblock\|/hdrip' "$T/counted.log" && ae_fail "an incomplete header block reached the upstream"
+ok_after hblock
