@@ -297,12 +297,47 @@ static uint64_t hc_deadline(ae_h2conn *hc, const char **why) {
   return d;
 }
 
+/* When the final GOAWAY of a drain is due (0: none pending). */
+static uint64_t hc_final_due(const ae_h2conn *hc) {
+  return hc->draining && !hc->goaway ? hc->t_notice + AE_H2_GOAWAY_DELAY_MS : 0;
+}
+
+/* The final GOAWAY: streams up to the last one nghttp2 handed us are served, later ones are not
+ * processed (the client may retry them elsewhere). */
+static void hc_final_goaway(ae_h2conn *hc) {
+  int32_t last = nghttp2_session_get_last_proc_stream_id(hc->s);
+  hc->goaway = 1;
+  nghttp2_submit_goaway(hc->s, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0);
+}
+
+static void hc_drain(ae_h2conn *hc) {
+  if (hc->closing || hc->draining)
+    return;
+  hc->draining = 1;
+  hc->t_notice = hc_now(hc);
+  if (!hc->goaway)
+    nghttp2_submit_shutdown_notice(hc->s);
+  ae_h2_flush(hc);
+}
+
+void ae_h2_drain_all(ae_proxy *p) {
+  ae_h2conn *hc = p->h2conns;
+  while (hc) {
+    ae_h2conn *next = hc->next;
+    hc_drain(hc);
+    hc = next;
+  }
+}
+
 static void hc_timer_cb(uv_timer_t *t) {
   ae_h2conn *hc = t->data;
   hc->armed = 0;
   if (hc->closing)
     return;
   uint64_t now = hc_now(hc);
+  uint64_t fd = hc_final_due(hc);
+  if (fd && fd <= now)
+    hc_final_goaway(hc);
   const char *why = NULL;
   uint64_t d = hc_deadline(hc, &why);
   if (d && d <= now) {
@@ -335,6 +370,9 @@ void ae_h2_timer_update(ae_h2conn *hc) {
     return;
   const char *why;
   uint64_t d = hc_deadline(hc, &why);
+  uint64_t fd = hc_final_due(hc);
+  if (fd && (!d || fd < d))
+    d = fd;
   for (ae_h2stream *st = hc->streams; st; st = st->next) {
     uint64_t sd = ae_h2s_deadline(st);
     if (sd && (!d || sd < d))
@@ -420,6 +458,8 @@ void ae_h2_attach(ae_proxy *p, ae_transport *t, const char *initial, size_t len)
     hc_on_read(hc, initial, (ssize_t)len);
   if (!hc->closing)
     hc_reading(hc, ae_transport_queued(t) < AE_H2_OUT_CAP);
+  if (p->draining)
+    hc_drain(hc);
 }
 
 void ae_h2_abort_all(ae_proxy *p) {

@@ -25,6 +25,9 @@
  * refilled at AE_H2_RESET_RATE per second; an empty bucket is GOAWAY ENHANCE_YOUR_CALM. */
 #define AE_H2_RESET_BURST_MIN 100u
 #define AE_H2_RESET_RATE 10u
+/* Drain: the final GOAWAY follows the notice after this (about one round trip on any sane path,
+ * so streams the client sent before seeing the notice are still served). */
+#define AE_H2_GOAWAY_DELAY_MS 1000u
 
 typedef struct ae_h2conn ae_h2conn;
 typedef struct ae_h2stream ae_h2stream;
@@ -76,6 +79,8 @@ struct ae_h2conn {
   int settings_acked;
   int goaway;             /* GOAWAY submitted (shutdown or abuse) */
   int calm;               /* GOAWAY ENHANCE_YOUR_CALM for resets submitted */
+  int draining;           /* GOAWAY notice sent (process drain); final GOAWAY due at t_notice + delay */
+  uint64_t t_notice;
   ae_h2stream *streams;
   unsigned nstreams;
   unsigned empty_frames;  /* DATA/HEADERS/CONTINUATION without payload nor END_STREAM */

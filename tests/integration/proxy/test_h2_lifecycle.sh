@@ -87,3 +87,71 @@ out=$(fr hblock-stall --sni count.example.test --path /hdrip --count 6 --drip 0.
 grep -q 'header block not completed in time' "$T/acmedge.log" || ae_fail "header-block timeout not logged"
 grep -q '/hblock\|/hdrip' "$T/counted.log" && ae_fail "an incomplete header block reached the upstream"
 ok_after hblock
+
+# ---- preface / SETTINGS ACK and idle timeouts -----------------------------------------------------------
+# Nothing after the TLS handshake, or a preface whose SETTINGS are never acknowledged: closed after
+# proxy.header_timeout_ms. A wrong preface: closed at once.
+for c in silent no-ack; do
+  out=$(fr "$c" --sni count.example.test --timeout "$(late $HDR_MS)")
+  [ "$(field closed <<<"$out")" = True ] || ae_fail "$c connection not closed: $out"
+done
+ae_wait_for grep -q 'no preface or SETTINGS ACK in time' "$T/acmedge.log" || ae_fail "preface timeout not logged"
+out=$(fr garbage --sni count.example.test --timeout "$(late $HDR_MS)")
+[ "$(field closed <<<"$out")" = True ] || ae_fail "garbage preface not closed: $out"
+/usr/bin/python3 -c "import sys; sys.exit(0 if float('$(field seconds <<<"$out")') < $HDR_MS / 1000 else 1)" ||
+  ae_fail "garbage preface waited for a timeout instead of an immediate close: $out"
+# A complete handshake, then nothing: GOAWAY and close after proxy.idle_timeout_ms.
+out=$(fr idle --sni count.example.test --timeout "$(late $IDLE_MS)")
+[ "$(field closed <<<"$out")" = True ] || ae_fail "idle connection not closed: $out"
+[ "$(field goaway <<<"$out")" = 0 ] || ae_fail "idle close without GOAWAY NO_ERROR: $out"
+/usr/bin/python3 -c "import sys; sys.exit(0 if float('$(field seconds <<<"$out")') >= $IDLE_MS / 1000 * 0.9 else 1)" ||
+  ae_fail "idle connection closed before proxy.idle_timeout_ms: $out"
+ae_wait_for grep -q 'h2: idle, closing' "$T/acmedge.log" || ae_fail "idle close not logged"
+ok_after timeouts
+
+# ---- write timeout: a client that never reads a large response ----------------------------------------
+rss0=$(px_rss_kb "$ACMEDGE_PID")
+rm -f "$T/go"
+"${FR[@]}" no-read --port "$AE_HTTPS_PORT" --sni special.example.test --path /big --go "$T/go" \
+  --timeout "$(late $IDLE_MS)" >"$T/noread.out" &
+nr=$!
+ok=0
+for ((i = 0; i < $(late $IDLE_MS) * 10; i++)); do
+  grep -q 'h2: client stopped reading, closing' "$T/acmedge.log" && { ok=1; break; }
+  sleep 0.1
+done
+rss1=$(px_rss_kb "$ACMEDGE_PID")
+touch "$T/go"
+wait "$nr" || ae_fail "no-read client failed"
+[ "$ok" = 1 ] || ae_fail "client that never reads not closed by the write timeout: $(cat "$T/noread.out")"
+out=$(cat "$T/noread.out")
+got=$(field data_bytes <<<"$out")
+[ "$got" -lt 10000000 ] || ae_fail "the never-reading client got the whole 64 MiB body ($got bytes)"
+# Held back at most by the windows and caps: far below the 64 MiB the upstream offered.
+[ $((rss1 - rss0)) -lt 16384 ] || ae_fail "RSS grew by $((rss1 - rss0)) kB for one client that never reads"
+ok_after no-read
+
+# ---- SIGTERM: GOAWAY notice, final GOAWAY, in-flight stream finishes, later stream refused -------------
+rm -f "$T/ready"
+"${FR[@]}" drain --port "$AE_HTTPS_PORT" --sni special.example.test --path '/slow?delay=3' --ready "$T/ready" \
+  --timeout 30 >"$T/drain.out" &
+dr=$!
+ae_wait_for test -e "$T/ready" || ae_fail "drain client did not start"
+ae_wait_for grep -q '^START GET /slow?delay=3$' "$T/special.log" || ae_fail "slow request did not reach the upstream"
+acmedge_stop
+wait "$dr" || ae_fail "drain client failed"
+out=$(cat "$T/drain.out")
+/usr/bin/python3 - "$out" <<'PY' || ae_fail "SIGTERM drain: $out"
+import json, sys
+r = json.loads(sys.argv[1])
+g = r.get("goaways", [])
+assert len(g) >= 2, "expected a GOAWAY notice and a final GOAWAY"
+assert g[0] == [2**31 - 1, 0], "first GOAWAY is not the notice: %r" % g[0]
+assert g[-1] == [1, 0], "final GOAWAY does not name stream 1: %r" % g[-1]
+s1 = r["streams"].get("1", {})
+assert s1.get("status") == 200 and s1.get("ended") and s1.get("body") == "slow done\n", "in-flight stream: %r" % s1
+assert "status" not in r["streams"].get("3", {}), "stream after the final GOAWAY was answered"
+assert r["closed"], "connection not closed after the drain"
+PY
+grep -q 'after-goaway' "$T/special.log" && ae_fail "a stream after the final GOAWAY reached the upstream"
+echo "ok"

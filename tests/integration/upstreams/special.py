@@ -8,6 +8,7 @@ joined by ';', '-' when none). Paths:
   /hints          103 Early Hints (a Link field), then 200
   /continue       100 Continue when the request expects it, then reads the body, 200
   /nocontent      204 without a body
+  /big            64 MiB with a content-length
   anything else   200 with a JSON report: body length and request trailers
 Usage: special.py PORT LOGFILE"""
 
@@ -74,6 +75,12 @@ def main():
             elif path == "/hints":
                 conn.send(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
                 conn.send(hs.response("200 OK", b"hinted\n", "text/plain"))
+            elif path == "/big":
+                conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                          b"Content-Length: %d\r\n\r\n" % (64 << 20))
+                block = b"b" * 65536
+                for _ in range(1024):
+                    conn.send(block)
             elif path == "/nocontent":
                 conn.send(b"HTTP/1.1 204 No Content\r\nX-Empty: yes\r\n\r\n")
             else:
