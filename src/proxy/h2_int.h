@@ -28,6 +28,8 @@
 /* Drain: the final GOAWAY follows the notice after this (about one round trip on any sane path,
  * so streams the client sent before seeing the notice are still served). */
 #define AE_H2_GOAWAY_DELAY_MS 1000u
+/* Interim (1xx) responses relayed per stream; more are dropped. */
+#define AE_H2_MAX_INTERIM 8u
 
 typedef struct ae_h2conn ae_h2conn;
 typedef struct ae_h2stream ae_h2stream;
@@ -62,6 +64,9 @@ struct ae_h2stream {
   int logged;
   ae_buf rbody;           /* response body bytes not yet taken by nghttp2 */
   ae_buf uhead;           /* request head sent upstream, kept for a retry */
+  ae_hmsg rtrail;         /* trailer fields of a chunked response */
+  ae_buf qtrail;          /* request trailer lines for a chunked upstream body */
+  unsigned ninterim;      /* 1xx responses relayed */
   uint64_t bytes_out;
 };
 

@@ -131,6 +131,30 @@ got=$(field data_bytes <<<"$out")
 [ $((rss1 - rss0)) -lt 16384 ] || ae_fail "RSS grew by $((rss1 - rss0)) kB for one client that never reads"
 ok_after no-read
 
+# ---- trailers, 1xx, 100-continue, 204 -----------------------------------------------------------------
+jq_py() { /usr/bin/python3 -c "import json,sys; r=json.load(sys.stdin); sys.exit(0 if ($1) else 1)"; }
+out=$("${H2C[@]}" request --port "$AE_HTTPS_PORT" --sni special.example.test --path /trailers --timeout 20)
+jq_py 'r.get("status") == 200 and r.get("body_len") == 12 and sorted(r.get("trailers", [])) == [["x-checksum", "abc123"], ["x-count", "2"]]' <<<"$out" ||
+  ae_fail "chunked response trailers not relayed as a trailing HEADERS: $out"
+# Request trailers: forwarded in the chunked body's trailer section, minus fields acmedge owns or
+# that would change routing (x-auth-sub, host); dropped when the body has a content-length.
+out=$(fr trailers --sni special.example.test --path /reqtr)
+jq_py 'r.get("status") == 200' <<<"$out" || ae_fail "request with trailers failed: $out"
+grep -qx 'DONE POST /reqtr 11 x-req-sum=42' "$T/special.log" || ae_fail "request trailers not forwarded as chunked trailers: $(cat "$T/special.log")"
+out=$(fr trailers --sni special.example.test --path /reqtr-cl --variant cl)
+jq_py 'r.get("status") == 200' <<<"$out" || ae_fail "request with content-length and trailers failed: $out"
+grep -qx 'DONE POST /reqtr-cl 11 -' "$T/special.log" || ae_fail "trailers of a content-length body not dropped: $(cat "$T/special.log")"
+out=$(fr hints --sni special.example.test --path /hints)
+jq_py 'r.get("status") == 200 and [i[0] for i in r["interim"]] == [103] and ["link", "</style.css>; rel=preload"] in r["interim"][0][1] and r["body"] == "hinted\n"' <<<"$out" ||
+  ae_fail "103 Early Hints not relayed: $out"
+out=$(fr expect --sni special.example.test --path /continue)
+jq_py 'r.get("status") == 200 and [i[0] for i in r["interim"]] == [100] and r["body_sent"]' <<<"$out" ||
+  ae_fail "Expect: 100-continue did not get the upstream's 100: $out"
+grep -qx 'DONE POST /continue 10 -' "$T/special.log" || ae_fail "body after 100-continue did not reach the upstream"
+out=$("${H2C[@]}" request --port "$AE_HTTPS_PORT" --sni special.example.test --path /nocontent --timeout 20)
+jq_py 'r.get("status") == 204 and r.get("ended") and "data_frames" not in r and ["x-empty", "yes"] in r["headers"]' <<<"$out" ||
+  ae_fail "204 over h2: $out"
+
 # ---- SIGTERM: GOAWAY notice, final GOAWAY, in-flight stream finishes, later stream refused -------------
 rm -f "$T/ready"
 "${FR[@]}" drain --port "$AE_HTTPS_PORT" --sni special.example.test --path '/slow?delay=3' --ready "$T/ready" \

@@ -23,6 +23,7 @@ Cases:
                   (or --timeout); then reads to the end and reports the bytes received
   trailers        POST --path with a body and trailer fields, reports the response and its
                   trailers (--variant cl: the request carries a content-length)
+  hints           POST --path with an empty body; reports interim and final responses
   expect          POST --path with expect: 100-continue and no body until an interim 100
                   arrives; reports the interim statuses and the final answer
 Every loop is bounded by --timeout."""
@@ -296,6 +297,10 @@ def case_expect(a, sock, res):
     exchange(a, sock, res, rest, [("content-length", "10"), ("expect", "100-continue")], want_interim=True)
 
 
+def case_hints(a, sock, res):
+    exchange(a, sock, res, lambda enc: frame(0, END_STREAM, 1, b""), [])
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("case")
@@ -330,6 +335,8 @@ def main():
             case_no_read(a, sock, res)
         elif a.case == "trailers":
             case_trailers(a, sock, res)
+        elif a.case == "hints":
+            case_hints(a, sock, res)
         elif a.case == "expect":
             case_expect(a, sock, res)
         else:
