@@ -98,6 +98,7 @@ typedef struct ae_config {
     unsigned max_request_line_bytes; /* the request line: 414 */
     int http2;                    /* offer h2 in ALPN on the TLS front */
     unsigned h2_max_concurrent_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS */
+    unsigned h2_max_requests;     /* streams one HTTP/2 connection may start, then GOAWAY */
   } proxy;
 
   struct {

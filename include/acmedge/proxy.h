@@ -25,6 +25,11 @@ void ae_proxy_set_config(ae_proxy *p, const ae_config *cfg);
  * transport is aborted at once. */
 void ae_proxy_attach(ae_proxy *p, ae_transport *t, const char *initial, size_t len);
 
+/* Starts the graceful drain (process shutdown; the TLS front stops accepting at the same time):
+ * HTTP/2 connections get the GOAWAY notice, then the final GOAWAY, finish their streams and close.
+ * ae_proxy_close later ends whatever is left. */
+void ae_proxy_drain(ae_proxy *p);
+
 /* Shuts down: closes idle pooled upstream connections, aborts every attached client connection
  * and its upstream side; cb(ud) runs once all handles are closed (cb may be NULL). */
 void ae_proxy_close(ae_proxy *p, void (*cb)(void *ud), void *ud);

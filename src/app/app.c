@@ -194,6 +194,8 @@ static void stop(ae_app *app) {
     app->pending_closes++;
     ae_http80_close(app->http80, closed_one, app);
   }
+  if (app->proxy)
+    ae_proxy_drain(app->proxy);
   if (app->front) {
     app->pending_closes++;
     ae_tls_front_close(app->front, DRAIN_TIMEOUT_MS, front_closed, app);

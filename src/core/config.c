@@ -27,7 +27,7 @@ static const char *const k_proxy[] = {"header_timeout_ms", "idle_timeout_ms", "c
                                       "response_timeout_ms", "total_timeout_ms", "max_header_bytes",
                                       "max_headers", "pool_idle_max", "pool_idle_timeout_ms",
                                       "max_header_line_bytes", "max_request_line_bytes", "http2",
-                                      "h2_max_concurrent_streams", NULL};
+                                      "h2_max_concurrent_streams", "h2_max_requests", NULL};
 static const char *const k_tls[] = {"handshake_timeout_ms", "idle_timeout_ms", "max_connections", NULL};
 static const char *const k_log[] = {"level", "format", "file", NULL};
 static const char *const k_ocsp[] = {"enabled", NULL};
@@ -79,6 +79,7 @@ static void set_defaults(ae_config *cfg) {
   cfg->proxy.pool_idle_timeout_ms = 60000;
   cfg->proxy.http2 = 1;
   cfg->proxy.h2_max_concurrent_streams = 100;
+  cfg->proxy.h2_max_requests = 1000000;
   cfg->tls.handshake_timeout_ms = 10000;
   cfg->tls.idle_timeout_ms = 60000;
   cfg->tls.max_connections = 20000;
@@ -216,7 +217,8 @@ static int parse_root(pctx *c, json_t *root, ae_config *cfg) {
         (rc = cfg_opt_uint(c, o, "pool_idle_max", P, 0, 100000, &cfg->proxy.pool_idle_max)) ||
         (rc = cfg_opt_uint(c, o, "pool_idle_timeout_ms", P, 1, DAY_MS, &cfg->proxy.pool_idle_timeout_ms)) ||
         (rc = cfg_opt_bool(c, o, "http2", P, &cfg->proxy.http2)) ||
-        (rc = cfg_opt_uint(c, o, "h2_max_concurrent_streams", P, 1, 1000, &cfg->proxy.h2_max_concurrent_streams)))
+        (rc = cfg_opt_uint(c, o, "h2_max_concurrent_streams", P, 1, 1000, &cfg->proxy.h2_max_concurrent_streams)) ||
+        (rc = cfg_opt_uint(c, o, "h2_max_requests", P, 1, 100000000, &cfg->proxy.h2_max_requests)))
       return rc;
   }
   if ((rc = cfg_get_object(c, root, "tls", "", k_tls, &o)))

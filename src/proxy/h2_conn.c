@@ -17,9 +17,38 @@ static uint64_t hc_now(const ae_h2conn *hc) { return uv_now(hc->px->loop); }
 
 /* ---------- connection-level callbacks ---------- */
 
+/* Takes one token from the connection's reset bucket; an empty bucket ends the connection with
+ * GOAWAY ENHANCE_YOUR_CALM. nghttp2 1.52 bounds only the resets it receives, so the ones a client
+ * provokes us into sending (MadeYouReset, CVE-2025-8671) are counted here with them. */
+static void hc_reset_charge(ae_h2conn *hc, nghttp2_session *s, const char *what) {
+  uint64_t now = hc_now(hc);
+  uint64_t cap = (uint64_t)hc->reset_burst * 1000u;
+  hc->reset_mt += (now - hc->t_reset) * AE_H2_RESET_RATE;
+  if (hc->reset_mt > cap)
+    hc->reset_mt = cap;
+  hc->t_reset = now;
+  if (hc->reset_mt >= 1000u) {
+    hc->reset_mt -= 1000u;
+    return;
+  }
+  if (hc->calm)
+    return;
+  hc->calm = 1;
+  AE_INFO("proxy", "%s: h2: too many stream resets (last: %s), closing", hc->t ? hc->t->peer_ip : "-", what);
+  ae_metrics_count_label("h2_events", "too_many_resets");
+  nghttp2_session_terminate_session(s, NGHTTP2_ENHANCE_YOUR_CALM);
+  hc->goaway = 1;
+}
+
 static int cb_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *ud) {
   ae_h2conn *hc = ud;
-  (void)s;
+  /* A header block left open blocks the whole connection (RFC 9113 §6.10): bound its time. */
+  if (hd->type == NGHTTP2_HEADERS && !(hd->flags & NGHTTP2_FLAG_END_HEADERS)) {
+    if (!hc->t_hblock)
+      hc->t_hblock = hc_now(hc);
+  } else if (hd->type == NGHTTP2_CONTINUATION && (hd->flags & NGHTTP2_FLAG_END_HEADERS)) {
+    hc->t_hblock = 0;
+  }
   /* Frames that carry nothing and end nothing only cost us work (CVE-2019-9518). */
   if (hd->length == 0 && !(hd->flags & NGHTTP2_FLAG_END_STREAM) &&
       (hd->type == NGHTTP2_DATA || hd->type == NGHTTP2_HEADERS || hd->type == NGHTTP2_CONTINUATION)) {
@@ -35,18 +64,43 @@ static int cb_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *
 
 static int cb_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   ae_h2conn *hc = ud;
+  hc->t_active = hc_now(hc);
   if (f->hd.type == NGHTTP2_SETTINGS && (f->hd.flags & NGHTTP2_FLAG_ACK))
     hc->settings_acked = 1;
+  else if (f->hd.type == NGHTTP2_HEADERS)
+    hc->t_hblock = 0;
+  else if (f->hd.type == NGHTTP2_RST_STREAM)
+    hc_reset_charge(hc, s, "RST_STREAM received");
   return ae_h2s_on_frame_recv(s, f, ud);
 }
 
 static int cb_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
-  (void)s;
-  (void)ud;
-  if (f->hd.type == NGHTTP2_RST_STREAM)
+  ae_h2conn *hc = ud;
+  if (f->hd.type == NGHTTP2_RST_STREAM) {
     ae_metrics_count_label("h2_events", "rst_sent");
-  else if (f->hd.type == NGHTTP2_GOAWAY)
+    /* Resets for our own trouble (upstream failures) are not the client's doing. */
+    uint32_t e = f->rst_stream.error_code;
+    if (e != NGHTTP2_INTERNAL_ERROR && e != NGHTTP2_CANCEL)
+      hc_reset_charge(hc, s, nghttp2_http2_strerror(e));
+  } else if (f->hd.type == NGHTTP2_GOAWAY) {
     ae_metrics_count_label("h2_events", "goaway_sent");
+  }
+  return 0;
+}
+
+int ae_h2_admit_stream(ae_h2conn *hc, int32_t id) {
+  if (hc->requests >= hc->max_requests) {
+    nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
+    return -1;
+  }
+  if (++hc->requests == hc->max_requests) {
+    /* Streams up to this one are served; the client opens a new connection for the rest. */
+    AE_INFO("proxy", "%s: h2: %u streams on this connection, final GOAWAY", hc->t ? hc->t->peer_ip : "-",
+            hc->max_requests);
+    ae_metrics_count_label("h2_events", "max_requests");
+    nghttp2_submit_goaway(hc->s, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR, NULL, 0);
+    hc->goaway = 1;
+  }
   return 0;
 }
 
@@ -177,7 +231,6 @@ static void hc_on_read(void *ud, const char *data, ssize_t n) {
   }
   if (n == 0)
     return;
-  hc->t_active = hc_now(hc);
   hc->in_recv = 1;
   ssize_t r = nghttp2_session_mem_recv(hc->s, (const uint8_t *)data, (size_t)n);
   hc->in_recv = 0;
@@ -213,29 +266,67 @@ static unsigned idle_ms(const ae_h2conn *hc) {
   return ae_px_ms(hc->px->cfg->proxy.idle_timeout_ms, AE_PX_DEF_IDLE_MS);
 }
 
-/* The connection's own deadline: preface/SETTINGS ACK, idle, or a client that stopped reading. */
+static unsigned header_ms(const ae_h2conn *hc) {
+  return ae_px_ms(hc->px->cfg->proxy.header_timeout_ms, AE_PX_DEF_HEADER_MS);
+}
+
+/* The connection's own deadline: preface/SETTINGS ACK and header-block completion
+ * (proxy.header_timeout_ms), idle without streams, or a client that stopped reading
+ * (proxy.idle_timeout_ms). Idle counts complete frames only, so a byte drip does not hold a
+ * connection open. */
 static uint64_t hc_deadline(ae_h2conn *hc, const char **why) {
   uint64_t d = 0;
   *why = NULL;
-  if (!hc->settings_acked) {
-    d = hc->t_open + AE_H2_PREFACE_MS;
-    *why = "no preface or SETTINGS ACK in time";
-  }
-  if (hc->nstreams == 0) {
-    uint64_t x = hc->t_active + idle_ms(hc);
-    if (!d || x < d) {
-      d = x;
-      *why = "idle";
-    }
-  }
-  if (hc->t && ae_transport_queued(hc->t) > 0) {
-    uint64_t x = hc->t_drain + AE_H2_WRITE_TIMEOUT_MS;
-    if (!d || x < d) {
-      d = x;
-      *why = "client stopped reading";
-    }
-  }
+#define CONSIDER(x, w)     \
+  do {                     \
+    uint64_t x_ = (x);     \
+    if (!d || x_ < d) {    \
+      d = x_;              \
+      *why = (w);          \
+    }                      \
+  } while (0)
+  if (!hc->settings_acked)
+    CONSIDER(hc->t_open + header_ms(hc), "no preface or SETTINGS ACK in time");
+  if (hc->t_hblock)
+    CONSIDER(hc->t_hblock + header_ms(hc), "header block not completed in time");
+  if (hc->nstreams == 0)
+    CONSIDER(hc->t_active + idle_ms(hc), "idle");
+  if (hc->t && ae_transport_queued(hc->t) > 0)
+    CONSIDER(hc->t_drain + idle_ms(hc), "client stopped reading");
+#undef CONSIDER
   return d;
+}
+
+/* When the final GOAWAY of a drain is due (0: none pending). */
+static uint64_t hc_final_due(const ae_h2conn *hc) {
+  return hc->draining && !hc->goaway ? hc->t_notice + AE_H2_GOAWAY_DELAY_MS : 0;
+}
+
+/* The final GOAWAY: streams up to the last one nghttp2 handed us are served, later ones are not
+ * processed (the client may retry them elsewhere). */
+static void hc_final_goaway(ae_h2conn *hc) {
+  int32_t last = nghttp2_session_get_last_proc_stream_id(hc->s);
+  hc->goaway = 1;
+  nghttp2_submit_goaway(hc->s, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0);
+}
+
+static void hc_drain(ae_h2conn *hc) {
+  if (hc->closing || hc->draining)
+    return;
+  hc->draining = 1;
+  hc->t_notice = hc_now(hc);
+  if (!hc->goaway)
+    nghttp2_submit_shutdown_notice(hc->s);
+  ae_h2_flush(hc);
+}
+
+void ae_h2_drain_all(ae_proxy *p) {
+  ae_h2conn *hc = p->h2conns;
+  while (hc) {
+    ae_h2conn *next = hc->next;
+    hc_drain(hc);
+    hc = next;
+  }
 }
 
 static void hc_timer_cb(uv_timer_t *t) {
@@ -244,6 +335,9 @@ static void hc_timer_cb(uv_timer_t *t) {
   if (hc->closing)
     return;
   uint64_t now = hc_now(hc);
+  uint64_t fd = hc_final_due(hc);
+  if (fd && fd <= now)
+    hc_final_goaway(hc);
   const char *why = NULL;
   uint64_t d = hc_deadline(hc, &why);
   if (d && d <= now) {
@@ -276,6 +370,9 @@ void ae_h2_timer_update(ae_h2conn *hc) {
     return;
   const char *why;
   uint64_t d = hc_deadline(hc, &why);
+  uint64_t fd = hc_final_due(hc);
+  if (fd && (!d || fd < d))
+    d = fd;
   for (ae_h2stream *st = hc->streams; st; st = st->next) {
     uint64_t sd = ae_h2s_deadline(st);
     if (sd && (!d || sd < d))
@@ -341,7 +438,10 @@ void ae_h2_attach(ae_proxy *p, ae_transport *t, const char *initial, size_t len)
   }
   uv_timer_init(p->loop, &hc->timer);
   hc->timer.data = hc;
-  hc->t_open = hc->t_active = hc->t_drain = uv_now(p->loop);
+  hc->t_open = hc->t_active = hc->t_drain = hc->t_reset = uv_now(p->loop);
+  hc->reset_burst = mcs > AE_H2_RESET_BURST_MIN ? mcs : AE_H2_RESET_BURST_MIN;
+  hc->reset_mt = (uint64_t)hc->reset_burst * 1000u;
+  hc->max_requests = p->cfg->proxy.h2_max_requests ? p->cfg->proxy.h2_max_requests : 1000000u;
   hc->next = p->h2conns;
   if (p->h2conns)
     p->h2conns->prev = hc;
@@ -358,6 +458,8 @@ void ae_h2_attach(ae_proxy *p, ae_transport *t, const char *initial, size_t len)
     hc_on_read(hc, initial, (ssize_t)len);
   if (!hc->closing)
     hc_reading(hc, ae_transport_queued(t) < AE_H2_OUT_CAP);
+  if (p->draining)
+    hc_drain(hc);
 }
 
 void ae_h2_abort_all(ae_proxy *p) {

@@ -18,12 +18,18 @@
 #define AE_H2_CONN_WINDOW (1 << 20)
 /* Response bytes buffered per stream before the upstream stops being read. */
 #define AE_H2_RESP_CAP (128u * 1024u)
-/* A client that reads nothing for this long is closed. */
-#define AE_H2_WRITE_TIMEOUT_MS 60000u
-/* Preface and SETTINGS ACK must arrive within this. */
-#define AE_H2_PREFACE_MS 10000u
 /* Connection-level bounds against abuse (see docs/http2.md). */
 #define AE_H2_MAX_EMPTY_FRAMES 100u
+/* Resets a connection may cause (RST_STREAM received, and RST_STREAM sent for a client's fault,
+ * refused streams included: MadeYouReset): a bucket of max(MCS, AE_H2_RESET_BURST_MIN) tokens
+ * refilled at AE_H2_RESET_RATE per second; an empty bucket is GOAWAY ENHANCE_YOUR_CALM. */
+#define AE_H2_RESET_BURST_MIN 100u
+#define AE_H2_RESET_RATE 10u
+/* Drain: the final GOAWAY follows the notice after this (about one round trip on any sane path,
+ * so streams the client sent before seeing the notice are still served). */
+#define AE_H2_GOAWAY_DELAY_MS 1000u
+/* Interim (1xx) responses relayed per stream; more are dropped. */
+#define AE_H2_MAX_INTERIM 8u
 
 typedef struct ae_h2conn ae_h2conn;
 typedef struct ae_h2stream ae_h2stream;
@@ -58,6 +64,9 @@ struct ae_h2stream {
   int logged;
   ae_buf rbody;           /* response body bytes not yet taken by nghttp2 */
   ae_buf uhead;           /* request head sent upstream, kept for a retry */
+  ae_hmsg rtrail;         /* trailer fields of a chunked response */
+  ae_buf qtrail;          /* request trailer lines for a chunked upstream body */
+  unsigned ninterim;      /* 1xx responses relayed */
   uint64_t bytes_out;
 };
 
@@ -74,9 +83,18 @@ struct ae_h2conn {
   int in_recv;            /* inside mem_recv: no re-entrant flush */
   int settings_acked;
   int goaway;             /* GOAWAY submitted (shutdown or abuse) */
+  int calm;               /* GOAWAY ENHANCE_YOUR_CALM for resets submitted */
+  int draining;           /* GOAWAY notice sent (process drain); final GOAWAY due at t_notice + delay */
+  uint64_t t_notice;
   ae_h2stream *streams;
   unsigned nstreams;
   unsigned empty_frames;  /* DATA/HEADERS/CONTINUATION without payload nor END_STREAM */
+  uint64_t reset_mt;      /* reset bucket, in thousandths of a token */
+  uint64_t t_reset;       /* last refill of the bucket */
+  unsigned reset_burst;
+  uint64_t requests;      /* streams started (the h2_max_requests bound) */
+  unsigned max_requests;
+  uint64_t t_hblock;      /* a header block is open (HEADERS without END_HEADERS) since, 0 none */
   uint64_t t_open, t_active, t_drain;
 };
 
@@ -86,6 +104,9 @@ struct ae_h2conn {
 void ae_h2_flush(ae_h2conn *hc);
 /* Re-arms the connection timer for its earliest deadline (streams included). */
 void ae_h2_timer_update(ae_h2conn *hc);
+/* Admits one more stream (the h2_max_requests bound): 0, or -1 when the stream must be refused;
+ * reaching the bound sends the final GOAWAY so the client moves to a new connection. */
+int ae_h2_admit_stream(ae_h2conn *hc, int32_t id);
 
 /* h2_stream.c */
 /* nghttp2 callbacks of the request side. */

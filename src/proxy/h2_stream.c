@@ -33,6 +33,16 @@ static ssize_t dp_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t leng
   }
   if (st->rbody.len == 0 && st->resp_done) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (st->rtrail.nf && st->hc->s) {
+      /* The upstream's chunked trailers end the stream as a trailing HEADERS frame. */
+      ae_buf store = {0};
+      nghttp2_nv *nva = NULL;
+      size_t tn = ae_h2_response_nva(&st->rtrail, 0, 0, &store, &nva);
+      if (tn && nghttp2_submit_trailer(st->hc->s, st->id, nva, tn) == 0)
+        *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+      free(nva);
+      ae_buf_free(&store);
+    }
     return (ssize_t)n;
   }
   if (n == 0) {
@@ -104,6 +114,8 @@ int ae_h2s_on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
   ae_h2conn *hc = ud;
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
     return 0;
+  if (ae_h2_admit_stream(hc, f->hd.stream_id) != 0)
+    return 0; /* refused: no stream data, its fields are decoded and dropped */
   ae_h2stream *st = ae_calloc(1, sizeof(*st));
   st->hc = hc;
   st->id = f->hd.stream_id;
@@ -118,6 +130,30 @@ int ae_h2s_on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
   return 0;
 }
 
+/* Request trailer fields go upstream only in a chunked body's trailer section (a body with a
+ * content-length has none: they are dropped). Fields that would change framing, routing or the
+ * identity acmedge vouches for are dropped too, and the section is bounded like a header block. */
+static void req_trailer(ae_h2stream *st, const char *n, size_t nl, const char *v, size_t vl) {
+  static const char *const deny[] = {"content-length", "transfer-encoding", "host", "cookie", "authorization",
+                                     "te", "trailer", "expect", "forwarded", "via", "content-type",
+                                     "content-encoding", "content-range", "range"};
+  static const char *const deny_prefix[] = {"x-forwarded-", "x-auth-", "proxy-", "x-real-ip"};
+  if (st->body_mode != 2 || st->qtrail.len + nl + vl + 4 > AE_H2_MAX_FIELD_BYTES)
+    return;
+  for (size_t i = 0; i < AE_ARRAY_LEN(deny); i++)
+    if (strlen(deny[i]) == nl && memcmp(deny[i], n, nl) == 0)
+      return;
+  for (size_t i = 0; i < AE_ARRAY_LEN(deny_prefix); i++) {
+    size_t pl = strlen(deny_prefix[i]);
+    if (nl >= pl && memcmp(deny_prefix[i], n, pl) == 0)
+      return;
+  }
+  ae_buf_add(&st->qtrail, n, nl);
+  ae_buf_add(&st->qtrail, ": ", 2);
+  ae_buf_add(&st->qtrail, v, vl);
+  ae_buf_add(&st->qtrail, "\r\n", 2);
+}
+
 int ae_h2s_on_header(nghttp2_session *s, const nghttp2_frame *f, nghttp2_rcbuf *name, nghttp2_rcbuf *value,
                      uint8_t flags, void *ud) {
   (void)flags;
@@ -125,8 +161,13 @@ int ae_h2s_on_header(nghttp2_session *s, const nghttp2_frame *f, nghttp2_rcbuf *
   if (f->hd.type != NGHTTP2_HEADERS)
     return 0;
   ae_h2stream *st = get_st(s, f->hd.stream_id);
-  if (!st || st->started)
-    return 0; /* trailers of a request are not forwarded */
+  if (!st)
+    return 0;
+  if (st->started) {
+    nghttp2_vec tn = nghttp2_rcbuf_get_buf(name), tv = nghttp2_rcbuf_get_buf(value);
+    req_trailer(st, (const char *)tn.base, tn.len, (const char *)tv.base, tv.len);
+    return 0;
+  }
   nghttp2_vec n = nghttp2_rcbuf_get_buf(name), v = nghttp2_rcbuf_get_buf(value);
   ae_h2req_add(&st->rq, (const char *)n.base, n.len, (const char *)v.base, v.len);
   return 0;
@@ -258,6 +299,8 @@ void ae_h2s_free(ae_h2stream *st) {
   ae_hmsg_free(&st->resp);
   ae_buf_free(&st->rbody);
   ae_buf_free(&st->uhead);
+  ae_hmsg_free(&st->rtrail);
+  ae_buf_free(&st->qtrail);
   ae_config_free(st->cfg);
   free(st);
 }

@@ -39,15 +39,13 @@ static int rs_status(llhttp_t *p, const char *at, size_t n) {
 
 static int rs_field(llhttp_t *p, const char *at, size_t n) {
   ae_h2stream *st = p->data;
-  if (!st->resp_trailers)
-    ae_hmsg_on_field(&st->resp, at, n);
+  ae_hmsg_on_field(st->resp_trailers ? &st->rtrail : &st->resp, at, n);
   return 0;
 }
 
 static int rs_value(llhttp_t *p, const char *at, size_t n) {
   ae_h2stream *st = p->data;
-  if (!st->resp_trailers)
-    ae_hmsg_on_value(&st->resp, at, n);
+  ae_hmsg_on_value(st->resp_trailers ? &st->rtrail : &st->resp, at, n);
   return 0;
 }
 
@@ -60,7 +58,18 @@ static int rs_headers_complete(llhttp_t *p) {
     return -1;
   }
   if (code < 200) {
-    st->interim = 1; /* interim responses are not relayed */
+    /* 100 and 103 (and other 1xx) go to the client as informational HEADERS before the final
+     * response; a bounded number, so an upstream cannot flood the stream with them. */
+    st->interim = 1;
+    if (!st->submitted && st->ninterim < AE_H2_MAX_INTERIM && st->hc->s) {
+      st->ninterim++;
+      ae_buf store = {0};
+      nghttp2_nv *nva = NULL;
+      size_t n = ae_h2_response_nva(&st->resp, code, 0, &store, &nva);
+      nghttp2_submit_headers(st->hc->s, NGHTTP2_FLAG_NONE, st->id, NULL, nva, n, NULL);
+      free(nva);
+      ae_buf_free(&store);
+    }
     return 0;
   }
   st->status = code;
@@ -90,8 +99,10 @@ static int rs_body(llhttp_t *p, const char *at, size_t n) {
 
 static int rs_chunk_header(llhttp_t *p) {
   ae_h2stream *st = p->data;
-  if (p->content_length == 0)
+  if (p->content_length == 0) {
     st->resp_trailers = 1;
+    ae_hmsg_reset(&st->rtrail);
+  }
   return 0;
 }
 
@@ -206,8 +217,12 @@ void ae_h2u_body(ae_h2stream *st, const char *data, size_t len) {
 }
 
 void ae_h2u_request_end(ae_h2stream *st) {
-  if (st->u && st->body_mode == 2 && !st->resp_done)
-    ae_uconn_write(st->u, "0\r\n\r\n", 5);
+  if (st->u && st->body_mode == 2 && !st->resp_done) {
+    ae_uconn_write(st->u, "0\r\n", 3);
+    if (st->qtrail.len)
+      ae_uconn_write(st->u, st->qtrail.d, st->qtrail.len);
+    ae_uconn_write(st->u, "\r\n", 2);
+  }
   if (st->u && st->resp_done)
     up_done(st);
 }

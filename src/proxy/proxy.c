@@ -398,6 +398,13 @@ static void ups_empty(void *ud) {
   ae_px_check_closed(p);
 }
 
+void ae_proxy_drain(ae_proxy *p) {
+  if (!p || p->draining || p->closing)
+    return;
+  p->draining = 1;
+  ae_h2_drain_all(p);
+}
+
 void ae_proxy_close(ae_proxy *p, void (*cb)(void *ud), void *ud) {
   if (p->closing)
     return;

@@ -42,6 +42,7 @@ struct ae_proxy {
   unsigned nclients;    /* attached (transport not yet closed) */
   unsigned nalive;      /* client objects not yet freed */
   int closing;
+  int draining;         /* ae_proxy_drain called */
   int ups_empty;
   void (*close_cb)(void *ud);
   void *close_ud;
@@ -152,6 +153,8 @@ void ae_px_check_closed(ae_proxy *p);
 void ae_h2_attach(ae_proxy *p, ae_transport *t, const char *initial, size_t len);
 /* Aborts every HTTP/2 connection (proxy shutdown). */
 void ae_h2_abort_all(ae_proxy *p);
+/* Starts the GOAWAY drain on every HTTP/2 connection. */
+void ae_h2_drain_all(ae_proxy *p);
 
 /* proxy_request.c */
 /* llhttp callbacks for client requests. */

@@ -174,6 +174,8 @@ static void w_on_async(uv_async_t *a) {
       ae_proxy_set_config(w->proxy, w->cfg);
       break;
     case CMD_STOP:
+      if (w->proxy)
+        ae_proxy_drain(w->proxy);
       if (w->front)
         ae_tls_front_close(w->front, it->drain_ms, w_front_closed, w);
       else if (w->proxy)

@@ -15,7 +15,7 @@ COUNT_PORT=$(ae_free_port)
 : >"$T/counted.log"
 ae_bg counter "$AE_PY" "$PX_UP/counter.py" "$COUNT_PORT" "$T/counted.log"
 ae_wait_for ae_port_open "$COUNT_PORT" || ae_fail "counting upstream did not start"
-PX_HOSTS="$PX_HOSTS count.example.test"
+PX_HOSTS="$PX_HOSTS count.example.test team.example.test"
 px_config "$T/acmedge.json" "{\"proxy\": {\"response_timeout_ms\": 20000}}"
 "$AE_PY" - "$T/acmedge.json" "$COUNT_PORT" <<'PY' || ae_fail "config: adding the counting route"
 import json, sys
@@ -134,5 +134,32 @@ acmedge_start "$T/acmedge.json"
 [ "$(alpn h2,http/1.1)" = http/1.1 ] || ae_fail "proxy.http2 false still negotiated h2"
 [ "$(px_curl --http2 -o /dev/null -w '%{http_version} %{http_code}' "$(px_url app.example.test /hdr)")" = "1.1 200" ] ||
   ae_fail "curl --http2 with proxy.http2 false did not fall back to HTTP/1.1"
+acmedge_stop
+
+# ---- routes[].auth over h2: refusals never reach the upstream, a valid token does ----------------------
+pub=$("$ACMEDGE_BIN" token keygen --out "$T/ops.key") || ae_fail "token keygen"
+"$AE_PY" - "$T/acmedge.json" "$COUNT_PORT" "$pub" <<'PY' || ae_fail "config: adding the token route"
+import json, sys
+path, port, pub = sys.argv[1], sys.argv[2], sys.argv[3]
+cfg = json.load(open(path))
+cfg["proxy"]["http2"] = True
+cfg["routes"].append({"hosts": ["team.example.test"], "upstream": "127.0.0.1:" + port,
+                      "auth": {"cap_tokens": {"groups": ["team-a"]}}})
+cfg["cap_tokens"] = {"keys": {"ops": pub}, "audience": "edge-1", "leeway_s": 60, "max_ttl_s": 3600}
+json.dump(cfg, open(path, "w"))
+PY
+acmedge_start "$T/acmedge.json"
+mint() { "$ACMEDGE_BIN" token mint --key "$T/ops.key" --iss ops --ttl 10m --aud edge-1 "$@"; }
+t_team=$(mint --sub alice --groups team-a)
+t_other=$(mint --sub bob --groups team-b)
+tcode() { px_curl --http2 -o /dev/null -w '%{http_version} %{http_code}' "$@" || true; }
+[ "$(tcode "$(px_url team.example.test /tok-none)")" = "2 401" ] || ae_fail "no token over h2 not 401"
+[ "$(tcode -H "Authorization: Bearer $t_other" "$(px_url team.example.test /tok-group)")" = "2 403" ] ||
+  ae_fail "token of another group over h2 not 403"
+[ "$(tcode -H "Authorization: Bearer $t_team" -H 'x-auth-sub: mallory' "$(px_url team.example.test /tok-ok)")" = "2 200" ] ||
+  ae_fail "valid token over h2 not 200"
+ae_wait_for grep -q '^GET /tok-ok 0$' "$T/counted.log" || ae_fail "/tok-ok not counted"
+grep -q '/tok-none\|/tok-group' "$T/counted.log" && ae_fail "a request refused by routes[].auth reached the upstream over h2"
+
 acmedge_stop
 echo "ok"
