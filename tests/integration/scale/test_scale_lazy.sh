@@ -15,7 +15,8 @@ pebble_start
 N=20000
 CACHE=5000
 asan=0
-if ldd "$ACMEDGE_BIN" 2>/dev/null | grep -q libasan; then asan=1; fi
+# Not "ldd | grep -q": under pipefail, grep quitting early can SIGPIPE ldd and hide the match.
+case "$(ldd "$ACMEDGE_BIN" 2>/dev/null)" in *libasan*) asan=1 ;; esac
 slow=1
 if ((asan)); then slow=5; fi
 
