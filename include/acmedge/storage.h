@@ -100,4 +100,22 @@ void ae_storage_dirname_domain(const char *dirname, char *buf, size_t len);
 /* Frees a list returned by list(). */
 void ae_storage_list_free(char **names, size_t n);
 
+/* Outcome of ae_storage_copy, counted per object (a certificate bundle is one object). */
+typedef struct ae_storage_copy_stats {
+  size_t copied, unchanged, failed;
+} ae_storage_copy_stats;
+
+/* Every stored object of st as a sorted list of storage keys ("certs/<ca>/<dir>/cert.pem", ...).
+ * A Redis backend finds accounts of the CA hosts it has certificates for and of ca_hints. Caller
+ * frees with ae_storage_list_free. */
+int ae_storage_walk(ae_storage *st, const char *const *ca_hints, size_t nhints, char ***keys, size_t *n, ae_err *err);
+/* Copies every object of src into dst (see storage_copy.c): bundles committed whole, objects
+ * equal at dst left alone, each write read back. report(ud, object, problem) is called for each
+ * object that failed (the copy goes on); stats counts them. <0 only when src cannot be listed. */
+int ae_storage_copy(ae_storage *src, ae_storage *dst, const char *const *ca_hints, size_t nhints,
+                    ae_storage_copy_stats *stats, void (*report)(void *ud, const char *object, const char *problem),
+                    void *ud, ae_err *err);
+/* `acmedge storage copy --from CONFIG --to CONFIG`; returns the process exit code. */
+int ae_storage_cli(int argc, char **argv);
+
 #endif

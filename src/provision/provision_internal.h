@@ -173,6 +173,9 @@ int ae_provision_loads_full(const struct ae_provision *p);
 int ae_provision_deny_suppressed(struct ae_provision *p, const char *name, uint64_t now, uint64_t ms);
 /* Forgets every suppression, e.g. after a reload changed the policy (provision_bounds.c). */
 void ae_provision_deny_reset(struct ae_provision *p);
+/* Another instance deleted name from the shared storage (a reload found nothing): drops its
+ * cached certificate and record unless an order of ours runs for it (provision_cluster.c). */
+void ae_provision_storage_deleted(struct ae_provision *p, const char *name);
 /* Sets d's renew-at and arms its timer (provision_renewal.c). */
 void ae_dom_arm_timer(ae_dom *d, int64_t at);
 
