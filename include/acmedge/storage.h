@@ -100,6 +100,24 @@ void ae_storage_dirname_domain(const char *dirname, char *buf, size_t len);
 /* Frees a list returned by list(). */
 void ae_storage_list_free(char **names, size_t n);
 
+/* A name's last issuance failure as every instance of a cluster sees it. */
+typedef struct ae_storage_fail {
+  int64_t retry_at;   /* unix seconds: no instance orders the name before */
+  unsigned failures;  /* consecutive failures, drives the next backoff */
+  char problem[200];  /* the CA's problem type */
+  char detail[400];
+  char by[96];        /* instance that failed */
+} ae_storage_fail;
+
+/* Records name's failure until f->retry_at (Redis: a hash expiring then; a longer backoff already
+ * recorded is kept). The fs backend does nothing: one process keeps its own backoff. */
+int ae_storage_fail_put(ae_storage *st, const char *ca_host, const char *domain, const ae_storage_fail *f,
+                        ae_err *err);
+/* Reads name's shared failure into *f; AE_ENOTFOUND when none (always on fs), AE_EIO unreachable. */
+int ae_storage_fail_get(ae_storage *st, const char *ca_host, const char *domain, ae_storage_fail *f, ae_err *err);
+/* Forgets name's shared failure (a deleted name starts afresh); 0 on fs. */
+int ae_storage_fail_del(ae_storage *st, const char *ca_host, const char *domain, ae_err *err);
+
 /* Outcome of ae_storage_copy, counted per object (a certificate bundle is one object). */
 typedef struct ae_storage_copy_stats {
   size_t copied, unchanged, failed;

@@ -120,7 +120,19 @@ static int admin_add(void *ud, const char *name, ae_err *err) {
 
 static int admin_delete(void *ud, const char *name, ae_err *err) {
   ae_app *app = ud;
-  return ae_provision_forget(app->provision, name, err);
+  int r = ae_provision_forget(app->provision, name, err);
+  if (r == 0 && ae_storage_is_redis(app->storage)) {
+    /* A deleted name starts afresh on every instance, without another's failure backoff. */
+    char lower[256];
+    size_t i = 0;
+    for (; name[i] && i < sizeof(lower) - 1; i++)
+      lower[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+    lower[i] = '\0';
+    ae_err e = {0};
+    if (ae_storage_fail_del(app->storage, app->ca_host, lower, &e) != 0)
+      AE_WARN(SUB, "%s: cannot clear the shared failure state: %s", lower, e.msg);
+  }
+  return r;
 }
 
 static char *admin_metrics(void *ud) {

@@ -98,6 +98,11 @@ void ae_dom_remove(ae_provision *p, ae_dom *d) {
     p->active--;
     ae_metrics_add(AE_M_ORDERS_IN_FLIGHT, -1);
   }
+  if (d->gating) {
+    d->gating = 0;
+    p->active--;
+    ae_metrics_add(AE_M_ORDERS_IN_FLIGHT, -1);
+  }
   if (d->minting) {
     d->minting = 0;
     p->active--;
