@@ -195,6 +195,7 @@ int ae_provision_forget(ae_provision *p, const char *raw, ae_err *err) {
     free(probe);
   }
   ae_certstore_mark_absent(p->deps.certs, name, p->cfg->cert_cache.negative_ttl_ms);
+  ae_renew_index_remove(p, name); /* or the list would still show it */
   if (d)
     ae_dom_remove(p, d);
   snprintf(key, sizeof(key), "certs/%s/%s/", p->ca_host, dir);

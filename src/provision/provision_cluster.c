@@ -28,7 +28,8 @@ void ae_provision_storage_deleted(ae_provision *p, const char *name) {
     AE_INFO(SUB, "%s: deleted by another instance while an order runs here; keeping the order", name);
     return;
   }
-  if (!cached && !d)
+  size_t indexed = ae_renew_index_remove(p, name);
+  if (!cached && !d && !indexed)
     return; /* nothing in memory: the instance that deleted it already said so */
   if (cached) {
     ae_provision_cert_changed(p, name, NULL, 0);

@@ -134,6 +134,8 @@ void ae_provision_wake_name(struct ae_provision *p, const char *name);
 void ae_renew_index_init(struct ae_provision *p);
 void ae_renew_index_push(struct ae_provision *p, const char *name, int64_t at);
 void ae_renew_index_close(struct ae_provision *p);
+/* Drops every entry of name (a deleted name); O(entries). Returns how many were dropped. */
+size_t ae_renew_index_remove(struct ae_provision *p, const char *name);
 /* i-th heap slot (0 = soonest); AE_ENOTFOUND past the end. name is owned by the index. */
 int ae_renew_index_peek(const struct ae_provision *p, size_t i, const char **name, int64_t *at);
 size_t ae_renew_index_size(const struct ae_provision *p);
