@@ -118,6 +118,21 @@ int ae_storage_fail_get(ae_storage *st, const char *ca_host, const char *domain,
 /* Forgets name's shared failure (a deleted name starts afresh); 0 on fs. */
 int ae_storage_fail_del(ae_storage *st, const char *ca_host, const char *domain, ae_err *err);
 
+/* One stored certificate as the cluster view shows it. */
+typedef struct ae_storage_certref {
+  char domain[256];
+  int64_t renew_at;
+  uint64_t version;   /* 0: not stored (any more) */
+  int64_t not_after;
+  char by[96];        /* instance that committed it */
+} ae_storage_certref;
+
+/* Every certificate stored for ca_host (Redis: the renew-at set), with renew_at filled; *out
+ * malloc'd (caller frees). AE_EINVAL for a backend without a shared index (fs). */
+int ae_storage_cert_index(ae_storage *st, const char *ca_host, ae_storage_certref **out, size_t *n, ae_err *err);
+/* Fills version, not_after and by of each ref from storage (a few round trips per page). */
+int ae_storage_cert_info(ae_storage *st, const char *ca_host, ae_storage_certref *refs, size_t n, ae_err *err);
+
 /* Outcome of ae_storage_copy, counted per object (a certificate bundle is one object). */
 typedef struct ae_storage_copy_stats {
   size_t copied, unchanged, failed;

@@ -88,7 +88,7 @@ static void h80_on_plain(void *ud, ae_transport *t, const char *initial, size_t 
 
 /* Adds the OCSP object of each listed name whose certificate is in memory (the provisioner does
  * not know about staples). */
-static void add_ocsp_state(ae_app *app, json_t *list) {
+void app_add_ocsp_state(ae_app *app, json_t *list) {
   size_t i;
   json_t *d;
   json_array_foreach(list, i, d) {
@@ -102,14 +102,14 @@ static void add_ocsp_state(ae_app *app, json_t *list) {
 static json_t *admin_list(void *ud) {
   ae_app *app = ud;
   json_t *list = ae_provision_domains_json(app->provision);
-  add_ocsp_state(app, list);
+  app_add_ocsp_state(app, list);
   return list;
 }
 
 static json_t *admin_list_page(void *ud, size_t limit, const char *after, const char *state) {
   ae_app *app = ud;
   json_t *page = ae_provision_domains_query(app->provision, limit, after, state);
-  add_ocsp_state(app, json_object_get(page, "domains"));
+  app_add_ocsp_state(app, json_object_get(page, "domains"));
   return page;
 }
 
@@ -421,6 +421,7 @@ int app_start(ae_app *app, ae_err *err) {
     ae_admin_hooks ah = {.ud = app,
                          .list_domains = admin_list,
                          .list_domains_page = admin_list_page,
+                         .list_domains_async = app_domains_view,
                          .add_domain = admin_add,
                          .delete_domain = admin_delete,
                          .revoke_domain = admin_revoke,

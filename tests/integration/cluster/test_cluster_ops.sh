@@ -89,7 +89,8 @@ if out=$("$ACMEDGE_BIN" storage copy --from "$T/fs1.json" --to "$T/down.json" 2>
 grep -q -- '--to.*127.0.0.1:' <<<"$out" || ae_fail "unreachable Redis error is unclear: $out"
 
 # --- two instances on the copied Redis: the copies serve, no new order. On-demand allows only the
-# name of the backoff check, so a handshake after the delete cannot order the deleted name again. ---
+# names of the view and backoff checks, so a handshake after the delete cannot order the deleted
+# name again. ---
 PEBBLE_HTTP_PORT=$AE_HTTP_PORT
 PEBBLE_TLS_PORT=$AE_HTTPS_PORT
 inst_start() { # inst_start NAME : A takes the ports Pebble validates against
@@ -97,7 +98,7 @@ inst_start() { # inst_start NAME : A takes the ports Pebble validates against
   https=$(ae_free_port); http=$(ae_free_port); admin=$(ae_free_port)
   if [ "$n" = a ]; then https=$PEBBLE_TLS_PORT; http=$PEBBLE_HTTP_PORT; fi
   AE_HTTPS_PORT=$https AE_HTTP_PORT=$http AE_ADMIN_PORT=$admin ae_config_write "$T/$n.json" \
-    "{$(redis_st "$T/st-$n"), \"on_demand\": {\"allow\": [\"blocked.example.test\"], \"backoff\": {\"initial_s\": 60, \"max_s\": 3600}}}"
+    "{$(redis_st "$T/st-$n"), \"on_demand\": {\"allow\": [\"blocked.example.test\", \"c.example.test\"], \"backoff\": {\"initial_s\": 60, \"max_s\": 3600}}}"
   ae_bg "$n" "$ACMEDGE_BIN" run -c "$T/$n.json"
   eval "PORT_$n=$https ADMIN_$n=$admin"
   for ((i = 0; i < 100; i++)); do
@@ -122,6 +123,37 @@ for n in a b; do
   [ "$(serial_at "${!port}" a.example.test)" = "$serial_a" ] || ae_fail "instance $n does not serve the copied certificate"
 done
 [ "$(orders)" -eq "$o0" ] || ae_fail "serving copied certificates placed an order"
+
+# --- cluster view: B lists what A issued (never asked of B), with version and instance ---
+AE_HTTPS_PORT=$PORT_a od_wait_issued c.example.test 60
+inst_a=$(grep -o '"instance":"[^"]*"' "$T/a.log" | head -1 | cut -d'"' -f4)
+[ -n "$inst_a" ] || ae_fail "A's events carry no instance"
+view() { # view ADMIN_PORT NAME -> "stored version issued_by state"
+  curl -s "http://127.0.0.1:$1/v1/domains" | python3 -c "
+import json,sys
+for d in json.load(sys.stdin):
+    if d['domain'] == '$2': print(d.get('stored'), d.get('version'), d.get('issued_by'), d['state'])"
+}
+for ((i = 0; i < 50; i++)); do
+  [ "$(view "$ADMIN_b" c.example.test)" = "True 1 $inst_a valid" ] && break
+  sleep 0.1
+done
+[ "$(view "$ADMIN_b" c.example.test)" = "True 1 $inst_a valid" ] ||
+  ae_fail "B's view of c.example.test is '$(view "$ADMIN_b" c.example.test)', want 'True 1 $inst_a valid'"
+[ "$(view "$ADMIN_b" '*.w.example.test' | cut -d' ' -f1,2)" = "True 1" ] || ae_fail "B does not list the stored wildcard"
+# Paged (what `acmedge domains` uses): every stored name exactly once.
+names=$(a=''; for ((i = 0; i < 20; i++)); do
+  pg=$(curl -s "http://127.0.0.1:$ADMIN_b/v1/domains?limit=1${a:+&after=$a}")
+  python3 -c "import json,sys; [print(d['domain']) for d in json.loads(sys.argv[1])['domains']]" "$pg"
+  a=$(python3 -c "import json,sys; n=json.loads(sys.argv[1])['next']; print(n or '')" "$pg")
+  [ -n "$a" ] || break
+done | sort | tr '\n' ' ')
+[ "$names" = "*.w.example.test a.example.test b.example.test c.example.test " ] || ae_fail "paged view lists '$names'"
+out=$("$ACMEDGE_BIN" domains --admin "127.0.0.1:$ADMIN_b") || ae_fail "acmedge domains failed: $out"
+echo "$out"
+grep -q 'ISSUED-BY' <<<"$out" || ae_fail "acmedge domains has no ISSUED-BY column"
+grep -q "^c.example.test .*$inst_a  *1 *$" <<<"$out" || ae_fail "acmedge domains does not show c.example.test issued by $inst_a, version 1"
+o0=$(orders)
 
 # --- delete on A: B drops it ---
 code=$(curl -s -o "$T/del.out" -w '%{http_code}' -X DELETE "http://127.0.0.1:$ADMIN_a/v1/domains/a.example.test")
