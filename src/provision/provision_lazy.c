@@ -54,7 +54,8 @@ static void load_work_cb(uv_work_t *req) {
   /* A stored wildcard serves one label below its parent (not for a change another instance
    * made: that is about the name itself, a delete included). */
   const char *dot = strchr(l->name, '.');
-  if (r == AE_ENOTFOUND && l->name[0] != '*' && strcmp(l->source, "cluster") != 0 && dot && dot != l->name && strchr(dot + 1, '.')) {
+  if (r == AE_ENOTFOUND && l->name[0] != '*' && strcmp(l->source, "cluster") != 0 && dot && dot != l->name &&
+      strchr(dot + 1, '.')) {
     char wild[260];
     snprintf(wild, sizeof(wild), "*.%s", dot + 1);
     ae_err keep = l->err;
