@@ -59,6 +59,10 @@ int rs_connect(rs_storage *s, redisContext **out, ae_err *err);
 /* 1 when st is a Redis backend. */
 int rs_is(const ae_storage *st);
 
+/* Every stored object as a sorted list of fs-layout keys (storage_redis_walk.c); accounts of the
+ * CA set and of ca_hints. Caller frees with ae_storage_list_free. */
+int rs_walk(rs_storage *s, const char *const *ca_hints, size_t nhints, char ***keys, size_t *n, ae_err *err);
+
 /* The Lua scripts (storage_redis_lua.c). */
 extern const char *const rs_lua_commit;
 extern const char *const rs_lua_put_field;
