@@ -223,7 +223,7 @@ void ae_px_finish(ae_pclient *c) {
   ae_px_flush(c);
   if (c->closing)
     return;
-  int keep = c->req_keepalive && !c->close_after && !c->px->closing;
+  int keep = c->req_keepalive && !c->close_after && !c->px->closing && !c->px->draining;
   if (!keep || (c->read_eof && c->in.len == 0)) {
     ae_px_close(c, 0);
     return;
@@ -403,6 +403,26 @@ void ae_proxy_drain(ae_proxy *p) {
     return;
   p->draining = 1;
   ae_h2_drain_all(p);
+  /* HTTP/1.1 has no GOAWAY: an idle keep-alive connection is closed now (a client may always see
+   * that between requests and retries elsewhere); a busy one answers its current request with
+   * Connection: close and closes after it. */
+  unsigned idle = 0, busy = 0;
+  ae_pclient *c = p->clients;
+  while (c) {
+    ae_pclient *next = c->next;
+    if (!c->closing && c->phase == P_IDLE && c->in.len == 0) {
+      ae_px_close(c, 0);
+      idle++;
+    } else if (!c->closing && c->phase != P_TUNNEL) {
+      if (!c->resp_head)
+        c->req_keepalive = 0;
+      busy++;
+    }
+    c = next;
+  }
+  if (idle || busy)
+    AE_INFO("proxy", "drain: %u idle HTTP/1.1 connections closed, %u close after their current response", idle,
+            busy);
 }
 
 void ae_proxy_close(ae_proxy *p, void (*cb)(void *ud), void *ud) {
