@@ -51,11 +51,8 @@ struct ae_h2stream {
   ae_uconn *u;
   int u_reused, retried;
   uint64_t t_start, t_up_start, t_connected, t_up_io, t_resp_head;
-  llhttp_t sp;
-  ae_hscan sscan;
-  int sscan_on;
-  ae_hmsg resp;
-  int resp_head, resp_done, interim, resp_trailers, up_reusable;
+  ae_uresp ur;            /* response parser; its trail holds a chunked response's trailers */
+  int resp_head, resp_done, up_reusable;
   int status;
   int local;              /* status of a response acmedge made itself */
   int submitted;          /* response HEADERS submitted */
@@ -64,7 +61,6 @@ struct ae_h2stream {
   int logged;
   ae_buf rbody;           /* response body bytes not yet taken by nghttp2 */
   ae_buf uhead;           /* request head sent upstream, kept for a retry */
-  ae_hmsg rtrail;         /* trailer fields of a chunked response */
   ae_buf qtrail;          /* request trailer lines for a chunked upstream body */
   unsigned ninterim;      /* 1xx responses relayed */
   uint64_t bytes_out;

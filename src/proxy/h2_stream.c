@@ -33,11 +33,11 @@ static ssize_t dp_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t leng
   }
   if (st->rbody.len == 0 && st->resp_done) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
-    if (st->rtrail.nf && st->hc->s) {
+    if (st->ur.trail.nf && st->hc->s) {
       /* The upstream's chunked trailers end the stream as a trailing HEADERS frame. */
       ae_buf store = {0};
       nghttp2_nv *nva = NULL;
-      size_t tn = ae_h2_response_nva(&st->rtrail, 0, 0, &store, &nva);
+      size_t tn = ae_h2_response_nva(&st->ur.trail, 0, 0, &store, &nva);
       if (tn && nghttp2_submit_trailer(st->hc->s, st->id, nva, tn) == 0)
         *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
       free(nva);
@@ -296,10 +296,9 @@ void ae_h2s_free(ae_h2stream *st) {
   if (hc->nstreams == 0)
     hc->t_active = uv_now(hc->px->loop);
   ae_h2req_free(&st->rq);
-  ae_hmsg_free(&st->resp);
+  ae_uresp_free(&st->ur);
   ae_buf_free(&st->rbody);
   ae_buf_free(&st->uhead);
-  ae_hmsg_free(&st->rtrail);
   ae_buf_free(&st->qtrail);
   ae_config_free(st->cfg);
   free(st);

@@ -100,7 +100,7 @@ static void c_freed(uv_handle_t *h) {
   ae_pclient *c = h->data;
   ae_proxy *p = c->px;
   ae_hmsg_free(&c->req);
-  ae_hmsg_free(&c->resp);
+  ae_uresp_free(&c->ur);
   ae_buf_free(&c->in);
   ae_buf_free(&c->out);
   ae_buf_free(&c->uout);
@@ -177,7 +177,7 @@ static void c_next(ae_pclient *c) {
   c->u_reused = c->retried = 0;
   c->t_up_start = c->t_connected = c->t_up_io = 0;
   c->ups_rstop = 0;
-  c->resp_started = c->resp_head = c->resp_done = c->resp_trailers = c->interim = c->ws101 = 0;
+  c->resp_started = c->resp_head = c->resp_done = c->ws101 = 0;
   c->resp_src_chunked = 0;
   c->status = 0;
   c->framing = AE_FRAME_NONE;
@@ -193,7 +193,7 @@ static void c_next(ae_pclient *c) {
   ae_buf_shrink(&c->uout, 0);
   ae_buf_shrink(&c->out, 0);
   ae_hmsg_free(&c->req);
-  ae_hmsg_free(&c->resp);
+  ae_uresp_free(&c->ur);
   c->phase = P_IDLE;
   c->t_idle = ae_px_now(c);
   c->rp_paused = 0;

@@ -12,6 +12,7 @@
 #include "acmedge/proxy.h"
 #include "acmedge/transport.h"
 #include "proxy_int.h"
+#include "upstream_response.h"
 
 /* Write-queue level above which the other side stops being read, and the level at which it
  * resumes. */
@@ -106,16 +107,11 @@ struct ae_pclient {
   ae_buf uout;            /* bytes for the upstream, flushed after each parse pass */
   int ups_rstop;          /* upstream reading stopped: client write queue is high */
 
-  llhttp_t sp;
-  ae_hscan sscan;
-  int sscan_on;
-  ae_hmsg resp;
+  ae_uresp ur;            /* response parser */
   int resp_started;       /* a response byte arrived */
   int resp_head;          /* final response head parsed */
   int resp_done;
-  int resp_trailers;
   int resp_src_chunked;   /* the upstream body is chunked */
-  int interim;            /* the message just parsed was a 1xx */
   int ws101;
   int status;
   int framing;            /* AE_FRAME_* towards the client */
@@ -203,8 +199,8 @@ int ae_px_auth_head(const ae_route *route, const ae_hmsg *req, const ae_transpor
                     ae_buf *uhead);
 
 /* proxy_exchange.c */
-/* llhttp callbacks for upstream responses. */
-extern const llhttp_settings_t ae_px_resp_settings;
+/* What the response parser hands to an HTTP/1.1 client. */
+extern const ae_uresp_ops ae_px_resp_ops;
 /* Starts forwarding the current request (head already in c->uhead); fresh forces a new
  * connection. Errors become a 502 through ae_px_upstream_error. */
 void ae_px_connect(ae_pclient *c, int fresh);
