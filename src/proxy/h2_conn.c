@@ -4,7 +4,6 @@
  * that does not read fills nghttp2's own bounded queues (and its flood limits) instead of ours.
  * Streams (h2_stream.c) are HTTP/1.1 exchanges on the shared upstream pool. */
 #include <stdlib.h>
-#include <string.h>
 
 #include "acmedge/common.h"
 #include "acmedge/log.h"
@@ -175,8 +174,7 @@ static void hc_freed(uv_handle_t *h) {
   ae_h2conn *hc = h->data;
   ae_proxy *p = hc->px;
   free(hc);
-  p->nalive--;
-  ae_px_check_closed(p);
+  ae_px_conn_freed(p);
 }
 
 static void hc_free_streams(ae_h2conn *hc) {
@@ -189,16 +187,7 @@ static void hc_close(ae_h2conn *hc, int abort) {
     return;
   hc->closing = 1;
   hc_free_streams(hc);
-  if (hc->armed) {
-    uv_timer_stop(&hc->timer);
-    hc->armed = 0;
-  }
-  if (hc->t) {
-    if (abort)
-      ae_transport_abort(hc->t);
-    else
-      ae_transport_close(hc->t);
-  }
+  ae_px_conn_shut(hc->t, &hc->timer, &hc->armed, abort);
 }
 
 static void hc_on_close(void *ud) {
@@ -209,15 +198,8 @@ static void hc_on_close(void *ud) {
   hc_free_streams(hc);
   nghttp2_session_del(hc->s);
   hc->s = NULL;
-  if (hc->prev)
-    hc->prev->next = hc->next;
-  else
-    p->h2conns = hc->next;
-  if (hc->next)
-    hc->next->prev = hc->prev;
-  hc->prev = hc->next = NULL;
-  p->nclients--;
-  uv_close((uv_handle_t *)&hc->timer, hc_freed);
+  AE_PX_UNLINK(p->h2conns, hc);
+  ae_px_conn_gone(p, &hc->timer, hc_freed);
 }
 
 static void hc_on_read(void *ud, const char *data, ssize_t n) {
@@ -442,10 +424,7 @@ void ae_h2_attach(ae_proxy *p, ae_transport *t, const char *initial, size_t len)
   hc->reset_burst = mcs > AE_H2_RESET_BURST_MIN ? mcs : AE_H2_RESET_BURST_MIN;
   hc->reset_mt = (uint64_t)hc->reset_burst * 1000u;
   hc->max_requests = p->cfg->proxy.h2_max_requests ? p->cfg->proxy.h2_max_requests : 1000000u;
-  hc->next = p->h2conns;
-  if (p->h2conns)
-    p->h2conns->prev = hc;
-  p->h2conns = hc;
+  AE_PX_LINK(p->h2conns, hc);
   p->nclients++;
   p->nalive++;
   ae_metrics_count_label("h2_events", "connection");

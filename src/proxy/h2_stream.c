@@ -121,10 +121,7 @@ int ae_h2s_on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
   st->id = f->hd.stream_id;
   st->t_start = uv_now(hc->px->loop);
   ae_h2req_init(&st->rq);
-  st->next = hc->streams;
-  if (hc->streams)
-    hc->streams->prev = st;
-  hc->streams = st;
+  AE_PX_LINK(hc->streams, st);
   hc->nstreams++;
   nghttp2_session_set_stream_user_data(s, st->id, st);
   return 0;
@@ -286,12 +283,7 @@ void ae_h2s_free(ae_h2stream *st) {
   ae_h2conn *hc = st->hc;
   ae_h2u_stop(st);
   ae_h2s_access_log(st);
-  if (st->prev)
-    st->prev->next = st->next;
-  else
-    hc->streams = st->next;
-  if (st->next)
-    st->next->prev = st->prev;
+  AE_PX_UNLINK(hc->streams, st);
   hc->nstreams--;
   if (hc->nstreams == 0)
     hc->t_active = uv_now(hc->px->loop);

@@ -96,6 +96,29 @@ void ae_px_check_closed(ae_proxy *p) {
   }
 }
 
+void ae_px_conn_shut(ae_transport *t, uv_timer_t *timer, uint64_t *armed, int abort) {
+  if (*armed) {
+    uv_timer_stop(timer);
+    *armed = 0;
+  }
+  if (t) {
+    if (abort)
+      ae_transport_abort(t);
+    else
+      ae_transport_close(t);
+  }
+}
+
+void ae_px_conn_gone(ae_proxy *p, uv_timer_t *timer, uv_close_cb freed) {
+  p->nclients--;
+  uv_close((uv_handle_t *)timer, freed);
+}
+
+void ae_px_conn_freed(ae_proxy *p) {
+  p->nalive--;
+  ae_px_check_closed(p);
+}
+
 static void c_freed(uv_handle_t *h) {
   ae_pclient *c = h->data;
   ae_proxy *p = c->px;
@@ -107,8 +130,7 @@ static void c_freed(uv_handle_t *h) {
   ae_buf_free(&c->uhead);
   ae_config_free(c->cfg);
   free(c);
-  p->nalive--;
-  ae_px_check_closed(p);
+  ae_px_conn_freed(p);
 }
 
 void ae_px_close(ae_pclient *c, int abort) {
@@ -123,16 +145,7 @@ void ae_px_close(ae_pclient *c, int abort) {
     ae_uconn_abort(c->u);
     c->u = NULL;
   }
-  if (c->armed) {
-    uv_timer_stop(&c->timer);
-    c->armed = 0;
-  }
-  if (c->t) {
-    if (abort)
-      ae_transport_abort(c->t);
-    else
-      ae_transport_close(c->t);
-  }
+  ae_px_conn_shut(c->t, &c->timer, &c->armed, abort);
 }
 
 static void c_on_close(void *ud) {
@@ -148,15 +161,8 @@ static void c_on_close(void *ud) {
     }
   }
   c->t = NULL;
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    p->clients = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
-  c->prev = c->next = NULL;
-  p->nclients--;
-  uv_close((uv_handle_t *)&c->timer, c_freed);
+  AE_PX_UNLINK(p->clients, c);
+  ae_px_conn_gone(p, &c->timer, c_freed);
 }
 
 /* Clears per-exchange state for the next request on the connection. */
@@ -371,10 +377,7 @@ void ae_proxy_attach(ae_proxy *p, ae_transport *t, const char *initial, size_t l
   c->minor = 1;
   c->phase = P_IDLE;
   c->t_idle = uv_now(p->loop);
-  c->next = p->clients;
-  if (p->clients)
-    p->clients->prev = c;
-  p->clients = c;
+  AE_PX_LINK(p->clients, c);
   p->nclients++;
   p->nalive++;
   t->ud = c;

@@ -143,6 +143,35 @@ unsigned ae_px_ms(unsigned v, unsigned def);
 
 /* Calls the close callback once everything the proxy owns is gone. */
 void ae_px_check_closed(ae_proxy *p);
+/* The doubly linked lists of connections and streams (head: the list's first element; n: an
+ * element with prev and next members). */
+#define AE_PX_LINK(head, n)   \
+  do {                        \
+    (n)->prev = NULL;         \
+    (n)->next = (head);       \
+    if (head)                 \
+      (head)->prev = (n);     \
+    (head) = (n);             \
+  } while (0)
+#define AE_PX_UNLINK(head, n)         \
+  do {                                \
+    if ((n)->prev)                    \
+      (n)->prev->next = (n)->next;    \
+    else                              \
+      (head) = (n)->next;             \
+    if ((n)->next)                    \
+      (n)->next->prev = (n)->prev;    \
+    (n)->prev = (n)->next = NULL;     \
+  } while (0)
+
+/* Close steps shared by HTTP/1.1 clients and HTTP/2 connections: */
+/* Stops a connection's timer (armed: its deadline, cleared) and closes or aborts its transport. */
+void ae_px_conn_shut(ae_transport *t, uv_timer_t *timer, uint64_t *armed, int abort);
+/* The transport reported on_close: the connection no longer counts as attached and its timer is
+ * closed; freed (which must end with ae_px_conn_freed) releases the object afterwards. */
+void ae_px_conn_gone(ae_proxy *p, uv_timer_t *timer, uv_close_cb freed);
+/* A connection's memory was released: completes ae_proxy_close when it was the last. */
+void ae_px_conn_freed(ae_proxy *p);
 
 /* h2_conn.c */
 /* Takes over a transport whose ALPN selected h2 (same contract as ae_proxy_attach). */
