@@ -4,6 +4,7 @@
  * that does not read fills nghttp2's own bounded queues (and its flood limits) instead of ours.
  * Streams (h2_stream.c) are HTTP/1.1 exchanges on the shared upstream pool. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "acmedge/common.h"
 #include "acmedge/log.h"
@@ -144,7 +145,12 @@ void ae_h2_flush(ae_h2conn *hc) {
     return;
   if (ae_transport_queued(hc->t) == 0)
     hc->t_drain = hc_now(hc);
-  while (ae_transport_queued(hc->t) < AE_H2_OUT_CAP) {
+  /* mem_send yields one frame at a time; frames are gathered so that one TLS record carries many
+   * (a response's HEADERS and DATA, and those of other streams answered in the same pass) instead
+   * of one record per frame. */
+  char acc[AE_H2_RECORD];
+  size_t alen = 0;
+  while (ae_transport_queued(hc->t) + alen < AE_H2_OUT_CAP) {
     const uint8_t *d = NULL;
     ssize_t n = nghttp2_session_mem_send(hc->s, &d);
     if (n < 0) {
@@ -154,10 +160,26 @@ void ae_h2_flush(ae_h2conn *hc) {
     }
     if (n == 0)
       break;
-    if (ae_transport_write(hc->t, (const char *)d, (size_t)n) < 0) {
-      hc_close(hc, 1);
-      return;
+    if (alen + (size_t)n > sizeof(acc)) {
+      if (ae_transport_write(hc->t, acc, alen) < 0) {
+        hc_close(hc, 1);
+        return;
+      }
+      alen = 0;
     }
+    if ((size_t)n >= sizeof(acc)) {
+      if (ae_transport_write(hc->t, (const char *)d, (size_t)n) < 0) {
+        hc_close(hc, 1);
+        return;
+      }
+      continue;
+    }
+    memcpy(acc + alen, d, (size_t)n);
+    alen += (size_t)n;
+  }
+  if (alen && ae_transport_write(hc->t, acc, alen) < 0) {
+    hc_close(hc, 1);
+    return;
   }
   if (!nghttp2_session_want_read(hc->s) && !nghttp2_session_want_write(hc->s)) {
     hc_close(hc, 0);

@@ -14,6 +14,8 @@
 /* Stop asking nghttp2 for output once this much waits in the transport, so that its own
  * outbound-ACK flood limit applies instead of our queue growing. */
 #define AE_H2_OUT_CAP (32u * 1024u)
+/* Frames gathered per transport write: one full TLS record. */
+#define AE_H2_RECORD 16384u
 #define AE_H2_STREAM_WINDOW 65535
 #define AE_H2_CONN_WINDOW (1 << 20)
 /* Response bytes buffered per stream before the upstream stops being read. */
