@@ -212,9 +212,56 @@ static void hc_close(ae_h2conn *hc, int abort) {
   ae_px_conn_shut(hc->t, &hc->timer, &hc->armed, abort);
 }
 
+static void hc_undirty(ae_h2conn *hc) {
+  if (!hc->dirty)
+    return;
+  ae_h2conn **pp = &hc->px->h2dirty;
+  while (*pp && *pp != hc)
+    pp = &(*pp)->dnext;
+  if (*pp)
+    *pp = hc->dnext;
+  hc->dirty = 0;
+  hc->dnext = NULL;
+}
+
+static void flush_dirty(uv_check_t *h) {
+  ae_proxy *p = h->data;
+  while (p->h2dirty) {
+    ae_h2conn *hc = p->h2dirty;
+    p->h2dirty = hc->dnext;
+    hc->dirty = 0;
+    hc->dnext = NULL;
+    ae_h2_flush(hc);
+  }
+  uv_check_stop(h);
+}
+
+static void check_closed(uv_handle_t *h) { ae_px_conn_freed(h->data); }
+
+void ae_h2_flush_soon(ae_h2conn *hc) {
+  ae_proxy *p = hc->px;
+  if (hc->closing || !hc->t || hc->dirty)
+    return;
+  if (p->closing) {
+    ae_h2_flush(hc);
+    return;
+  }
+  if (!p->h2check_init) {
+    uv_check_init(p->loop, &p->h2check);
+    p->h2check.data = p;
+    p->h2check_init = 1;
+    p->nalive++; /* the handle's close completes like a connection's */
+  }
+  hc->dirty = 1;
+  hc->dnext = p->h2dirty;
+  p->h2dirty = hc;
+  uv_check_start(&p->h2check, flush_dirty);
+}
+
 static void hc_on_close(void *ud) {
   ae_h2conn *hc = ud;
   ae_proxy *p = hc->px;
+  hc_undirty(hc);
   hc->closing = 1;
   hc->t = NULL;
   hc_free_streams(hc);
@@ -469,5 +516,9 @@ void ae_h2_abort_all(ae_proxy *p) {
     ae_h2conn *next = hc->next;
     hc_close(hc, 1);
     hc = next;
+  }
+  if (p->h2check_init) {
+    p->h2check_init = 0;
+    uv_close((uv_handle_t *)&p->h2check, check_closed);
   }
 }

@@ -94,12 +94,18 @@ struct ae_h2conn {
   unsigned max_requests;
   uint64_t t_hblock;      /* a header block is open (HEADERS without END_HEADERS) since, 0 none */
   uint64_t t_open, t_active, t_drain;
+  int dirty;              /* on px->h2dirty */
+  ae_h2conn *dnext;
 };
 
 /* h2_conn.c */
 /* Sends what nghttp2 has queued (bounded by AE_H2_OUT_CAP) and closes the connection when the
  * session is done. */
 void ae_h2_flush(ae_h2conn *hc);
+/* Flushes the connection at the end of the current loop turn (after the poll phase), so that the
+ * responses of several upstreams read in one turn share TLS records. For events of the poll
+ * phase only (upstream reads and writes): elsewhere use ae_h2_flush. */
+void ae_h2_flush_soon(ae_h2conn *hc);
 /* Re-arms the connection timer for its earliest deadline (streams included). */
 void ae_h2_timer_update(ae_h2conn *hc);
 /* Admits one more stream (the h2_max_requests bound): 0, or -1 when the stream must be refused;

@@ -20,7 +20,9 @@ static const ae_uconn_handler u_handler = {u_on_connect, u_on_read, u_on_drain, 
 
 static uint64_t st_now(const ae_h2stream *st) { return uv_now(st->hc->px->loop); }
 
-static void st_flush(ae_h2stream *st) { ae_h2_flush(st->hc); }
+/* Upstream events come from the poll phase: the connection is flushed once at the end of the
+ * turn, with whatever other streams answered meanwhile. */
+static void st_flush(ae_h2stream *st) { ae_h2_flush_soon(st->hc); }
 
 /* ---------- response parsing ---------- */
 

@@ -40,6 +40,9 @@ struct ae_proxy {
   ae_upstreams ups;
   ae_pclient *clients;
   struct ae_h2conn *h2conns; /* HTTP/2 client connections (h2_conn.c) */
+  struct ae_h2conn *h2dirty; /* HTTP/2 connections to flush at the end of this loop turn */
+  uv_check_t h2check;        /* runs after the poll phase: flushes h2dirty */
+  int h2check_init;
   unsigned nclients;    /* attached (transport not yet closed) */
   unsigned nalive;      /* client objects not yet freed */
   int closing;
