@@ -145,7 +145,12 @@ void ae_h2_flush(ae_h2conn *hc) {
     return;
   if (ae_transport_queued(hc->t) == 0)
     hc->t_drain = hc_now(hc);
-  while (ae_transport_queued(hc->t) < AE_H2_OUT_CAP) {
+  /* mem_send yields one frame at a time; frames are gathered so that one TLS record carries many
+   * (a response's HEADERS and DATA, and those of other streams answered in the same pass) instead
+   * of one record per frame. */
+  char acc[AE_H2_RECORD];
+  size_t alen = 0;
+  while (ae_transport_queued(hc->t) + alen < AE_H2_OUT_CAP) {
     const uint8_t *d = NULL;
     ssize_t n = nghttp2_session_mem_send(hc->s, &d);
     if (n < 0) {
@@ -155,10 +160,26 @@ void ae_h2_flush(ae_h2conn *hc) {
     }
     if (n == 0)
       break;
-    if (ae_transport_write(hc->t, (const char *)d, (size_t)n) < 0) {
-      hc_close(hc, 1);
-      return;
+    if (alen + (size_t)n > sizeof(acc)) {
+      if (ae_transport_write(hc->t, acc, alen) < 0) {
+        hc_close(hc, 1);
+        return;
+      }
+      alen = 0;
     }
+    if ((size_t)n >= sizeof(acc)) {
+      if (ae_transport_write(hc->t, (const char *)d, (size_t)n) < 0) {
+        hc_close(hc, 1);
+        return;
+      }
+      continue;
+    }
+    memcpy(acc + alen, d, (size_t)n);
+    alen += (size_t)n;
+  }
+  if (alen && ae_transport_write(hc->t, acc, alen) < 0) {
+    hc_close(hc, 1);
+    return;
   }
   if (!nghttp2_session_want_read(hc->s) && !nghttp2_session_want_write(hc->s)) {
     hc_close(hc, 0);
@@ -175,8 +196,7 @@ static void hc_freed(uv_handle_t *h) {
   ae_h2conn *hc = h->data;
   ae_proxy *p = hc->px;
   free(hc);
-  p->nalive--;
-  ae_px_check_closed(p);
+  ae_px_conn_freed(p);
 }
 
 static void hc_free_streams(ae_h2conn *hc) {
@@ -189,35 +209,66 @@ static void hc_close(ae_h2conn *hc, int abort) {
     return;
   hc->closing = 1;
   hc_free_streams(hc);
-  if (hc->armed) {
-    uv_timer_stop(&hc->timer);
-    hc->armed = 0;
+  ae_px_conn_shut(hc->t, &hc->timer, &hc->armed, abort);
+}
+
+static void hc_undirty(ae_h2conn *hc) {
+  if (!hc->dirty)
+    return;
+  ae_h2conn **pp = &hc->px->h2dirty;
+  while (*pp && *pp != hc)
+    pp = &(*pp)->dnext;
+  if (*pp)
+    *pp = hc->dnext;
+  hc->dirty = 0;
+  hc->dnext = NULL;
+}
+
+static void flush_dirty(uv_check_t *h) {
+  ae_proxy *p = h->data;
+  while (p->h2dirty) {
+    ae_h2conn *hc = p->h2dirty;
+    p->h2dirty = hc->dnext;
+    hc->dirty = 0;
+    hc->dnext = NULL;
+    ae_h2_flush(hc);
   }
-  if (hc->t) {
-    if (abort)
-      ae_transport_abort(hc->t);
-    else
-      ae_transport_close(hc->t);
+  uv_check_stop(h);
+}
+
+static void check_closed(uv_handle_t *h) { ae_px_conn_freed(h->data); }
+
+void ae_h2_flush_soon(ae_h2conn *hc) {
+  ae_proxy *p = hc->px;
+  if (hc->closing || !hc->t || hc->dirty)
+    return;
+  if (p->closing) {
+    ae_h2_flush(hc);
+    return;
   }
+  if (!p->h2check_init) {
+    uv_check_init(p->loop, &p->h2check);
+    p->h2check.data = p;
+    p->h2check_init = 1;
+    p->nalive++; /* the handle's close completes like a connection's */
+  }
+  hc->dirty = 1;
+  hc->dnext = p->h2dirty;
+  p->h2dirty = hc;
+  uv_check_start(&p->h2check, flush_dirty);
 }
 
 static void hc_on_close(void *ud) {
   ae_h2conn *hc = ud;
   ae_proxy *p = hc->px;
+  hc_undirty(hc);
   hc->closing = 1;
   hc->t = NULL;
   hc_free_streams(hc);
   nghttp2_session_del(hc->s);
   hc->s = NULL;
-  if (hc->prev)
-    hc->prev->next = hc->next;
-  else
-    p->h2conns = hc->next;
-  if (hc->next)
-    hc->next->prev = hc->prev;
-  hc->prev = hc->next = NULL;
-  p->nclients--;
-  uv_close((uv_handle_t *)&hc->timer, hc_freed);
+  AE_PX_UNLINK(p->h2conns, hc);
+  ae_px_conn_gone(p, &hc->timer, hc_freed);
 }
 
 static void hc_on_read(void *ud, const char *data, ssize_t n) {
@@ -442,10 +493,7 @@ void ae_h2_attach(ae_proxy *p, ae_transport *t, const char *initial, size_t len)
   hc->reset_burst = mcs > AE_H2_RESET_BURST_MIN ? mcs : AE_H2_RESET_BURST_MIN;
   hc->reset_mt = (uint64_t)hc->reset_burst * 1000u;
   hc->max_requests = p->cfg->proxy.h2_max_requests ? p->cfg->proxy.h2_max_requests : 1000000u;
-  hc->next = p->h2conns;
-  if (p->h2conns)
-    p->h2conns->prev = hc;
-  p->h2conns = hc;
+  AE_PX_LINK(p->h2conns, hc);
   p->nclients++;
   p->nalive++;
   ae_metrics_count_label("h2_events", "connection");
@@ -468,5 +516,9 @@ void ae_h2_abort_all(ae_proxy *p) {
     ae_h2conn *next = hc->next;
     hc_close(hc, 1);
     hc = next;
+  }
+  if (p->h2check_init) {
+    p->h2check_init = 0;
+    uv_close((uv_handle_t *)&p->h2check, check_closed);
   }
 }

@@ -14,6 +14,8 @@
 /* Stop asking nghttp2 for output once this much waits in the transport, so that its own
  * outbound-ACK flood limit applies instead of our queue growing. */
 #define AE_H2_OUT_CAP (32u * 1024u)
+/* Frames gathered per transport write: one full TLS record. */
+#define AE_H2_RECORD 16384u
 #define AE_H2_STREAM_WINDOW 65535
 #define AE_H2_CONN_WINDOW (1 << 20)
 /* Response bytes buffered per stream before the upstream stops being read. */
@@ -51,11 +53,8 @@ struct ae_h2stream {
   ae_uconn *u;
   int u_reused, retried;
   uint64_t t_start, t_up_start, t_connected, t_up_io, t_resp_head;
-  llhttp_t sp;
-  ae_hscan sscan;
-  int sscan_on;
-  ae_hmsg resp;
-  int resp_head, resp_done, interim, resp_trailers, up_reusable;
+  ae_uresp ur;            /* response parser; its trail holds a chunked response's trailers */
+  int resp_head, resp_done, up_reusable;
   int status;
   int local;              /* status of a response acmedge made itself */
   int submitted;          /* response HEADERS submitted */
@@ -64,7 +63,6 @@ struct ae_h2stream {
   int logged;
   ae_buf rbody;           /* response body bytes not yet taken by nghttp2 */
   ae_buf uhead;           /* request head sent upstream, kept for a retry */
-  ae_hmsg rtrail;         /* trailer fields of a chunked response */
   ae_buf qtrail;          /* request trailer lines for a chunked upstream body */
   unsigned ninterim;      /* 1xx responses relayed */
   uint64_t bytes_out;
@@ -96,12 +94,18 @@ struct ae_h2conn {
   unsigned max_requests;
   uint64_t t_hblock;      /* a header block is open (HEADERS without END_HEADERS) since, 0 none */
   uint64_t t_open, t_active, t_drain;
+  int dirty;              /* on px->h2dirty */
+  ae_h2conn *dnext;
 };
 
 /* h2_conn.c */
 /* Sends what nghttp2 has queued (bounded by AE_H2_OUT_CAP) and closes the connection when the
  * session is done. */
 void ae_h2_flush(ae_h2conn *hc);
+/* Flushes the connection at the end of the current loop turn (after the poll phase), so that the
+ * responses of several upstreams read in one turn share TLS records. For events of the poll
+ * phase only (upstream reads and writes): elsewhere use ae_h2_flush. */
+void ae_h2_flush_soon(ae_h2conn *hc);
 /* Re-arms the connection timer for its earliest deadline (streams included). */
 void ae_h2_timer_update(ae_h2conn *hc);
 /* Admits one more stream (the h2_max_requests bound): 0, or -1 when the stream must be refused;

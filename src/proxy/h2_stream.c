@@ -33,11 +33,11 @@ static ssize_t dp_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t leng
   }
   if (st->rbody.len == 0 && st->resp_done) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
-    if (st->rtrail.nf && st->hc->s) {
+    if (st->ur.trail.nf && st->hc->s) {
       /* The upstream's chunked trailers end the stream as a trailing HEADERS frame. */
       ae_buf store = {0};
       nghttp2_nv *nva = NULL;
-      size_t tn = ae_h2_response_nva(&st->rtrail, 0, 0, &store, &nva);
+      size_t tn = ae_h2_response_nva(&st->ur.trail, 0, 0, &store, &nva);
       if (tn && nghttp2_submit_trailer(st->hc->s, st->id, nva, tn) == 0)
         *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
       free(nva);
@@ -121,10 +121,7 @@ int ae_h2s_on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
   st->id = f->hd.stream_id;
   st->t_start = uv_now(hc->px->loop);
   ae_h2req_init(&st->rq);
-  st->next = hc->streams;
-  if (hc->streams)
-    hc->streams->prev = st;
-  hc->streams = st;
+  AE_PX_LINK(hc->streams, st);
   hc->nstreams++;
   nghttp2_session_set_stream_user_data(s, st->id, st);
   return 0;
@@ -286,20 +283,14 @@ void ae_h2s_free(ae_h2stream *st) {
   ae_h2conn *hc = st->hc;
   ae_h2u_stop(st);
   ae_h2s_access_log(st);
-  if (st->prev)
-    st->prev->next = st->next;
-  else
-    hc->streams = st->next;
-  if (st->next)
-    st->next->prev = st->prev;
+  AE_PX_UNLINK(hc->streams, st);
   hc->nstreams--;
   if (hc->nstreams == 0)
     hc->t_active = uv_now(hc->px->loop);
   ae_h2req_free(&st->rq);
-  ae_hmsg_free(&st->resp);
+  ae_uresp_free(&st->ur);
   ae_buf_free(&st->rbody);
   ae_buf_free(&st->uhead);
-  ae_hmsg_free(&st->rtrail);
   ae_buf_free(&st->qtrail);
   ae_config_free(st->cfg);
   free(st);

@@ -20,37 +20,14 @@ static const ae_uconn_handler u_handler = {u_on_connect, u_on_read, u_on_drain, 
 
 static uint64_t st_now(const ae_h2stream *st) { return uv_now(st->hc->px->loop); }
 
-static void st_flush(ae_h2stream *st) { ae_h2_flush(st->hc); }
+/* Upstream events come from the poll phase: the connection is flushed once at the end of the
+ * turn, with whatever other streams answered meanwhile. */
+static void st_flush(ae_h2stream *st) { ae_h2_flush_soon(st->hc); }
 
 /* ---------- response parsing ---------- */
 
-static int rs_begin(llhttp_t *p) {
-  ae_h2stream *st = p->data;
-  ae_hmsg_reset(&st->resp);
-  st->resp_trailers = 0;
-  return 0;
-}
-
-static int rs_status(llhttp_t *p, const char *at, size_t n) {
-  ae_h2stream *st = p->data;
-  ae_hmsg_on_url(&st->resp, at, n);
-  return 0;
-}
-
-static int rs_field(llhttp_t *p, const char *at, size_t n) {
-  ae_h2stream *st = p->data;
-  ae_hmsg_on_field(st->resp_trailers ? &st->rtrail : &st->resp, at, n);
-  return 0;
-}
-
-static int rs_value(llhttp_t *p, const char *at, size_t n) {
-  ae_h2stream *st = p->data;
-  ae_hmsg_on_value(st->resp_trailers ? &st->rtrail : &st->resp, at, n);
-  return 0;
-}
-
-static int rs_headers_complete(llhttp_t *p) {
-  ae_h2stream *st = p->data;
+static int rs_head(void *ud, llhttp_t *p) {
+  ae_h2stream *st = ud;
   int code = p->status_code;
   st->t_up_io = st_now(st);
   if (code == 101) {
@@ -60,12 +37,11 @@ static int rs_headers_complete(llhttp_t *p) {
   if (code < 200) {
     /* 100 and 103 (and other 1xx) go to the client as informational HEADERS before the final
      * response; a bounded number, so an upstream cannot flood the stream with them. */
-    st->interim = 1;
     if (!st->submitted && st->ninterim < AE_H2_MAX_INTERIM && st->hc->s) {
       st->ninterim++;
       ae_buf store = {0};
       nghttp2_nv *nva = NULL;
-      size_t n = ae_h2_response_nva(&st->resp, code, 0, &store, &nva);
+      size_t n = ae_h2_response_nva(&st->ur.head, code, 0, &store, &nva);
       nghttp2_submit_headers(st->hc->s, NGHTTP2_FLAG_NONE, st->id, NULL, nva, n, NULL);
       free(nva);
       ae_buf_free(&store);
@@ -83,48 +59,27 @@ static int rs_headers_complete(llhttp_t *p) {
     nobody = 1;
   ae_buf store = {0};
   nghttp2_nv *nva = NULL;
-  size_t n = ae_h2_response_nva(&st->resp, code, with_cl, &store, &nva);
+  size_t n = ae_h2_response_nva(&st->ur.head, code, with_cl, &store, &nva);
   ae_h2s_submit(st, nva, n, !nobody);
   free(nva);
   ae_buf_free(&store);
   return st->method_head ? 1 : 0;
 }
 
-static int rs_body(llhttp_t *p, const char *at, size_t n) {
-  ae_h2stream *st = p->data;
+static void rs_body(void *ud, const char *at, size_t n) {
+  ae_h2stream *st = ud;
   ae_buf_add(&st->rbody, at, n);
   st->bytes_out += n;
-  return 0;
 }
 
-static int rs_chunk_header(llhttp_t *p) {
-  ae_h2stream *st = p->data;
-  if (p->content_length == 0) {
-    st->resp_trailers = 1;
-    ae_hmsg_reset(&st->rtrail);
-  }
-  return 0;
-}
-
-static int rs_message_complete(llhttp_t *p) {
-  ae_h2stream *st = p->data;
-  if (st->interim)
-    return HPE_PAUSED;
-  st->up_reusable = llhttp_should_keep_alive(p) && st->req_end;
+static void rs_complete(void *ud, int keep_alive) {
+  ae_h2stream *st = ud;
+  st->up_reusable = keep_alive && st->req_end;
   st->resp_done = 1;
-  return HPE_PAUSED;
 }
 
-static const llhttp_settings_t rs_settings = {
-    .on_message_begin = rs_begin,
-    .on_status = rs_status,
-    .on_header_field = rs_field,
-    .on_header_value = rs_value,
-    .on_headers_complete = rs_headers_complete,
-    .on_body = rs_body,
-    .on_message_complete = rs_message_complete,
-    .on_chunk_header = rs_chunk_header,
-};
+/* Trailers are kept: they become the trailing HEADERS frame. */
+static const ae_uresp_ops rs_ops = {rs_head, rs_body, NULL, NULL, rs_complete};
 
 /* ---------- exchange ---------- */
 
@@ -166,21 +121,10 @@ static void up_done(ae_h2stream *st) {
 }
 
 void ae_h2u_start(ae_h2stream *st, const ae_buf *head) {
-  const ae_config *cfg = st->cfg;
-  unsigned maxb = ae_px_ms(cfg->proxy.max_header_bytes, AE_PX_DEF_MAX_HEADER_BYTES);
-  unsigned maxh = ae_px_ms(cfg->proxy.max_headers, AE_PX_DEF_MAX_HEADERS);
-  if (maxb < AE_PX_RESP_HEAD_MIN)
-    maxb = AE_PX_RESP_HEAD_MIN;
-  if (maxh < 200)
-    maxh = 200;
   st->t_up_start = st_now(st);
   st->t_connected = 0;
-  st->resp_head = st->resp_done = st->interim = st->resp_trailers = 0;
-  llhttp_init(&st->sp, HTTP_RESPONSE, &rs_settings);
-  st->sp.data = st;
-  ae_hscan_reset(&st->sscan, maxb, maxh);
-  st->sscan_on = 1;
-  ae_hmsg_reset(&st->resp);
+  st->resp_head = st->resp_done = 0;
+  ae_uresp_init(&st->ur, st->cfg, 1, &rs_ops, st);
   int r = ae_uconn_acquire(&st->hc->px->ups, st->pool, st->retried, &u_handler, st, &st->u, &st->u_reused);
   if (r < 0) {
     st->u = NULL;
@@ -268,7 +212,7 @@ static void u_on_connect(void *ud, int status) {
 
 static void u_failed(ae_h2stream *st, int err) {
   if (!st->resp_head && st->u_reused && !st->retried && st->body_mode == 0 && st->req_end && idempotent(st) &&
-      st->sscan.bytes == 0) {
+      st->ur.scan.bytes == 0) {
     /* A pooled connection the upstream had closed: nothing was answered and there is no body
      * to replay, so the request goes once more on a new connection. */
     ae_uconn_abort(st->u);
@@ -282,8 +226,7 @@ static void u_failed(ae_h2stream *st, int err) {
     return;
   }
   if (st->resp_head && err == UV_EOF) {
-    llhttp_finish(&st->sp);
-    if (st->resp_done) {
+    if (ae_uresp_eof(&st->ur)) {
       st->up_reusable = 0;
       up_done(st);
       return;
@@ -302,35 +245,9 @@ static void u_on_read(void *ud, const char *data, ssize_t n) {
   if (st->resp_done)
     return;
   size_t off = 0, len = (size_t)n;
-  while (off < len && !st->resp_done) {
-    size_t left = len - off;
-    if (st->sscan_on) {
-      size_t used = 0;
-      int r = ae_hscan_feed(&st->sscan, data + off, left, &used);
-      if (r < 0) {
-        up_fail(st, 502, r == AE_HS_BAD ? st->sscan.why : "response head too large");
-        return;
-      }
-      if (r == AE_HS_DONE)
-        st->sscan_on = 0;
-    }
-    llhttp_errno_t e = llhttp_execute(&st->sp, data + off, left);
-    if (e == HPE_OK) {
-      off = len;
-      break;
-    }
-    if (e == HPE_PAUSED) {
-      off += (size_t)(llhttp_get_error_pos(&st->sp) - (data + off));
-      llhttp_resume(&st->sp);
-      if (st->interim) {
-        st->interim = 0;
-        ae_hscan_reset(&st->sscan, st->sscan.max_bytes, st->sscan.max_fields);
-        st->sscan_on = 1;
-      }
-      continue;
-    }
-    const char *reason = llhttp_get_error_reason(&st->sp);
-    up_fail(st, 502, reason ? reason : llhttp_errno_name(e));
+  const char *why = NULL;
+  if (ae_uresp_feed(&st->ur, data, len, &off, &why) == AE_UR_BAD) {
+    up_fail(st, 502, why);
     return;
   }
   if (st->resp_done) {

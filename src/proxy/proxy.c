@@ -96,19 +96,41 @@ void ae_px_check_closed(ae_proxy *p) {
   }
 }
 
+void ae_px_conn_shut(ae_transport *t, uv_timer_t *timer, uint64_t *armed, int abort) {
+  if (*armed) {
+    uv_timer_stop(timer);
+    *armed = 0;
+  }
+  if (t) {
+    if (abort)
+      ae_transport_abort(t);
+    else
+      ae_transport_close(t);
+  }
+}
+
+void ae_px_conn_gone(ae_proxy *p, uv_timer_t *timer, uv_close_cb freed) {
+  p->nclients--;
+  uv_close((uv_handle_t *)timer, freed);
+}
+
+void ae_px_conn_freed(ae_proxy *p) {
+  p->nalive--;
+  ae_px_check_closed(p);
+}
+
 static void c_freed(uv_handle_t *h) {
   ae_pclient *c = h->data;
   ae_proxy *p = c->px;
   ae_hmsg_free(&c->req);
-  ae_hmsg_free(&c->resp);
+  ae_uresp_free(&c->ur);
   ae_buf_free(&c->in);
   ae_buf_free(&c->out);
   ae_buf_free(&c->uout);
   ae_buf_free(&c->uhead);
   ae_config_free(c->cfg);
   free(c);
-  p->nalive--;
-  ae_px_check_closed(p);
+  ae_px_conn_freed(p);
 }
 
 void ae_px_close(ae_pclient *c, int abort) {
@@ -123,16 +145,7 @@ void ae_px_close(ae_pclient *c, int abort) {
     ae_uconn_abort(c->u);
     c->u = NULL;
   }
-  if (c->armed) {
-    uv_timer_stop(&c->timer);
-    c->armed = 0;
-  }
-  if (c->t) {
-    if (abort)
-      ae_transport_abort(c->t);
-    else
-      ae_transport_close(c->t);
-  }
+  ae_px_conn_shut(c->t, &c->timer, &c->armed, abort);
 }
 
 static void c_on_close(void *ud) {
@@ -148,15 +161,8 @@ static void c_on_close(void *ud) {
     }
   }
   c->t = NULL;
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    p->clients = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
-  c->prev = c->next = NULL;
-  p->nclients--;
-  uv_close((uv_handle_t *)&c->timer, c_freed);
+  AE_PX_UNLINK(p->clients, c);
+  ae_px_conn_gone(p, &c->timer, c_freed);
 }
 
 /* Clears per-exchange state for the next request on the connection. */
@@ -177,7 +183,7 @@ static void c_next(ae_pclient *c) {
   c->u_reused = c->retried = 0;
   c->t_up_start = c->t_connected = c->t_up_io = 0;
   c->ups_rstop = 0;
-  c->resp_started = c->resp_head = c->resp_done = c->resp_trailers = c->interim = c->ws101 = 0;
+  c->resp_started = c->resp_head = c->resp_done = c->ws101 = 0;
   c->resp_src_chunked = 0;
   c->status = 0;
   c->framing = AE_FRAME_NONE;
@@ -193,7 +199,7 @@ static void c_next(ae_pclient *c) {
   ae_buf_shrink(&c->uout, 0);
   ae_buf_shrink(&c->out, 0);
   ae_hmsg_free(&c->req);
-  ae_hmsg_free(&c->resp);
+  ae_uresp_free(&c->ur);
   c->phase = P_IDLE;
   c->t_idle = ae_px_now(c);
   c->rp_paused = 0;
@@ -223,7 +229,7 @@ void ae_px_finish(ae_pclient *c) {
   ae_px_flush(c);
   if (c->closing)
     return;
-  int keep = c->req_keepalive && !c->close_after && !c->px->closing;
+  int keep = c->req_keepalive && !c->close_after && !c->px->closing && !c->px->draining;
   if (!keep || (c->read_eof && c->in.len == 0)) {
     ae_px_close(c, 0);
     return;
@@ -371,10 +377,7 @@ void ae_proxy_attach(ae_proxy *p, ae_transport *t, const char *initial, size_t l
   c->minor = 1;
   c->phase = P_IDLE;
   c->t_idle = uv_now(p->loop);
-  c->next = p->clients;
-  if (p->clients)
-    p->clients->prev = c;
-  p->clients = c;
+  AE_PX_LINK(p->clients, c);
   p->nclients++;
   p->nalive++;
   t->ud = c;
@@ -403,6 +406,26 @@ void ae_proxy_drain(ae_proxy *p) {
     return;
   p->draining = 1;
   ae_h2_drain_all(p);
+  /* HTTP/1.1 has no GOAWAY: an idle keep-alive connection is closed now (a client may always see
+   * that between requests and retries elsewhere); a busy one answers its current request with
+   * Connection: close and closes after it. */
+  unsigned idle = 0, busy = 0;
+  ae_pclient *c = p->clients;
+  while (c) {
+    ae_pclient *next = c->next;
+    if (!c->closing && c->phase == P_IDLE && c->in.len == 0) {
+      ae_px_close(c, 0);
+      idle++;
+    } else if (!c->closing && c->phase != P_TUNNEL) {
+      if (!c->resp_head)
+        c->req_keepalive = 0;
+      busy++;
+    }
+    c = next;
+  }
+  if (idle || busy)
+    AE_INFO("proxy", "drain: %u idle HTTP/1.1 connections closed, %u close after their current response", idle,
+            busy);
 }
 
 void ae_proxy_close(ae_proxy *p, void (*cb)(void *ud), void *ud) {

@@ -12,6 +12,7 @@
 #include "acmedge/proxy.h"
 #include "acmedge/transport.h"
 #include "proxy_int.h"
+#include "upstream_response.h"
 
 /* Write-queue level above which the other side stops being read, and the level at which it
  * resumes. */
@@ -39,6 +40,9 @@ struct ae_proxy {
   ae_upstreams ups;
   ae_pclient *clients;
   struct ae_h2conn *h2conns; /* HTTP/2 client connections (h2_conn.c) */
+  struct ae_h2conn *h2dirty; /* HTTP/2 connections to flush at the end of this loop turn */
+  uv_check_t h2check;        /* runs after the poll phase: flushes h2dirty */
+  int h2check_init;
   unsigned nclients;    /* attached (transport not yet closed) */
   unsigned nalive;      /* client objects not yet freed */
   int closing;
@@ -106,16 +110,11 @@ struct ae_pclient {
   ae_buf uout;            /* bytes for the upstream, flushed after each parse pass */
   int ups_rstop;          /* upstream reading stopped: client write queue is high */
 
-  llhttp_t sp;
-  ae_hscan sscan;
-  int sscan_on;
-  ae_hmsg resp;
+  ae_uresp ur;            /* response parser */
   int resp_started;       /* a response byte arrived */
   int resp_head;          /* final response head parsed */
   int resp_done;
-  int resp_trailers;
   int resp_src_chunked;   /* the upstream body is chunked */
-  int interim;            /* the message just parsed was a 1xx */
   int ws101;
   int status;
   int framing;            /* AE_FRAME_* towards the client */
@@ -147,6 +146,35 @@ unsigned ae_px_ms(unsigned v, unsigned def);
 
 /* Calls the close callback once everything the proxy owns is gone. */
 void ae_px_check_closed(ae_proxy *p);
+/* The doubly linked lists of connections and streams (head: the list's first element; n: an
+ * element with prev and next members). */
+#define AE_PX_LINK(head, n)   \
+  do {                        \
+    (n)->prev = NULL;         \
+    (n)->next = (head);       \
+    if (head)                 \
+      (head)->prev = (n);     \
+    (head) = (n);             \
+  } while (0)
+#define AE_PX_UNLINK(head, n)         \
+  do {                                \
+    if ((n)->prev)                    \
+      (n)->prev->next = (n)->next;    \
+    else                              \
+      (head) = (n)->next;             \
+    if ((n)->next)                    \
+      (n)->next->prev = (n)->prev;    \
+    (n)->prev = (n)->next = NULL;     \
+  } while (0)
+
+/* Close steps shared by HTTP/1.1 clients and HTTP/2 connections: */
+/* Stops a connection's timer (armed: its deadline, cleared) and closes or aborts its transport. */
+void ae_px_conn_shut(ae_transport *t, uv_timer_t *timer, uint64_t *armed, int abort);
+/* The transport reported on_close: the connection no longer counts as attached and its timer is
+ * closed; freed (which must end with ae_px_conn_freed) releases the object afterwards. */
+void ae_px_conn_gone(ae_proxy *p, uv_timer_t *timer, uv_close_cb freed);
+/* A connection's memory was released: completes ae_proxy_close when it was the last. */
+void ae_px_conn_freed(ae_proxy *p);
 
 /* h2_conn.c */
 /* Takes over a transport whose ALPN selected h2 (same contract as ae_proxy_attach). */
@@ -203,8 +231,8 @@ int ae_px_auth_head(const ae_route *route, const ae_hmsg *req, const ae_transpor
                     ae_buf *uhead);
 
 /* proxy_exchange.c */
-/* llhttp callbacks for upstream responses. */
-extern const llhttp_settings_t ae_px_resp_settings;
+/* What the response parser hands to an HTTP/1.1 client. */
+extern const ae_uresp_ops ae_px_resp_ops;
 /* Starts forwarding the current request (head already in c->uhead); fresh forces a new
  * connection. Errors become a 502 through ae_px_upstream_error. */
 void ae_px_connect(ae_pclient *c, int fresh);

@@ -22,23 +22,12 @@ static int idempotent(int method) {
 }
 
 void ae_px_connect(ae_pclient *c, int fresh) {
-  const ae_config *cfg = ae_px_cfg(c);
-  unsigned maxb = ae_px_ms(cfg->proxy.max_header_bytes, AE_PX_DEF_MAX_HEADER_BYTES);
-  unsigned maxh = ae_px_ms(cfg->proxy.max_headers, AE_PX_DEF_MAX_HEADERS);
-  if (maxb < AE_PX_RESP_HEAD_MIN)
-    maxb = AE_PX_RESP_HEAD_MIN;
-  if (maxh < 200)
-    maxh = 200;
   c->t_up_start = ae_px_now(c);
   c->t_connected = 0;
-  c->resp_started = c->resp_head = c->resp_done = c->resp_trailers = c->interim = 0;
+  c->resp_started = c->resp_head = c->resp_done = 0;
   c->resp_src_chunked = 0;
   c->up_write_dead = 0;
-  llhttp_init(&c->sp, HTTP_RESPONSE, &ae_px_resp_settings);
-  c->sp.data = c;
-  ae_hscan_reset(&c->sscan, maxb, maxh);
-  c->sscan_on = 1;
-  ae_hmsg_reset(&c->resp);
+  ae_uresp_init(&c->ur, ae_px_cfg(c), 0, &ae_px_resp_ops, c);
   int r = ae_uconn_acquire(&c->px->ups, c->pool, fresh, &u_handler, c, &c->u, &c->u_reused);
   if (r < 0) {
     c->u = NULL;
@@ -114,33 +103,6 @@ uint64_t ae_px_up_deadline(ae_pclient *c, int *connect) {
 
 /* ---------- response parsing ---------- */
 
-static int rs_begin(llhttp_t *p) {
-  ae_pclient *c = p->data;
-  ae_hmsg_reset(&c->resp);
-  c->resp_trailers = 0;
-  return 0;
-}
-
-static int rs_status(llhttp_t *p, const char *at, size_t n) {
-  ae_pclient *c = p->data;
-  ae_hmsg_on_url(&c->resp, at, n);
-  return 0;
-}
-
-static int rs_field(llhttp_t *p, const char *at, size_t n) {
-  ae_pclient *c = p->data;
-  if (!c->resp_trailers)
-    ae_hmsg_on_field(&c->resp, at, n);
-  return 0;
-}
-
-static int rs_value(llhttp_t *p, const char *at, size_t n) {
-  ae_pclient *c = p->data;
-  if (!c->resp_trailers)
-    ae_hmsg_on_value(&c->resp, at, n);
-  return 0;
-}
-
 static void count_status(int st) {
   if (st < 200)
     ae_metrics_inc(AE_M_UPSTREAM_1XX);
@@ -154,12 +116,12 @@ static void count_status(int st) {
     ae_metrics_inc(AE_M_UPSTREAM_5XX);
 }
 
-static int rs_headers_complete(llhttp_t *p) {
-  ae_pclient *c = p->data;
+static int rs_head(void *ud, llhttp_t *p) {
+  ae_pclient *c = ud;
   int st = p->status_code;
   c->t_up_io = ae_px_now(c);
   if (st == 101) {
-    if (!c->ws || !ae_hmsg_has_token(&c->resp, "upgrade", "websocket")) {
+    if (!c->ws || !ae_hmsg_has_token(&c->ur.head, "upgrade", "websocket")) {
       llhttp_set_error_reason(p, "unexpected 101 Switching Protocols");
       return -1;
     }
@@ -168,14 +130,13 @@ static int rs_headers_complete(llhttp_t *p) {
     c->status = 101;
     c->resp_head = 1;
     c->t_resp_head = ae_px_now(c);
-    ae_build_client_head(&c->out, &c->resp, 101, c->minor, AE_FRAME_NONE, 0, 1, 1);
+    ae_build_client_head(&c->out, &c->ur.head, 101, c->minor, AE_FRAME_NONE, 0, 1, 1);
     return 0;
   }
   if (st < 200) {
-    c->interim = 1;
     /* HTTP/1.0 clients do not understand interim responses. */
     if (c->minor >= 1)
-      ae_build_client_head(&c->out, &c->resp, st, 1, AE_FRAME_NONE, 0, 1, 0);
+      ae_build_client_head(&c->out, &c->ur.head, st, 1, AE_FRAME_NONE, 0, 1, 0);
     return 0;
   }
   count_status(st);
@@ -205,15 +166,15 @@ static int rs_headers_complete(llhttp_t *p) {
   int keep = c->req_keepalive && framing != AE_FRAME_CLOSE && c->req_done && !c->ws && !c->px->closing &&
              !c->read_eof;
   c->close_after = !keep;
-  ae_build_client_head(&c->out, &c->resp, st, c->minor, framing, cl, keep, 0);
+  ae_build_client_head(&c->out, &c->ur.head, st, c->minor, framing, cl, keep, 0);
   /* A HEAD response has no body whatever its fields say; framing NONE/CL emits nothing. */
   if (head)
     c->framing = AE_FRAME_NONE;
   return head ? 1 : 0;
 }
 
-static int rs_body(llhttp_t *p, const char *at, size_t n) {
-  ae_pclient *c = p->data;
+static void rs_body(void *ud, const char *at, size_t n) {
+  ae_pclient *c = ud;
   /* A chunked upstream body keeps its chunk boundaries (see rs_chunk_header); anything else is
    * framed per piece. */
   if (c->framing == AE_FRAME_CHUNKED && !c->resp_src_chunked) {
@@ -226,49 +187,31 @@ static int rs_body(llhttp_t *p, const char *at, size_t n) {
     ae_buf_add(&c->out, at, n);
   }
   c->bytes_out += n;
-  return 0;
 }
 
-static int rs_chunk_header(llhttp_t *p) {
-  ae_pclient *c = p->data;
-  if (p->content_length == 0) {
-    c->resp_trailers = 1;
-  } else if (c->framing == AE_FRAME_CHUNKED) {
-    ae_buf_addhex(&c->out, p->content_length);
+static void rs_chunk_size(void *ud, uint64_t size) {
+  ae_pclient *c = ud;
+  if (c->framing == AE_FRAME_CHUNKED) {
+    ae_buf_addhex(&c->out, size);
     ae_buf_add(&c->out, "\r\n", 2);
   }
-  return 0;
 }
 
-static int rs_chunk_complete(llhttp_t *p) {
-  ae_pclient *c = p->data;
-  if (!c->resp_trailers && c->framing == AE_FRAME_CHUNKED)
+static void rs_chunk_end(void *ud) {
+  ae_pclient *c = ud;
+  if (c->framing == AE_FRAME_CHUNKED)
     ae_buf_add(&c->out, "\r\n", 2);
-  return 0;
 }
 
-static int rs_message_complete(llhttp_t *p) {
-  ae_pclient *c = p->data;
-  if (c->interim)
-    return HPE_PAUSED;
-  c->up_reusable = llhttp_should_keep_alive(p) && !c->ws101 && c->req_done && !c->up_write_dead;
+static void rs_complete(void *ud, int keep_alive) {
+  ae_pclient *c = ud;
+  c->up_reusable = keep_alive && !c->ws101 && c->req_done && !c->up_write_dead;
   if (c->framing == AE_FRAME_CHUNKED)
     ae_buf_add(&c->out, "0\r\n\r\n", 5);
   c->resp_done = 1;
-  return HPE_PAUSED;
 }
 
-const llhttp_settings_t ae_px_resp_settings = {
-    .on_message_begin = rs_begin,
-    .on_status = rs_status,
-    .on_header_field = rs_field,
-    .on_header_value = rs_value,
-    .on_headers_complete = rs_headers_complete,
-    .on_body = rs_body,
-    .on_message_complete = rs_message_complete,
-    .on_chunk_header = rs_chunk_header,
-    .on_chunk_complete = rs_chunk_complete,
-};
+const ae_uresp_ops ae_px_resp_ops = {rs_head, rs_body, rs_chunk_size, rs_chunk_end, rs_complete};
 
 /* ---------- upstream events ---------- */
 
@@ -309,8 +252,7 @@ static void u_failed(ae_pclient *c, int err) {
   }
   /* A close-delimited body ends at EOF; llhttp_finish completes it. */
   if (err == UV_EOF) {
-    llhttp_finish(&c->sp);
-    if (c->resp_done) {
+    if (ae_uresp_eof(&c->ur)) {
       c->up_reusable = 0;
       ae_px_flush(c);
       ae_px_finish(c);
@@ -341,39 +283,13 @@ static void u_on_read(void *ud, const char *data, ssize_t n) {
   }
   c->resp_started = 1;
   size_t off = 0, len = (size_t)n;
-  while (off < len && !c->closing && !c->resp_done) {
-    size_t left = len - off;
-    if (c->sscan_on) {
-      size_t used = 0;
-      int r = ae_hscan_feed(&c->sscan, data + off, left, &used);
-      if (r < 0) {
-        ae_px_upstream_error(c, 502, r == AE_HS_BAD ? c->sscan.why : "response head too large");
-        return;
-      }
-      if (r == AE_HS_DONE)
-        c->sscan_on = 0;
-    }
-    llhttp_errno_t e = llhttp_execute(&c->sp, data + off, left);
-    if (c->closing)
-      return;
-    if (e == HPE_OK) {
-      off = len;
-      break;
-    }
-    if (e == HPE_PAUSED) {
-      off += (size_t)(llhttp_get_error_pos(&c->sp) - (data + off));
-      llhttp_resume(&c->sp);
-      if (c->interim) {
-        c->interim = 0;
-        ae_hscan_reset(&c->sscan, c->sscan.max_bytes, c->sscan.max_fields);
-        c->sscan_on = 1;
-      }
-      continue;
-    }
-    const char *reason = llhttp_get_error_reason(&c->sp);
-    ae_px_upstream_error(c, 502, reason ? reason : llhttp_errno_name(e));
+  const char *why = NULL;
+  if (ae_uresp_feed(&c->ur, data, len, &off, &why) == AE_UR_BAD) {
+    ae_px_upstream_error(c, 502, why);
     return;
   }
+  if (c->closing)
+    return;
   if (c->resp_done) {
     if (c->ws101) {
       ae_px_start_tunnel(c, data + off, len - off);

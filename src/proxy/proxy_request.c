@@ -61,7 +61,8 @@ static int c_request_head(ae_pclient *c) {
     ae_px_reject(c, st, ri.reason ? ri.reason : "parser", why ? why : "bad request");
     return -1;
   }
-  c->req_keepalive = llhttp_should_keep_alive(p);
+  /* During a drain every response says Connection: close and the connection ends after it. */
+  c->req_keepalive = llhttp_should_keep_alive(p) && !c->px->draining;
   c->req_body = ri.chunked ? 2 : (ri.has_cl && ri.cl > 0 ? 1 : 0);
   if (ri.chunked) {
     ae_cscan_reset(&c->cscan, ae_px_ms(ae_px_cfg(c)->proxy.max_header_bytes, AE_PX_DEF_MAX_HEADER_BYTES),
