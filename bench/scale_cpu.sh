@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Handshake cost against the number of stored names, measured so that machine noise hits every
 # figure alike: one acmedge per N runs at the same time, and each round measures every N in turn
 # (order rotated per round), each with a cached pass and a cold pass back to back.
@@ -22,7 +23,9 @@
 #                     its own copy of each tree's names, reported as "N/base"
 set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib/common.sh
 source "$BENCH_DIR/lib/common.sh"
+# shellcheck source=lib/scale_trees.sh
 source "$BENCH_DIR/lib/scale_trees.sh"
 : "${HSLOAD_BIN:=$SRC_DIR/build/hsload}"
 : "${SCALE_CPU_NS:=10000 100000 1000000}"
