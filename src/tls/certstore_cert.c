@@ -34,7 +34,7 @@ struct ae_cert {
   char *issuer;
   char **names;
   size_t nnames;
-  gnutls_pcert_st pcerts[]; /* [0] the leaf (owned), then shared issuer entries (issuer_get) */
+  gnutls_pcert_st pcerts[]; /* [0] the leaf (owned), then shared issuer entries (cs_issuer_get) */
 };
 
 /* ---------- ae_cert ---------- */
@@ -161,6 +161,24 @@ static size_t account(const ae_cert *c, size_t key_bytes) {
   for (size_t i = 0; i < c->nnames; i++)
     b += chunk(strlen(c->names[i]) + 1);
   return b;
+}
+
+/* Validity, serial, issuer DN, names and the accounted size, all read from the parsed leaf. */
+static void collect_meta(ae_cert *c, gnutls_x509_crt_t leaf, size_t key_bytes) {
+  c->not_before = (int64_t)gnutls_x509_crt_get_activation_time(leaf);
+  c->not_after = (int64_t)gnutls_x509_crt_get_expiration_time(leaf);
+  collect_serial(c, leaf);
+  gnutls_datum_t dn = {NULL, 0};
+  if (gnutls_x509_crt_get_issuer_dn3(leaf, &dn, 0) >= 0 && dn.data) {
+    c->issuer = ae_malloc(dn.size + 1);
+    memcpy(c->issuer, dn.data, dn.size);
+    c->issuer[dn.size] = '\0';
+    gnutls_free(dn.data);
+  } else {
+    c->issuer = ae_strdup("");
+  }
+  collect_names(c, leaf);
+  c->bytes = (uint32_t)account(c, key_bytes);
 }
 
 /* GnuTLS's wording for "there is no PEM block of that kind" reads like an internal error. */
@@ -385,20 +403,7 @@ static int cert_build(const char *cert_pem, size_t cert_len, const char *key_pem
   key = NULL;
 
 key_done:
-  c->not_before = (int64_t)gnutls_x509_crt_get_activation_time(leaf);
-  c->not_after = (int64_t)gnutls_x509_crt_get_expiration_time(leaf);
-  collect_serial(c, leaf);
-  gnutls_datum_t dn = {NULL, 0};
-  if (gnutls_x509_crt_get_issuer_dn3(leaf, &dn, 0) >= 0 && dn.data) {
-    c->issuer = ae_malloc(dn.size + 1);
-    memcpy(c->issuer, dn.data, dn.size);
-    c->issuer[dn.size] = '\0';
-    gnutls_free(dn.data);
-  } else {
-    c->issuer = ae_strdup("");
-  }
-  collect_names(c, leaf);
-  c->bytes = (uint32_t)account(c, key_bytes);
+  collect_meta(c, leaf, key_bytes);
   if (ids)
     ari_id(leaf, ids->cert_id, sizeof(ids->cert_id));
 
@@ -440,6 +445,50 @@ int ae_cert_from_pem_ids(const char *what, const char *cert_pem, size_t cert_len
   if (ids)
     ids->cert_id[0] = '\0';
   return cert_build(cert_pem, cert_len, key_pem, key_len, &lb, out, ids, err);
+}
+
+int ae_cert_from_parts(gnutls_x509_crt_t leaf, const gnutls_datum_t *chain, unsigned nchain,
+                       gnutls_x509_privkey_t key, ae_cert **out, ae_err *err) {
+  if (!leaf || !key || (nchain > 0 && !chain))
+    return ae_err_set(err, AE_EINVAL, "certificate parts: no leaf or no key");
+  ae_cert *c = ae_calloc(1, sizeof(*c) + (nchain + 1) * sizeof(c->pcerts[0]));
+  atomic_init(&c->refs, 1);
+  size_t key_bytes = 0;
+  /* Only ECDSA keys have the compact form; the parts come from code that makes P-256 keys, so
+   * anything else is a programming error, refused rather than stored at full size. */
+  gnutls_ecc_curve_t curve = GNUTLS_ECC_CURVE_INVALID;
+  gnutls_datum_t ex = {NULL, 0}, ey = {NULL, 0}, ek = {NULL, 0};
+  int compact = gnutls_x509_privkey_get_pk_algorithm(key) == GNUTLS_PK_ECDSA &&
+                gnutls_x509_privkey_export_ecc_raw(key, &curve, &ex, &ey, &ek) >= 0 &&
+                cs_key_compact(curve, &ek, &c->key, &key_bytes) == 1;
+  gnutls_free(ex.data);
+  gnutls_free(ey.data);
+  if (ek.data) {
+    gnutls_memset(ek.data, 0, ek.size);
+    gnutls_free(ek.data);
+  }
+  if (!compact) {
+    c->key = NULL;
+    cert_destroy(c);
+    return ae_err_set(err, AE_EINVAL, "certificate parts: the key is not an ECDSA P-256/P-384 key");
+  }
+  int g = gnutls_pcert_import_x509(&c->pcerts[0], leaf, 0);
+  if (g >= 0)
+    c->npcerts = 1;
+  for (unsigned i = 0; g >= 0 && i < nchain; i++) {
+    g = cs_issuer_get(&chain[i], &c->pcerts[i + 1]);
+    if (g >= 0)
+      c->npcerts++;
+  }
+  if (g < 0) {
+    ae_err_set(err, AE_EINVAL, "certificate parts: cannot use certificate %u of the chain: %s", c->npcerts + 1,
+               gnutls_strerror(g));
+    cert_destroy(c);
+    return AE_EINVAL;
+  }
+  collect_meta(c, leaf, key_bytes);
+  *out = c;
+  return 0;
 }
 
 int ae_cert_load_files(const char *cert_path, const char *key_path, ae_cert **out, ae_err *err) {
