@@ -16,6 +16,15 @@ typedef struct ae_cert ae_cert;
 /* Builds a cert from PEM chain (leaf first) and PEM key. *out has one reference (caller's). */
 int ae_cert_from_pem(const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len,
                      ae_cert **out, ae_err *err);
+/* What ae_cert_from_pem_ids reads from the leaf beside the cert. */
+typedef struct ae_cert_ids {
+  char cert_id[320]; /* ARI certificate identifier (RFC 9773 4.1, as ae_acme_cert_id); "" without an AKI */
+} ae_cert_ids;
+/* Like ae_cert_from_pem for a stored pair: errors start with what (the name or file at fault),
+ * and *ids (may be NULL) is filled from the same parse of the leaf. *out has one reference
+ * (caller's). */
+int ae_cert_from_pem_ids(const char *what, const char *cert_pem, size_t cert_len, const char *key_pem,
+                         size_t key_len, ae_cert **out, ae_cert_ids *ids, ae_err *err);
 /* Builds a cert from parts already in memory, nothing re-encoded or re-parsed: the signed leaf,
  * the DER of the certificates after it (issuers, shared between certs by DER) and the leaf's
  * ECDSA key. The caller vouches that key belongs to leaf (it made both); leaf, chain and key stay
@@ -44,6 +53,9 @@ int ae_cert_covers(const ae_cert *c, const char *name);
 /* The memory the cert holds, as accounted for cert_cache.max_bytes (docs/scale.md): its own
  * allocations, the leaf's DER and parsed public key, the private key; shared issuers excluded. */
 size_t ae_cert_bytes(const ae_cert *c);
+/* The intermediates parsed once and shared by every chain that carries them: how many distinct
+ * certificates the table holds and how many chain references point at them (either may be NULL). */
+void ae_cert_issuer_stats(size_t *distinct, size_t *refs);
 /* Number of SAN DNS names and the i-th (owned by the cert). */
 size_t ae_cert_name_count(const ae_cert *c);
 const char *ae_cert_name(const ae_cert *c, size_t i);

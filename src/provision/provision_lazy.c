@@ -20,7 +20,7 @@ typedef struct load_req {
   int cancelled;       /* forgotten while reading */
   char installed[260]; /* the stored name found: name itself or its "*.parent" */
   ae_cert *cert;
-  char cert_id[320];
+  char cert_id[sizeof(((ae_cert_ids *)0)->cert_id)];
   int notfound;
   int unreachable;     /* storage did not answer: neither absent nor to be ordered */
   ae_err err;
@@ -33,11 +33,11 @@ static int read_one(load_req *l, const char *name) {
   int r = ae_storage_get_cert(l->p->deps.storage, l->p->ca_host, name, &cert_pem, &clen, &key_pem, &klen, &l->err);
   if (r != 0)
     return r;
-  r = ae_cert_from_pem(cert_pem, clen, key_pem, klen, &l->cert, &l->err);
+  /* One parse of the leaf gives the served form and the ARI identifier. */
+  ae_cert_ids ids;
+  r = ae_cert_from_pem_ids(name, cert_pem, clen, key_pem, klen, &l->cert, &ids, &l->err);
   if (r == 0) {
-    ae_err idle = {0};
-    if (ae_acme_cert_id(cert_pem, l->cert_id, sizeof(l->cert_id), &idle) != 0)
-      l->cert_id[0] = '\0';
+    snprintf(l->cert_id, sizeof(l->cert_id), "%s", ids.cert_id);
     snprintf(l->installed, sizeof(l->installed), "%s", name);
   } else {
     l->cert = NULL;

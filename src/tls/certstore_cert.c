@@ -9,10 +9,11 @@
 #include "acmedge/certstore.h"
 #include "certstore_int.h"
 
+#include "acmedge/crypto.h"
+
 #include <gnutls/abstract.h>
 #include <gnutls/crypto.h>
 #include <gnutls/x509.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,114 +34,8 @@ struct ae_cert {
   char *issuer;
   char **names;
   size_t nnames;
-  gnutls_pcert_st pcerts[]; /* [0] the leaf (owned), then shared issuer entries (issuer_get) */
+  gnutls_pcert_st pcerts[]; /* [0] the leaf (owned), then shared issuer entries (cs_issuer_get) */
 };
-
-/* ---------- shared issuer certificates ---------- */
-
-/* A parsed issuer certificate shared by every chain that carries it. The table is touched only
- * when a cert is built or freed, never during a handshake, so one mutex is enough. */
-typedef struct issuer_ent {
-  struct issuer_ent *next;
-  uint64_t hash;
-  size_t refs;
-  gnutls_pcert_st pcert;
-} issuer_ent;
-
-#define ISSUER_BUCKETS 64
-
-static pthread_mutex_t g_issuer_mu = PTHREAD_MUTEX_INITIALIZER;
-static issuer_ent *g_issuers[ISSUER_BUCKETS];
-
-static uint64_t der_hash(const unsigned char *p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) {
-    h ^= p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
-static issuer_ent *issuer_find_locked(uint64_t h, const gnutls_datum_t *der) {
-  for (issuer_ent *e = g_issuers[h % ISSUER_BUCKETS]; e; e = e->next)
-    if (e->hash == h && e->pcert.cert.size == der->size && memcmp(e->pcert.cert.data, der->data, der->size) == 0)
-      return e;
-  return NULL;
-}
-
-/* Fills *out with the shared parsed form of the certificate whose DER is der (a struct copy whose
- * pubkey and DER belong to the table; release with issuer_put). crt, when given, is that
- * certificate already parsed; otherwise a first use parses der. 0 or a GnuTLS error. */
-static int issuer_get_der(const gnutls_datum_t *der, gnutls_x509_crt_t crt, gnutls_pcert_st *out) {
-  uint64_t h = der_hash(der->data, der->size);
-  pthread_mutex_lock(&g_issuer_mu);
-  issuer_ent *e = issuer_find_locked(h, der);
-  if (e) {
-    e->refs++;
-    *out = e->pcert;
-  }
-  pthread_mutex_unlock(&g_issuer_mu);
-  if (e)
-    return 0;
-  /* Parsed outside the lock; another thread may have added the same certificate meanwhile. */
-  issuer_ent *fresh = ae_calloc(1, sizeof(*fresh));
-  int g = crt ? gnutls_pcert_import_x509(&fresh->pcert, crt, 0)
-              : gnutls_pcert_import_x509_raw(&fresh->pcert, der, GNUTLS_X509_FMT_DER, 0);
-  if (g < 0) {
-    free(fresh);
-    return g;
-  }
-  fresh->hash = h;
-  fresh->refs = 1;
-  pthread_mutex_lock(&g_issuer_mu);
-  e = issuer_find_locked(h, der);
-  if (e) {
-    e->refs++;
-    *out = e->pcert;
-  } else {
-    fresh->next = g_issuers[h % ISSUER_BUCKETS];
-    g_issuers[h % ISSUER_BUCKETS] = fresh;
-    *out = fresh->pcert;
-  }
-  pthread_mutex_unlock(&g_issuer_mu);
-  if (e) {
-    gnutls_pcert_deinit(&fresh->pcert);
-    free(fresh);
-  }
-  return 0;
-}
-
-/* issuer_get_der for a parsed certificate. */
-static int issuer_get(gnutls_x509_crt_t crt, gnutls_pcert_st *out) {
-  gnutls_datum_t der = {NULL, 0};
-  int g = gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_DER, &der);
-  if (g < 0)
-    return g;
-  g = issuer_get_der(&der, crt, out);
-  gnutls_free(der.data);
-  return g;
-}
-
-/* Drops one reference taken by issuer_get; the last one frees the parsed certificate. */
-static void issuer_put(const gnutls_pcert_st *p) {
-  uint64_t h = der_hash(p->cert.data, p->cert.size);
-  issuer_ent *gone = NULL;
-  pthread_mutex_lock(&g_issuer_mu);
-  for (issuer_ent **pp = &g_issuers[h % ISSUER_BUCKETS]; *pp; pp = &(*pp)->next) {
-    if ((*pp)->pcert.cert.data == p->cert.data) {
-      if (--(*pp)->refs == 0) {
-        gone = *pp;
-        *pp = gone->next;
-      }
-      break;
-    }
-  }
-  pthread_mutex_unlock(&g_issuer_mu);
-  if (gone) {
-    gnutls_pcert_deinit(&gone->pcert);
-    free(gone);
-  }
-}
 
 /* ---------- ae_cert ---------- */
 
@@ -148,7 +43,7 @@ static void cert_destroy(ae_cert *c) {
   if (c->npcerts > 0)
     gnutls_pcert_deinit(&c->pcerts[0]);
   for (unsigned i = 1; i < c->npcerts; i++)
-    issuer_put(&c->pcerts[i]);
+    cs_issuer_put(&c->pcerts[i]);
   if (c->key)
     gnutls_privkey_deinit(c->key);
   for (size_t i = 0; i < c->nnames; i++)
@@ -294,18 +189,135 @@ static const char *pem_problem(int g) {
   return gnutls_strerror(g);
 }
 
-/* Labels prefix every error message: "" for PEM input, "path: " for files. */
+/* Labels prefix every error message ("" for PEM input, "path: " for files, "name (certificate): "
+ * for a stored pair); mismatch is the whole message for a key of another certificate. */
 typedef struct labels {
   const char *cert;
   const char *key;
-  const char *cert_path; /* NULL for PEM input */
+  const char *mismatch;
 } labels;
 
+#define CHAIN_MAX 16
+
+/* The next certificate PEM block in [p, end): *blk gets it from its BEGIN line to the end of its
+ * END line and *next points past it. 1 found, 0 none, -1 a BEGIN line without an END line. The
+ * headers are those GnuTLS's own list import accepts. */
+static int next_block(const char *p, const char *end, gnutls_datum_t *blk, const char **next) {
+  static const char b1[] = "-----BEGIN CERTIFICATE", b2[] = "-----BEGIN X509 CERTIFICATE", e[] = "-----END ";
+  size_t n = (size_t)(end - p);
+  const char *s1 = memmem(p, n, b1, sizeof(b1) - 1), *s2 = memmem(p, n, b2, sizeof(b2) - 1);
+  const char *s = !s1 ? s2 : !s2 ? s1 : s1 < s2 ? s1 : s2;
+  if (!s)
+    return 0;
+  const char *t = memmem(s + 10, (size_t)(end - s - 10), e, sizeof(e) - 1);
+  if (!t)
+    return -1;
+  const char *eol = memchr(t, '\n', (size_t)(end - t));
+  if (!eol) {
+    /* The END line must be complete ("-----END CERTIFICATE-----"), newline or not. */
+    const char *dashes = memmem(t + sizeof(e) - 1, (size_t)(end - t) - (sizeof(e) - 1), "-----", 5);
+    if (!dashes)
+      return -1;
+    eol = end - 1;
+  }
+  blk->data = (unsigned char *)(uintptr_t)s;
+  blk->size = (unsigned)(eol + 1 - s);
+  *next = eol + 1;
+  return 1;
+}
+
+/* Splits a PEM chain into DER certificates (gnutls_free each). 0 or AE_EINVAL with err set. */
+static int chain_der(const char *pem, size_t len, const labels *lb, gnutls_datum_t *der, unsigned *n, ae_err *err) {
+  const char *p = pem, *end = pem + len;
+  *n = 0;
+  for (;;) {
+    gnutls_datum_t blk;
+    const char *next = NULL;
+    int f = next_block(p, end, &blk, &next);
+    if (f == 0)
+      break;
+    if (f < 0)
+      return ae_err_set(err, AE_EINVAL, "%scannot parse certificate %u of the chain: truncated PEM block (no END line)",
+                        lb->cert, *n + 1);
+    if (*n == CHAIN_MAX)
+      return ae_err_set(err, AE_EINVAL, "%smore than %d certificates in the chain", lb->cert, CHAIN_MAX);
+    int g = gnutls_pem_base64_decode2(NULL, &blk, &der[*n]);
+    if (g < 0 || der[*n].size == 0) {
+      if (g >= 0)
+        gnutls_free(der[*n].data);
+      der[*n].data = NULL;
+      return ae_err_set(err, AE_EINVAL, "%scannot parse certificate %u of the chain: bad base64: %s", lb->cert,
+                        *n + 1, g < 0 ? gnutls_strerror(g) : "empty");
+    }
+    (*n)++;
+    p = next;
+  }
+  if (*n == 0)
+    return ae_err_set(err, AE_EINVAL, "%scannot parse certificate: %s", lb->cert, pem_problem(0));
+  return 0;
+}
+
+static void strip_lz(gnutls_datum_t *d) {
+  while (d->size > 0 && d->data[0] == 0) {
+    d->data++;
+    d->size--;
+  }
+}
+
+/* 1 when the leaf's public point is the key's (x, y), 0 otherwise. */
+static int ec_point_matches(gnutls_pubkey_t pub, gnutls_ecc_curve_t curve, gnutls_datum_t x, gnutls_datum_t y) {
+  gnutls_ecc_curve_t pc;
+  gnutls_datum_t px = {NULL, 0}, py = {NULL, 0};
+  if (gnutls_pubkey_export_ecc_raw2(pub, &pc, &px, &py, 0) < 0)
+    return 0;
+  gnutls_datum_t a = px, b = py;
+  strip_lz(&a);
+  strip_lz(&b);
+  strip_lz(&x);
+  strip_lz(&y);
+  int ok = pc == curve && a.size == x.size && b.size == y.size && memcmp(a.data, x.data, x.size) == 0 &&
+           memcmp(b.data, y.data, y.size) == 0;
+  gnutls_free(px.data);
+  gnutls_free(py.data);
+  return ok;
+}
+
+/* For a key of another type than ECDSA: the key ids (hashes of the public key) must agree. */
+static int key_id_matches(gnutls_x509_crt_t leaf, gnutls_x509_privkey_t key) {
+  unsigned char kid1[64], kid2[64];
+  size_t k1 = sizeof(kid1), k2 = sizeof(kid2);
+  return gnutls_x509_crt_get_key_id(leaf, 0, kid1, &k1) >= 0 && gnutls_x509_privkey_get_key_id(key, 0, kid2, &k2) >= 0 &&
+         k1 == k2 && memcmp(kid1, kid2, k1) == 0;
+}
+
+/* The ARI certificate identifier (RFC 9773 4.1): base64url(AKI keyIdentifier) "." base64url(serial
+ * content octets, as encoded). Left empty when the leaf has no AKI (not an ACME certificate). */
+static void ari_id(gnutls_x509_crt_t leaf, char *out, size_t outlen) {
+  unsigned char aki[128], serial[64];
+  size_t aki_len = sizeof(aki), serial_len = sizeof(serial);
+  unsigned critical = 0;
+  out[0] = '\0';
+  if (gnutls_x509_crt_get_authority_key_id(leaf, aki, &aki_len, &critical) < 0 || aki_len == 0 ||
+      gnutls_x509_crt_get_serial(leaf, serial, &serial_len) < 0 || serial_len == 0)
+    return;
+  char *a64 = NULL, *s64 = NULL;
+  if (ae_b64url_encode(aki, aki_len, &a64) >= 0 && ae_b64url_encode(serial, serial_len, &s64) >= 0) {
+    int n = snprintf(out, outlen, "%s.%s", a64, s64);
+    if (n < 0 || (size_t)n >= outlen)
+      out[0] = '\0';
+  }
+  free(a64);
+  free(s64);
+}
+
 static int cert_build(const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len,
-                      const labels *lb, ae_cert **out, ae_err *err) {
-  gnutls_x509_crt_t *crts = NULL;
-  unsigned ncrts = 0;
+                      const labels *lb, ae_cert **out, ae_cert_ids *ids, ae_err *err) {
+  gnutls_datum_t der[CHAIN_MAX];
+  unsigned nder = 0;
+  gnutls_x509_crt_t leaf = NULL;
   gnutls_x509_privkey_t key = NULL;
+  gnutls_datum_t ex = {NULL, 0}, ey = {NULL, 0}, ek = {NULL, 0};
+  gnutls_ecc_curve_t curve = GNUTLS_ECC_CURVE_INVALID;
   ae_cert *c = NULL;
   int rc = AE_EINVAL;
 
@@ -316,53 +328,61 @@ static int cert_build(const char *cert_pem, size_t cert_len, const char *key_pem
   if (cert_len > UINT32_MAX || key_len > UINT32_MAX)
     return ae_err_set(err, AE_EINVAL, "%stoo large", lb->cert);
 
-  gnutls_datum_t cd = {(unsigned char *)(uintptr_t)cert_pem, (unsigned)cert_len};
-  int g = gnutls_x509_crt_list_import2(&crts, &ncrts, &cd, GNUTLS_X509_FMT_PEM, 0);
-  if (g < 0 || ncrts == 0) {
-    ae_err_set(err, AE_EINVAL, "%scannot parse certificate: %s", lb->cert, pem_problem(g));
+  if (chain_der(cert_pem, cert_len, lb, der, &nder, err) < 0)
+    goto out;
+  /* Only the leaf is parsed as X.509: its fields are read below, the intermediates only served. */
+  int g = gnutls_x509_crt_init(&leaf);
+  if (g >= 0)
+    g = gnutls_x509_crt_import(leaf, &der[0], GNUTLS_X509_FMT_DER);
+  if (g < 0) {
+    ae_err_set(err, AE_EINVAL, "%scannot parse certificate: %s", lb->cert, gnutls_strerror(g));
     goto out;
   }
 
   gnutls_datum_t kd = {(unsigned char *)(uintptr_t)key_pem, (unsigned)key_len};
   g = gnutls_x509_privkey_init(&key);
-  if (g >= 0)
-    g = gnutls_x509_privkey_import2(key, &kd, GNUTLS_X509_FMT_PEM, NULL, GNUTLS_PKCS_PLAIN);
+  /* PKCS#8 is what acmedge writes; the generic import tries the legacy PEM types first. */
+  if (g >= 0 && gnutls_x509_privkey_import_pkcs8(key, &kd, GNUTLS_X509_FMT_PEM, NULL, GNUTLS_PKCS_PLAIN) < 0) {
+    gnutls_x509_privkey_deinit(key);
+    g = gnutls_x509_privkey_init(&key);
+    if (g >= 0)
+      g = gnutls_x509_privkey_import2(key, &kd, GNUTLS_X509_FMT_PEM, NULL, GNUTLS_PKCS_PLAIN);
+  }
   if (g < 0) {
     ae_err_set(err, AE_EINVAL, "%scannot parse private key: %s", lb->key, pem_problem(g));
     goto out;
   }
 
-  /* GnuTLS refuses a mismatched pair too, but with a generic message; checking the key ids
-   * first lets the error say which files disagree. */
-  unsigned char kid1[64], kid2[64];
-  size_t k1 = sizeof(kid1), k2 = sizeof(kid2);
-  if (gnutls_x509_crt_get_key_id(crts[0], 0, kid1, &k1) < 0 ||
-      gnutls_x509_privkey_get_key_id(key, 0, kid2, &k2) < 0 || k1 != k2 || memcmp(kid1, kid2, k1) != 0) {
-    if (lb->cert_path)
-      ae_err_set(err, AE_EINVAL, "%sprivate key does not match certificate %s", lb->key, lb->cert_path);
-    else
-      ae_err_set(err, AE_EINVAL, "private key does not match certificate");
+  c = ae_calloc(1, sizeof(*c) + nder * sizeof(c->pcerts[0]));
+  atomic_init(&c->refs, 1);
+  g = gnutls_pcert_import_x509(&c->pcerts[0], leaf, 0);
+  if (g < 0) {
+    ae_err_set(err, AE_EINVAL, "%scannot use certificate 1 of the chain: %s", lb->cert, gnutls_strerror(g));
+    goto out;
+  }
+  c->npcerts = 1;
+
+  /* GnuTLS would refuse a mismatched pair at the first handshake, with a generic message; checking
+   * here lets the error say which files disagree. */
+  int is_ec = gnutls_x509_privkey_get_pk_algorithm(key) == GNUTLS_PK_ECDSA &&
+              gnutls_x509_privkey_export_ecc_raw(key, &curve, &ex, &ey, &ek) >= 0;
+  if (is_ec ? !ec_point_matches(c->pcerts[0].pubkey, curve, ex, ey) : !key_id_matches(leaf, key)) {
+    ae_err_set(err, AE_EINVAL, "%s", lb->mismatch);
     goto out;
   }
 
-  c = ae_calloc(1, sizeof(*c) + ncrts * sizeof(c->pcerts[0]));
-  atomic_init(&c->refs, 1);
-  /* Parsed once here, so each handshake hands GnuTLS the chain and key without re-parsing. */
-  for (; c->npcerts < ncrts; c->npcerts++) {
+  for (; c->npcerts < nder; c->npcerts++) {
     unsigned i = c->npcerts;
-    g = i == 0 ? gnutls_pcert_import_x509(&c->pcerts[0], crts[0], 0) : issuer_get(crts[i], &c->pcerts[i]);
+    g = cs_issuer_get(&der[i], &c->pcerts[i]);
     if (g < 0) {
-      ae_err_set(err, AE_EINVAL, "%scannot use certificate %u of the chain: %s", lb->cert, c->npcerts + 1,
-                 gnutls_strerror(g));
+      ae_err_set(err, AE_EINVAL, "%scannot use certificate %u of the chain: %s", lb->cert, i + 1, gnutls_strerror(g));
       goto out;
     }
   }
+
   size_t key_bytes = 0;
-  if (cs_key_compact(key, &c->key, &key_bytes) == 1) {
-    gnutls_x509_privkey_deinit(key);
-    key = NULL;
+  if (is_ec && cs_key_compact(curve, &ek, &c->key, &key_bytes) == 1)
     goto key_done;
-  }
   unsigned bits = 0;
   /* RSA keeps n, e, d, p, q and three CRT values, each twice (bignum and ASN.1 tree). */
   key_bytes = CS_X509_PRIVKEY_BYTES +
@@ -383,7 +403,9 @@ static int cert_build(const char *cert_pem, size_t cert_len, const char *key_pem
   key = NULL;
 
 key_done:
-  collect_meta(c, crts[0], key_bytes);
+  collect_meta(c, leaf, key_bytes);
+  if (ids)
+    ari_id(leaf, ids->cert_id, sizeof(ids->cert_id));
 
   *out = c;
   c = NULL;
@@ -394,16 +416,35 @@ out:
     cert_destroy(c);
   if (key)
     gnutls_x509_privkey_deinit(key);
-  for (unsigned i = 0; i < ncrts; i++)
-    gnutls_x509_crt_deinit(crts[i]);
-  gnutls_free(crts);
+  if (leaf)
+    gnutls_x509_crt_deinit(leaf);
+  for (unsigned i = 0; i < nder; i++)
+    gnutls_free(der[i].data);
+  gnutls_free(ex.data);
+  gnutls_free(ey.data);
+  if (ek.data) {
+    gnutls_memset(ek.data, 0, ek.size);
+    gnutls_free(ek.data);
+  }
   return rc;
 }
 
 int ae_cert_from_pem(const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len,
                      ae_cert **out, ae_err *err) {
-  labels lb = {"", "", NULL};
-  return cert_build(cert_pem, cert_len, key_pem, key_len, &lb, out, err);
+  labels lb = {"", "", "private key does not match certificate"};
+  return cert_build(cert_pem, cert_len, key_pem, key_len, &lb, out, NULL, err);
+}
+
+int ae_cert_from_pem_ids(const char *what, const char *cert_pem, size_t cert_len, const char *key_pem,
+                         size_t key_len, ae_cert **out, ae_cert_ids *ids, ae_err *err) {
+  char cl[300], kl[300], ml[320];
+  snprintf(cl, sizeof(cl), "%s (certificate): ", what);
+  snprintf(kl, sizeof(kl), "%s (private key): ", what);
+  snprintf(ml, sizeof(ml), "%s: private key does not match certificate", what);
+  labels lb = {cl, kl, ml};
+  if (ids)
+    ids->cert_id[0] = '\0';
+  return cert_build(cert_pem, cert_len, key_pem, key_len, &lb, out, ids, err);
 }
 
 int ae_cert_from_parts(gnutls_x509_crt_t leaf, const gnutls_datum_t *chain, unsigned nchain,
@@ -415,7 +456,18 @@ int ae_cert_from_parts(gnutls_x509_crt_t leaf, const gnutls_datum_t *chain, unsi
   size_t key_bytes = 0;
   /* Only ECDSA keys have the compact form; the parts come from code that makes P-256 keys, so
    * anything else is a programming error, refused rather than stored at full size. */
-  if (cs_key_compact(key, &c->key, &key_bytes) != 1) {
+  gnutls_ecc_curve_t curve = GNUTLS_ECC_CURVE_INVALID;
+  gnutls_datum_t ex = {NULL, 0}, ey = {NULL, 0}, ek = {NULL, 0};
+  int compact = gnutls_x509_privkey_get_pk_algorithm(key) == GNUTLS_PK_ECDSA &&
+                gnutls_x509_privkey_export_ecc_raw(key, &curve, &ex, &ey, &ek) >= 0 &&
+                cs_key_compact(curve, &ek, &c->key, &key_bytes) == 1;
+  gnutls_free(ex.data);
+  gnutls_free(ey.data);
+  if (ek.data) {
+    gnutls_memset(ek.data, 0, ek.size);
+    gnutls_free(ek.data);
+  }
+  if (!compact) {
     c->key = NULL;
     cert_destroy(c);
     return ae_err_set(err, AE_EINVAL, "certificate parts: the key is not an ECDSA P-256/P-384 key");
@@ -424,7 +476,7 @@ int ae_cert_from_parts(gnutls_x509_crt_t leaf, const gnutls_datum_t *chain, unsi
   if (g >= 0)
     c->npcerts = 1;
   for (unsigned i = 0; g >= 0 && i < nchain; i++) {
-    g = issuer_get_der(&chain[i], NULL, &c->pcerts[i + 1]);
+    g = cs_issuer_get(&chain[i], &c->pcerts[i + 1]);
     if (g >= 0)
       c->npcerts++;
   }
@@ -450,11 +502,12 @@ int ae_cert_load_files(const char *cert_path, const char *key_path, ae_cert **ou
     free(cpem);
     return rc;
   }
-  char cl[4200], kl[4200];
+  char cl[4200], kl[4200], ml[8400];
   snprintf(cl, sizeof(cl), "%s: ", cert_path);
   snprintf(kl, sizeof(kl), "%s: ", key_path);
-  labels lb = {cl, kl, cert_path};
-  rc = cert_build(cpem, clen, kpem, klen, &lb, out, err);
+  snprintf(ml, sizeof(ml), "%s: private key does not match certificate %s", key_path, cert_path);
+  labels lb = {cl, kl, ml};
+  rc = cert_build(cpem, clen, kpem, klen, &lb, out, NULL, err);
   free(cpem);
   /* The key buffer held secret material. */
   memset(kpem, 0, klen);

@@ -42,10 +42,17 @@ size_t cs_neg_slots(const cs_negcache *n);
 #include <gnutls/abstract.h>
 #include <gnutls/x509.h>
 
-/* For ECDSA P-256/P-384 keys: builds in *out an external key that signs with the scalar alone
- * (caller owns it, gnutls_privkey_deinit) and sets *bytes to its accounted size; returns 1. Returns
- * 0 (nothing allocated) when x is of another type: the caller keeps the GnuTLS form. x is only
- * read. */
-int cs_key_compact(gnutls_x509_privkey_t x, gnutls_privkey_t *out, size_t *bytes);
+/* For ECDSA P-256/P-384 keys: builds in *out an external key that signs with the scalar k alone
+ * (big-endian bytes as GnuTLS exports them; caller owns *out, gnutls_privkey_deinit) and sets
+ * *bytes to its accounted size; returns 1. Returns 0 (nothing allocated) for another curve or a
+ * scalar that does not fit it: the caller keeps the GnuTLS form. k is only read. */
+int cs_key_compact(gnutls_ecc_curve_t curve, const gnutls_datum_t *k, gnutls_privkey_t *out, size_t *bytes);
+
+/* The shared parsed form of the intermediate whose DER is der: a struct copy whose DER and public
+ * key belong to the table (release with cs_issuer_put). Parses der only when no chain holds that
+ * certificate yet. 0 or a GnuTLS error. Thread-safe. */
+int cs_issuer_get(const gnutls_datum_t *der, gnutls_pcert_st *out);
+/* Drops one reference taken by cs_issuer_get; the last one frees the parsed certificate. */
+void cs_issuer_put(const gnutls_pcert_st *p);
 
 #endif

@@ -107,49 +107,35 @@ static void ec_deinit(gnutls_privkey_t key, void *ud) {
   free(k);
 }
 
-int cs_key_compact(gnutls_x509_privkey_t x, gnutls_privkey_t *out, size_t *bytes) {
-  if (gnutls_x509_privkey_get_pk_algorithm(x) != GNUTLS_PK_ECDSA)
-    return 0;
-  gnutls_ecc_curve_t curve;
-  gnutls_datum_t px = {NULL, 0}, py = {NULL, 0}, pk = {NULL, 0};
-  if (gnutls_x509_privkey_export_ecc_raw(x, &curve, &px, &py, &pk) < 0)
-    return 0;
-  gnutls_free(px.data);
-  gnutls_free(py.data);
+int cs_key_compact(gnutls_ecc_curve_t curve, const gnutls_datum_t *k, gnutls_privkey_t *out, size_t *bytes) {
   const struct ecc_curve *nc = curve == GNUTLS_ECC_CURVE_SECP256R1   ? nettle_get_secp_256r1()
                                : curve == GNUTLS_ECC_CURVE_SECP384R1 ? nettle_get_secp_384r1()
                                                                      : NULL;
   unsigned len = curve == GNUTLS_ECC_CURVE_SECP256R1 ? 32 : 48;
   /* The exported integer may carry a leading zero byte (DER sign) or be shorter than the curve. */
-  const unsigned char *d = pk.data;
-  size_t n = pk.size;
+  const unsigned char *d = k->data;
+  size_t n = k->size;
   while (n > 0 && *d == 0) {
     d++;
     n--;
   }
-  int rc = 0;
-  if (nc && n > 0 && n <= len) {
-    eckey *k = ae_calloc(1, sizeof(*k));
-    k->curve = nc;
-    k->gcurve = curve;
-    k->len = len;
-    memcpy(k->k + (len - n), d, n);
-    gnutls_privkey_t pkey = NULL;
-    if (gnutls_privkey_init(&pkey) >= 0 &&
-        gnutls_privkey_import_ext4(pkey, k, NULL, ec_sign_hash, NULL, ec_deinit, ec_info,
-                                   GNUTLS_PRIVKEY_IMPORT_AUTO_RELEASE) >= 0) {
-      *out = pkey;
-      *bytes = CS_EXT_PRIVKEY_BYTES + ((sizeof(*k) + 8 + 15) & ~(size_t)15);
-      rc = 1;
-    } else {
-      if (pkey)
-        gnutls_privkey_deinit(pkey);
-      ec_deinit(NULL, k);
-    }
+  if (!nc || n == 0 || n > len)
+    return 0;
+  eckey *ek = ae_calloc(1, sizeof(*ek));
+  ek->curve = nc;
+  ek->gcurve = curve;
+  ek->len = len;
+  memcpy(ek->k + (len - n), d, n);
+  gnutls_privkey_t pkey = NULL;
+  if (gnutls_privkey_init(&pkey) >= 0 &&
+      gnutls_privkey_import_ext4(pkey, ek, NULL, ec_sign_hash, NULL, ec_deinit, ec_info,
+                                 GNUTLS_PRIVKEY_IMPORT_AUTO_RELEASE) >= 0) {
+    *out = pkey;
+    *bytes = CS_EXT_PRIVKEY_BYTES + ((sizeof(*ek) + 8 + 15) & ~(size_t)15);
+    return 1;
   }
-  if (pk.data) {
-    gnutls_memset(pk.data, 0, pk.size);
-    gnutls_free(pk.data);
-  }
-  return rc;
+  if (pkey)
+    gnutls_privkey_deinit(pkey);
+  ec_deinit(NULL, ek);
+  return 0;
 }
