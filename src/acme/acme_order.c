@@ -312,6 +312,7 @@ static void challenge_respond(ae_acme_job *job, json_t *authz) {
     /* Every instance must be able to answer before the CA is told to validate: write the answer
      * to the shared storage (off the loop) first. */
     snprintf(job->share_keyauth, sizeof(job->share_keyauth), "%s", keyauth);
+    snprintf(job->share_token, sizeof(job->share_token), "%s", token);
     job->share_alpn = strcmp(type, "http-01") != 0;
     job->work.data = job;
     job->work_busy = 1;
@@ -342,7 +343,7 @@ static void challenge_ask(ae_acme_job *job) {
 static void share_work(uv_work_t *w) {
   ae_acme_job *job = w->data;
   job->share_rc = ae_storage_share_challenge(job->a->storage, job->share_alpn, job->domain,
-                                             job->share_alpn ? "-" : job->http_token, job->share_keyauth,
+                                             job->share_alpn ? "-" : job->share_token, job->share_keyauth,
                                              &job->share_err);
 }
 
