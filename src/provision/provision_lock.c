@@ -27,7 +27,7 @@ struct ae_plock {
   int held, fenced;
   int slot;                 /* holds the record's job slot while no job runs yet */
   unsigned lease_ms;
-  uint64_t last_ok_ms;      /* loop time at which the last successful acquire/renew was sent */
+  uint64_t last_ok_ms;      /* loop-clock time just before the last successful acquire/renew ran */
   int renewing;             /* a renewal is in flight */
   unsigned refs;            /* the record, works in flight, the timer until closed */
   uv_timer_t timer;         /* heartbeat while held, retry while another instance holds it */
@@ -44,6 +44,13 @@ typedef struct lock_work {
   char cert_id[320];
   ae_err err;
 } lock_work;
+
+/* Milliseconds since the last successful acquire/renew started (monotonic clock, read now: the
+ * loop's cached time may predate a pool thread's reading). */
+static uint64_t since_ok(const ae_plock *lk) {
+  uint64_t now = uv_hrtime() / 1000000;
+  return now > lk->last_ok_ms ? now - lk->last_ok_ms : 0;
+}
 
 static void lk_unref(ae_plock *lk) {
   if (--lk->refs == 0)
@@ -65,6 +72,9 @@ static void work_cb(uv_work_t *req) {
   lock_work *w = req->data;
   ae_plock *lk = w->lk;
   ae_storage *st = lk->p->deps.storage;
+  /* The lease starts after this moment; time spent waiting for a pool thread does not count
+   * (the same monotonic clock as the loop's). */
+  w->sent_ms = uv_hrtime() / 1000000;
   if (w->op == LK_RENEW) {
     w->rc = ae_storage_lock_renew(st, lk->lname, w->token, &w->err);
     return;
@@ -151,9 +161,8 @@ static void heartbeat_cb(uv_timer_t *t) {
   ae_plock *lk = t->data;
   if (!lk->held)
     return;
-  uint64_t now = uv_now(lk->p->deps.loop);
   /* Self-fencing deadline: the lease may expire in Redis any moment after lease - heartbeat. */
-  if (now - lk->last_ok_ms >= lk->lease_ms - lk->lease_ms / 3) {
+  if (since_ok(lk) >= lk->lease_ms - lk->lease_ms / 3) {
     self_fence(lk, "no successful lease renewal in time");
     return;
   }
@@ -280,8 +289,7 @@ int ae_provision_lock_fence(const ae_dom *d, uint64_t *fence) {
   if (!lk->held || lk->fenced)
     return AE_ECANCELED;
   /* The heartbeat may not have run yet after a long pause (SIGSTOP, overload): judge by time. */
-  uint64_t now = uv_now(lk->p->deps.loop);
-  if (now - lk->last_ok_ms >= lk->lease_ms - lk->lease_ms / 3)
+  if (since_ok(lk) >= lk->lease_ms - lk->lease_ms / 3)
     return AE_ECANCELED;
   *fence = lk->token;
   return 0;
