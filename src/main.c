@@ -4,6 +4,7 @@
 #include "acmedge/cli.h"
 #include "acmedge/common.h"
 #include "acmedge/config.h"
+#include "acmedge/storage.h"
 #include "acmedge/tokens.h"
 
 #include <curl/curl.h>
@@ -34,6 +35,9 @@ static void usage(FILE *f) {
         "                         capability tokens (docs/tokens.md; `acmedge token help`)\n"
         "  revoke  NAME [--reason R] [--admin ADDR]\n"
         "                         revoke NAME's certificate at the CA and order a replacement\n"
+        "  storage copy --from CONFIG --to CONFIG\n"
+        "                         copy accounts, certificates and CA files between storages\n"
+        "                         (fs and redis, either way; idempotent, each copy verified)\n"
         "  version                print the version and the linked library versions\n"
         "  help                   print this text\n"
         "\n"
@@ -150,6 +154,8 @@ int main(int argc, char **argv) {
     return ae_tok_cli(argc - 1, argv + 1);
   if (strcmp(cmd, "revoke") == 0)
     return ae_cli_revoke(argc - 1, argv + 1);
+  if (strcmp(cmd, "storage") == 0)
+    return ae_storage_cli(argc - 1, argv + 1);
   fprintf(stderr, "acmedge: unknown command '%s'\n", cmd);
   usage(stderr);
   return 2;

@@ -43,6 +43,11 @@ typedef struct ae_admin_hooks {
   /* Starts renewing name's certificate now; <0 with err set: AE_ENOTFOUND -> 404, AE_EAGAIN ->
    * 503 (stored name being read), AE_EEXIST -> 409 (an order runs), AE_ELIMIT -> 503. */
   int (*renew_domain)(void *ud, const char *name, ae_err *err);
+  /* Optional: answers GET /v1/domains later through reply (ae_admin_reply_send with 200 and the
+   * body), for a cluster-wide view read from shared storage off the loop. limit 0 with no after
+   * and no state asks for the plain array, else for a page as list_domains_page. Returns 0 when
+   * it will answer; any error code falls back to list_domains / list_domains_page at once. */
+  int (*list_domains_async)(void *ud, size_t limit, const char *after, const char *state, ae_admin_reply *reply);
   /* NULL when healthy, else a static reason: /healthz answers 200 "degraded: <reason>". */
   const char *(*degraded)(void *ud);
 } ae_admin_hooks;

@@ -45,7 +45,8 @@ int ae_ca_rotate_if_due(ae_ca *ca, int64_t now, int *rotated, ae_err *err);
  * intermediate, key_pem the leaf key (PKCS#8); both malloc'd, caller frees. Thread-safe; rotates
  * a due intermediate first. */
 int ae_ca_mint_pem(ae_ca *ca, const char *name, int64_t now, char **cert_pem, char **key_pem, ae_err *err);
-/* Same as ae_ca_mint_pem, parsed into a served certificate (caller owns the reference). */
+/* Same leaf as ae_ca_mint_pem, built directly into a served certificate (leaf + intermediate) with
+ * no PEM export or parse. Caller owns the reference. */
 int ae_ca_mint(ae_ca *ca, const char *name, int64_t now, ae_cert **out, ae_err *err);
 /* Root certificate PEM (malloc'd, caller frees). */
 char *ae_ca_root_pem(ae_ca *ca);

@@ -16,6 +16,12 @@ typedef struct ae_cert ae_cert;
 /* Builds a cert from PEM chain (leaf first) and PEM key. *out has one reference (caller's). */
 int ae_cert_from_pem(const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len,
                      ae_cert **out, ae_err *err);
+/* Builds a cert from parts already in memory, nothing re-encoded or re-parsed: the signed leaf,
+ * the DER of the certificates after it (issuers, shared between certs by DER) and the leaf's
+ * ECDSA key. The caller vouches that key belongs to leaf (it made both); leaf, chain and key stay
+ * the caller's and are only read. *out has one reference (caller's). */
+int ae_cert_from_parts(gnutls_x509_crt_t leaf, const gnutls_datum_t *chain, unsigned nchain,
+                       gnutls_x509_privkey_t key, ae_cert **out, ae_err *err);
 /* Loads a cert from files; errors name the file. *out has one reference (caller's). */
 int ae_cert_load_files(const char *cert_path, const char *key_path, ae_cert **out, ae_err *err);
 /* Adds a reference; returns c. */

@@ -100,6 +100,10 @@ json_t *ae_provision_domains_json(ae_provision *p);
  * limit names after `after` (NULL = from the start) in byte order; with limit 0, the whole
  * array as ae_provision_domains_json. state (NULL = any) keeps only names in that state. */
 json_t *ae_provision_domains_query(ae_provision *p, size_t limit, const char *after, const char *state);
+/* Same, with the stored names taken from stored (a shared storage's list of every instance's
+ * certificates) instead of this instance's renewal index. New reference. */
+json_t *ae_provision_domains_query_stored(ae_provision *p, size_t limit, const char *after, const char *state,
+                                          const ae_storage_certref *stored, size_t nstored);
 /* Per-domain Prometheus series (malloc'd text, caller frees). */
 char *ae_provision_metrics(ae_provision *p);
 

@@ -131,4 +131,55 @@ void ae_storage_dirname_domain(const char *dirname, char *buf, size_t len);
 /* Frees a list returned by list(). */
 void ae_storage_list_free(char **names, size_t n);
 
+/* A name's last issuance failure as every instance of a cluster sees it. */
+typedef struct ae_storage_fail {
+  int64_t retry_at;   /* unix seconds: no instance orders the name before */
+  unsigned failures;  /* consecutive failures, drives the next backoff */
+  char problem[200];  /* the CA's problem type */
+  char detail[400];
+  char by[96];        /* instance that failed */
+} ae_storage_fail;
+
+/* Records name's failure until f->retry_at (Redis: a hash expiring then; a longer backoff already
+ * recorded is kept). The fs backend does nothing: one process keeps its own backoff. */
+int ae_storage_fail_put(ae_storage *st, const char *ca_host, const char *domain, const ae_storage_fail *f,
+                        ae_err *err);
+/* Reads name's shared failure into *f; AE_ENOTFOUND when none (always on fs), AE_EIO unreachable. */
+int ae_storage_fail_get(ae_storage *st, const char *ca_host, const char *domain, ae_storage_fail *f, ae_err *err);
+/* Forgets name's shared failure (a deleted name starts afresh); 0 on fs. */
+int ae_storage_fail_del(ae_storage *st, const char *ca_host, const char *domain, ae_err *err);
+
+/* One stored certificate as the cluster view shows it. */
+typedef struct ae_storage_certref {
+  char domain[256];
+  int64_t renew_at;
+  uint64_t version;   /* 0: not stored (any more) */
+  int64_t not_after;
+  char by[96];        /* instance that committed it */
+} ae_storage_certref;
+
+/* Every certificate stored for ca_host (Redis: the renew-at set), with renew_at filled; *out
+ * malloc'd (caller frees). AE_EINVAL for a backend without a shared index (fs). */
+int ae_storage_cert_index(ae_storage *st, const char *ca_host, ae_storage_certref **out, size_t *n, ae_err *err);
+/* Fills version, not_after and by of each ref from storage (a few round trips per page). */
+int ae_storage_cert_info(ae_storage *st, const char *ca_host, ae_storage_certref *refs, size_t n, ae_err *err);
+
+/* Outcome of ae_storage_copy, counted per object (a certificate bundle is one object). */
+typedef struct ae_storage_copy_stats {
+  size_t copied, unchanged, failed;
+} ae_storage_copy_stats;
+
+/* Every stored object of st as a sorted list of storage keys ("certs/<ca>/<dir>/cert.pem", ...).
+ * A Redis backend finds accounts of the CA hosts it has certificates for and of ca_hints. Caller
+ * frees with ae_storage_list_free. */
+int ae_storage_walk(ae_storage *st, const char *const *ca_hints, size_t nhints, char ***keys, size_t *n, ae_err *err);
+/* Copies every object of src into dst (see storage_copy.c): bundles committed whole, objects
+ * equal at dst left alone, each write read back. report(ud, object, problem) is called for each
+ * object that failed (the copy goes on); stats counts them. <0 only when src cannot be listed. */
+int ae_storage_copy(ae_storage *src, ae_storage *dst, const char *const *ca_hints, size_t nhints,
+                    ae_storage_copy_stats *stats, void (*report)(void *ud, const char *object, const char *problem),
+                    void *ud, ae_err *err);
+/* `acmedge storage copy --from CONFIG --to CONFIG`; returns the process exit code. */
+int ae_storage_cli(int argc, char **argv);
+
 #endif

@@ -104,6 +104,15 @@ void ae_adm_api_domains_list(adm_conn *c, const char *query) {
     }
     limit = (size_t)v;
   }
+  if (a->hooks.list_domains_async) {
+    ae_admin_reply *rep = ae_calloc(1, sizeof(*rep));
+    rep->c = c;
+    c->pending = rep;
+    if (a->hooks.list_domains_async(a->hooks.ud, limit, ha == 1 ? after : NULL, hs == 1 ? state : NULL, rep) == 0)
+      return;
+    c->pending = NULL;
+    free(rep);
+  }
   if ((limit || hs == 1 || ha == 1) && a->hooks.list_domains_page) {
     json_t *page = a->hooks.list_domains_page(a->hooks.ud, limit, ha == 1 ? after : NULL, hs == 1 ? state : NULL);
     if (!page) {

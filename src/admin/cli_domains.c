@@ -53,7 +53,7 @@ static void format_expires_in(const char *not_after, char *buf, size_t len) {
     snprintf(buf, len, "%s", span);
 }
 
-#define DOM_COLS 7
+#define DOM_COLS_MAX 9 /* the last two (ISSUED-BY, VER) only from a cluster (Redis) backend */
 
 /* SGR colour of a domain state (and of a last error, shown as "failed"); "" for none. */
 static const char *state_color(const char *state) {
@@ -193,17 +193,22 @@ int ae_cli_domains(int argc, char **argv) {
     free(d);
     rc = 0;
   } else {
-    static const char *const head[DOM_COLS] = {"DOMAIN", "STATE", "EXPIRES-IN", "ISSUER", "LAST-ERROR", "RETRY-AT", "OCSP"};
+    static const char *const head[DOM_COLS_MAX] = {"DOMAIN",   "STATE", "EXPIRES-IN", "ISSUER",   "LAST-ERROR",
+                                                   "RETRY-AT", "OCSP",  "ISSUED-BY",  "VER"};
     size_t n = json_array_size(arr);
-    char **cells = ae_calloc(n * DOM_COLS + 1, sizeof(char *));
-    size_t width[DOM_COLS];
-    for (int k = 0; k < DOM_COLS; k++)
+    int cols = 7;
+    for (size_t i = 0; i < n; i++)
+      if (json_object_get(json_array_get(arr, i), "stored"))
+        cols = DOM_COLS_MAX;
+    char **cells = ae_calloc(n * cols + 1, sizeof(char *));
+    size_t width[DOM_COLS_MAX];
+    for (int k = 0; k < cols; k++)
       width[k] = strlen(head[k]);
     for (size_t i = 0; i < n; i++) {
       json_t *o = json_array_get(arr, i);
       char exp[64];
       format_expires_in(json_string_value(json_object_get(o, "not_after")), exp, sizeof(exp));
-      char **row = &cells[i * DOM_COLS];
+      char **row = &cells[i * cols];
       row[0] = cell(json_string_value(json_object_get(o, "domain")), 253);
       row[1] = cell(json_string_value(json_object_get(o, "state")), 32);
       row[2] = ae_strdup(exp);
@@ -211,25 +216,33 @@ int ae_cli_domains(int argc, char **argv) {
       row[4] = cell(json_string_value(json_object_get(o, "last_error")), 72);
       row[5] = cell(json_string_value(json_object_get(o, "retry_at")), 32);
       row[6] = cell(json_string_value(json_object_get(json_object_get(o, "ocsp"), "state")), 16);
-      for (int k = 0; k < DOM_COLS; k++) {
+      if (cols == DOM_COLS_MAX) {
+        char ver[32] = "";
+        json_t *jv = json_object_get(o, "version");
+        if (json_is_integer(jv))
+          snprintf(ver, sizeof(ver), "%lld", (long long)json_integer_value(jv));
+        row[7] = cell(json_string_value(json_object_get(o, "issued_by")), 64);
+        row[8] = cell(ver, 20);
+      }
+      for (int k = 0; k < cols; k++) {
         size_t w = strlen(row[k]);
         if (w > width[k])
           width[k] = w;
       }
     }
-    for (int k = 0; k < DOM_COLS - 1; k++)
+    for (int k = 0; k < cols - 1; k++)
       printf("%-*s  ", (int)width[k], head[k]);
-    printf("%s\n", head[DOM_COLS - 1]);
+    printf("%s\n", head[cols - 1]);
     int color = isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
     for (size_t i = 0; i < n; i++) {
-      char **row = &cells[i * DOM_COLS];
-      for (int k = 0; k < DOM_COLS - 1; k++) {
+      char **row = &cells[i * cols];
+      for (int k = 0; k < cols - 1; k++) {
         const char *sgr = color ? state_color(k == 1 ? row[1] : k == 4 && strcmp(row[4], "-") ? "failed" : NULL) : "";
         printf("%s%-*s%s  ", sgr, (int)width[k], row[k], *sgr ? "\033[0m" : "");
       }
-      printf("%s\n", row[DOM_COLS - 1]);
+      printf("%s\n", row[cols - 1]);
     }
-    for (size_t i = 0; i < n * DOM_COLS; i++)
+    for (size_t i = 0; i < n * cols; i++)
       free(cells[i]);
     free(cells);
     rc = 0;

@@ -62,4 +62,10 @@ typedef struct ae_app {
  * owner of the decision; on failure err is set and the caller stops what was started (app owns all). */
 int app_start(ae_app *app, ae_err *err);
 
+/* Adds the OCSP object of each listed name whose certificate is in memory (app_start.c). */
+void app_add_ocsp_state(ae_app *app, json_t *list);
+/* Admin hook list_domains_async: on a Redis backend, GET /v1/domains lists every instance's
+ * stored certificates with their version and committing instance (app_view.c); else AE_EINVAL. */
+int app_domains_view(void *ud, size_t limit, const char *after, const char *state, ae_admin_reply *reply);
+
 #endif

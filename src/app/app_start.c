@@ -88,7 +88,7 @@ static void h80_on_plain(void *ud, ae_transport *t, const char *initial, size_t 
 
 /* Adds the OCSP object of each listed name whose certificate is in memory (the provisioner does
  * not know about staples). */
-static void add_ocsp_state(ae_app *app, json_t *list) {
+void app_add_ocsp_state(ae_app *app, json_t *list) {
   size_t i;
   json_t *d;
   json_array_foreach(list, i, d) {
@@ -102,14 +102,14 @@ static void add_ocsp_state(ae_app *app, json_t *list) {
 static json_t *admin_list(void *ud) {
   ae_app *app = ud;
   json_t *list = ae_provision_domains_json(app->provision);
-  add_ocsp_state(app, list);
+  app_add_ocsp_state(app, list);
   return list;
 }
 
 static json_t *admin_list_page(void *ud, size_t limit, const char *after, const char *state) {
   ae_app *app = ud;
   json_t *page = ae_provision_domains_query(app->provision, limit, after, state);
-  add_ocsp_state(app, json_object_get(page, "domains"));
+  app_add_ocsp_state(app, json_object_get(page, "domains"));
   return page;
 }
 
@@ -120,7 +120,19 @@ static int admin_add(void *ud, const char *name, ae_err *err) {
 
 static int admin_delete(void *ud, const char *name, ae_err *err) {
   ae_app *app = ud;
-  return ae_provision_forget(app->provision, name, err);
+  int r = ae_provision_forget(app->provision, name, err);
+  if (r == 0 && ae_storage_is_redis(app->storage)) {
+    /* A deleted name starts afresh on every instance, without another's failure backoff. */
+    char lower[256];
+    size_t i = 0;
+    for (; name[i] && i < sizeof(lower) - 1; i++)
+      lower[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+    lower[i] = '\0';
+    ae_err e = {0};
+    if (ae_storage_fail_del(app->storage, app->ca_host, lower, &e) != 0)
+      AE_WARN(SUB, "%s: cannot clear the shared failure state: %s", lower, e.msg);
+  }
+  return r;
 }
 
 static char *admin_metrics(void *ud) {
@@ -417,6 +429,7 @@ int app_start(ae_app *app, ae_err *err) {
     ae_admin_hooks ah = {.ud = app,
                          .list_domains = admin_list,
                          .list_domains_page = admin_list_page,
+                         .list_domains_async = app_domains_view,
                          .add_domain = admin_add,
                          .delete_domain = admin_delete,
                          .revoke_domain = admin_revoke,

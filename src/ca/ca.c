@@ -23,6 +23,11 @@ typedef struct issuer {
   gnutls_x509_crt_t crt;
   gnutls_privkey_t key;
   char *pem;
+  /* Read once per intermediate rather than once per leaf: its DER (the chain's second
+   * certificate, shared by every served leaf) and its SKI (every leaf's AKI). */
+  gnutls_datum_t der;
+  unsigned char ski[64];
+  size_t skilen;
   char fp[128];              /* SHA-256 fingerprint, for ca_rotated */
   int64_t not_before, not_after;
 } issuer;
@@ -48,6 +53,7 @@ static void issuer_unref(issuer *is) {
   gnutls_x509_crt_deinit(is->crt);
   gnutls_privkey_deinit(is->key);
   free(is->pem);
+  gnutls_free(is->der.data);
   free(is);
 }
 
@@ -199,6 +205,16 @@ static issuer *issuer_wrap(gnutls_x509_crt_t crt, gnutls_privkey_t key, ae_err *
   is->not_after = crt_na(crt);
   ca_fingerprint(crt, is->fp, sizeof(is->fp));
   if (ca_crt_pem(crt, &is->pem, err) != 0) {
+    issuer_unref(is);
+    return NULL;
+  }
+  is->skilen = sizeof(is->ski);
+  int g = gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_DER, &is->der);
+  if (g >= 0)
+    g = ca_issuer_ski(crt, is->ski, &is->skilen);
+  if (g < 0) {
+    ae_err_set(err, AE_EINVAL, "internal CA: intermediate certificate without a usable encoding or SKI: %s",
+               gnutls_strerror(g));
     issuer_unref(is);
     return NULL;
   }
@@ -355,30 +371,53 @@ static double mono_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-int ae_ca_mint_pem(ae_ca *ca, const char *name, int64_t now, char **cert_pem, char **key_pem, ae_err *err) {
+/* Signs a leaf for name with the current intermediate (rotated first when due). On success the
+ * caller owns *crt, *key and the issuer reference *isp (issuer_unref). */
+static int mint_leaf(ae_ca *ca, const char *name, int64_t now, issuer **isp, gnutls_x509_crt_t *crt,
+                     gnutls_x509_privkey_t *key, ae_err *err) {
   if (!name || !*name || strlen(name) > 253)
     return ae_err_set(err, AE_EINVAL, "internal CA: refusing to mint for an empty or overlong name");
-  double t0 = mono_s();
   int rotated = 0;
   ae_err rerr = {0};
   if (ca->opts.create && ae_ca_rotate_if_due(ca, now, &rotated, &rerr) != 0)
     AE_WARN(SUB, "intermediate renewal failed, minting with the current one: %s", rerr.msg);
   issuer *is = issuer_get(ca);
-  int r = 0;
   if (now >= is->not_after) {
-    r = ae_err_set(err, AE_EINVAL, "internal CA: the intermediate expired; cannot mint for %s", name);
-    goto out;
+    issuer_unref(is);
+    return ae_err_set(err, AE_EINVAL, "internal CA: the intermediate expired; cannot mint for %s", name);
   }
   int64_t na = now + ca->opts.leaf_lifetime_s;
   /* A leaf never outlives its issuer: clients would reject the chain before the leaf expires. */
   if (na > is->not_after)
     na = is->not_after;
   ca_tmpl tp = {.cn = name, .dns = name, .not_before = now - BACKDATE_S, .not_after = na};
-  gnutls_privkey_t key = NULL;
+  gnutls_pubkey_t pub = NULL;
+  unsigned char ski[CA_SKI_LEN];
+  int r = ca_leaf_keygen(key, &pub, ski, err);
+  if (r == 0) {
+    r = ca_sign_leaf(&tp, pub, ski, is->ski, is->skilen, is->crt, is->key, crt, err);
+    gnutls_pubkey_deinit(pub);
+    if (r != 0)
+      gnutls_x509_privkey_deinit(*key);
+  }
+  if (r != 0) {
+    issuer_unref(is);
+    return r;
+  }
+  *isp = is;
+  return 0;
+}
+
+int ae_ca_mint_pem(ae_ca *ca, const char *name, int64_t now, char **cert_pem, char **key_pem, ae_err *err) {
+  double t0 = mono_s();
+  issuer *is = NULL;
   gnutls_x509_crt_t crt = NULL;
+  gnutls_x509_privkey_t key = NULL;
   char *leaf = NULL;
-  if ((r = ca_keygen(&key, err)) == 0 && (r = ca_sign(&tp, key, is->crt, is->key, &crt, err)) == 0 &&
-      (r = ca_crt_pem(crt, &leaf, err)) == 0 && (r = ca_key_pem(key, key_pem, err)) == 0) {
+  int r = mint_leaf(ca, name, now, &is, &crt, &key, err);
+  if (r != 0)
+    return r;
+  if ((r = ca_crt_pem(crt, &leaf, err)) == 0 && (r = ca_xkey_pem(key, key_pem, err)) == 0) {
     size_t a = strlen(leaf), b = strlen(is->pem);
     *cert_pem = ae_malloc(a + b + 1);
     memcpy(*cert_pem, leaf, a);
@@ -387,24 +426,29 @@ int ae_ca_mint_pem(ae_ca *ca, const char *name, int64_t now, char **cert_pem, ch
     ca_observe_mint(mono_s() - t0);
   }
   free(leaf);
-  if (crt)
-    gnutls_x509_crt_deinit(crt);
-  gnutls_privkey_deinit(key);
-out:
+  gnutls_x509_crt_deinit(crt);
+  gnutls_x509_privkey_deinit(key);
   issuer_unref(is);
   return r;
 }
 
 int ae_ca_mint(ae_ca *ca, const char *name, int64_t now, ae_cert **out, ae_err *err) {
-  char *cp = NULL, *kp = NULL;
-  int r = ae_ca_mint_pem(ca, name, now, &cp, &kp, err);
-  if (r == 0)
-    r = ae_cert_from_pem(cp, strlen(cp), kp, strlen(kp), out, err);
-  free(cp);
-  if (kp) {
-    memset(kp, 0, strlen(kp));
-    free(kp);
+  double t0 = mono_s();
+  issuer *is = NULL;
+  gnutls_x509_crt_t crt = NULL;
+  gnutls_x509_privkey_t key = NULL;
+  int r = mint_leaf(ca, name, now, &is, &crt, &key, err);
+  if (r != 0)
+    return r;
+  /* Served straight from the signed structure and the key in hand: no PEM export and re-parse. */
+  r = ae_cert_from_parts(crt, &is->der, 1, key, out, err);
+  if (r == 0) {
+    atomic_fetch_add(&ca->mints, 1);
+    ca_observe_mint(mono_s() - t0);
   }
+  gnutls_x509_crt_deinit(crt);
+  gnutls_x509_privkey_deinit(key);
+  issuer_unref(is);
   return r;
 }
 

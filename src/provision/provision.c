@@ -99,6 +99,11 @@ void ae_dom_remove(ae_provision *p, ae_dom *d) {
     p->active--;
     ae_metrics_add(AE_M_ORDERS_IN_FLIGHT, -1);
   }
+  if (d->gating) {
+    d->gating = 0;
+    p->active--;
+    ae_metrics_add(AE_M_ORDERS_IN_FLIGHT, -1);
+  }
   if (d->minting) {
     d->minting = 0;
     p->active--;
@@ -191,6 +196,7 @@ int ae_provision_forget(ae_provision *p, const char *raw, ae_err *err) {
     free(probe);
   }
   ae_certstore_mark_absent(p->deps.certs, name, p->cfg->cert_cache.negative_ttl_ms);
+  ae_renew_index_remove(p, name); /* or the list would still show it */
   if (d)
     ae_dom_remove(p, d);
   snprintf(key, sizeof(key), "certs/%s/%s/", p->ca_host, dir);

@@ -170,6 +170,26 @@ int64_t ae_renew_at(int64_t not_before, int64_t not_after) {
   return not_before + (life > 0 ? life * 2 / 3 : 0);
 }
 
+size_t ae_renew_index_remove(ae_provision *p, const char *name) {
+  size_t removed = 0;
+  for (size_t i = 0; i < p->ri_n;) {
+    if (strcmp(p->ri[i].name, name) != 0) {
+      i++;
+      continue;
+    }
+    free(p->ri[i].name);
+    p->ri[i] = p->ri[--p->ri_n];
+    if (i < p->ri_n) {
+      sift_down(p->ri, p->ri_n, i);
+      sift_up(p->ri, i);
+    }
+    removed++;
+  }
+  if (removed)
+    ri_arm(p);
+  return removed;
+}
+
 void ae_renew_index_close(ae_provision *p) {
   for (size_t i = 0; i < p->ri_n; i++)
     free(p->ri[i].name);

@@ -41,6 +41,8 @@ typedef struct ae_dom {
   struct ae_dom *fprev, *fnext; /* list of failed first issuances (bounded by name_cache_max) */
   int in_failed;
   ae_plock *lk;              /* cluster issuance lock (provision_lock.c), NULL without one */
+  int gating;                /* holds a job slot while the shared failure state is read */
+  uint64_t gate_seq;         /* matches that read's completion to this record */
 } ae_dom;
 
 /* Writes name's registrable domain (public suffix list) into out; the name itself when it has
@@ -134,6 +136,8 @@ void ae_provision_wake_name(struct ae_provision *p, const char *name);
 void ae_renew_index_init(struct ae_provision *p);
 void ae_renew_index_push(struct ae_provision *p, const char *name, int64_t at);
 void ae_renew_index_close(struct ae_provision *p);
+/* Drops every entry of name (a deleted name); O(entries). Returns how many were dropped. */
+size_t ae_renew_index_remove(struct ae_provision *p, const char *name);
 /* i-th heap slot (0 = soonest); AE_ENOTFOUND past the end. name is owned by the index. */
 int ae_renew_index_peek(const struct ae_provision *p, size_t i, const char **name, int64_t *at);
 size_t ae_renew_index_size(const struct ae_provision *p);
@@ -189,6 +193,17 @@ void ae_provision_lock_end(struct ae_provision *p, ae_dom *d);
 void ae_provision_lock_detach(struct ae_provision *p, ae_dom *d);
 /* Starts d's issuance job once its lock is held (provision_queue.c). */
 void ae_provision_issue_locked(struct ae_provision *p, ae_dom *d);
+/* Another instance deleted name from the shared storage (a reload found nothing): drops its
+ * cached certificate and record unless an order of ours runs for it (provision_cluster.c). */
+void ae_provision_storage_deleted(struct ae_provision *p, const char *name);
+/* Shared storage: before d's order starts (slot taken, state ISSUING), reads the name's failure
+ * state off the loop. Returns 1 when it did: the check continues with ae_provision_job_go, or
+ * ends d's attempt as failed until the recorded retry_at. 0: go on now (provision_cluster.c). */
+int ae_provision_gate(struct ae_provision *p, ae_dom *d);
+/* Starts d's order or mint; the job slot is already taken (provision_queue.c). */
+void ae_provision_job_go(struct ae_provision *p, ae_dom *d);
+/* Shared storage: records d's failure until retry_at for every instance (provision_cluster.c). */
+void ae_provision_fail_share(struct ae_provision *p, ae_dom *d, const ae_acme_result *res, int64_t retry_at);
 /* Sets d's renew-at and arms its timer (provision_renewal.c). */
 void ae_dom_arm_timer(ae_dom *d, int64_t at);
 

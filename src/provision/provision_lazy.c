@@ -51,9 +51,11 @@ static int read_one(load_req *l, const char *name) {
 static void load_work_cb(uv_work_t *req) {
   load_req *l = req->data;
   int r = read_one(l, l->name);
-  /* A stored wildcard serves one label below its parent. */
+  /* A stored wildcard serves one label below its parent (not for a change another instance
+   * made: that is about the name itself, a delete included). */
   const char *dot = strchr(l->name, '.');
-  if (r == AE_ENOTFOUND && l->name[0] != '*' && dot && dot != l->name && strchr(dot + 1, '.')) {
+  if (r == AE_ENOTFOUND && l->name[0] != '*' && strcmp(l->source, "cluster") != 0 && dot && dot != l->name &&
+      strchr(dot + 1, '.')) {
     char wild[260];
     snprintf(wild, sizeof(wild), "*.%s", dot + 1);
     ae_err keep = l->err;
@@ -80,6 +82,11 @@ static void load_after_cb(uv_work_t *req, int status) {
       /* Ordering now could duplicate a certificate another instance holds: serve the default
        * certificate and ask storage again on the next handshake. */
       AE_WARN(SUB, "%s: storage unreachable, not ordering: %s", l->name, l->err.msg);
+      ae_provision_wake_name(p, l->name);
+    } else if (!l->notfound && strcmp(l->source, "cluster") == 0) {
+      /* Another instance stored something unusable: keep serving what we have. */
+      AE_WARN(SUB, "%s: changed in storage but not usable, keeping the certificate in memory: %s", l->name,
+              l->err.msg);
       ae_provision_wake_name(p, l->name);
     } else {
       if (!l->notfound)

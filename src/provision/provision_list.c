@@ -76,7 +76,20 @@ static void offer(sel *s, const cand *c) {
 
 static int by_name(const void *a, const void *b) { return strcmp(((const cand *)a)->name, ((const cand *)b)->name); }
 
+static json_t *query(ae_provision *p, size_t limit, const char *after, const char *state,
+                     const ae_storage_certref *stored, size_t nstored, int use_stored);
+
 json_t *ae_provision_domains_query(ae_provision *p, size_t limit, const char *after, const char *state) {
+  return query(p, limit, after, state, NULL, 0, 0);
+}
+
+json_t *ae_provision_domains_query_stored(ae_provision *p, size_t limit, const char *after, const char *state,
+                                          const ae_storage_certref *stored, size_t nstored) {
+  return query(p, limit, after, state, stored, nstored, 1);
+}
+
+static json_t *query(ae_provision *p, size_t limit, const char *after, const char *state,
+                     const ae_storage_certref *stored, size_t nstored, int use_stored) {
   sel s = {.limit = limit, .after = after && *after ? after : NULL, .state = state && *state ? state : NULL};
   ae_strmap_init(&s.seen);
   if (limit)
@@ -89,7 +102,15 @@ json_t *ae_provision_domains_query(ae_provision *p, size_t limit, const char *af
     offer(&s, &c);
   }
   /* Stored names with no record are valid certificates at rest. */
-  if (!s.state || strcmp(s.state, "valid") == 0) {
+  if (use_stored && (!s.state || strcmp(s.state, "valid") == 0)) {
+    /* The shared storage's own list: names other instances issued are in it too. */
+    for (size_t i = 0; i < nstored; i++) {
+      cand c = {stored[i].domain, NULL, stored[i].renew_at};
+      if (ae_strmap_get(&p->doms, c.name))
+        continue;
+      offer(&s, &c);
+    }
+  } else if (!s.state || strcmp(s.state, "valid") == 0) {
     for (size_t i = 0; i < ae_renew_index_size(p); i++) {
       cand c = {NULL, NULL, 0};
       ae_renew_index_peek(p, i, &c.name, &c.renew_at);

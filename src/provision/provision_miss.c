@@ -129,8 +129,12 @@ static int wants_stand_in(ae_provision *p, const char *name, req_result rr) {
 void ae_provision_not_stored(ae_provision *p, const char *name, const char *source) {
   if (p->closing)
     return;
-  if (strcmp(source, "renewal") == 0 || strcmp(source, "cluster") == 0)
-    return; /* deleted from storage since it was indexed (or by another instance): nothing to do */
+  if (strcmp(source, "cluster") == 0) {
+    ae_provision_storage_deleted(p, name); /* another instance deleted it */
+    return;
+  }
+  if (strcmp(source, "renewal") == 0)
+    return; /* deleted from storage since it was indexed: nothing to do */
   if (strcmp(source, "http") == 0 || (strcmp(source, "sni") == 0 && !p->cfg->on_demand.enabled)) {
     /* Port 80 asks again on its wake; a handshake takes the default certificate. */
     ae_provision_wake_name(p, name);

@@ -192,6 +192,7 @@ static void on_done(void *ud, const ae_acme_result *res) {
     if (res->retry_after > retry_at)
       retry_at = res->retry_after;
     d->retry_at = retry_at;
+    ae_provision_fail_share(p, d, res, retry_at);
     ae_dom_set_str(&d->last_error, res->detail ? res->detail : ae_strerror(res->code));
     ae_dom_set_str(&d->last_problem, res->problem);
     d->state = d->has_cert ? DS_VALID : DS_FAILED;
@@ -227,6 +228,12 @@ static void start_job(ae_provision *p, ae_dom *d) {
   d->state = DS_ISSUING;
   p->active++;
   ae_metrics_add(AE_M_ORDERS_IN_FLIGHT, 1);
+  if (ae_provision_gate(p, d))
+    return; /* another instance may have failed this name: ae_provision_job_go follows */
+  ae_provision_job_go(p, d);
+}
+
+void ae_provision_job_go(ae_provision *p, ae_dom *d) {
   ae_metrics_inc(AE_M_ISSUE_ATTEMPTS);
   if (d->has_cert)
     ae_metrics_inc(AE_M_RENEWALS);

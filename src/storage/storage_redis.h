@@ -71,6 +71,9 @@ int rs_share_challenge(ae_storage *st, int alpn, const char *domain, const char 
                        ae_err *err);
 /* Writes the lock key of name ("<pfx>lock:<name>") into buf. */
 void rs_lock_key(const rs_storage *s, const char *name, char *buf, size_t len);
+/* Every stored object as a sorted list of fs-layout keys (storage_redis_walk.c); accounts of the
+ * CA set and of ca_hints. Caller frees with ae_storage_list_free. */
+int rs_walk(rs_storage *s, const char *const *ca_hints, size_t nhints, char ***keys, size_t *n, ae_err *err);
 
 /* The Lua scripts (storage_redis_lua.c). */
 extern const char *const rs_lua_commit;

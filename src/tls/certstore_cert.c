@@ -68,37 +68,32 @@ static issuer_ent *issuer_find_locked(uint64_t h, const gnutls_datum_t *der) {
   return NULL;
 }
 
-/* Fills *out with the shared parsed form of crt (a struct copy whose pubkey and DER belong to the
- * table; release with issuer_put). 0 or a GnuTLS error. */
-static int issuer_get(gnutls_x509_crt_t crt, gnutls_pcert_st *out) {
-  gnutls_datum_t der = {NULL, 0};
-  int g = gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_DER, &der);
-  if (g < 0)
-    return g;
-  uint64_t h = der_hash(der.data, der.size);
+/* Fills *out with the shared parsed form of the certificate whose DER is der (a struct copy whose
+ * pubkey and DER belong to the table; release with issuer_put). crt, when given, is that
+ * certificate already parsed; otherwise a first use parses der. 0 or a GnuTLS error. */
+static int issuer_get_der(const gnutls_datum_t *der, gnutls_x509_crt_t crt, gnutls_pcert_st *out) {
+  uint64_t h = der_hash(der->data, der->size);
   pthread_mutex_lock(&g_issuer_mu);
-  issuer_ent *e = issuer_find_locked(h, &der);
+  issuer_ent *e = issuer_find_locked(h, der);
   if (e) {
     e->refs++;
     *out = e->pcert;
   }
   pthread_mutex_unlock(&g_issuer_mu);
-  if (e) {
-    gnutls_free(der.data);
+  if (e)
     return 0;
-  }
   /* Parsed outside the lock; another thread may have added the same certificate meanwhile. */
   issuer_ent *fresh = ae_calloc(1, sizeof(*fresh));
-  g = gnutls_pcert_import_x509(&fresh->pcert, crt, 0);
+  int g = crt ? gnutls_pcert_import_x509(&fresh->pcert, crt, 0)
+              : gnutls_pcert_import_x509_raw(&fresh->pcert, der, GNUTLS_X509_FMT_DER, 0);
   if (g < 0) {
-    gnutls_free(der.data);
     free(fresh);
     return g;
   }
   fresh->hash = h;
   fresh->refs = 1;
   pthread_mutex_lock(&g_issuer_mu);
-  e = issuer_find_locked(h, &der);
+  e = issuer_find_locked(h, der);
   if (e) {
     e->refs++;
     *out = e->pcert;
@@ -108,12 +103,22 @@ static int issuer_get(gnutls_x509_crt_t crt, gnutls_pcert_st *out) {
     *out = fresh->pcert;
   }
   pthread_mutex_unlock(&g_issuer_mu);
-  gnutls_free(der.data);
   if (e) {
     gnutls_pcert_deinit(&fresh->pcert);
     free(fresh);
   }
   return 0;
+}
+
+/* issuer_get_der for a parsed certificate. */
+static int issuer_get(gnutls_x509_crt_t crt, gnutls_pcert_st *out) {
+  gnutls_datum_t der = {NULL, 0};
+  int g = gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_DER, &der);
+  if (g < 0)
+    return g;
+  g = issuer_get_der(&der, crt, out);
+  gnutls_free(der.data);
+  return g;
 }
 
 /* Drops one reference taken by issuer_get; the last one frees the parsed certificate. */
@@ -263,6 +268,24 @@ static size_t account(const ae_cert *c, size_t key_bytes) {
   return b;
 }
 
+/* Validity, serial, issuer DN, names and the accounted size, all read from the parsed leaf. */
+static void collect_meta(ae_cert *c, gnutls_x509_crt_t leaf, size_t key_bytes) {
+  c->not_before = (int64_t)gnutls_x509_crt_get_activation_time(leaf);
+  c->not_after = (int64_t)gnutls_x509_crt_get_expiration_time(leaf);
+  collect_serial(c, leaf);
+  gnutls_datum_t dn = {NULL, 0};
+  if (gnutls_x509_crt_get_issuer_dn3(leaf, &dn, 0) >= 0 && dn.data) {
+    c->issuer = ae_malloc(dn.size + 1);
+    memcpy(c->issuer, dn.data, dn.size);
+    c->issuer[dn.size] = '\0';
+    gnutls_free(dn.data);
+  } else {
+    c->issuer = ae_strdup("");
+  }
+  collect_names(c, leaf);
+  c->bytes = (uint32_t)account(c, key_bytes);
+}
+
 /* GnuTLS's wording for "there is no PEM block of that kind" reads like an internal error. */
 static const char *pem_problem(int g) {
   if (g >= 0 || g == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE || g == GNUTLS_E_BASE64_UNEXPECTED_HEADER_ERROR ||
@@ -360,20 +383,7 @@ static int cert_build(const char *cert_pem, size_t cert_len, const char *key_pem
   key = NULL;
 
 key_done:
-  c->not_before = (int64_t)gnutls_x509_crt_get_activation_time(crts[0]);
-  c->not_after = (int64_t)gnutls_x509_crt_get_expiration_time(crts[0]);
-  collect_serial(c, crts[0]);
-  gnutls_datum_t dn = {NULL, 0};
-  if (gnutls_x509_crt_get_issuer_dn3(crts[0], &dn, 0) >= 0 && dn.data) {
-    c->issuer = ae_malloc(dn.size + 1);
-    memcpy(c->issuer, dn.data, dn.size);
-    c->issuer[dn.size] = '\0';
-    gnutls_free(dn.data);
-  } else {
-    c->issuer = ae_strdup("");
-  }
-  collect_names(c, crts[0]);
-  c->bytes = (uint32_t)account(c, key_bytes);
+  collect_meta(c, crts[0], key_bytes);
 
   *out = c;
   c = NULL;
@@ -394,6 +404,39 @@ int ae_cert_from_pem(const char *cert_pem, size_t cert_len, const char *key_pem,
                      ae_cert **out, ae_err *err) {
   labels lb = {"", "", NULL};
   return cert_build(cert_pem, cert_len, key_pem, key_len, &lb, out, err);
+}
+
+int ae_cert_from_parts(gnutls_x509_crt_t leaf, const gnutls_datum_t *chain, unsigned nchain,
+                       gnutls_x509_privkey_t key, ae_cert **out, ae_err *err) {
+  if (!leaf || !key || (nchain > 0 && !chain))
+    return ae_err_set(err, AE_EINVAL, "certificate parts: no leaf or no key");
+  ae_cert *c = ae_calloc(1, sizeof(*c) + (nchain + 1) * sizeof(c->pcerts[0]));
+  atomic_init(&c->refs, 1);
+  size_t key_bytes = 0;
+  /* Only ECDSA keys have the compact form; the parts come from code that makes P-256 keys, so
+   * anything else is a programming error, refused rather than stored at full size. */
+  if (cs_key_compact(key, &c->key, &key_bytes) != 1) {
+    c->key = NULL;
+    cert_destroy(c);
+    return ae_err_set(err, AE_EINVAL, "certificate parts: the key is not an ECDSA P-256/P-384 key");
+  }
+  int g = gnutls_pcert_import_x509(&c->pcerts[0], leaf, 0);
+  if (g >= 0)
+    c->npcerts = 1;
+  for (unsigned i = 0; g >= 0 && i < nchain; i++) {
+    g = issuer_get_der(&chain[i], NULL, &c->pcerts[i + 1]);
+    if (g >= 0)
+      c->npcerts++;
+  }
+  if (g < 0) {
+    ae_err_set(err, AE_EINVAL, "certificate parts: cannot use certificate %u of the chain: %s", c->npcerts + 1,
+               gnutls_strerror(g));
+    cert_destroy(c);
+    return AE_EINVAL;
+  }
+  collect_meta(c, leaf, key_bytes);
+  *out = c;
+  return 0;
 }
 
 int ae_cert_load_files(const char *cert_path, const char *key_path, ae_cert **out, ae_err *err) {

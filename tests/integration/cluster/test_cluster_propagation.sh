@@ -117,21 +117,26 @@ done
 echo "subscribers back after $((i * 100)) ms"
 
 # --- Redis stopped: cached name still served everywhere, storage_down; back: storage_up ---
+# The pub/sub kill above may have logged a storage_down already: wait for a new one.
+downs=$(grep -c '\[event\] storage_down' "$T/b.log" || true)
 redis_stop
-ae_wait_for grep -q '\[event\] storage_down' "$T/b.log" || ae_fail "no storage_down event on B"
+more_downs() { [ "$(grep -c '\[event\] storage_down' "$T/b.log" || true)" -gt "$downs" ]; }
+ae_wait_for more_downs || ae_fail "no storage_down event on B"
 for n in a b c; do
   port=PORT_$n
   [ "$(serial_at "${!port}" "$name")" = "$s3" ] || ae_fail "instance $n stopped serving $name while Redis is down"
 done
 curl -s "http://127.0.0.1:$ADMIN_b/metrics" | grep -q '^acmedge_storage_up 0' || ae_fail "metrics do not show the storage down"
 [ "$(curl -s "http://127.0.0.1:$ADMIN_b/healthz")" = "degraded: storage unreachable" ] || ae_fail "/healthz does not say degraded"
+for n in a b c; do eval "ups_$n=$(grep -c '\[event\] storage_up' "$T/$n.log" || true)"; done
 redis_start
 for n in a b c; do
+  before=ups_$n
   for ((i = 0; i < 200; i++)); do
-    grep -q '\[event\] storage_up' "$T/$n.log" && break
+    [ "$(grep -c '\[event\] storage_up' "$T/$n.log" || true)" -gt "${!before}" ] && break
     sleep 0.1
   done
-  grep -q '\[event\] storage_up' "$T/$n.log" || ae_fail "instance $n did not reconnect within 20 s"
+  [ "$(grep -c '\[event\] storage_up' "$T/$n.log" || true)" -gt "${!before}" ] || ae_fail "instance $n did not reconnect within 20 s"
 done
 for n in a b c; do
   ae_pid_alive "$(cat "$T/$n.pid")" || ae_fail "instance $n died"
