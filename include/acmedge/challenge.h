@@ -29,5 +29,9 @@ ae_cert *ae_challenge_alpn_get(ae_challenge *ch, const char *domain);
 void ae_challenge_alpn_del(ae_challenge *ch, const char *domain);
 /* Number of published entries (both kinds). */
 size_t ae_challenge_count(ae_challenge *ch);
+/* Adds another instance's challenge answer (alpn = 0: http-01 token; 1: tls-alpn-01 for domain),
+ * kept for ten minutes; never replaces an answer this instance published itself. */
+int ae_challenge_mirror(ae_challenge *ch, int alpn, const char *domain, const char *token, const char *keyauth,
+                        ae_err *err);
 
 #endif

@@ -20,6 +20,9 @@ typedef struct ae_cluster_hooks {
   void (*changed)(void *ud, const char *domain);
   /* Redis became reachable again (up = 1) or unreachable (up = 0); why names the cause. */
   void (*state)(void *ud, int up, const char *why);
+  /* Any instance published a challenge answer (alpn = 0: http-01 token, 1: tls-alpn-01 key
+   * authorization for domain; token is "-" then). Optional. */
+  void (*challenge)(void *ud, int alpn, const char *domain, const char *token, const char *keyauth);
 } ae_cluster_hooks;
 
 /* Starts watching st (a Redis backend) for ca_host's certificates; reconcile_ms is the period of

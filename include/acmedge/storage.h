@@ -38,6 +38,22 @@ typedef struct ae_storage_ops {
    * (both malloc'd, caller frees); AE_ENOTFOUND when absent, AE_EIO when storage is unreachable. */
   int (*get_cert)(ae_storage *st, const char *ca_host, const char *domain, char **chain, size_t *chain_len,
                   char **key, size_t *key_len, ae_err *err);
+  /* Optional (NULL: one process, no lock needed). Takes the cluster-wide issuance lock of name for
+   * the backend's lease and fills *token with a fencing token larger than every earlier one;
+   * AE_EEXIST when another holder has it, AE_EIO when storage is unreachable. */
+  int (*lock)(ae_storage *st, const char *name, uint64_t *token, ae_err *err);
+  /* Extends the lease of a lock we hold; AE_ECANCELED when it is no longer ours (lapsed or taken). */
+  int (*lock_renew)(ae_storage *st, const char *name, uint64_t token, ae_err *err);
+  /* Releases the lock when it is still ours (compare and delete). */
+  int (*unlock)(ae_storage *st, const char *name, uint64_t token, ae_err *err);
+  /* Optional (NULL: get, then put). Writes key only when absent; AE_EEXIST when it exists. */
+  int (*put_new)(ae_storage *st, const char *key, const void *data, size_t len, int private_, ae_err *err);
+  /* Optional (NULL: nothing shared). Stores a challenge answer for every instance (with a TTL)
+   * and announces it: alpn = 0 for an http-01 token, 1 for a tls-alpn-01 key authorization. */
+  int (*share_challenge)(ae_storage *st, int alpn, const char *domain, const char *token, const char *keyauth,
+                         ae_err *err);
+  /* Lease of the issuance lock in milliseconds. */
+  unsigned (*lock_lease)(const ae_storage *st);
 } ae_storage_ops;
 
 /* Backends embed this struct first. */
@@ -61,6 +77,21 @@ int ae_storage_commit(ae_storage *st, const ae_storage_bundle *b, ae_err *err);
 /* Reads a stored certificate's chain and key (malloc'd, caller frees); AE_ENOTFOUND when absent. */
 int ae_storage_get_cert(ae_storage *st, const char *ca_host, const char *domain, char **chain, size_t *chain_len,
                         char **key, size_t *key_len, ae_err *err);
+/* Takes name's issuance lock (see ae_storage_ops.lock); token 0 and success without a lock. */
+int ae_storage_lock(ae_storage *st, const char *name, uint64_t *token, ae_err *err);
+/* Extends a held lock; 0 without a lock. */
+int ae_storage_lock_renew(ae_storage *st, const char *name, uint64_t token, ae_err *err);
+/* Releases a held lock; 0 without a lock. */
+int ae_storage_unlock(ae_storage *st, const char *name, uint64_t token, ae_err *err);
+/* Lease of the backend's issuance lock in ms; 0 when the backend has none (one process). */
+unsigned ae_storage_lock_lease(const ae_storage *st);
+/* Creates key only when absent (AE_EEXIST when present). */
+int ae_storage_put_new(ae_storage *st, const char *key, const void *data, size_t len, int private_, ae_err *err);
+/* Shares a challenge answer with every instance; 0 when the backend shares nothing. */
+int ae_storage_share_challenge(ae_storage *st, int alpn, const char *domain, const char *token, const char *keyauth,
+                               ae_err *err);
+/* 1 when the backend shares challenge answers between instances. */
+int ae_storage_shares_challenges(const ae_storage *st);
 /* storage.redis (config): parsed and checked by ae_storage_config_parse. */
 typedef struct ae_storage_redis_cfg {
   char *address;         /* as written: "ip:port" or "unix:/path" */

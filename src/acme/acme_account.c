@@ -192,9 +192,17 @@ static int account_load(ae_acme_job *job) {
   }
   rc = ae_key_to_pem(k, &pem, &err);
   if (rc == 0) {
-    rc = ae_storage_put(a->storage, a->key_path, pem, strlen(pem), 1, &err);
+    /* Create-if-absent: instances sharing the storage that start empty at once all generate a
+     * key, one of them is stored, and the others adopt it, so the CA sees one account. */
+    rc = ae_storage_put_new(a->storage, a->key_path, pem, strlen(pem), 1, &err);
     memset(pem, 0, strlen(pem));
     free(pem);
+  }
+  if (rc == AE_EEXIST && !job->account_adopted) {
+    ae_key_free(k);
+    job->account_adopted = 1;
+    AE_INFO(ACME_SUB, "%s: another instance stored an account key first; using it", job->domain);
+    return account_load(job);
   }
   if (rc < 0) {
     ae_key_free(k);

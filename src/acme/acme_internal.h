@@ -123,6 +123,12 @@ struct ae_acme_job {
   const char *used_type;   /* last challenge type validated (result) */
   char *http_token;        /* published http-01 token */
   int alpn_published;
+  /* Shared storage: the answer being written for every instance before the CA is asked. */
+  char share_keyauth[512];
+  char share_token[136];   /* copies: the job's own strings may go while the write runs */
+  int share_alpn, share_rc, chall_processing;
+  int account_adopted;     /* the account key was created by another instance meanwhile */
+  ae_err share_err;
   uint64_t poll_deadline;
   unsigned poll_delay_ms;
   int finalized, finalize_tries;

@@ -18,6 +18,9 @@
 #define CLOCK_SKEW_S 300
 
 static void authz_next(ae_acme_job *job);
+static void challenge_ask(ae_acme_job *job);
+static void share_work(uv_work_t *w);
+static void share_done(uv_work_t *w, int status);
 static void finalize_begin(ae_acme_job *job);
 static void order_poll(ae_acme_job *job);
 static void cert_download(ae_acme_job *job);
@@ -304,17 +307,60 @@ static void challenge_respond(ae_acme_job *job, json_t *authz) {
   free(job->chall_url);
   job->chall_url = ae_strdup(url);
   job->chall_type = type;
-  AE_INFO(ACME_SUB, "%s: %s challenge published, asking the CA to validate", job->domain, type);
-  progress(job, "challenge_ready", type);
+  job->chall_processing = cstatus != NULL && (strcmp(cstatus, "processing") == 0 || strcmp(cstatus, "valid") == 0);
+  if (ae_storage_shares_challenges(a->storage)) {
+    /* Every instance must be able to answer before the CA is told to validate: write the answer
+     * to the shared storage (off the loop) first. */
+    snprintf(job->share_keyauth, sizeof(job->share_keyauth), "%s", keyauth);
+    snprintf(job->share_token, sizeof(job->share_token), "%s", token);
+    job->share_alpn = strcmp(type, "http-01") != 0;
+    job->work.data = job;
+    job->work_busy = 1;
+    rc = uv_queue_work(a->loop, &job->work, share_work, share_done);
+    if (rc != 0) {
+      job->work_busy = 0;
+      acme_job_fail(job, AE_ERR, "acmedge:internal", uv_strerror(rc), 1, 0);
+    }
+    return;
+  }
+  challenge_ask(job);
+}
+
+static void challenge_ask(ae_acme_job *job) {
+  AE_INFO(ACME_SUB, "%s: %s challenge published, asking the CA to validate", job->domain, job->chall_type);
+  progress(job, "challenge_ready", job->chall_type);
   if (job->ended) return;
   job->poll_deadline = ae_now_ms() + ACME_POLL_TOTAL_MS;
   job->poll_delay_ms = 0;
-  if (cstatus != NULL && (strcmp(cstatus, "processing") == 0 || strcmp(cstatus, "valid") == 0)) {
+  if (job->chall_processing) {
     /* Already being validated (e.g. after the request was resent): just poll. */
     acme_poll_later(job, NULL, authz_poll_start, "authorization");
     return;
   }
-  acme_post(job, url, "{}", 0, on_challenge_posted);
+  acme_post(job, job->chall_url, "{}", 0, on_challenge_posted);
+}
+
+static void share_work(uv_work_t *w) {
+  ae_acme_job *job = w->data;
+  job->share_rc = ae_storage_share_challenge(job->a->storage, job->share_alpn, job->domain,
+                                             job->share_alpn ? "-" : job->share_token, job->share_keyauth,
+                                             &job->share_err);
+}
+
+static void share_done(uv_work_t *w, int status) {
+  ae_acme_job *job = w->data;
+  job->work_busy = 0;
+  if (job->ended) {
+    acme_job_work_done(job);
+    return;
+  }
+  if (status != 0 || job->share_rc != 0) {
+    /* Another instance could not answer; asking the CA now would likely fail the authorization. */
+    acme_job_fail(job, job->share_rc ? job->share_rc : AE_ERR, "acmedge:storage",
+                  job->share_err.msg[0] ? job->share_err.msg : "cannot share the challenge answer", 1, 0);
+    return;
+  }
+  challenge_ask(job);
 }
 
 /* The challenge of authz whose error explains an invalid authorization. */

@@ -289,9 +289,17 @@ static void cluster_state(void *ud, int up, const char *why) {
   ae_events_emit(app->events, up ? "storage_up" : "storage_down", NULL, det);
 }
 
-/* Shared storage: events name this instance, and other instances' commits are hot-swapped. */
+static void cluster_challenge(void *ud, int alpn, const char *domain, const char *token, const char *keyauth) {
+  ae_app *app = ud;
+  ae_err e = {0};
+  if (ae_challenge_mirror(app->challenges, alpn, domain, token, keyauth, &e) != 0)
+    AE_WARN(SUB, "%s: cannot mirror a shared challenge answer: %s", domain, e.msg);
+}
+
+/* Shared storage: events name this instance, other instances' commits are hot-swapped and their
+ * challenge answers mirrored (the CA may validate against any instance). */
 static int start_cluster(ae_app *app, ae_err *err) {
-  ae_cluster_hooks h = {.ud = app, .changed = cluster_changed, .state = cluster_state};
+  ae_cluster_hooks h = {.ud = app, .changed = cluster_changed, .state = cluster_state, .challenge = cluster_challenge};
   unsigned rec = 0;
   const char *env = getenv("ACMEDGE_RECONCILE_MS"); /* tests shorten the generation check */
   if (env && atoi(env) >= 100)

@@ -22,12 +22,17 @@ typedef struct http01_entry {
   char *token;
   char *keyauth;
   char *domain;
+  int64_t mirror_until; /* 0: ours (removed by its job); else a copy of another instance's, until then */
 } http01_entry;
 
 typedef struct alpn_entry {
   char *domain;
   ae_cert *cert;
+  int64_t mirror_until;
 } alpn_entry;
+
+/* Lifetime of a mirrored answer: longer than any validation, short enough to stay small. */
+#define AE_CHALLENGE_MIRROR_S 600
 
 struct ae_challenge {
   pthread_mutex_t mu;
@@ -113,6 +118,7 @@ int ae_challenge_http01_put(ae_challenge *ch, const char *domain, const char *to
     if (strcmp(ch->http[i].token, token) == 0) {
       free(ch->http[i].keyauth);
       free(ch->http[i].domain);
+      ch->http[i].mirror_until = 0;
       ch->http[i].keyauth = ae_strdup(keyauth);
       ch->http[i].domain = ae_strdup(domain ? domain : "");
       pthread_mutex_unlock(&ch->mu);
@@ -127,6 +133,7 @@ int ae_challenge_http01_put(ae_challenge *ch, const char *domain, const char *to
   e->token = ae_strdup(token);
   e->keyauth = ae_strdup(keyauth);
   e->domain = ae_strdup(domain ? domain : "");
+  e->mirror_until = 0;
   pthread_mutex_unlock(&ch->mu);
   return 0;
 }
@@ -260,6 +267,7 @@ int ae_challenge_alpn_put(ae_challenge *ch, const char *domain, const char *keya
   if (i < ch->nalpn) {
     old = ch->alpn[i].cert;
     ch->alpn[i].cert = cert;
+    ch->alpn[i].mirror_until = 0;
   } else {
     if (ch->nalpn == ch->capalpn) {
       ch->capalpn = ch->capalpn ? ch->capalpn * 2 : 8;
@@ -267,6 +275,7 @@ int ae_challenge_alpn_put(ae_challenge *ch, const char *domain, const char *keya
     }
     ch->alpn[ch->nalpn].domain = ae_strdup(name);
     ch->alpn[ch->nalpn].cert = cert;
+    ch->alpn[ch->nalpn].mirror_until = 0;
     ch->nalpn++;
   }
   pthread_mutex_unlock(&ch->mu);
@@ -313,4 +322,75 @@ size_t ae_challenge_count(ae_challenge *ch) {
   size_t n = ch->nhttp + ch->nalpn;
   pthread_mutex_unlock(&ch->mu);
   return n;
+}
+
+/* Drops mirrored answers past their lifetime; called with the mutex held. */
+static void purge_mirrors(ae_challenge *ch, int64_t now, ae_cert **drop, size_t *ndrop, size_t max) {
+  for (size_t i = 0; i < ch->nhttp;) {
+    if (ch->http[i].mirror_until && ch->http[i].mirror_until < now) {
+      http01_entry_clear(&ch->http[i]);
+      ch->http[i] = ch->http[--ch->nhttp];
+    } else {
+      i++;
+    }
+  }
+  for (size_t i = 0; i < ch->nalpn;) {
+    if (ch->alpn[i].mirror_until && ch->alpn[i].mirror_until < now && *ndrop < max) {
+      drop[(*ndrop)++] = ch->alpn[i].cert;
+      free(ch->alpn[i].domain);
+      ch->alpn[i] = ch->alpn[--ch->nalpn];
+    } else {
+      i++;
+    }
+  }
+}
+
+int ae_challenge_mirror(ae_challenge *ch, int alpn, const char *domain, const char *token, const char *keyauth,
+                        ae_err *err) {
+  if (ch == NULL) return ae_err_set(err, AE_EINVAL, "challenge mirror: no map");
+  int64_t now = (int64_t)time(NULL);
+  ae_cert *drop[8];
+  size_t ndrop = 0;
+  int rc = 0;
+  if (!alpn) {
+    if (!ae_challenge_token_valid(token) || !keyauth_valid(keyauth))
+      return ae_err_set(err, AE_EINVAL, "http-01 mirror for %.80s: invalid token or key authorization", domain);
+    pthread_mutex_lock(&ch->mu);
+    purge_mirrors(ch, now, drop, &ndrop, 8);
+    size_t i;
+    for (i = 0; i < ch->nhttp && strcmp(ch->http[i].token, token) != 0; i++) {
+    }
+    if (i == ch->nhttp) {
+      if (ch->nhttp == ch->caphttp) {
+        ch->caphttp = ch->caphttp ? ch->caphttp * 2 : 8;
+        ch->http = ae_realloc(ch->http, ch->caphttp * sizeof(*ch->http));
+      }
+      http01_entry *e = &ch->http[ch->nhttp++];
+      e->token = ae_strdup(token);
+      e->keyauth = ae_strdup(keyauth);
+      e->domain = ae_strdup(domain ? domain : "");
+      e->mirror_until = now + AE_CHALLENGE_MIRROR_S;
+    } /* else: ours (published by this instance) or already mirrored */
+    pthread_mutex_unlock(&ch->mu);
+  } else {
+    pthread_mutex_lock(&ch->mu);
+    purge_mirrors(ch, now, drop, &ndrop, 8);
+    int ours = 0;
+    char name[AE_CHALLENGE_DOMAIN_MAX + 1];
+    if (domain_norm(domain, name, sizeof(name)) == 0)
+      for (size_t i = 0; i < ch->nalpn; i++)
+        if (strcmp(ch->alpn[i].domain, name) == 0 && ch->alpn[i].mirror_until == 0) ours = 1;
+    pthread_mutex_unlock(&ch->mu);
+    if (!ours) {
+      rc = ae_challenge_alpn_put(ch, domain, keyauth, err);
+      if (rc == 0) {
+        pthread_mutex_lock(&ch->mu);
+        for (size_t i = 0; i < ch->nalpn; i++)
+          if (strcmp(ch->alpn[i].domain, name) == 0) ch->alpn[i].mirror_until = now + AE_CHALLENGE_MIRROR_S;
+        pthread_mutex_unlock(&ch->mu);
+      }
+    }
+  }
+  for (size_t i = 0; i < ndrop; i++) ae_cert_unref(drop[i]);
+  return rc;
 }

@@ -83,6 +83,7 @@ static void dom_free_cb(uv_handle_t *h) {
 /* Removes the record: cancels what it started, frees it in the timer's close callback. */
 void ae_dom_remove(ae_provision *p, ae_dom *d) {
   ae_provision_queue_remove(p, d);
+  ae_provision_lock_detach(p, d);
   ae_provision_failed_untrack(p, d);
   if (d->preq) {
     ae_policy_cancel(d->preq);

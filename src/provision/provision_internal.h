@@ -6,6 +6,7 @@
 #include "acmedge/strmap.h"
 
 typedef struct ae_ri_ent ae_ri_ent;
+typedef struct ae_plock ae_plock;
 
 typedef enum { DS_CHECKING, DS_QUEUED, DS_ISSUING, DS_INSTALLING, DS_VALID, DS_FAILED } ae_dom_state;
 
@@ -39,6 +40,7 @@ typedef struct ae_dom {
   uint64_t asked_ms;         /* last demand (handshake, port 80, API) while pending */
   struct ae_dom *fprev, *fnext; /* list of failed first issuances (bounded by name_cache_max) */
   int in_failed;
+  ae_plock *lk;              /* cluster issuance lock (provision_lock.c), NULL without one */
   int gating;                /* holds a job slot while the shared failure state is read */
   uint64_t gate_seq;         /* matches that read's completion to this record */
 } ae_dom;
@@ -177,6 +179,20 @@ int ae_provision_loads_full(const struct ae_provision *p);
 int ae_provision_deny_suppressed(struct ae_provision *p, const char *name, uint64_t now, uint64_t ms);
 /* Forgets every suppression, e.g. after a reload changed the policy (provision_bounds.c). */
 void ae_provision_deny_reset(struct ae_provision *p);
+/* 1 when d's issuance needs the cluster-wide lock (shared storage, not an internal name). */
+int ae_provision_lock_needed(const struct ae_provision *p, const ae_dom *d);
+/* Takes d's lock off the loop, then orders (ae_provision_issue_locked), or installs what another
+ * instance committed, or keeps waiting for it; d holds a job slot throughout (provision_lock.c). */
+void ae_provision_lock_begin(struct ae_provision *p, ae_dom *d);
+/* The fencing token to commit d's certificate with (0 without a lock); AE_ECANCELED when the
+ * lock is lost or its lease may have lapsed: then nothing may be written. */
+int ae_provision_lock_fence(const ae_dom *d, uint64_t *fence);
+/* Stops the heartbeat and releases d's lock if held (after the commit or a failure). */
+void ae_provision_lock_end(struct ae_provision *p, ae_dom *d);
+/* Releases and frees d's lock state when the record goes. */
+void ae_provision_lock_detach(struct ae_provision *p, ae_dom *d);
+/* Starts d's issuance job once its lock is held (provision_queue.c). */
+void ae_provision_issue_locked(struct ae_provision *p, ae_dom *d);
 /* Another instance deleted name from the shared storage (a reload found nothing): drops its
  * cached certificate and record unless an order of ours runs for it (provision_cluster.c). */
 void ae_provision_storage_deleted(struct ae_provision *p, const char *name);

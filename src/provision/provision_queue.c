@@ -182,6 +182,7 @@ static void on_done(void *ud, const ae_acme_result *res) {
     d->state = DS_INSTALLING;
     ae_provision_install(p, d->name, res->cert_pem, res->key_pem, res->challenge_type);
   } else {
+    ae_provision_lock_end(p, d);
     d->failures++;
     const ae_config *c = p->cfg;
     double delay = res->retryable
@@ -233,8 +234,6 @@ static void start_job(ae_provision *p, ae_dom *d) {
 }
 
 void ae_provision_job_go(ae_provision *p, ae_dom *d) {
-  ae_acme_callbacks cbs = {.ud = d, .on_progress = on_progress, .on_done = on_done};
-  ae_err err = {0};
   ae_metrics_inc(AE_M_ISSUE_ATTEMPTS);
   if (d->has_cert)
     ae_metrics_inc(AE_M_RENEWALS);
@@ -242,6 +241,16 @@ void ae_provision_job_go(ae_provision *p, ae_dom *d) {
   if (d->has_cert)
     json_object_set_new(det, "renewal", json_true());
   ae_events_emit(p->deps.events, "issuance_started", d->name, det);
+  if (ae_provision_lock_needed(p, d)) {
+    ae_provision_lock_begin(p, d); /* orders once the cluster-wide lock is ours */
+    return;
+  }
+  ae_provision_issue_locked(p, d);
+}
+
+void ae_provision_issue_locked(ae_provision *p, ae_dom *d) {
+  ae_acme_callbacks cbs = {.ud = d, .on_progress = on_progress, .on_done = on_done};
+  ae_err err = {0};
   int r = ae_config_internal_name(p->cfg, d->name)
               ? (p->deps.ca ? ae_provision_mint_start(p, d, &err)
                             : ae_err_set(&err, AE_EINVAL, "%s: the internal CA is not running", d->name))

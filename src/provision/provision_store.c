@@ -16,6 +16,7 @@ typedef struct install_work {
   char *cert_pem, *key_pem, *meta;
   ae_cert *cert;   /* parsed in the worker thread */
   char cert_id[320];
+  uint64_t fence;  /* issuance lock token (0 without a lock) */
   ae_err err;
 } install_work;
 
@@ -41,7 +42,8 @@ static void install_work_cb(uv_work_t *req) {
                          .key = w->key_pem,
                          .meta = w->meta,
                          .not_before = ae_cert_not_before(w->cert),
-                         .not_after = ae_cert_not_after(w->cert)};
+                         .not_after = ae_cert_not_after(w->cert),
+                         .fence = w->fence};
   if (ae_storage_commit(p->deps.storage, &b, &w->err) != 0)
     goto fail;
   return;
@@ -54,6 +56,9 @@ static void install_after_cb(uv_work_t *req, int status) {
   install_work *w = req->data;
   ae_provision *p = w->p;
   p->installs--;
+  ae_dom *d = ae_strmap_get(&p->doms, w->name);
+  if (d && !p->closing)
+    ae_provision_lock_end(p, d); /* committed (or refused): the lock has done its job */
   if (status == 0 && !p->closing) {
     if (!w->cert)
       AE_ERROR(SUB, "%s: cannot install certificate: %s", w->name, w->err.msg);
@@ -85,9 +90,22 @@ void ae_provision_install(ae_provision *p, const char *name, const char *cert_pe
     json_object_set_new(m, "challenge", json_string(challenge_type));
   w->meta = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
   json_decref(m);
+  ae_dom *d = ae_strmap_get(&p->doms, name);
+  if (ae_provision_lock_fence(d, &w->fence) != 0) {
+    /* Self-fencing: the lease may be someone else's by now, so this certificate is not written;
+     * the lock's current holder commits its own and every instance loads that one. */
+    ae_provision_lock_end(p, d);
+    ae_provision_installed(p, name, NULL, NULL, 0, "issuance lock lost before the commit; not written");
+    free(w->cert_pem);
+    free(w->key_pem);
+    free(w->meta);
+    free(w);
+    return;
+  }
   p->installs++;
   if (uv_queue_work(p->deps.loop, &w->req, install_work_cb, install_after_cb) != 0) {
     p->installs--;
+    ae_provision_lock_end(p, d);
     ae_provision_installed(p, name, NULL, NULL, 0, "cannot queue storage work");
     free(w->cert_pem);
     free(w->key_pem);

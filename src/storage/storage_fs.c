@@ -310,7 +310,7 @@ static void fs_free(ae_storage *st) {
   free(fs);
 }
 
-static const ae_storage_ops fs_ops = {fs_put, fs_get, fs_del, fs_list, fs_free, NULL, NULL};
+static const ae_storage_ops fs_ops = {.put = fs_put, .get = fs_get, .del = fs_del, .list = fs_list, .free = fs_free};
 
 int ae_storage_fs_new(const char *path, ae_storage **out, ae_err *err) {
   if (!path || !*path)

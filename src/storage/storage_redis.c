@@ -23,6 +23,7 @@ const char *const rs_lua_commit =
     "local f = tonumber(ARGV[2])\n"
     "local sf = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0') or 0\n"
     "if f > 0 and sf >= f then return {-1, tostring(sf)} end\n"
+    "if f > 0 and redis.call('GET', KEYS[6]) ~= ARGV[2] then return {-2, tostring(sf)} end\n"
     "if f < sf then f = sf end\n"
     "local nv = cv + 1\n"
     "redis.call('HSET', KEYS[1], 'chain', ARGV[3], 'key', ARGV[4], 'meta', ARGV[5], 'not_after', ARGV[6],"
@@ -327,8 +328,10 @@ static int rs_list(ae_storage *st, const char *prefix, char ***names, size_t *n,
 
 static int rs_commit(ae_storage *st, const ae_storage_bundle *b, ae_err *err) {
   rs_storage *s = (rs_storage *)st;
-  char hk[700], exp[400], gen[200], chg[400], cas[200], chan[200];
+  char hk[700], exp[400], gen[200], chg[400], cas[200], chan[200], lk[700], lname[600];
   rs_name(s, hk, sizeof(hk), "cert:%s:%s", b->ca_host, b->domain);
+  snprintf(lname, sizeof(lname), "cert:%s:%s", b->ca_host, b->domain);
+  rs_lock_key(s, lname, lk, sizeof(lk));
   rs_name(s, exp, sizeof(exp), "exp:%s", b->ca_host);
   rs_name(s, gen, sizeof(gen), "gen");
   rs_name(s, chg, sizeof(chg), "chg:%s", b->ca_host);
@@ -356,13 +359,13 @@ static int rs_commit(ae_storage *st, const ae_storage_bundle *b, ae_err *err) {
     snprintf(na, sizeof(na), "%lld", (long long)b->not_after);
     int64_t renew = b->not_before + (b->not_after - b->not_before) * 2 / 3;
     snprintf(ra, sizeof(ra), "%lld", (long long)renew);
-    const char *argv[] = {"EVAL", rs_lua_commit, "5", hk, exp, gen, chg, cas, ver, fence, b->chain, keyv, b->meta,
+    const char *argv[] = {"EVAL", rs_lua_commit, "6", hk, exp, gen, chg, cas, lk, ver, fence, b->chain, keyv, b->meta,
                           na, ra, s->instance, b->domain, chan, b->ca_host};
-    size_t argl[19];
-    for (int j = 0; j < 19; j++)
+    size_t argl[20];
+    for (int j = 0; j < 20; j++)
       argl[j] = strlen(argv[j]);
     redisReply *rep = NULL;
-    int r = rs_cmd(s, what, &rep, 19, argv, argl, err);
+    int r = rs_cmd(s, what, &rep, 20, argv, argl, err);
     free(sealed);
     if (r != 0)
       return r;
@@ -379,6 +382,8 @@ static int rs_commit(ae_storage *st, const ae_storage_bundle *b, ae_err *err) {
     if (code == -1)
       return ae_err_set(err, AE_EEXIST, "%s: refused: a newer lock holder (fence %s) already committed; ours is %s", hk,
                         ver, fence);
+    if (code == -2)
+      return ae_err_set(err, AE_EEXIST, "%s: refused: our issuance lock (fence %s) lapsed or was taken over", hk, fence);
   }
   return ae_err_set(err, AE_EAGAIN, "redis %s: the certificate kept changing; gave up", what);
 }
@@ -438,7 +443,13 @@ static const ae_storage_ops rs_ops = {.put = rs_put,
                                       .list = rs_list,
                                       .free = rs_free,
                                       .commit = rs_commit,
-                                      .get_cert = rs_get_cert};
+                                      .get_cert = rs_get_cert,
+                                      .lock = rs_lock,
+                                      .lock_renew = rs_lock_renew,
+                                      .unlock = rs_unlock,
+                                      .put_new = rs_put_new,
+                                      .share_challenge = rs_share_challenge,
+                                      .lock_lease = rs_lock_lease};
 
 int rs_is(const ae_storage *st) { return st->ops == &rs_ops; }
 
@@ -460,6 +471,7 @@ int ae_storage_redis_new(const ae_storage_redis_cfg *c, ae_storage **out, ae_err
   snprintf(s->instance, sizeof(s->instance), "%.60s/%ld", host, (long)getpid());
   pthread_mutex_init(&s->mu, NULL);
   s->state = 1;
+  s->lease_ms = c->lock_lease_ms ? c->lock_lease_ms : 15000;
   (void)err;
   *out = &s->base;
   return 0;

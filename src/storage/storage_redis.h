@@ -26,6 +26,7 @@ typedef struct rs_storage {
   redisContext *pool[RS_POOL_MAX];
   size_t npool;
   int state;         /* atomic: 1 the last command reached Redis, 0 it did not */
+  unsigned lease_ms; /* issuance lock lease (storage.redis.lock_lease_ms) */
 } rs_storage;
 
 /* Kinds of storage keys, see rs_map_key. */
@@ -59,6 +60,17 @@ int rs_connect(rs_storage *s, redisContext **out, ae_err *err);
 /* 1 when st is a Redis backend. */
 int rs_is(const ae_storage *st);
 
+/* Issuance lock, create-if-absent and shared challenges (storage_redis_lock.c); see
+ * ae_storage_ops for each one's contract. */
+int rs_lock(ae_storage *st, const char *name, uint64_t *token, ae_err *err);
+int rs_lock_renew(ae_storage *st, const char *name, uint64_t token, ae_err *err);
+int rs_unlock(ae_storage *st, const char *name, uint64_t token, ae_err *err);
+unsigned rs_lock_lease(const ae_storage *st);
+int rs_put_new(ae_storage *st, const char *key, const void *data, size_t len, int private_, ae_err *err);
+int rs_share_challenge(ae_storage *st, int alpn, const char *domain, const char *token, const char *keyauth,
+                       ae_err *err);
+/* Writes the lock key of name ("<pfx>lock:<name>") into buf. */
+void rs_lock_key(const rs_storage *s, const char *name, char *buf, size_t len);
 /* Every stored object as a sorted list of fs-layout keys (storage_redis_walk.c); accounts of the
  * CA set and of ca_hints. Caller frees with ae_storage_list_free. */
 int rs_walk(rs_storage *s, const char *const *ca_hints, size_t nhints, char ***keys, size_t *n, ae_err *err);

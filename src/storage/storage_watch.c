@@ -220,6 +220,13 @@ static void on_message(ae_cluster *c, const char *msg, size_t len) {
   char *type = strtok_r(buf, " ", &save), *a = strtok_r(NULL, " ", &save), *b = strtok_r(NULL, " ", &save);
   if (!type || !a)
     return;
+  if (strcmp(type, "chal") == 0) {
+    /* "chal <http|alpn> <domain> <token> <keyauth>": mirrored so this instance answers the CA. */
+    char *tok = strtok_r(NULL, " ", &save), *ka = strtok_r(NULL, " ", &save);
+    if (b && tok && ka && c->h.challenge)
+      c->h.challenge(c->h.ud, strcmp(a, "alpn") == 0, b, tok, ka);
+    return;
+  }
   if (strcmp(type, "hb") == 0) {
     if (strcmp(a, c->st->instance) == 0)
       c->last_hb_rx = ae_now_ms();

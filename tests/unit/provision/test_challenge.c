@@ -206,11 +206,39 @@ static void test_alpn_cert(void **state) {
   ae_challenge_free(ch); /* frees the remaining alpn cert + token */
 }
 
+/* Another instance's answers are mirrored, never over an answer of our own. */
+static void test_mirror(void **state) {
+  (void)state;
+  ae_challenge *ch = NULL;
+  ae_err err = {0};
+  char out[256];
+  assert_int_equal(ae_challenge_new(&ch), 0);
+  assert_int_equal(ae_challenge_mirror(ch, 0, "m.example.test", "mtok", "mtok.thumb", &err), 0);
+  assert_int_equal(ae_challenge_http01_get(ch, "mtok", out, sizeof(out)), 0);
+  assert_string_equal(out, "mtok.thumb");
+  /* Our own token keeps our key authorization. */
+  assert_int_equal(ae_challenge_http01_put(ch, "o.example.test", "otok", "otok.ours"), 0);
+  assert_int_equal(ae_challenge_mirror(ch, 0, "o.example.test", "otok", "otok.theirs", &err), 0);
+  assert_int_equal(ae_challenge_http01_get(ch, "otok", out, sizeof(out)), 0);
+  assert_string_equal(out, "otok.ours");
+  /* Bad input from the channel is refused with a message. */
+  assert_true(ae_challenge_mirror(ch, 0, "m.example.test", "bad token", "x.y", &err) < 0);
+  assert_non_null(strstr(err.msg, "m.example.test"));
+  /* tls-alpn-01: a certificate is minted locally from the key authorization. */
+  assert_int_equal(ae_challenge_mirror(ch, 1, "alpn.example.test", "-", "atok.thumb", &err), 0);
+  ae_cert *c = ae_challenge_alpn_get(ch, "alpn.example.test");
+  assert_non_null(c);
+  ae_cert_unref(c);
+  assert_int_equal(ae_challenge_count(ch), 3);
+  ae_challenge_free(ch);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_token_valid),
       cmocka_unit_test(test_http01_put_get_del),
       cmocka_unit_test(test_alpn_cert),
+      cmocka_unit_test(test_mirror),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Three instances on one Redis and one Pebble whose validation always lands on instance C:
+# - three first handshakes at once (one per instance, three names): one account at Pebble, and
+#   A's and B's challenges are answered by C (shared through Redis);
+# - 30 concurrent handshakes (10 per instance) for one new name: exactly one order, one
+#   cert_installed cluster-wide, all three serve the same serial;
+# - the lock holder killed with SIGKILL mid-order: another instance takes over after the lease;
+# - the lock holder stopped (SIGSTOP) past its lease while another instance completes: after
+#   SIGCONT it fences itself, writes nothing, and serves the winner's certificate.
+# The lock lease is 5 s (storage.redis.lock_lease_ms).
+set -euo pipefail
+source "$AE_SRC/tests/lib/common.sh"
+source "$AE_SRC/tests/lib/ondemand.sh"
+ae_setup
+redis_start
+pebble_start # validates against AE_HTTP_PORT / AE_HTTPS_PORT: instance C's ports
+C_HTTP=$AE_HTTP_PORT
+C_HTTPS=$AE_HTTPS_PORT
+export ACMEDGE_RECONCILE_MS=1000
+LEASE_MS=5000 # short, yet above the thread pool's delays under ASan with 30 handshakes
+ca="127.0.0.1_$PEBBLE_PORT"
+
+inst_config() { # inst_config NAME
+  local n=$1 https http admin
+  https=$(ae_free_port)
+  http=$(ae_free_port)
+  admin=$(ae_free_port)
+  if [ "$n" = c ]; then https=$C_HTTPS; http=$C_HTTP; fi
+  AE_HTTPS_PORT=$https AE_HTTP_PORT=$http AE_ADMIN_PORT=$admin ae_config_write "$T/$n.json" \
+    "{\"storage\": {\"type\": \"redis\", \"path\": \"$T/st-$n\", \"redis\": {\"address\": \"127.0.0.1:$REDIS_PORT\", \"encrypt_keys\": false, \"lock_lease_ms\": $LEASE_MS}}, \"on_demand\": {\"enabled\": true}}"
+  eval "PORT_$n=$https ADMIN_$n=$admin"
+}
+inst_run() { # inst_run NAME: starts (or restarts) an instance, waits until it listens
+  local n=$1 port i
+  port=PORT_$n
+  ae_bg "$n" "$ACMEDGE_BIN" run -c "$T/$n.json"
+  for ((i = 0; i < 150; i++)); do
+    ae_port_open "${!port}" && return 0
+    sleep 0.1
+  done
+  ae_fail "instance $n did not listen"
+}
+serial_at() { # serial_at PORT NAME
+  timeout 10 gnutls-cli --insecure --print-cert --sni-hostname="$2" -p "$1" 127.0.0.1 </dev/null 2>/dev/null |
+    awk '/BEGIN CERT/{p=1} p{print} /END CERT/{exit}' | certtool -i 2>/dev/null | awk '/Serial Number/{print $NF; exit}' || true
+}
+is_pebble_at() { # is_pebble_at PORT NAME
+  ae_sni_cert "$2" "$1" | grep 'Issuer:' | grep -q Pebble
+}
+wait_pebble_at() { # wait_pebble_at PORT NAME SECONDS
+  local i
+  for ((i = 0; i < $3 * 5; i++)); do
+    is_pebble_at "$1" "$2" && return 0
+    sleep 0.2
+  done
+  return 1
+}
+events() { # events INSTANCE TYPE NAME
+  local c
+  c=$(grep -F "[event] $2 " "$T/$1.log" | grep -cF "\"domain\":\"$3\"" || true)
+  echo "${c:-0}"
+}
+wait_log() { # wait_log INSTANCE FIXED_TEXT SECONDS (polls every 20 ms)
+  local i
+  for ((i = 0; i < $3 * 50; i++)); do
+    grep -qF "$2" "$T/$1.log" && return 0
+    sleep 0.02
+  done
+  return 1
+}
+
+for n in a b c; do inst_config "$n"; done
+# One after the other: they share the generated default certificate's files.
+for n in a b c; do inst_run "$n"; done
+
+# --- one account for three instances whose first orders start together; C answers all ---
+pids=()
+for n in a b c; do
+  port=PORT_$n
+  (serial_at "${!port}" "first-$n.example.test" >/dev/null) &
+  pids+=($!)
+done
+wait "${pids[@]}" || true
+for n in a b c; do
+  port=PORT_$n
+  wait_pebble_at "${!port}" "first-$n.example.test" 90 || ae_fail "instance $n got no certificate for first-$n.example.test"
+done
+[ "$(pebble_count_accounts)" -eq 1 ] || ae_fail "$(pebble_count_accounts) accounts registered at Pebble, expected 1"
+[ "$(events a cert_installed first-a.example.test)" -eq 1 ] || ae_fail "A did not install its own first certificate"
+grep -qF "challenge published" "$T/a.log" || ae_fail "A published no challenge"
+echo "accounts: $(pebble_count_accounts); A's and B's challenges validated against C"
+
+# --- 30 concurrent handshakes for one new name: exactly one order ---
+name=one.example.test
+before=$(pebble_count_orders)
+pids=()
+for n in a b c; do
+  port=PORT_$n
+  for ((i = 0; i < 10; i++)); do
+    (serial_at "${!port}" "$name" >/dev/null) &
+    pids+=($!)
+  done
+done
+wait "${pids[@]}" || true
+for n in a b c; do
+  port=PORT_$n
+  wait_pebble_at "${!port}" "$name" 90 || ae_fail "instance $n does not serve a Pebble certificate for $name"
+done
+s=$(serial_at "$PORT_a" "$name")
+for n in b c; do
+  port=PORT_$n
+  [ "$(serial_at "${!port}" "$name")" = "$s" ] || ae_fail "instance $n serves another serial than A for $name"
+done
+orders=$(($(pebble_count_orders) - before))
+[ "$orders" -eq 1 ] || ae_fail "$orders orders for $name, expected exactly 1"
+installs=0
+for n in a b c; do installs=$((installs + $(events "$n" cert_installed "$name"))); done
+[ "$installs" -eq 1 ] || ae_fail "$installs instances installed an issued certificate for $name, expected 1"
+echo "30 handshakes over 3 instances: $orders order"
+
+# --- SIGKILL of the lock holder mid-order: another instance takes over ---
+kname=kill.example.test
+(serial_at "$PORT_a" "$kname" >/dev/null) &
+bgk=$!
+wait_log a "$kname: issuance lock taken" 60 || ae_fail "A did not take the lock for $kname"
+kill -STOP "$(cat "$T/a.pid")"
+[ "$(events a cert_installed "$kname")" -eq 0 ] || ae_fail "A finished $kname before it could be killed; nothing was tested"
+kill -KILL "$(cat "$T/a.pid")"
+t0=$(date +%s%3N)
+(serial_at "$PORT_b" "$kname" >/dev/null) &
+bgk2=$!
+wait_pebble_at "$PORT_b" "$kname" 90 || ae_fail "no instance took over $kname after A was killed"
+echo "takeover after SIGKILL: $(($(date +%s%3N) - t0)) ms (lease $LEASE_MS ms)"
+[ "$(events b cert_installed "$kname")" -eq 1 ] || ae_fail "B did not order $kname itself"
+wait_pebble_at "$PORT_c" "$kname" 30 || ae_fail "C does not serve $kname"
+wait "$bgk" "$bgk2" || true
+inst_run a
+
+# --- SIGSTOP of the holder past its lease: after SIGCONT it does not write ---
+sname=stop.example.test
+(serial_at "$PORT_a" "$sname" >/dev/null) &
+wait_log a "$sname: issuance lock taken" 60 || ae_fail "A did not take the lock for $sname"
+kill -STOP "$(cat "$T/a.pid")"
+t_stop=$(date +%s%3N)
+[ "$(events a cert_installed "$sname")" -eq 0 ] || {
+  kill -CONT "$(cat "$T/a.pid")"
+  ae_fail "A finished $sname before it could be stopped; nothing was tested"
+}
+(serial_at "$PORT_b" "$sname" >/dev/null) &
+if ! wait_pebble_at "$PORT_b" "$sname" 90; then
+  kill -CONT "$(cat "$T/a.pid")"
+  ae_fail "B did not take over $sname while A was stopped"
+fi
+sb=$(serial_at "$PORT_b" "$sname")
+by=$(ae_rcli HGET "acmedge{ns}:cert:$ca:$sname" by)
+fence=$(ae_rcli HGET "acmedge{ns}:cert:$ca:$sname" fence)
+# Stopped for at least twice the lease in all.
+while (($(date +%s%3N) - t_stop < 2 * LEASE_MS)); do sleep 0.1; done
+kill -CONT "$(cat "$T/a.pid")"
+wait_log a "$sname: issuance lock lost" 30 || grep -qF "lapsed or was taken over" "$T/a.log" ||
+  ae_fail "A did not notice it lost the lock for $sname"
+for ((i = 0; i < 100; i++)); do
+  [ "$(serial_at "$PORT_a" "$sname")" = "$sb" ] && break
+  sleep 0.1
+done
+[ "$(serial_at "$PORT_a" "$sname")" = "$sb" ] || ae_fail "A does not serve the winner's certificate for $sname after SIGCONT"
+[ "$(events a cert_installed "$sname")" -eq 0 ] || ae_fail "A installed its own certificate for $sname after losing the lock"
+[ "$(ae_rcli HGET "acmedge{ns}:cert:$ca:$sname" by)" = "$by" ] || ae_fail "the stored $sname was overwritten by the fenced instance"
+[ "$(ae_rcli HGET "acmedge{ns}:cert:$ca:$sname" fence)" = "$fence" ] || ae_fail "the stored fence of $sname changed"
+echo "SIGSTOP holder: fenced, winner (fence $fence) kept"
+for n in a b c; do
+  ae_pid_alive "$(cat "$T/$n.pid")" || ae_fail "instance $n died"
+done
+stats=$(ae_rcli INFO commandstats)
+if grep -Eq '^cmdstat_(keys|scan):' <<<"$stats"; then ae_fail "KEYS or SCAN was used"; fi
+echo "ok"
