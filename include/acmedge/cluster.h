@@ -18,6 +18,9 @@ typedef struct ae_cluster_hooks {
   void *ud;
   /* A stored certificate of our CA changed or was deleted by any instance (ours included). */
   void (*changed)(void *ud, const char *domain);
+  /* An instance announced the deletion of domain's certificate (optional: changed runs instead
+   * when NULL). A lost announcement reaches changed through the generation check. */
+  void (*deleted)(void *ud, const char *domain);
   /* Redis became reachable again (up = 1) or unreachable (up = 0); why names the cause. */
   void (*state)(void *ud, int up, const char *why);
   /* Any instance published a challenge answer (alpn = 0: http-01 token, 1: tls-alpn-01 key

@@ -57,6 +57,9 @@ void ae_provision_evicted(void *ud, const char *name, ae_cert *cert);
 /* Another instance committed (or deleted) name in shared storage: a name this instance holds,
  * waits for or knows as absent is read again and hot-swapped. */
 void ae_provision_storage_changed(ae_provision *p, const char *name);
+/* Another instance announced that it deleted name from shared storage: as storage_changed, and
+ * a name this instance knows only from its renewal index is read too, so it leaves the index. */
+void ae_provision_storage_removed(ae_provision *p, const char *name);
 /* New reference: the renewal index of stored names not in memory, {"ready", "stored_at_start",
  * "pending", "soonest": [{"domain", "renew_at"}] (at most max, soonest first)}. */
 json_t *ae_provision_renewal_index_json(ae_provision *p, size_t max);

@@ -282,6 +282,12 @@ static void cluster_changed(void *ud, const char *domain) {
     ae_provision_storage_changed(app->provision, domain);
 }
 
+static void cluster_deleted(void *ud, const char *domain) {
+  ae_app *app = ud;
+  if (app->provision)
+    ae_provision_storage_removed(app->provision, domain);
+}
+
 static void cluster_state(void *ud, int up, const char *why) {
   ae_app *app = ud;
   json_t *det = json_object();
@@ -299,7 +305,11 @@ static void cluster_challenge(void *ud, int alpn, const char *domain, const char
 /* Shared storage: events name this instance, other instances' commits are hot-swapped and their
  * challenge answers mirrored (the CA may validate against any instance). */
 static int start_cluster(ae_app *app, ae_err *err) {
-  ae_cluster_hooks h = {.ud = app, .changed = cluster_changed, .state = cluster_state, .challenge = cluster_challenge};
+  ae_cluster_hooks h = {.ud = app,
+                        .changed = cluster_changed,
+                        .deleted = cluster_deleted,
+                        .state = cluster_state,
+                        .challenge = cluster_challenge};
   unsigned rec = 0;
   const char *env = getenv("ACMEDGE_RECONCILE_MS"); /* tests shorten the generation check */
   if (env && atoi(env) >= 100)

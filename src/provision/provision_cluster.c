@@ -44,6 +44,21 @@ void ae_provision_storage_deleted(ae_provision *p, const char *name) {
   ae_provision_wake(p, name);
 }
 
+void ae_provision_storage_removed(ae_provision *p, const char *name) {
+  if (p->closing)
+    return;
+  /* A commit elsewhere does not read names known only from the renewal index (lazy loading),
+   * but a delete must leave the index, or this instance keeps counting the name and reads it
+   * again at its renewal time. The read confirms the delete (the name may be stored again by
+   * now); finding nothing ends in ae_provision_storage_deleted. Deletes are rare, so the linear
+   * index lookup is affordable here and not on every commit. */
+  if (ae_renew_index_has(p, name)) {
+    ae_provision_load_name(p, name, "cluster");
+    return;
+  }
+  ae_provision_storage_changed(p, name);
+}
+
 /* ---- shared failure backoff ---- */
 
 typedef struct gate_req {

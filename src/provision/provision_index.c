@@ -190,6 +190,13 @@ size_t ae_renew_index_remove(ae_provision *p, const char *name) {
   return removed;
 }
 
+int ae_renew_index_has(const ae_provision *p, const char *name) {
+  for (size_t i = 0; i < p->ri_n; i++)
+    if (strcmp(p->ri[i].name, name) == 0)
+      return 1;
+  return 0;
+}
+
 void ae_renew_index_close(ae_provision *p) {
   for (size_t i = 0; i < p->ri_n; i++)
     free(p->ri[i].name);

@@ -138,6 +138,8 @@ void ae_renew_index_push(struct ae_provision *p, const char *name, int64_t at);
 void ae_renew_index_close(struct ae_provision *p);
 /* Drops every entry of name (a deleted name); O(entries). Returns how many were dropped. */
 size_t ae_renew_index_remove(struct ae_provision *p, const char *name);
+/* 1 when name has an entry; O(entries). */
+int ae_renew_index_has(const struct ae_provision *p, const char *name);
 /* i-th heap slot (0 = soonest); AE_ENOTFOUND past the end. name is owned by the index. */
 int ae_renew_index_peek(const struct ae_provision *p, size_t i, const char **name, int64_t *at);
 size_t ae_renew_index_size(const struct ae_provision *p);

@@ -242,7 +242,10 @@ static void on_message(ae_cluster *c, const char *msg, size_t len) {
   c->messages++;
   if (by && strcmp(by, c->st->instance) == 0)
     return; /* our own commit: already in memory */
-  changed(c, b);
+  if (type[0] == 'd' && c->h.deleted && !c->closing)
+    c->h.deleted(c->h.ud, b);
+  else
+    changed(c, b);
 }
 
 static void on_sub(redisAsyncContext *ac, void *reply, void *priv) {

@@ -4,7 +4,8 @@
 #   sealed in Redis, a re-run changes nothing, a broken object is named and the rest still copied,
 #   an unreachable Redis is a clear error; the copied certificates are served without new orders.
 # - DELETE /v1/domains/{name} on one instance: the other stops serving it (within 1 s is the
-#   target; printed, asserted with room for ASan) and emits domain_deleted with source "cluster".
+#   target; printed, asserted with room for ASan) and emits domain_deleted with source "cluster";
+#   a name B knows only from its start-up renewal index leaves that index too.
 # - Shared failure backoff: a name the CA refused on A is not ordered by B before the retry time.
 set -euo pipefail
 source "$AE_SRC/tests/lib/common.sh"
@@ -173,8 +174,27 @@ ae_wait_for grep -q 'domain_deleted.*a.example.test.*"source":"cluster"' "$T/b.l
   ae_fail "no domain_deleted event with source cluster on B"
 [ -z "$(ae_rcli HGET "acmedge{ns}:cert:$ca:a.example.test" chain)" ] || ae_fail "the hash is still in Redis"
 curl -s "http://127.0.0.1:$ADMIN_b/v1/domains" | grep -q '"a.example.test"' && ae_fail "B still lists a.example.test"
-[ "$(serial_at "$PORT_b" b.example.test)" != "" ] || ae_fail "B stopped serving b.example.test"
-[ "$(orders)" -eq "$o0" ] || ae_fail "an order was placed after the delete"
+
+# --- a name B knows only from its start-up renewal index (never asked of B) leaves that index
+# when A deletes it, instead of waiting there for its renewal ---
+ri_entries() { curl -s "http://127.0.0.1:$ADMIN_b/metrics" | awk '/^acmedge_renewal_index_entries /{print $2}'; }
+grep -q 'b\.example\.test' "$T/b.log" && ae_fail "B handled b.example.test before the test: it is not index-only"
+ri0=$(ri_entries)
+[ "${ri0:-0}" -ge 1 ] || ae_fail "B's renewal index is empty ('$ri0'): b.example.test should be in it"
+curl -sf -X DELETE "http://127.0.0.1:$ADMIN_a/v1/domains/b.example.test" >/dev/null || ae_fail "DELETE b.example.test refused"
+t0=$(date +%s%3N)
+for ((i = 0; i < 100; i++)); do
+  [ "$(ri_entries)" = $((ri0 - 1)) ] && break
+  sleep 0.05
+done
+ms=$(($(date +%s%3N) - t0))
+[ "$(ri_entries)" = $((ri0 - 1)) ] || ae_fail "B's renewal index still has $(ri_entries) entries (had $ri0) after the delete of b.example.test"
+echo "index-only name left B's renewal index ${ms} ms after the delete on A"
+[ "$ms" -le 3000 ] || ae_fail "the delete took ${ms} ms to leave B's renewal index"
+ae_wait_for grep -q 'domain_deleted.*b.example.test.*"source":"cluster"' "$T/b.log" ||
+  ae_fail "no domain_deleted event for the index-only b.example.test on B"
+[ "$(serial_at "$PORT_b" c.example.test)" != "" ] || ae_fail "B stopped serving c.example.test"
+[ "$(orders)" -eq "$o0" ] || ae_fail "an order was placed after the deletes"
 
 # --- shared failure backoff: A's refusal holds B back ---
 blk=blocked.example.test
