@@ -442,16 +442,18 @@ static int neg_cached(const ae_cluster *c, uint64_t h, uint64_t now) {
   return 0;
 }
 
-/* Called with a NULL reply (and a NULL ac->data) when the connection is torn down: the request
- * is only counted off then; the held HTTP request runs into its own bound. */
+/* Also called with a NULL reply (and a NULL ac->data) when the connection is torn down: the
+ * held request is then answered 404 at once instead of at the end of its hold. */
 static void on_chal(redisAsyncContext *ac, void *reply, void *priv) {
   chal_fetch *f = priv;
   ae_cluster *c = f->c;
   c->chal_inflight--;
   conn *k = ac && ac->data ? &c->cmd : NULL;
   redisReply *r = reply;
+  int found = 0;
   if (k && reply_ok(k, r, "GET challenge")) {
     if (r->type == REDIS_REPLY_STRING && r->len < 512) {
+      found = 1;
       AE_INFO(SUB, "challenge %.8s... read from redis (its announcement was missed)", f->token);
       if (c->h.challenge && !c->closing)
         c->h.challenge(c->h.ud, 0, "-", f->token, r->str);
@@ -459,10 +461,10 @@ static void on_chal(redisAsyncContext *ac, void *reply, void *priv) {
       c->neg_hash[c->neg_next] = f->hash;
       c->neg_until[c->neg_next] = ae_now_ms() + CHAL_NEG_MS;
       c->neg_next = (c->neg_next + 1) % CHAL_NEG_N;
-      if (c->h.challenge_absent && !c->closing)
-        c->h.challenge_absent(c->h.ud, f->token);
     }
   }
+  if (!found && c->h.challenge_absent && !c->closing)
+    c->h.challenge_absent(c->h.ud, f->token);
   free(f);
 }
 
