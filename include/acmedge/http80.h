@@ -36,6 +36,10 @@ typedef struct ae_http80_hooks {
    * ae_transport_read_start). initial/len: every byte read on the connection that has not been
    * answered yet, starting with the current request; valid only during the call. */
   void (*on_plain)(void *ud, ae_transport *t, const char *initial, size_t len);
+  /* An http-01 token this instance has no answer for: 1 when the owner started a look-up
+   * elsewhere (then the request is held until ae_http80_wake_challenge(token) or its hold timer,
+   * and answered from the challenge map), 0 to answer 404 now. May be NULL. */
+  int (*challenge_miss)(void *ud, const char *token);
 } ae_http80_hooks;
 
 /* Starts listening on cfg->listen_http (takes a reference on cfg). hooks is copied and may be
@@ -55,6 +59,10 @@ void ae_http80_close(ae_http80 *h, void (*cb)(void *ud), void *ud);
 /* Re-asks host_state for every request held (AE_H80_CHECKING) for host (normalized name) and
  * answers those that are decided now; call on the listener's loop. host is borrowed. */
 void ae_http80_wake(ae_http80 *h, const char *host);
+
+/* Answers every request held for the http-01 token (see challenge_miss) from the challenge map
+ * now; call on the listener's loop. token is borrowed. */
+void ae_http80_wake_challenge(ae_http80 *h, const char *token);
 
 /* Frees after close completed. */
 void ae_http80_free(ae_http80 *h);

@@ -300,6 +300,20 @@ static void cluster_challenge(void *ud, int alpn, const char *domain, const char
   ae_err e = {0};
   if (ae_challenge_mirror(app->challenges, alpn, domain, token, keyauth, &e) != 0)
     AE_WARN(SUB, "%s: cannot mirror a shared challenge answer: %s", domain, e.msg);
+  else if (!alpn && app->http80)
+    ae_http80_wake_challenge(app->http80, token);
+}
+
+static void cluster_challenge_absent(void *ud, const char *token) {
+  ae_app *app = ud;
+  if (app->http80)
+    ae_http80_wake_challenge(app->http80, token); /* answered 404 now, not at the hold's end */
+}
+
+/* Port 80 has no answer for token: it may have been announced while our subscriber was away. */
+static int h80_challenge_miss(void *ud, const char *token) {
+  ae_app *app = ud;
+  return app->cluster && ae_cluster_fetch_challenge(app->cluster, token) == 0;
 }
 
 /* Shared storage: events name this instance, other instances' commits are hot-swapped and their
@@ -309,7 +323,8 @@ static int start_cluster(ae_app *app, ae_err *err) {
                         .changed = cluster_changed,
                         .deleted = cluster_deleted,
                         .state = cluster_state,
-                        .challenge = cluster_challenge};
+                        .challenge = cluster_challenge,
+                        .challenge_absent = cluster_challenge_absent};
   unsigned rec = 0;
   const char *env = getenv("ACMEDGE_RECONCILE_MS"); /* tests shorten the generation check */
   if (env && atoi(env) >= 100)
@@ -430,7 +445,8 @@ int app_start(ae_app *app, ae_err *err) {
     }
   }
   if (cfg->listen_http) {
-    ae_http80_hooks hh = {.ud = app, .host_state = h80_host_state, .plain_route = h80_plain_route, .on_plain = h80_on_plain};
+    ae_http80_hooks hh = {.ud = app, .host_state = h80_host_state, .plain_route = h80_plain_route, .on_plain = h80_on_plain,
+                          .challenge_miss = h80_challenge_miss};
     if ((r = ae_http80_new(&app->loop, cfg, app->challenges, &hh, &app->http80, err)) != 0)
       return r;
     AE_INFO(SUB, "http listening on %s", cfg->listen_http);

@@ -46,9 +46,24 @@ static void park_release(h80_conn *c, ae_h80_state st, unsigned retry) {
   ae_h80_conn_process(c);
 }
 
+/* Answers a request held for a challenge look-up from what the map holds now. */
+static void chal_release(h80_conn *c) {
+  ae_h80_unpark(c);
+  c->chal_held = 0;
+  ae_h80_answer_challenge(c, ae_h80_request_path(c), c->req_method, c->req_keep, 0);
+  if (ae_h80_after_answer(c) < 0)
+    return;
+  ae_transport_read_start(c->t);
+  ae_h80_conn_process(c);
+}
+
 void ae_h80_park_expired(h80_conn *c) {
   if (!c->parked)
     return;
+  if (c->chal_held) {
+    chal_release(c);
+    return;
+  }
   uint64_t id = c->park_id;
   unsigned retry = 0;
   ae_h80_state st = ae_h80_ask_state(c, &retry);
@@ -68,7 +83,7 @@ void ae_http80_wake(ae_http80 *h, const char *host) {
    * rescan from the head each time; wake_gen marks the holds already visited. */
   for (;;) {
     h80_conn *c = h->parked;
-    while (c && (c->wake_gen >= gen || strcmp(c->host, host) != 0))
+    while (c && (c->wake_gen >= gen || c->chal_held || strcmp(c->host, host) != 0))
       c = c->pnext;
     if (!c)
       break;
@@ -81,5 +96,20 @@ void ae_http80_wake(ae_http80 *h, const char *host) {
     if (st == AE_H80_CHECKING)
       continue; /* still undecided: the hold timer bounds the wait */
     park_release(c, st, retry);
+  }
+}
+
+void ae_http80_wake_challenge(ae_http80 *h, const char *token) {
+  if (!h || !token)
+    return;
+  size_t n = strlen(ACME_PREFIX);
+  /* Each release may hold another pipelined request: rescan from the head. */
+  for (unsigned guard = 0; guard < 100000; guard++) {
+    h80_conn *c = h->parked;
+    while (c && !(c->chal_held && strcmp(ae_h80_request_path(c) + n, token) == 0))
+      c = c->pnext;
+    if (!c)
+      return;
+    chal_release(c);
   }
 }

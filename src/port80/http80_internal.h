@@ -91,6 +91,7 @@ struct h80_conn {
   uint64_t wake_gen;
   int req_method;
   int req_keep;
+  int chal_held;          /* held for a challenge look-up (ae_http80_wake_challenge), not a host */
 
   int blocked;            /* reading paused for write backpressure */
   int closing;
@@ -126,6 +127,8 @@ ae_h80_state ae_h80_ask_state(h80_conn *c, unsigned *retry);
 /* Answers the current non-challenge request: c->host_status when the Host was unusable, else st.
  * AE_H80_CHECKING here means a held request ran out of time. */
 void ae_h80_answer_host(h80_conn *c, ae_h80_state st, unsigned retry);
+/* Answers the http-01 request for path; lookup: on a miss, may hold it for a look-up elsewhere. */
+void ae_h80_answer_challenge(h80_conn *c, const char *path, int method, int keep, int lookup);
 /* Answers (or holds) the request whose message just completed. */
 void ae_h80_respond(h80_conn *c);
 

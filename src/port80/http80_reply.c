@@ -89,7 +89,7 @@ static int path_safe(const char *path) {
   return 1;
 }
 
-static void answer_challenge(h80_conn *c, const char *path, int method, int keep) {
+void ae_h80_answer_challenge(h80_conn *c, const char *path, int method, int keep, int lookup) {
   ae_http80 *h = c->h;
   const char *token = path + strlen(ACME_PREFIX);
   int head_only = method == HTTP_HEAD;
@@ -99,6 +99,12 @@ static void answer_challenge(h80_conn *c, const char *path, int method, int keep
       ae_challenge_http01_get(h->ch, token, keyauth, sizeof(keyauth)) == 0) {
     AE_INFO("http80", "challenge %.8s... answered for host %s (peer %s)", token, host, c->t->peer_ip);
     ae_h80_send_response(c, 200, NULL, keyauth, head_only, !keep);
+    return;
+  }
+  if (lookup && (method == HTTP_GET || head_only) && ae_challenge_token_valid(token) && h->has_hooks &&
+      h->hooks.challenge_miss && h->hooks.challenge_miss(h->hooks.ud, token)) {
+    c->chal_held = 1;
+    ae_h80_park(c);
     return;
   }
   AE_INFO("http80", "challenge token %.8s... not found (host %s, peer %s)",
@@ -182,7 +188,7 @@ void ae_h80_respond(h80_conn *c) {
 
   const char *path = ae_h80_request_path(c);
   if (ae_h80_is_challenge_path(path)) {
-    answer_challenge(c, path, method, c->req_keep);
+    ae_h80_answer_challenge(c, path, method, c->req_keep, 1);
     return;
   }
   unsigned retry = 0;

@@ -4,9 +4,12 @@
  * and never writes (self-fencing), and its commit is refused by the storage when the lock no
  * longer holds its token. An instance that finds the lock taken waits for the holder's
  * certificate, re-reading storage and retrying the lock, so after the holder dies (lease expiry)
- * someone else orders. Storage calls run in the thread pool. */
+ * someone else orders. Acquire and release run in the thread pool; each renewal runs on a thread
+ * of its own, so a heartbeat never waits behind other storage work queued in the pool (a delayed
+ * renewal would make the holder fence itself). */
 #include "provision_internal.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +39,7 @@ struct ae_plock {
 
 typedef struct lock_work {
   uv_work_t req;
+  uv_async_t done;          /* LK_RENEW: its own thread reports back on the loop */
   ae_plock *lk;
   int op, result, rc;
   uint64_t token, sent_ms;
@@ -119,6 +123,48 @@ static void work_cb(uv_work_t *req) {
 
 static void after_cb(uv_work_t *req, int status);
 
+/* The renewal's thread: one short Redis call (bounded by the backend's command timeout). */
+static void *renew_thread(void *arg) {
+  lock_work *w = arg;
+  work_cb(&w->req);
+  uv_async_send(&w->done);
+  return NULL;
+}
+
+static void renew_closed(uv_handle_t *h) {
+  lock_work *w = h->data;
+  w->lk->p->closing_handles--;
+  after_cb(&w->req, 0); /* frees w */
+}
+
+static void renew_done(uv_async_t *a) {
+  lock_work *w = a->data;
+  w->lk->p->closing_handles++;
+  uv_close((uv_handle_t *)&w->done, renew_closed);
+}
+
+/* Starts a renewal on a detached thread of its own (uv_async_send is safe against the close
+ * in renew_done: libuv waits for a sender still inside it). Not 0: nothing was started. */
+static int start_renew(lock_work *w, uv_loop_t *loop) {
+  if (uv_async_init(loop, &w->done, renew_done) != 0)
+    return AE_ERR;
+  w->done.data = w;
+  pthread_attr_t at;
+  pthread_t th;
+  int r = pthread_attr_init(&at);
+  if (r == 0) {
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    r = pthread_create(&th, &at, renew_thread, w);
+    pthread_attr_destroy(&at);
+  }
+  if (r != 0) {
+    /* Reported like a failed renewal: the next heartbeat tries again. */
+    w->rc = ae_err_set(&w->err, AE_ERR, "cannot start the lease renewal thread");
+    uv_async_send(&w->done);
+  }
+  return 0;
+}
+
 static void queue_op(ae_plock *lk, int op) {
   ae_provision *p = lk->p;
   lock_work *w = ae_calloc(1, sizeof(*w));
@@ -130,6 +176,8 @@ static void queue_op(ae_plock *lk, int op) {
   w->have_not_after = lk->d && lk->d->has_cert ? lk->d->not_after : 0;
   lk->refs++;
   p->bg++;
+  if (op == LK_RENEW && start_renew(w, p->deps.loop) == 0)
+    return;
   if (uv_queue_work(p->deps.loop, &w->req, work_cb, after_cb) != 0) {
     w->rc = AE_ERR;
     ae_err_set(&w->err, AE_ERR, "cannot queue storage work");

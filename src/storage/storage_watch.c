@@ -27,6 +27,12 @@
 #define BACKOFF_MAX_MS 5000
 #define FIFO_MAX 64
 #define CHG_BATCH 500
+/* Challenge answers missed on pub/sub, read back from Redis: a lookup per token at most, a
+ * bounded number per second, and a remembered miss, so random tokens cannot become Redis load. */
+#define CHAL_INFLIGHT_MAX 8
+#define CHAL_PER_S 20
+#define CHAL_NEG_N 128
+#define CHAL_NEG_MS 10000
 
 typedef struct conn {
   struct ae_cluster *c;
@@ -59,6 +65,11 @@ struct ae_cluster {
   int closing;
   void (*close_cb)(void *);
   void *close_ud;
+  /* challenge look-ups: in flight, this second's budget, recent misses (hash, expiry) */
+  unsigned chal_inflight, chal_used;
+  uint64_t chal_second;
+  uint64_t neg_hash[CHAL_NEG_N], neg_until[CHAL_NEG_N];
+  unsigned neg_next;
   /* metrics */
   uint64_t reconnects, messages, reconciled, lat_count;
   double lat_sum;
@@ -412,6 +423,81 @@ static void on_tick(uv_timer_t *t) {
       c->reconcile_inflight = 1;
   }
   report(c);
+}
+
+typedef struct chal_fetch {
+  ae_cluster *c;
+  uint64_t hash;
+  char token[128];
+} chal_fetch;
+
+static uint64_t fnv(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  return h;
+}
+
+static int neg_cached(const ae_cluster *c, uint64_t h, uint64_t now) {
+  for (unsigned i = 0; i < CHAL_NEG_N; i++)
+    if (c->neg_hash[i] == h && c->neg_until[i] > now)
+      return 1;
+  return 0;
+}
+
+/* Also called with a NULL reply (and a NULL ac->data) when the connection is torn down: the
+ * held request is then answered 404 at once instead of at the end of its hold. */
+static void on_chal(redisAsyncContext *ac, void *reply, void *priv) {
+  chal_fetch *f = priv;
+  ae_cluster *c = f->c;
+  c->chal_inflight--;
+  conn *k = ac && ac->data ? &c->cmd : NULL;
+  redisReply *r = reply;
+  int found = 0;
+  if (k && reply_ok(k, r, "GET challenge")) {
+    if (r->type == REDIS_REPLY_STRING && r->len < 512) {
+      found = 1;
+      AE_INFO(SUB, "challenge %.8s... read from redis (its announcement was missed)", f->token);
+      if (c->h.challenge && !c->closing)
+        c->h.challenge(c->h.ud, 0, "-", f->token, r->str);
+    } else {
+      c->neg_hash[c->neg_next] = f->hash;
+      c->neg_until[c->neg_next] = ae_now_ms() + CHAL_NEG_MS;
+      c->neg_next = (c->neg_next + 1) % CHAL_NEG_N;
+    }
+  }
+  if (!found && c->h.challenge_absent && !c->closing)
+    c->h.challenge_absent(c->h.ud, f->token);
+  free(f);
+}
+
+int ae_cluster_fetch_challenge(ae_cluster *c, const char *token) {
+  if (!c || c->closing || !c->cmd.ready || strlen(token) >= sizeof(((chal_fetch *)0)->token))
+    return AE_EAGAIN;
+  uint64_t now = ae_now_ms(), h = fnv(token);
+  if (neg_cached(c, h, now))
+    return AE_ENOTFOUND;
+  if (now / 1000 != c->chal_second) {
+    c->chal_second = now / 1000;
+    c->chal_used = 0;
+  }
+  if (c->chal_inflight >= CHAL_INFLIGHT_MAX || c->chal_used >= CHAL_PER_S)
+    return AE_ELIMIT;
+  chal_fetch *f = ae_calloc(1, sizeof(*f));
+  f->c = c;
+  f->hash = h;
+  snprintf(f->token, sizeof(f->token), "%s", token);
+  char key[300];
+  rs_name(c->st, key, sizeof(key), "chal:http:%s", token);
+  conn *k = &c->cmd;
+  if (k->n >= FIFO_MAX || redisAsyncCommand(k->ac, on_chal, f, "GET %s", key) != REDIS_OK) {
+    free(f);
+    return AE_EAGAIN;
+  }
+  push_sent(k);
+  c->chal_inflight++;
+  c->chal_used++;
+  return 0;
 }
 
 int ae_cluster_new(uv_loop_t *loop, ae_storage *st, const char *ca_host, unsigned reconcile_ms,

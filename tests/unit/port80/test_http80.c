@@ -56,6 +56,11 @@ typedef struct fixture {
   uv_async_t wake;    /* runs ae_http80_wake(wake_host) on the loop thread */
   char wake_host[256];
   int wakes_done;
+  /* challenge look-ups: tokens starting with "late" are looked up, the rest answered 404 */
+  int chal_calls;
+  uv_async_t chal_wake; /* runs ae_http80_wake_challenge(chal_token) on the loop thread */
+  char chal_token[128];
+  int chal_wakes_done;
 } fixture;
 
 static int check_index(const char *host) {
@@ -128,6 +133,26 @@ static void hook_on_plain(void *ud, ae_transport *t, const char *initial, size_t
   ae_transport_close(t);
 }
 
+static int hook_challenge_miss(void *ud, const char *token) {
+  fixture *f = ud;
+  pthread_mutex_lock(&f->mu);
+  f->chal_calls++;
+  pthread_mutex_unlock(&f->mu);
+  return strncmp(token, "late", 4) == 0;
+}
+
+static void on_chal_wake(uv_async_t *a) {
+  fixture *f = a->data;
+  char tok[128];
+  pthread_mutex_lock(&f->mu);
+  snprintf(tok, sizeof(tok), "%s", f->chal_token);
+  pthread_mutex_unlock(&f->mu);
+  ae_http80_wake_challenge(f->h, tok);
+  pthread_mutex_lock(&f->mu);
+  f->chal_wakes_done++;
+  pthread_mutex_unlock(&f->mu);
+}
+
 static void server_closed(void *ud) {
   fixture *f = ud;
   f->closed = 1;
@@ -150,6 +175,7 @@ static void on_stop(uv_async_t *a) {
   ae_http80_close(f->h, server_closed, f);
   uv_close((uv_handle_t *)a, NULL);
   uv_close((uv_handle_t *)&f->wake, NULL);
+  uv_close((uv_handle_t *)&f->chal_wake, NULL);
 }
 
 static void loop_thread(void *arg) {
@@ -182,6 +208,7 @@ static fixture *start(int with_hooks, tweak_fn tweak) {
     .host_state = hook_host_state,
     .plain_route = hook_plain_route,
     .on_plain = hook_on_plain,
+    .challenge_miss = hook_challenge_miss,
   };
   r = ae_http80_new(&f->loop, f->cfg, f->ch, with_hooks ? &hooks : NULL, &f->h, &err);
   if (r != 0)
@@ -192,6 +219,8 @@ static fixture *start(int with_hooks, tweak_fn tweak) {
   f->stop.data = f;
   uv_async_init(&f->loop, &f->wake, on_wake);
   f->wake.data = f;
+  uv_async_init(&f->loop, &f->chal_wake, on_chal_wake);
+  f->chal_wake.data = f;
   assert_int_equal(uv_thread_create(&f->thr, loop_thread, f), 0);
   return f;
 }
@@ -977,6 +1006,90 @@ static void test_hold_pipelined(void **state) {
   stop(f);
 }
 
+static int chal_calls(fixture *f) {
+  pthread_mutex_lock(&f->mu);
+  int n = f->chal_calls;
+  pthread_mutex_unlock(&f->mu);
+  return n;
+}
+
+static void wait_chal_calls(fixture *f, int n) {
+  for (int i = 0; i < 500 && chal_calls(f) < n; i++)
+    usleep(10000);
+  assert_int_equal(chal_calls(f), n);
+}
+
+/* Runs ae_http80_wake_challenge(token) on the loop and waits until it returned. */
+static void chal_wake(fixture *f, const char *token) {
+  pthread_mutex_lock(&f->mu);
+  int before = f->chal_wakes_done;
+  snprintf(f->chal_token, sizeof(f->chal_token), "%s", token);
+  pthread_mutex_unlock(&f->mu);
+  uv_async_send(&f->chal_wake);
+  for (int i = 0; i < 500; i++) {
+    pthread_mutex_lock(&f->mu);
+    int done = f->chal_wakes_done;
+    pthread_mutex_unlock(&f->mu);
+    if (done > before)
+      return;
+    usleep(10000);
+  }
+  fail_msg("chal_wake(%s) did not run", token);
+}
+
+/* A missed http-01 token the owner looks up elsewhere: held, then answered from the map. */
+static void test_challenge_lookup(void **state) {
+  (void)state;
+  fixture *f = start(1, NULL);
+  response r;
+  client *c = cl_connect(f->port);
+
+  /* found by the look-up: 200, and the connection goes on */
+  cl_send(c, "GET /.well-known/acme-challenge/lateTok HTTP/1.1\r\nHost: a.example.com\r\n\r\n");
+  wait_chal_calls(f, 1);
+  assert_true(cl_quiet(c, 200));
+  assert_int_equal(ae_challenge_http01_put(f->ch, "a.example.com", "lateTok", "lateTok.dGh1bWI"), 0);
+  chal_wake(f, "otherTok"); /* another token's answer leaves this request held */
+  assert_true(cl_quiet(c, 100));
+  chal_wake(f, "lateTok");
+  assert_int_equal(cl_response(c, &r, 0), 0);
+  assert_int_equal(r.status, 200);
+  assert_string_equal(r.body, "lateTok.dGh1bWI");
+
+  /* not found by the look-up: 404 at the wake */
+  cl_send(c, "GET /.well-known/acme-challenge/lateGone HTTP/1.1\r\nHost: a.example.com\r\n\r\n");
+  wait_chal_calls(f, 2);
+  chal_wake(f, "lateGone");
+  assert_int_equal(cl_response(c, &r, 0), 0);
+  assert_int_equal(r.status, 404);
+
+  /* no look-up started: 404 at once; a malformed token is never offered */
+  cl_send(c, "GET /.well-known/acme-challenge/nope HTTP/1.1\r\nHost: a.example.com\r\n\r\n");
+  assert_int_equal(cl_response(c, &r, 0), 0);
+  assert_int_equal(r.status, 404);
+  assert_int_equal(chal_calls(f), 3);
+  cl_send(c, "GET /.well-known/acme-challenge/late.x HTTP/1.1\r\nHost: a.example.com\r\n\r\n");
+  assert_int_equal(cl_response(c, &r, 0), 0);
+  assert_int_equal(r.status, 404);
+  assert_int_equal(chal_calls(f), 3);
+
+  cl_free(c);
+  stop(f);
+
+  /* nobody answers: the hold timer does (404), and a host wake does not touch it */
+  f = start(1, tweak_short_ask);
+  c = cl_connect(f->port);
+  cl_send(c, "GET /.well-known/acme-challenge/lateSlow HTTP/1.1\r\nHost: c1.example.com\r\n\r\n");
+  wait_chal_calls(f, 1);
+  set_check(f, 0, AE_H80_VALID, 0);
+  wake(f, "c1.example.com");
+  assert_int_equal(cl_response(c, &r, 0), 0);
+  assert_int_equal(r.status, 404);
+  assert_int_equal(check_calls(f, 0), 0);
+  cl_free(c);
+  stop(f);
+}
+
 int main(void) {
   ae_log_set_level(AE_LOG_WARN);
   const struct CMUnitTest tests[] = {
@@ -993,6 +1106,7 @@ int main(void) {
     cmocka_unit_test(test_hold_wake),
     cmocka_unit_test(test_hold_timeout),
     cmocka_unit_test(test_hold_disconnect),
+    cmocka_unit_test(test_challenge_lookup),
     cmocka_unit_test(test_hold_pipelined),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
