@@ -117,7 +117,14 @@ done
 echo "subscribers back after $((i * 100)) ms"
 
 # --- Redis stopped: cached name still served everywhere, storage_down; back: storage_up ---
-# The pub/sub kill above may have logged a storage_down already: wait for a new one.
+# The pub/sub kill above may have logged a storage_down (state is reported on the watcher's tick,
+# which can come after the subscribers are back): let B settle first, every down answered by an up
+# and the live gauge at 1, so the count below cannot include that stale event.
+b_settled() {
+  [ "$(grep -c '\[event\] storage_up' "$T/b.log" || true)" -ge "$(grep -c '\[event\] storage_down' "$T/b.log" || true)" ] &&
+    curl -s "http://127.0.0.1:$ADMIN_b/metrics" | grep -q '^acmedge_storage_up 1'
+}
+ae_wait_for b_settled || ae_fail "B did not report the storage up again after the subscriber kill"
 downs=$(grep -c '\[event\] storage_down' "$T/b.log" || true)
 redis_stop
 more_downs() { [ "$(grep -c '\[event\] storage_down' "$T/b.log" || true)" -gt "$downs" ]; }
@@ -126,7 +133,8 @@ for n in a b c; do
   port=PORT_$n
   [ "$(serial_at "${!port}" "$name")" = "$s3" ] || ae_fail "instance $n stopped serving $name while Redis is down"
 done
-curl -s "http://127.0.0.1:$ADMIN_b/metrics" | grep -q '^acmedge_storage_up 0' || ae_fail "metrics do not show the storage down"
+b_down_gauge() { curl -s "http://127.0.0.1:$ADMIN_b/metrics" | grep -q '^acmedge_storage_up 0'; }
+ae_wait_for b_down_gauge || ae_fail "metrics do not show the storage down"
 [ "$(curl -s "http://127.0.0.1:$ADMIN_b/healthz")" = "degraded: storage unreachable" ] || ae_fail "/healthz does not say degraded"
 for n in a b c; do eval "ups_$n=$(grep -c '\[event\] storage_up' "$T/$n.log" || true)"; done
 redis_start
