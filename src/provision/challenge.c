@@ -111,6 +111,20 @@ static int domain_norm(const char *domain, char *buf, size_t len) {
   return 0;
 }
 
+/* Appends a new entry; the caller holds ch->mu. mirror_until 0 marks an answer of this instance. */
+static void http01_append(ae_challenge *ch, const char *domain, const char *token, const char *keyauth,
+                          int64_t mirror_until) {
+  if (ch->nhttp == ch->caphttp) {
+    ch->caphttp = ch->caphttp ? ch->caphttp * 2 : 8;
+    ch->http = ae_realloc(ch->http, ch->caphttp * sizeof(*ch->http));
+  }
+  http01_entry *e = &ch->http[ch->nhttp++];
+  e->token = ae_strdup(token);
+  e->keyauth = ae_strdup(keyauth);
+  e->domain = ae_strdup(domain ? domain : "");
+  e->mirror_until = mirror_until;
+}
+
 int ae_challenge_http01_put(ae_challenge *ch, const char *domain, const char *token, const char *keyauth) {
   if (ch == NULL || !ae_challenge_token_valid(token) || !keyauth_valid(keyauth)) return AE_EINVAL;
   pthread_mutex_lock(&ch->mu);
@@ -125,15 +139,7 @@ int ae_challenge_http01_put(ae_challenge *ch, const char *domain, const char *to
       return 0;
     }
   }
-  if (ch->nhttp == ch->caphttp) {
-    ch->caphttp = ch->caphttp ? ch->caphttp * 2 : 8;
-    ch->http = ae_realloc(ch->http, ch->caphttp * sizeof(*ch->http));
-  }
-  http01_entry *e = &ch->http[ch->nhttp++];
-  e->token = ae_strdup(token);
-  e->keyauth = ae_strdup(keyauth);
-  e->domain = ae_strdup(domain ? domain : "");
-  e->mirror_until = 0;
+  http01_append(ch, domain, token, keyauth, 0);
   pthread_mutex_unlock(&ch->mu);
   return 0;
 }
@@ -360,17 +366,9 @@ int ae_challenge_mirror(ae_challenge *ch, int alpn, const char *domain, const ch
     size_t i;
     for (i = 0; i < ch->nhttp && strcmp(ch->http[i].token, token) != 0; i++) {
     }
-    if (i == ch->nhttp) {
-      if (ch->nhttp == ch->caphttp) {
-        ch->caphttp = ch->caphttp ? ch->caphttp * 2 : 8;
-        ch->http = ae_realloc(ch->http, ch->caphttp * sizeof(*ch->http));
-      }
-      http01_entry *e = &ch->http[ch->nhttp++];
-      e->token = ae_strdup(token);
-      e->keyauth = ae_strdup(keyauth);
-      e->domain = ae_strdup(domain ? domain : "");
-      e->mirror_until = now + AE_CHALLENGE_MIRROR_S;
-    } /* else: ours (published by this instance) or already mirrored */
+    if (i == ch->nhttp)
+      http01_append(ch, domain, token, keyauth, now + AE_CHALLENGE_MIRROR_S);
+    /* else: ours (published by this instance) or already mirrored */
     pthread_mutex_unlock(&ch->mu);
   } else {
     pthread_mutex_lock(&ch->mu);

@@ -369,14 +369,9 @@ static int rs_commit(ae_storage *st, const ae_storage_bundle *b, ae_err *err) {
     free(sealed);
     if (r != 0)
       return r;
-    int ok = rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 && rep->element[0]->type == REDIS_REPLY_INTEGER &&
-             is_str(rep->element[1]);
-    long long code = ok ? rep->element[0]->integer : 0;
-    if (ok)
-      snprintf(ver, sizeof(ver), "%.30s", rep->element[1]->str);
-    freeReplyObject(rep);
-    if (!ok)
-      return ae_err_set(err, AE_EPROTO, "redis %s: unexpected script reply", what);
+    long long code = 0;
+    if ((r = rs_script_reply(rep, what, &code, ver, sizeof(ver), err)) != 0)
+      return r;
     if (code == 1)
       return 0;
     if (code == -1)

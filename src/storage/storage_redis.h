@@ -52,6 +52,9 @@ void rs_name(const rs_storage *s, char *buf, size_t len, const char *fmt, ...) _
  * AE_EIO: Redis unreachable; AE_EPROTO: Redis answered with an error (message names what). */
 int rs_cmd(rs_storage *s, const char *what, redisReply **out, int argc, const char **argv, const size_t *argvlen,
            ae_err *err);
+/* Reads the {code, version} reply of the put/commit scripts and frees rep: 0 with *code and ver
+ * filled, AE_EPROTO naming `what` when the reply has another shape. */
+int rs_script_reply(redisReply *rep, const char *what, long long *code, char *ver, size_t vlen, ae_err *err);
 /* Same with printf-style hiredis format. */
 int rs_cmdf(rs_storage *s, const char *what, redisReply **out, ae_err *err, const char *fmt, ...);
 /* Opens one connection (authenticated, db selected); caller frees with redisFree. */

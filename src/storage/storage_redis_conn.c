@@ -116,6 +116,17 @@ int rs_cmd(rs_storage *s, const char *what, redisReply **out, int argc, const ch
   return r;
 }
 
+int rs_script_reply(redisReply *rep, const char *what, long long *code, char *ver, size_t vlen, ae_err *err) {
+  int ok = rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 && rep->element[0]->type == REDIS_REPLY_INTEGER &&
+           (rep->element[1]->type == REDIS_REPLY_STRING || rep->element[1]->type == REDIS_REPLY_STATUS);
+  if (ok) {
+    *code = rep->element[0]->integer;
+    snprintf(ver, vlen, "%.30s", rep->element[1]->str);
+  }
+  freeReplyObject(rep);
+  return ok ? 0 : ae_err_set(err, AE_EPROTO, "redis %s: unexpected script reply", what);
+}
+
 int rs_cmdf(rs_storage *s, const char *what, redisReply **out, ae_err *err, const char *fmt, ...) {
   redisContext *c = NULL;
   int r = take(s, &c, err);

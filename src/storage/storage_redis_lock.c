@@ -145,14 +145,9 @@ int rs_put_new(ae_storage *st, const char *key, const void *data, size_t len, in
     free(sealed);
     if (r != 0)
       return r;
-    int ok = rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 && rep->element[0]->type == REDIS_REPLY_INTEGER &&
-             rep->element[1]->type == REDIS_REPLY_STRING;
-    long long code = ok ? rep->element[0]->integer : 0;
-    if (ok)
-      snprintf(ver, sizeof(ver), "%.30s", rep->element[1]->str);
-    freeReplyObject(rep);
-    if (!ok)
-      return ae_err_set(err, AE_EPROTO, "redis %s: unexpected script reply", what);
+    long long code = 0;
+    if ((r = rs_script_reply(rep, what, &code, ver, sizeof(ver), err)) != 0)
+      return r;
     if (code == 1)
       return 0;
     if (code == -1)
