@@ -48,6 +48,14 @@ static void check_result(int rc, const ae_clienthello *ch, size_t size) {
   size_t sl = strnlen(ch->sni, sizeof(ch->sni));
   CHECK(sl < sizeof(ch->sni));
   CHECK(sl <= 253);
+  if (ch->sni_invalid) {
+    /* A refused host_name made of LDH bytes: the hello goes on with a printable rendition for the
+     * denial event and no DNS name to look up. */
+    CHECK(!ch->has_sni && sl > 0);
+    for (size_t i = 0; i < sl; i++)
+      CHECK(ch->sni[i] > 0x20 && ch->sni[i] < 0x7f);
+    return;
+  }
   CHECK(ch->has_sni == (sl > 0));
   for (size_t i = 0; i < sl; i++) {
     char c = ch->sni[i];
