@@ -10,6 +10,7 @@
 # The lock lease is 3 s (storage.redis.lock_lease_ms).
 set -euo pipefail
 source "$AE_SRC/tests/lib/common.sh"
+source "$AE_SRC/tests/lib/cluster.sh"
 source "$AE_SRC/tests/lib/ondemand.sh"
 ae_setup
 redis_start
@@ -31,18 +32,10 @@ inst_config() { # inst_config NAME
   eval "PORT_$n=$https ADMIN_$n=$admin"
 }
 inst_run() { # inst_run NAME: starts (or restarts) an instance, waits until it listens
-  local n=$1 port i
+  local n=$1 port
   port=PORT_$n
   ae_bg "$n" "$ACMEDGE_BIN" run -c "$T/$n.json"
-  for ((i = 0; i < 150; i++)); do
-    ae_port_open "${!port}" && return 0
-    sleep 0.1
-  done
-  ae_fail "instance $n did not listen"
-}
-serial_at() { # serial_at PORT NAME
-  timeout 10 gnutls-cli --insecure --print-cert --sni-hostname="$2" -p "$1" 127.0.0.1 </dev/null 2>/dev/null |
-    awk '/BEGIN CERT/{p=1} p{print} /END CERT/{exit}' | certtool -i 2>/dev/null | awk '/Serial Number/{print $NF; exit}' || true
+  inst_wait_listen "$n" "${!port}" 150
 }
 is_pebble_at() { # is_pebble_at PORT NAME
   ae_sni_cert "$2" "$1" | grep 'Issuer:' | grep -q Pebble

@@ -9,6 +9,7 @@
 # - Shared failure backoff: a name the CA refused on A is not ordered by B before the retry time.
 set -euo pipefail
 source "$AE_SRC/tests/lib/common.sh"
+source "$AE_SRC/tests/lib/cluster.sh"
 source "$AE_SRC/tests/lib/ondemand.sh"
 ae_setup
 redis_start
@@ -95,22 +96,14 @@ grep -q -- '--to.*127.0.0.1:' <<<"$out" || ae_fail "unreachable Redis error is u
 PEBBLE_HTTP_PORT=$AE_HTTP_PORT
 PEBBLE_TLS_PORT=$AE_HTTPS_PORT
 inst_start() { # inst_start NAME : A takes the ports Pebble validates against
-  local n=$1 https http admin i
+  local n=$1 https http admin
   https=$(ae_free_port); http=$(ae_free_port); admin=$(ae_free_port)
   if [ "$n" = a ]; then https=$PEBBLE_TLS_PORT; http=$PEBBLE_HTTP_PORT; fi
   AE_HTTPS_PORT=$https AE_HTTP_PORT=$http AE_ADMIN_PORT=$admin ae_config_write "$T/$n.json" \
     "{$(redis_st "$T/st-$n"), \"on_demand\": {\"allow\": [\"blocked.example.test\", \"c.example.test\"], \"backoff\": {\"initial_s\": 60, \"max_s\": 3600}}}"
   ae_bg "$n" "$ACMEDGE_BIN" run -c "$T/$n.json"
   eval "PORT_$n=$https ADMIN_$n=$admin"
-  for ((i = 0; i < 100; i++)); do
-    ae_port_open "$https" && return 0
-    sleep 0.1
-  done
-  ae_fail "instance $n did not listen"
-}
-serial_at() { # serial_at PORT NAME
-  timeout 10 gnutls-cli --insecure --print-cert --sni-hostname="$2" -p "$1" 127.0.0.1 </dev/null 2>/dev/null |
-    awk '/BEGIN CERT/{p=1} p{print} /END CERT/{exit}' | certtool -i 2>/dev/null | awk '/Serial Number/{print $NF; exit}' || true
+  inst_wait_listen "$n" "$https" 100
 }
 inst_start a
 inst_start b

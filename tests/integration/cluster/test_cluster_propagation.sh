@@ -6,6 +6,7 @@
 # Times are measured and printed; assertions allow ASan slowness.
 set -euo pipefail
 source "$AE_SRC/tests/lib/common.sh"
+source "$AE_SRC/tests/lib/cluster.sh"
 source "$AE_SRC/tests/lib/ondemand.sh"
 ae_setup
 redis_start
@@ -25,16 +26,7 @@ inst_start() { # inst_start NAME ON_DEMAND
     "{\"storage\": {\"type\": \"redis\", \"path\": \"$T/st-$n\", \"redis\": {\"address\": \"127.0.0.1:$REDIS_PORT\", \"encrypt_keys\": false}}, \"on_demand\": {\"enabled\": $od}}"
   ae_bg "$n" "$ACMEDGE_BIN" run -c "$T/$n.json"
   eval "PORT_$n=$https ADMIN_$n=$admin"
-  local i
-  for ((i = 0; i < 100; i++)); do
-    ae_port_open "$https" && return 0
-    sleep 0.1
-  done
-  ae_fail "instance $n did not listen"
-}
-serial_at() { # serial_at PORT NAME
-  timeout 10 gnutls-cli --insecure --print-cert --sni-hostname="$2" -p "$1" 127.0.0.1 </dev/null 2>/dev/null |
-    awk '/BEGIN CERT/{p=1} p{print} /END CERT/{exit}' | certtool -i 2>/dev/null | awk '/Serial Number/{print $NF; exit}' || true
+  inst_wait_listen "$n" "$https" 100
 }
 wait_serial() { # wait_serial PORT NAME SERIAL SECONDS -> prints elapsed ms, 1 on timeout
   local t0 i
