@@ -26,8 +26,9 @@ typedef struct ae_cluster_hooks {
   /* Any instance published a challenge answer (alpn = 0: http-01 token, 1: tls-alpn-01 key
    * authorization for domain; token is "-" then). Optional. */
   void (*challenge)(void *ud, int alpn, const char *domain, const char *token, const char *keyauth);
-  /* ae_cluster_fetch_challenge found no answer for token in Redis either. Optional. */
-  void (*challenge_absent)(void *ud, const char *token);
+  /* ae_cluster_fetch_challenge (alpn = 0, name: the token) or ae_cluster_fetch_alpn (alpn = 1,
+   * name: the domain) found no answer in Redis either, or the look-up failed. Optional. */
+  void (*challenge_absent)(void *ud, int alpn, const char *name);
 } ae_cluster_hooks;
 
 /* Starts watching st (a Redis backend) for ca_host's certificates; reconcile_ms is the period of
@@ -36,9 +37,14 @@ typedef struct ae_cluster_hooks {
 int ae_cluster_new(uv_loop_t *loop, ae_storage *st, const char *ca_host, unsigned reconcile_ms,
                    const ae_cluster_hooks *hooks, ae_cluster **out, ae_err *err);
 /* Reads the http-01 answer for token from Redis, for a token whose announcement this instance
- * missed; a found answer arrives through hooks.challenge. 0: a look-up started; AE_ENOTFOUND:
- * missed within the last seconds; AE_ELIMIT: too many look-ups now; AE_EAGAIN: not connected. */
+ * missed; a found answer arrives through hooks.challenge, a missing one through
+ * hooks.challenge_absent. 0: a look-up started (or one for the same token is running);
+ * AE_ENOTFOUND: missed within the last seconds; AE_ELIMIT: too many look-ups now (shared with
+ * ae_cluster_fetch_alpn); AE_EAGAIN: not connected. */
 int ae_cluster_fetch_challenge(ae_cluster *c, const char *token);
+/* The same for the tls-alpn-01 key authorization of domain (chal:alpn:<domain>), for an
+ * acme-tls/1 handshake held because this instance missed the announcement. */
+int ae_cluster_fetch_alpn(ae_cluster *c, const char *domain);
 /* 1 while both connections are up (commands answered, subscription active). */
 int ae_cluster_up(const ae_cluster *c);
 /* Instance id written with each commit and carried by events ("host/pid"); owned by c. */

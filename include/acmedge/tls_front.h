@@ -28,6 +28,11 @@ typedef struct ae_tls_front_hooks {
   /* ALPN "acme-tls/1" offered: return a new reference to the tls-alpn-01 cert for name, or NULL
    * (then the connection is closed). */
   ae_cert *(*alpn_challenge_cert)(void *ud, const char *name);
+  /* acme-tls/1 offered for name (a DNS name) and alpn_challenge_cert has nothing: 1 when the
+   * answer is being looked up elsewhere (shared storage); the handshake is then held until
+   * ae_tls_front_wake_alpn(name) or the wait timeout, and answered from alpn_challenge_cert or
+   * refused. 0: refuse now. NULL => 0. */
+  int (*alpn_miss)(void *ud, const char *name);
   /* An established connection (ALPN http/1.1 or none): the handler takes over t (sets its
    * callbacks). NULL => a minimal "hello <sni>" HTTP response is written and closed. */
   void (*on_established)(void *ud, ae_transport *t);
@@ -48,6 +53,9 @@ void ae_tls_front_set_config(ae_tls_front *f, const ae_config *cfg);
 /* Held handshakes for name (AE_MISS_HOLD) re-check the store now: the installed cert or, if
  * there is still none, the default certificate. */
 void ae_tls_front_wake(ae_tls_front *f, const char *name);
+/* Held acme-tls/1 handshakes for name (alpn_miss) re-check the challenge answers now: the
+ * tls-alpn-01 certificate or, if there is still none, a no_application_protocol alert. */
+void ae_tls_front_wake_alpn(ae_tls_front *f, const char *name);
 /* Stops accepting; open connections finish (bounded by timeout_ms, then aborted); cb when all
  * handles are closed. */
 void ae_tls_front_close(ae_tls_front *f, unsigned timeout_ms, void (*cb)(void *ud), void *ud);

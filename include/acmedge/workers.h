@@ -24,6 +24,10 @@ typedef struct ae_workers_hooks {
   /* On the control loop: a worker saw a ClientHello whose host_name is not a DNS name (shown: a
    * printable rendition), for the denial event. May be NULL. */
   void (*on_invalid_name)(void *ud, const char *shown);
+  /* On the control loop: a worker holds an acme-tls/1 handshake for name (no answer there);
+   * return 1 when a look-up started whose outcome calls ae_workers_wake_alpn(name), 0 to have
+   * it refused now. NULL: such handshakes are refused at once, never held. */
+  int (*alpn_miss)(void *ud, const char *name);
 } ae_workers_hooks;
 
 /* Starts n worker threads (n >= 1) bound to cfg->listen_https. Caller owns *out. */
@@ -31,6 +35,8 @@ int ae_workers_start(uv_loop_t *control, unsigned n, const ae_config *cfg, ae_ce
                      const ae_workers_hooks *hooks, ae_workers **out, ae_err *err);
 /* Asks every worker to re-check handshakes held for name. Callable from the control loop. */
 void ae_workers_wake(ae_workers *w, const char *name);
+/* Asks every worker to re-check acme-tls/1 handshakes held for name. Callable from the control loop. */
+void ae_workers_wake_alpn(ae_workers *w, const char *name);
 /* Hands a reloaded config to every worker (front timeouts, proxy routes). */
 void ae_workers_set_config(ae_workers *w, const ae_config *cfg);
 /* Stops accepting on every worker; they drain for up to drain_ms, then exit. Closes the control

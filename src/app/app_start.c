@@ -40,6 +40,19 @@ static ae_cert *front_alpn_cert(void *ud, const char *name) {
   return ae_challenge_alpn_get(app->challenges, name);
 }
 
+/* An acme-tls/1 handshake found no answer here: another instance may have published it while our
+ * subscriber was away. */
+static int front_alpn_miss(void *ud, const char *name) {
+  ae_app *app = ud;
+  return app->cluster && ae_cluster_fetch_alpn(app->cluster, name) == 0;
+}
+
+static void alpn_wake(ae_app *app, const char *domain) {
+  if (app->front)
+    ae_tls_front_wake_alpn(app->front, domain);
+  ae_workers_wake_alpn(app->workers, domain);
+}
+
 static void front_on_established(void *ud, ae_transport *t) {
   ae_app *app = ud;
   ae_proxy_attach(app->proxy, t, NULL, 0);
@@ -300,14 +313,19 @@ static void cluster_challenge(void *ud, int alpn, const char *domain, const char
   ae_err e = {0};
   if (ae_challenge_mirror(app->challenges, alpn, domain, token, keyauth, &e) != 0)
     AE_WARN(SUB, "%s: cannot mirror a shared challenge answer: %s", domain, e.msg);
-  else if (!alpn && app->http80)
+  if (alpn)
+    alpn_wake(app, domain); /* held acme-tls/1 handshakes: answered, or refused if the mint failed */
+  else if (app->http80)
     ae_http80_wake_challenge(app->http80, token);
 }
 
-static void cluster_challenge_absent(void *ud, const char *token) {
+/* Answered now (404, or the acme-tls/1 handshake refused), not at the hold's end. */
+static void cluster_challenge_absent(void *ud, int alpn, const char *name) {
   ae_app *app = ud;
-  if (app->http80)
-    ae_http80_wake_challenge(app->http80, token); /* answered 404 now, not at the hold's end */
+  if (alpn)
+    alpn_wake(app, name);
+  else if (app->http80)
+    ae_http80_wake_challenge(app->http80, name);
 }
 
 /* Port 80 has no answer for token: it may have been announced while our subscriber was away. */
@@ -430,6 +448,7 @@ int app_start(ae_app *app, ae_err *err) {
     ae_tls_front_hooks fh = {.ud = app,
                              .on_miss = front_on_miss,
                              .alpn_challenge_cert = front_alpn_cert,
+                             .alpn_miss = front_alpn_miss,
                              .on_established = front_on_established,
                              .fallback_cert = front_fallback_cert,
                              .on_invalid_name = front_on_invalid_name};
@@ -439,7 +458,8 @@ int app_start(ae_app *app, ae_err *err) {
     unsigned n = cfg->workers > 0 ? (unsigned)cfg->workers : uv_available_parallelism();
     if (n > 1) {
       ae_workers_hooks wh = {.ud = app, .on_miss = workers_on_miss, .fallback_cert = front_fallback_cert,
-                             .on_invalid_name = workers_on_invalid_name};
+                             .on_invalid_name = workers_on_invalid_name,
+                             .alpn_miss = app->cluster ? front_alpn_miss : NULL};
       if ((r = ae_workers_start(&app->loop, n - 1, cfg, app->certs, app->challenges, &wh, &app->workers, err)) != 0)
         return r;
     }

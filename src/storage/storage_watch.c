@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "acmedge/log.h"
+#include "chal_gate.h"
 #include "storage_redis.h"
 
 #define SUB "storage"
@@ -27,12 +28,6 @@
 #define BACKOFF_MAX_MS 5000
 #define FIFO_MAX 64
 #define CHG_BATCH 500
-/* Challenge answers missed on pub/sub, read back from Redis: a lookup per token at most, a
- * bounded number per second, and a remembered miss, so random tokens cannot become Redis load. */
-#define CHAL_INFLIGHT_MAX 8
-#define CHAL_PER_S 20
-#define CHAL_NEG_N 128
-#define CHAL_NEG_MS 10000
 
 typedef struct conn {
   struct ae_cluster *c;
@@ -65,11 +60,8 @@ struct ae_cluster {
   int closing;
   void (*close_cb)(void *);
   void *close_ud;
-  /* challenge look-ups: in flight, this second's budget, recent misses (hash, expiry) */
-  unsigned chal_inflight, chal_used;
-  uint64_t chal_second;
-  uint64_t neg_hash[CHAL_NEG_N], neg_until[CHAL_NEG_N];
-  unsigned neg_next;
+  /* challenge answers missed on pub/sub and read back from Redis (chal_gate.h) */
+  ae_chal_gate gate;
   /* metrics */
   uint64_t reconnects, messages, reconciled, lat_count;
   double lat_sum;
@@ -427,78 +419,69 @@ static void on_tick(uv_timer_t *t) {
 
 typedef struct chal_fetch {
   ae_cluster *c;
-  uint64_t hash;
-  char token[128];
+  uint64_t key;
+  int alpn;       /* 0: http-01 token, 1: tls-alpn-01 domain */
+  char name[256]; /* the token or the domain */
 } chal_fetch;
 
-static uint64_t fnv(const char *s) {
-  uint64_t h = 1469598103934665603ull;
-  for (; *s; s++)
-    h = (h ^ (unsigned char)*s) * 1099511628211ull;
-  return h;
-}
-
-static int neg_cached(const ae_cluster *c, uint64_t h, uint64_t now) {
-  for (unsigned i = 0; i < CHAL_NEG_N; i++)
-    if (c->neg_hash[i] == h && c->neg_until[i] > now)
-      return 1;
-  return 0;
-}
-
 /* Also called with a NULL reply (and a NULL ac->data) when the connection is torn down: the
- * held request is then answered 404 at once instead of at the end of its hold. */
+ * held request or handshake is then answered at once instead of at the end of its hold. */
 static void on_chal(redisAsyncContext *ac, void *reply, void *priv) {
   chal_fetch *f = priv;
   ae_cluster *c = f->c;
-  c->chal_inflight--;
   conn *k = ac && ac->data ? &c->cmd : NULL;
   redisReply *r = reply;
-  int found = 0;
+  int found = 0, absent = 0;
   if (k && reply_ok(k, r, "GET challenge")) {
     if (r->type == REDIS_REPLY_STRING && r->len < 512) {
       found = 1;
-      AE_INFO(SUB, "challenge %.8s... read from redis (its announcement was missed)", f->token);
+      if (f->alpn)
+        AE_INFO(SUB, "%s: tls-alpn-01 answer read from redis (its announcement was missed)", f->name);
+      else
+        AE_INFO(SUB, "challenge %.8s... read from redis (its announcement was missed)", f->name);
       if (c->h.challenge && !c->closing)
-        c->h.challenge(c->h.ud, 0, "-", f->token, r->str);
+        c->h.challenge(c->h.ud, f->alpn, f->alpn ? f->name : "-", f->alpn ? "-" : f->name, r->str);
     } else {
-      c->neg_hash[c->neg_next] = f->hash;
-      c->neg_until[c->neg_next] = ae_now_ms() + CHAL_NEG_MS;
-      c->neg_next = (c->neg_next + 1) % CHAL_NEG_N;
+      absent = 1;
     }
   }
+  ae_chal_gate_done(&c->gate, f->key, absent, ae_now_ms());
   if (!found && c->h.challenge_absent && !c->closing)
-    c->h.challenge_absent(c->h.ud, f->token);
+    c->h.challenge_absent(c->h.ud, f->alpn, f->name);
   free(f);
 }
 
-int ae_cluster_fetch_challenge(ae_cluster *c, const char *token) {
-  if (!c || c->closing || !c->cmd.ready || strlen(token) >= sizeof(((chal_fetch *)0)->token))
+/* Starts (or joins) the look-up of chal:<http|alpn>:<name>; see ae_cluster_fetch_challenge. */
+static int fetch(ae_cluster *c, int alpn, const char *name) {
+  if (!c || c->closing || !c->cmd.ready || strlen(name) >= sizeof(((chal_fetch *)0)->name))
     return AE_EAGAIN;
-  uint64_t now = ae_now_ms(), h = fnv(token);
-  if (neg_cached(c, h, now))
-    return AE_ENOTFOUND;
-  if (now / 1000 != c->chal_second) {
-    c->chal_second = now / 1000;
-    c->chal_used = 0;
-  }
-  if (c->chal_inflight >= CHAL_INFLIGHT_MAX || c->chal_used >= CHAL_PER_S)
-    return AE_ELIMIT;
+  const char *kind = alpn ? "alpn" : "http";
+  uint64_t key = ae_chal_gate_key(kind, name), now = ae_now_ms();
+  int g = ae_chal_gate_admit(&c->gate, key, now);
+  if (g == AE_EAGAIN)
+    return 0; /* joined: that look-up's answer wakes this asker too */
+  if (g != 0)
+    return g;
   chal_fetch *f = ae_calloc(1, sizeof(*f));
   f->c = c;
-  f->hash = h;
-  snprintf(f->token, sizeof(f->token), "%s", token);
-  char key[300];
-  rs_name(c->st, key, sizeof(key), "chal:http:%s", token);
+  f->key = key;
+  f->alpn = alpn;
+  snprintf(f->name, sizeof(f->name), "%s", name);
+  char rkey[400];
+  rs_name(c->st, rkey, sizeof(rkey), "chal:%s:%s", kind, name);
   conn *k = &c->cmd;
-  if (k->n >= FIFO_MAX || redisAsyncCommand(k->ac, on_chal, f, "GET %s", key) != REDIS_OK) {
+  if (k->n >= FIFO_MAX || redisAsyncCommand(k->ac, on_chal, f, "GET %s", rkey) != REDIS_OK) {
+    ae_chal_gate_done(&c->gate, key, 0, now);
     free(f);
     return AE_EAGAIN;
   }
   push_sent(k);
-  c->chal_inflight++;
-  c->chal_used++;
   return 0;
 }
+
+int ae_cluster_fetch_challenge(ae_cluster *c, const char *token) { return fetch(c, 0, token); }
+
+int ae_cluster_fetch_alpn(ae_cluster *c, const char *domain) { return fetch(c, 1, domain); }
 
 int ae_cluster_new(uv_loop_t *loop, ae_storage *st, const char *ca_host, unsigned reconcile_ms,
                    const ae_cluster_hooks *hooks, ae_cluster **out, ae_err *err) {

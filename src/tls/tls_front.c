@@ -195,7 +195,19 @@ void ae_tls_front_wake(ae_tls_front *f, const char *name) {
   while (c) {
     /* Resuming unlinks c; its successor stays valid because frees only happen in callbacks. */
     tls_conn *next = c->hnext;
-    if (ae_strcasecmp(c->t.sni, name) == 0)
+    if (!c->alpn_held && ae_strcasecmp(c->t.sni, name) == 0)
+      ae_tls_conn_resume(c);
+    c = next;
+  }
+}
+
+void ae_tls_front_wake_alpn(ae_tls_front *f, const char *name) {
+  if (!f || !name)
+    return;
+  tls_conn *c = f->held;
+  while (c) {
+    tls_conn *next = c->hnext;
+    if (c->alpn_held && ae_strcasecmp(c->t.sni, name) == 0)
       ae_tls_conn_resume(c);
     c = next;
   }

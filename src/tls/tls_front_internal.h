@@ -79,6 +79,7 @@ struct tls_conn {
   unsigned eof_delivered : 1;
   unsigned handed_over : 1;    /* on_established took the transport */
   unsigned challenge : 1;      /* tls-alpn-01 validation handshake */
+  unsigned alpn_held : 1;      /* held for a tls-alpn-01 answer looked up elsewhere (TC_HELD) */
   unsigned tls_dead : 1;       /* the session failed: no more records, no close_notify */
   unsigned write_failed : 1;
   unsigned shut_started : 1;

@@ -68,18 +68,54 @@ static void conn_invalid_name(tls_conn *c, const ae_clienthello *ch) {
     conn_use_default(c);
 }
 
+/* Puts c on the held list until a wake or the wait timeout. */
+static void conn_hold(tls_conn *c) {
+  ae_tls_front *f = c->f;
+  c->state = TC_HELD;
+  c->hprev = NULL;
+  c->hnext = f->held;
+  if (f->held)
+    f->held->hprev = c;
+  f->held = c;
+  f->nheld++;
+  ae_metrics_inc(AE_M_HS_HELD);
+  AE_DEBUG("tls", "%s: holding %shandshake for %s", c->t.peer_ip, c->alpn_held ? "acme-tls/1 " : "", c->t.sni);
+  tc_arm(c, f->wait_timeout_ms);
+}
+
+static ae_cert *conn_alpn_cert(tls_conn *c) {
+  ae_tls_front *f = c->f;
+  return f->hooks.alpn_challenge_cert ? f->hooks.alpn_challenge_cert(f->hooks.ud, c->t.sni) : NULL;
+}
+
+/* acme-tls/1: the validation certificate, or a hold while another instance's answer is read from
+ * shared storage (this one missed its announcement), or a refusal. */
+static void conn_choose_alpn(tls_conn *c, const ae_clienthello *ch) {
+  ae_tls_front *f = c->f;
+  ae_cert *cc = ch->has_sni ? conn_alpn_cert(c) : NULL;
+  if (!cc && ch->has_sni && !ch->sni_invalid && f->hooks.alpn_miss && !f->closing && f->nheld < f->max_held &&
+      f->hooks.alpn_miss(f->hooks.ud, c->t.sni)) {
+    if (c->closing_handles)
+      return;
+    cc = conn_alpn_cert(c); /* the answer may be here already */
+    if (!cc) {
+      c->alpn_held = 1;
+      conn_hold(c);
+      return;
+    }
+  }
+  if (!cc) {
+    conn_send_alert(c, AE_ALERT_NO_APPLICATION_PROTOCOL, "acme-tls/1 without a pending challenge");
+    return;
+  }
+  c->challenge = 1;
+  tc_start_tls(c, cc, TC_KIND_CHALLENGE);
+}
+
 static void conn_choose_cert(tls_conn *c, const ae_clienthello *ch) {
   ae_tls_front *f = c->f;
   if (ae_clienthello_has_alpn(ch, "acme-tls/1")) {
-    ae_cert *cc = NULL;
-    if (ch->has_sni && f->hooks.alpn_challenge_cert)
-      cc = f->hooks.alpn_challenge_cert(f->hooks.ud, c->t.sni);
-    if (!cc) {
-      conn_send_alert(c, AE_ALERT_NO_APPLICATION_PROTOCOL, "acme-tls/1 without a pending challenge");
-      return;
-    }
-    c->challenge = 1;
-    tc_start_tls(c, cc, TC_KIND_CHALLENGE);
+    conn_choose_alpn(c, ch);
     return;
   }
   if (ch->sni_invalid) {
@@ -121,16 +157,7 @@ static void conn_choose_cert(tls_conn *c, const ae_clienthello *ch) {
       tc_start_tls(c, cert, TC_KIND_KNOWN);
       return;
     }
-    c->state = TC_HELD;
-    c->hprev = NULL;
-    c->hnext = f->held;
-    if (f->held)
-      f->held->hprev = c;
-    f->held = c;
-    f->nheld++;
-    ae_metrics_inc(AE_M_HS_HELD);
-    AE_DEBUG("tls", "%s: holding handshake for %s", c->t.peer_ip, c->t.sni);
-    tc_arm(c, f->wait_timeout_ms);
+    conn_hold(c);
     return;
   }
   conn_use_default(c);
@@ -183,6 +210,18 @@ void ae_tls_conn_resume(tls_conn *c) {
   if (c->state != TC_HELD || c->closing_handles)
     return;
   tc_unhold(c);
+  if (c->alpn_held) {
+    c->alpn_held = 0;
+    ae_cert *cc = conn_alpn_cert(c);
+    if (!cc) {
+      conn_send_alert(c, AE_ALERT_NO_APPLICATION_PROTOCOL, "acme-tls/1: no answer here or in shared storage");
+      return;
+    }
+    AE_DEBUG("tls", "%s: acme-tls/1 for %s answered after the look-up", c->t.peer_ip, c->t.sni);
+    c->challenge = 1;
+    tc_start_tls(c, cc, TC_KIND_CHALLENGE);
+    return;
+  }
   ae_cert *cert = ae_certstore_lookup(c->f->cs, c->t.sni);
   if (cert)
     tc_start_tls(c, cert, TC_KIND_KNOWN);

@@ -13,7 +13,7 @@
 
 #define SUB "workers"
 
-typedef enum { CMD_WAKE, CMD_CONFIG, CMD_STOP, CMD_MISS, CMD_INVALID } cmd_type;
+typedef enum { CMD_WAKE, CMD_WAKE_ALPN, CMD_CONFIG, CMD_STOP, CMD_MISS, CMD_INVALID, CMD_ALPN_MISS } cmd_type;
 
 typedef struct cmd {
   struct cmd *next;
@@ -142,6 +142,19 @@ static ae_cert *w_alpn_cert(void *ud, const char *name) {
   return ae_challenge_alpn_get(w->ws->challenges, name);
 }
 
+/* The look-up runs on the control loop (where the storage watcher lives); its outcome comes back
+ * as CMD_WAKE_ALPN, or the hold times out. */
+static int w_alpn_miss(void *ud, const char *name) {
+  worker *w = ud;
+  if (!w->ws->hooks.alpn_miss)
+    return 0;
+  cmd *c = ae_calloc(1, sizeof(*c));
+  c->type = CMD_ALPN_MISS;
+  snprintf(c->name, sizeof(c->name), "%s", name);
+  mb_post(&w->ws->mb, c);
+  return 1;
+}
+
 static void w_established(void *ud, ae_transport *t) {
   worker *w = ud;
   ae_proxy_attach(w->proxy, t, NULL, 0);
@@ -166,6 +179,10 @@ static void w_on_async(uv_async_t *a) {
       if (w->front)
         ae_tls_front_wake(w->front, it->name);
       break;
+    case CMD_WAKE_ALPN:
+      if (w->front)
+        ae_tls_front_wake_alpn(w->front, it->name);
+      break;
     case CMD_CONFIG:
       ae_config_free(w->cfg);
       w->cfg = ae_config_ref(it->cfg);
@@ -185,6 +202,7 @@ static void w_on_async(uv_async_t *a) {
       break;
     case CMD_MISS:
     case CMD_INVALID:
+    case CMD_ALPN_MISS:
       break;
     }
   }
@@ -193,7 +211,7 @@ static void w_on_async(uv_async_t *a) {
 
 static void worker_main(void *arg) {
   worker *w = arg;
-  ae_tls_front_hooks fh = {.ud = w, .on_miss = w_on_miss, .alpn_challenge_cert = w_alpn_cert, .on_established = w_established,
+  ae_tls_front_hooks fh = {.ud = w, .on_miss = w_on_miss, .alpn_challenge_cert = w_alpn_cert, .alpn_miss = w_alpn_miss, .on_established = w_established,
                            .fallback_cert = w_fallback_cert, .on_invalid_name = w_on_invalid_name};
   if (ae_proxy_new(&w->loop, w->cfg, &w->proxy, &w->start_err) != 0 ||
       ae_tls_front_new(&w->loop, w->cfg, w->ws->certs, &fh, &w->front, &w->start_err) != 0) {
@@ -217,6 +235,9 @@ static void c_on_async(uv_async_t *a) {
       ws->hooks.on_miss(ws->hooks.ud, it->name, it->allowed);
     if (it->type == CMD_INVALID && ws->hooks.on_invalid_name && !ws->stopped)
       ws->hooks.on_invalid_name(ws->hooks.ud, it->name);
+    /* No look-up started: the held handshake is refused now, not at the end of its hold. */
+    if (it->type == CMD_ALPN_MISS && ws->hooks.alpn_miss && !ws->stopped && !ws->hooks.alpn_miss(ws->hooks.ud, it->name))
+      ae_workers_wake_alpn(ws, it->name);
   }
   free_cmds(c);
 }
@@ -280,6 +301,11 @@ int ae_workers_start(uv_loop_t *control, unsigned n, const ae_config *cfg, ae_ce
 void ae_workers_wake(ae_workers *ws, const char *name) {
   if (ws && !ws->stopped)
     post_all(ws, CMD_WAKE, name, NULL, 0);
+}
+
+void ae_workers_wake_alpn(ae_workers *ws, const char *name) {
+  if (ws && !ws->stopped)
+    post_all(ws, CMD_WAKE_ALPN, name, NULL, 0);
 }
 
 void ae_workers_set_config(ae_workers *ws, const ae_config *cfg) {
