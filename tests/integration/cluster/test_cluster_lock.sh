@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Three instances on one Redis and one Pebble whose validation always lands on instance C:
+# Three instances (127.0.0.2/.3/.4, the same ports) on one Redis and one Pebble whose validation
+# always lands on instance C (challtestsrv answers every name of the test with C's address):
 # - three first handshakes at once (one per instance, three names): one account at Pebble, and
 #   A's and B's challenges are answered by C (shared through Redis);
 # - 30 concurrent handshakes (10 per instance) for one new name: exactly one order, one
@@ -14,33 +15,20 @@ source "$AE_SRC/tests/lib/cluster.sh"
 source "$AE_SRC/tests/lib/ondemand.sh"
 ae_setup
 redis_start
-pebble_start # validates against AE_HTTP_PORT / AE_HTTPS_PORT: instance C's ports
-C_HTTP=$AE_HTTP_PORT
-C_HTTPS=$AE_HTTPS_PORT
+cl_ports     # A, B, C on 127.0.0.2/.3/.4, the same ports; Pebble validates against these ports
+pebble_start # at the address challtestsrv gives each name: C's (cl_point)
 export ACMEDGE_RECONCILE_MS=1000
 LEASE_MS=3000 # renewals run on their own threads, so queued storage work cannot delay them
 ca="127.0.0.1_$PEBBLE_PORT"
 
 inst_config() { # inst_config NAME
-  local n=$1 https http admin
-  https=$(ae_free_port)
-  http=$(ae_free_port)
-  admin=$(ae_free_port)
-  if [ "$n" = c ]; then https=$C_HTTPS; http=$C_HTTP; fi
-  AE_HTTPS_PORT=$https AE_HTTP_PORT=$http AE_ADMIN_PORT=$admin ae_config_write "$T/$n.json" \
-    "{\"storage\": {\"type\": \"redis\", \"path\": \"$T/st-$n\", \"redis\": {\"address\": \"127.0.0.1:$REDIS_PORT\", \"encrypt_keys\": false, \"lock_lease_ms\": $LEASE_MS}}, \"on_demand\": {\"enabled\": true}}"
-  eval "PORT_$n=$https ADMIN_$n=$admin"
+  cl_config "$1" \
+    "{\"storage\": {\"type\": \"redis\", \"path\": \"$T/st-$1\", \"redis\": {\"address\": \"127.0.0.1:$REDIS_PORT\", \"encrypt_keys\": false, \"lock_lease_ms\": $LEASE_MS}}, \"on_demand\": {\"enabled\": true}}"
 }
-inst_run() { # inst_run NAME: starts (or restarts) an instance, waits until it listens
-  local n=$1 port
-  port=PORT_$n
-  ae_bg "$n" "$ACMEDGE_BIN" run -c "$T/$n.json"
-  inst_wait_listen "$n" "${!port}" 150
+is_pebble_at() { # is_pebble_at INSTANCE NAME
+  issuer_at "$1" "$2" | grep -q Pebble
 }
-is_pebble_at() { # is_pebble_at PORT NAME
-  ae_sni_cert "$2" "$1" | grep 'Issuer:' | grep -q Pebble
-}
-wait_pebble_at() { # wait_pebble_at PORT NAME SECONDS
+wait_pebble_at() { # wait_pebble_at INSTANCE NAME SECONDS
   local i
   for ((i = 0; i < $3 * 5; i++)); do
     is_pebble_at "$1" "$2" && return 0
@@ -62,6 +50,8 @@ wait_log() { # wait_log INSTANCE FIXED_TEXT SECONDS (polls every 20 ms)
   return 1
 }
 
+# Every name of this test resolves to C: whichever instance orders it, the CA validates against C.
+for d in first-a first-b first-c one kill stop; do cl_point "$d.example.test" c; done
 for n in a b c; do inst_config "$n"; done
 # One after the other: they share the generated default certificate's files.
 for n in a b c; do inst_run "$n"; done
@@ -69,18 +59,20 @@ for n in a b c; do inst_run "$n"; done
 # --- one account for three instances whose first orders start together; C answers all ---
 pids=()
 for n in a b c; do
-  port=PORT_$n
-  (serial_at "${!port}" "first-$n.example.test" >/dev/null) &
+  (serial_at "$n" "first-$n.example.test" >/dev/null) &
   pids+=($!)
 done
 wait "${pids[@]}" || true
 for n in a b c; do
-  port=PORT_$n
-  wait_pebble_at "${!port}" "first-$n.example.test" 90 || ae_fail "instance $n got no certificate for first-$n.example.test"
+  wait_pebble_at "$n" "first-$n.example.test" 90 || ae_fail "instance $n got no certificate for first-$n.example.test"
 done
 [ "$(pebble_count_accounts)" -eq 1 ] || ae_fail "$(pebble_count_accounts) accounts registered at Pebble, expected 1"
 [ "$(events a cert_installed first-a.example.test)" -eq 1 ] || ae_fail "A did not install its own first certificate"
 grep -qF "challenge published" "$T/a.log" || ae_fail "A published no challenge"
+# The CA validates against C while A placed the order: C answered A's token (A never listens on
+# C's address, so the validation could not have reached A).
+grep -qF "answered for host first-a.example.test" "$T/c.log" || ae_fail "C did not answer the validation of A's order"
+if grep -qF "answered for host first-a.example.test" "$T/a.log"; then ae_fail "A's own port 80 answered the CA"; fi
 echo "accounts: $(pebble_count_accounts); A's and B's challenges validated against C"
 
 # --- 30 concurrent handshakes for one new name: exactly one order ---
@@ -88,21 +80,18 @@ name=one.example.test
 before=$(pebble_count_orders)
 pids=()
 for n in a b c; do
-  port=PORT_$n
   for ((i = 0; i < 10; i++)); do
-    (serial_at "${!port}" "$name" >/dev/null) &
+    (serial_at "$n" "$name" >/dev/null) &
     pids+=($!)
   done
 done
 wait "${pids[@]}" || true
 for n in a b c; do
-  port=PORT_$n
-  wait_pebble_at "${!port}" "$name" 90 || ae_fail "instance $n does not serve a Pebble certificate for $name"
+  wait_pebble_at "$n" "$name" 90 || ae_fail "instance $n does not serve a Pebble certificate for $name"
 done
-s=$(serial_at "$PORT_a" "$name")
+s=$(serial_at a "$name")
 for n in b c; do
-  port=PORT_$n
-  [ "$(serial_at "${!port}" "$name")" = "$s" ] || ae_fail "instance $n serves another serial than A for $name"
+  [ "$(serial_at "$n" "$name")" = "$s" ] || ae_fail "instance $n serves another serial than A for $name"
 done
 orders=$(($(pebble_count_orders) - before))
 [ "$orders" -eq 1 ] || ae_fail "$orders orders for $name, expected exactly 1"
@@ -114,29 +103,29 @@ echo "30 handshakes over 3 instances: $orders order"
 # --- SIGKILL of the lock holder mid-order: another instance takes over ---
 kname=kill.example.test
 before_k=$(pebble_count_orders)
-(serial_at "$PORT_a" "$kname" >/dev/null) &
+(serial_at a "$kname" >/dev/null) &
 bgk=$!
 wait_log a "$kname: issuance lock taken" 60 || ae_fail "A did not take the lock for $kname"
 kill -STOP "$(cat "$T/a.pid")"
 [ "$(events a cert_installed "$kname")" -eq 0 ] || ae_fail "A finished $kname before it could be killed; nothing was tested"
 kill -KILL "$(cat "$T/a.pid")"
 t0=$(date +%s%3N)
-(serial_at "$PORT_b" "$kname" >/dev/null) &
+(serial_at b "$kname" >/dev/null) &
 bgk2=$!
-wait_pebble_at "$PORT_b" "$kname" 90 || ae_fail "no instance took over $kname after A was killed"
+wait_pebble_at b "$kname" 90 || ae_fail "no instance took over $kname after A was killed"
 korders=$(($(pebble_count_orders) - before_k))
 # Without order resume (docs/cluster.md) the taker places its own order: the killed holder's,
 # if it got that far, plus the taker's.
 echo "takeover after SIGKILL: $(($(date +%s%3N) - t0)) ms (lease $LEASE_MS ms), $korders order(s) for $kname"
 [ "$korders" -ge 1 ] && [ "$korders" -le 2 ] || ae_fail "$korders orders for $kname around the takeover, expected 1 or 2"
 [ "$(events b cert_installed "$kname")" -eq 1 ] || ae_fail "B did not order $kname itself"
-wait_pebble_at "$PORT_c" "$kname" 30 || ae_fail "C does not serve $kname"
+wait_pebble_at c "$kname" 30 || ae_fail "C does not serve $kname"
 wait "$bgk" "$bgk2" || true
 inst_run a
 
 # --- SIGSTOP of the holder past its lease: after SIGCONT it does not write ---
 sname=stop.example.test
-(serial_at "$PORT_a" "$sname" >/dev/null) &
+(serial_at a "$sname" >/dev/null) &
 wait_log a "$sname: issuance lock taken" 60 || ae_fail "A did not take the lock for $sname"
 kill -STOP "$(cat "$T/a.pid")"
 t_stop=$(date +%s%3N)
@@ -144,12 +133,12 @@ t_stop=$(date +%s%3N)
   kill -CONT "$(cat "$T/a.pid")"
   ae_fail "A finished $sname before it could be stopped; nothing was tested"
 }
-(serial_at "$PORT_b" "$sname" >/dev/null) &
-if ! wait_pebble_at "$PORT_b" "$sname" 90; then
+(serial_at b "$sname" >/dev/null) &
+if ! wait_pebble_at b "$sname" 90; then
   kill -CONT "$(cat "$T/a.pid")"
   ae_fail "B did not take over $sname while A was stopped"
 fi
-sb=$(serial_at "$PORT_b" "$sname")
+sb=$(serial_at b "$sname")
 by=$(ae_rcli HGET "acmedge{ns}:cert:$ca:$sname" by)
 fence=$(ae_rcli HGET "acmedge{ns}:cert:$ca:$sname" fence)
 # Stopped for at least twice the lease in all.
@@ -158,10 +147,10 @@ kill -CONT "$(cat "$T/a.pid")"
 wait_log a "$sname: issuance lock lost" 30 || grep -qF "lapsed or was taken over" "$T/a.log" ||
   ae_fail "A did not notice it lost the lock for $sname"
 for ((i = 0; i < 100; i++)); do
-  [ "$(serial_at "$PORT_a" "$sname")" = "$sb" ] && break
+  [ "$(serial_at a "$sname")" = "$sb" ] && break
   sleep 0.1
 done
-[ "$(serial_at "$PORT_a" "$sname")" = "$sb" ] || ae_fail "A does not serve the winner's certificate for $sname after SIGCONT"
+[ "$(serial_at a "$sname")" = "$sb" ] || ae_fail "A does not serve the winner's certificate for $sname after SIGCONT"
 [ "$(events a cert_installed "$sname")" -eq 0 ] || ae_fail "A installed its own certificate for $sname after losing the lock"
 [ "$(ae_rcli HGET "acmedge{ns}:cert:$ca:$sname" by)" = "$by" ] || ae_fail "the stored $sname was overwritten by the fenced instance"
 [ "$(ae_rcli HGET "acmedge{ns}:cert:$ca:$sname" fence)" = "$fence" ] || ae_fail "the stored fence of $sname changed"
