@@ -13,6 +13,7 @@ source "$AE_SRC/tests/lib/cluster.sh"
 source "$AE_SRC/tests/lib/ondemand.sh"
 ae_setup
 redis_start
+cl_ports # the fs instance below listens on 127.0.0.1 with these ports, A and B on 127.0.0.2/.3
 export PEBBLE_WFE_NONCEREJECT=0 # every newOrder request counted below is a distinct attempt
 pebble_start '"domainBlocklist": ["blocked.example.test"]'
 export ACMEDGE_RECONCILE_MS=1000
@@ -93,69 +94,66 @@ grep -q -- '--to.*127.0.0.1:' <<<"$out" || ae_fail "unreachable Redis error is u
 # --- two instances on the copied Redis: the copies serve, no new order. On-demand allows only the
 # names of the view and backoff checks, so a handshake after the delete cannot order the deleted
 # name again. ---
-PEBBLE_HTTP_PORT=$AE_HTTP_PORT
-PEBBLE_TLS_PORT=$AE_HTTPS_PORT
-inst_start() { # inst_start NAME : A takes the ports Pebble validates against
-  local n=$1 https http admin
-  https=$(ae_free_port); http=$(ae_free_port); admin=$(ae_free_port)
-  if [ "$n" = a ]; then https=$PEBBLE_TLS_PORT; http=$PEBBLE_HTTP_PORT; fi
-  AE_HTTPS_PORT=$https AE_HTTP_PORT=$http AE_ADMIN_PORT=$admin ae_config_write "$T/$n.json" \
-    "{$(redis_st "$T/st-$n"), \"on_demand\": {\"allow\": [\"blocked.example.test\", \"c.example.test\"], \"backoff\": {\"initial_s\": 60, \"max_s\": 3600}}}"
-  ae_bg "$n" "$ACMEDGE_BIN" run -c "$T/$n.json"
-  eval "PORT_$n=$https ADMIN_$n=$admin"
-  inst_wait_listen "$n" "$https" 100
+inst_start() { # inst_start NAME
+  cl_config "$1" \
+    "{$(redis_st "$T/st-$1"), \"on_demand\": {\"allow\": [\"blocked.example.test\", \"c.example.test\"], \"backoff\": {\"initial_s\": 60, \"max_s\": 3600}}}"
+  inst_run "$1"
 }
 inst_start a
 inst_start b
 o0=$(orders)
 for n in a b; do
-  port=PORT_$n
   for ((i = 0; i < 100; i++)); do
-    [ "$(serial_at "${!port}" a.example.test)" = "$serial_a" ] && break
+    [ "$(serial_at "$n" a.example.test)" = "$serial_a" ] && break
     sleep 0.1
   done
-  [ "$(serial_at "${!port}" a.example.test)" = "$serial_a" ] || ae_fail "instance $n does not serve the copied certificate"
+  [ "$(serial_at "$n" a.example.test)" = "$serial_a" ] || ae_fail "instance $n does not serve the copied certificate"
 done
 [ "$(orders)" -eq "$o0" ] || ae_fail "serving copied certificates placed an order"
 
 # --- cluster view: B lists what A issued (never asked of B), with version and instance ---
-AE_HTTPS_PORT=$PORT_a od_wait_issued c.example.test 60
+cl_point c.example.test a # the CA validates against A, which orders it
+for ((i = 0; i < 300; i++)); do
+  issuer_at a c.example.test | grep -q Pebble && break
+  sleep 0.2
+done
+issuer_at a c.example.test | grep -q Pebble || ae_fail "A was not served a Pebble certificate for c.example.test within 60 s"
 inst_a=$(grep -o '"instance":"[^"]*"' "$T/a.log" | head -1 | cut -d'"' -f4)
 [ -n "$inst_a" ] || ae_fail "A's events carry no instance"
-view() { # view ADMIN_PORT NAME -> "stored version issued_by state"
-  curl -s "http://127.0.0.1:$1/v1/domains" | python3 -c "
+view() { # view INSTANCE NAME -> "stored version issued_by state"
+  curl -s "$(cl_admin "$1")/v1/domains" | python3 -c "
 import json,sys
 for d in json.load(sys.stdin):
     if d['domain'] == '$2': print(d.get('stored'), d.get('version'), d.get('issued_by'), d['state'])"
 }
 for ((i = 0; i < 50; i++)); do
-  [ "$(view "$ADMIN_b" c.example.test)" = "True 1 $inst_a valid" ] && break
+  [ "$(view b c.example.test)" = "True 1 $inst_a valid" ] && break
   sleep 0.1
 done
-[ "$(view "$ADMIN_b" c.example.test)" = "True 1 $inst_a valid" ] ||
-  ae_fail "B's view of c.example.test is '$(view "$ADMIN_b" c.example.test)', want 'True 1 $inst_a valid'"
-[ "$(view "$ADMIN_b" '*.w.example.test' | cut -d' ' -f1,2)" = "True 1" ] || ae_fail "B does not list the stored wildcard"
+[ "$(view b c.example.test)" = "True 1 $inst_a valid" ] ||
+  ae_fail "B's view of c.example.test is '$(view b c.example.test)', want 'True 1 $inst_a valid'"
+[ "$(view b '*.w.example.test' | cut -d' ' -f1,2)" = "True 1" ] || ae_fail "B does not list the stored wildcard"
 # Paged (what `acmedge domains` uses): every stored name exactly once.
 names=$(a=''; for ((i = 0; i < 20; i++)); do
-  pg=$(curl -s "http://127.0.0.1:$ADMIN_b/v1/domains?limit=1${a:+&after=$a}")
+  pg=$(curl -s "$(cl_admin b)/v1/domains?limit=1${a:+&after=$a}")
   python3 -c "import json,sys; [print(d['domain']) for d in json.loads(sys.argv[1])['domains']]" "$pg"
   a=$(python3 -c "import json,sys; n=json.loads(sys.argv[1])['next']; print(n or '')" "$pg")
   [ -n "$a" ] || break
 done | sort | tr '\n' ' ')
 [ "$names" = "*.w.example.test a.example.test b.example.test c.example.test " ] || ae_fail "paged view lists '$names'"
-out=$("$ACMEDGE_BIN" domains --admin "127.0.0.1:$ADMIN_b") || ae_fail "acmedge domains failed: $out"
+out=$("$ACMEDGE_BIN" domains --admin "$(cl_addr b):$CL_ADMIN") || ae_fail "acmedge domains failed: $out"
 echo "$out"
 grep -q 'ISSUED-BY' <<<"$out" || ae_fail "acmedge domains has no ISSUED-BY column"
 grep -q "^c.example.test .*$inst_a  *1 *$" <<<"$out" || ae_fail "acmedge domains does not show c.example.test issued by $inst_a, version 1"
 o0=$(orders)
 
 # --- delete on A: B drops it ---
-code=$(curl -s -o "$T/del.out" -w '%{http_code}' -X DELETE "http://127.0.0.1:$ADMIN_a/v1/domains/a.example.test")
+code=$(curl -s -o "$T/del.out" -w '%{http_code}' -X DELETE "$(cl_admin a)/v1/domains/a.example.test")
 [ "$code" = 200 ] || ae_fail "DELETE answered $code: $(cat "$T/del.out")"
 t0=$(date +%s%3N)
 gone=0
 for ((i = 0; i < 100; i++)); do
-  s=$(serial_at "$PORT_b" a.example.test)
+  s=$(serial_at b a.example.test)
   if [ -n "$s" ] && [ "$s" != "$serial_a" ]; then gone=1; break; fi
   sleep 0.05
 done
@@ -166,15 +164,15 @@ echo "delete propagated to B in ${ms} ms"
 ae_wait_for grep -q 'domain_deleted.*a.example.test.*"source":"cluster"' "$T/b.log" ||
   ae_fail "no domain_deleted event with source cluster on B"
 [ -z "$(ae_rcli HGET "acmedge{ns}:cert:$ca:a.example.test" chain)" ] || ae_fail "the hash is still in Redis"
-curl -s "http://127.0.0.1:$ADMIN_b/v1/domains" | grep -q '"a.example.test"' && ae_fail "B still lists a.example.test"
+curl -s "$(cl_admin b)/v1/domains" | grep -q '"a.example.test"' && ae_fail "B still lists a.example.test"
 
 # --- a name B knows only from its start-up renewal index (never asked of B) leaves that index
 # when A deletes it, instead of waiting there for its renewal ---
-ri_entries() { curl -s "http://127.0.0.1:$ADMIN_b/metrics" | awk '/^acmedge_renewal_index_entries /{print $2}'; }
+ri_entries() { curl -s "$(cl_admin b)/metrics" | awk '/^acmedge_renewal_index_entries /{print $2}'; }
 grep -q 'b\.example\.test' "$T/b.log" && ae_fail "B handled b.example.test before the test: it is not index-only"
 ri0=$(ri_entries)
 [ "${ri0:-0}" -ge 1 ] || ae_fail "B's renewal index is empty ('$ri0'): b.example.test should be in it"
-curl -sf -X DELETE "http://127.0.0.1:$ADMIN_a/v1/domains/b.example.test" >/dev/null || ae_fail "DELETE b.example.test refused"
+curl -sf -X DELETE "$(cl_admin a)/v1/domains/b.example.test" >/dev/null || ae_fail "DELETE b.example.test refused"
 t0=$(date +%s%3N)
 for ((i = 0; i < 100; i++)); do
   [ "$(ri_entries)" = $((ri0 - 1)) ] && break
@@ -186,13 +184,13 @@ echo "index-only name left B's renewal index ${ms} ms after the delete on A"
 [ "$ms" -le 3000 ] || ae_fail "the delete took ${ms} ms to leave B's renewal index"
 ae_wait_for grep -q 'domain_deleted.*b.example.test.*"source":"cluster"' "$T/b.log" ||
   ae_fail "no domain_deleted event for the index-only b.example.test on B"
-[ "$(serial_at "$PORT_b" c.example.test)" != "" ] || ae_fail "B stopped serving c.example.test"
+[ "$(serial_at b c.example.test)" != "" ] || ae_fail "B stopped serving c.example.test"
 [ "$(orders)" -eq "$o0" ] || ae_fail "an order was placed after the deletes"
 
 # --- shared failure backoff: A's refusal holds B back ---
 blk=blocked.example.test
 o1=$(orders)
-ae_sni_cert "$blk" "$PORT_a" >/dev/null
+issuer_at a "$blk" >/dev/null
 for ((i = 0; i < 200; i++)); do
   grep -q "issuance_failed.*$blk" "$T/a.log" && [ -n "$(ae_rcli HGET "acmedge{ns}:fail:$ca:$blk" retry_at)" ] && break
   sleep 0.1
@@ -203,17 +201,17 @@ retry_at=$(ae_rcli HGET "acmedge{ns}:fail:$ca:$blk" retry_at)
 [ "$(ae_rcli PTTL "acmedge{ns}:fail:$ca:$blk")" -gt 0 ] || ae_fail "the failure record has no TTL"
 o2=$(orders)
 [ "$o2" -gt "$o1" ] || ae_fail "A placed no order for $blk: the test proves nothing"
-ae_sni_cert "$blk" "$PORT_b" >/dev/null
+issuer_at b "$blk" >/dev/null
 ae_wait_for grep -q "issuance_failed.*$blk.*\"shared\":true" "$T/b.log" || ae_fail "B did not take A's backoff for $blk"
 [ "$(orders)" -eq "$o2" ] || ae_fail "B ordered $blk during A's backoff"
-st=$(curl -s "http://127.0.0.1:$ADMIN_b/v1/domains" | python3 -c "
+st=$(curl -s "$(cl_admin b)/v1/domains" | python3 -c "
 import json,sys
 for d in json.load(sys.stdin):
     if d['domain'] == '$blk': print(d['state'], d['retry_at'])")
 want=$(date -u -d "@$retry_at" +%Y-%m-%dT%H:%M:%SZ)
 [ "$st" = "failed $want" ] || ae_fail "B shows '$st' for $blk, want 'failed $want'"
 # DELETE forgets the shared failure too.
-curl -sf -X DELETE "http://127.0.0.1:$ADMIN_b/v1/domains/$blk" >/dev/null || ae_fail "DELETE $blk refused"
+curl -sf -X DELETE "$(cl_admin b)/v1/domains/$blk" >/dev/null || ae_fail "DELETE $blk refused"
 [ -z "$(ae_rcli HGET "acmedge{ns}:fail:$ca:$blk" retry_at)" ] || ae_fail "DELETE left the shared failure record"
 for n in a b; do
   ae_pid_alive "$(cat "$T/$n.pid")" || ae_fail "instance $n died"

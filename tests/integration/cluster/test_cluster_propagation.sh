@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Three instances on one Redis: a certificate issued by A is served by B and C (read from Redis,
+# Three instances (127.0.0.2/.3/.4, the same ports, see tests/lib/cluster.sh) on one Redis: a
+# certificate issued by A is served by B and C (read from Redis,
 # no order of their own); a renewal on A is hot-swapped on B and C through PUBLISH; a change
 # written behind everyone's back (no PUBLISH) is reconciled from the generation counter; killed
 # subscribers come back; Redis stopped: cached names still served, storage_down, then storage_up.
@@ -10,25 +11,17 @@ source "$AE_SRC/tests/lib/cluster.sh"
 source "$AE_SRC/tests/lib/ondemand.sh"
 ae_setup
 redis_start
+cl_ports # A, B, C on 127.0.0.2/.3/.4 with the same ports
 pebble_start
 export ACMEDGE_RECONCILE_MS=1000
-PEBBLE_HTTP_PORT=$AE_HTTP_PORT   # the ports Pebble validates against: instance A's
-PEBBLE_TLS_PORT=$AE_HTTPS_PORT
 
 ca="127.0.0.1_$PEBBLE_PORT"
 inst_start() { # inst_start NAME ON_DEMAND
-  local n=$1 od=$2 https http admin
-  https=$(ae_free_port)
-  http=$(ae_free_port)
-  admin=$(ae_free_port)
-  if [ "$n" = a ]; then https=$PEBBLE_TLS_PORT; http=$PEBBLE_HTTP_PORT; fi
-  AE_HTTPS_PORT=$https AE_HTTP_PORT=$http AE_ADMIN_PORT=$admin ae_config_write "$T/$n.json" \
-    "{\"storage\": {\"type\": \"redis\", \"path\": \"$T/st-$n\", \"redis\": {\"address\": \"127.0.0.1:$REDIS_PORT\", \"encrypt_keys\": false}}, \"on_demand\": {\"enabled\": $od}}"
-  ae_bg "$n" "$ACMEDGE_BIN" run -c "$T/$n.json"
-  eval "PORT_$n=$https ADMIN_$n=$admin"
-  inst_wait_listen "$n" "$https" 100
+  cl_config "$1" \
+    "{\"storage\": {\"type\": \"redis\", \"path\": \"$T/st-$1\", \"redis\": {\"address\": \"127.0.0.1:$REDIS_PORT\", \"encrypt_keys\": false}}, \"on_demand\": {\"enabled\": $2}}"
+  inst_run "$1"
 }
-wait_serial() { # wait_serial PORT NAME SERIAL SECONDS -> prints elapsed ms, 1 on timeout
+wait_serial() { # wait_serial INSTANCE NAME SERIAL SECONDS -> prints elapsed ms, 1 on timeout
   local t0 i
   t0=$(date +%s%3N)
   for ((i = 0; i < $4 * 20; i++)); do
@@ -46,30 +39,32 @@ inst_start b true
 inst_start c true
 ACMEDGE_PID=$(cat "$T/a.pid")
 name=p.example.test
+cl_point "$name" a # the CA validates against A, the instance that orders
 # Only A is asked first; B and C must then find the certificate in Redis instead of ordering.
-export AE_HTTPS_PORT=$PORT_a
-od_wait_issued "$name" 60
-s1=$(serial_at "$PORT_a" "$name")
+for ((i = 0; i < 300; i++)); do
+  issuer_at a "$name" | grep -q Pebble && break
+  sleep 0.2
+done
+issuer_at a "$name" | grep -q Pebble || ae_fail "A was not served a Pebble certificate for $name within 60 s"
+s1=$(serial_at a "$name")
 orders=$(pebble_count_orders)
 for n in b c; do
-  port=PORT_$n
-  ms=$(wait_serial "${!port}" "$name" "$s1" 20) || ae_fail "instance $n does not serve A's certificate for $name"
+  ms=$(wait_serial "$n" "$name" "$s1" 20) || ae_fail "instance $n does not serve A's certificate for $name"
   echo "first read on $n: ${ms} ms"
 done
 [ "$(pebble_count_orders)" -eq "$orders" ] || ae_fail "B or C placed an order for a stored name"
 grep -q '"instance":"' "$T/a.log" || ae_fail "events do not carry the instance id"
 
 # --- renewal on A, hot-swapped on B and C ---
-curl -sf -X POST "http://127.0.0.1:$ADMIN_a/v1/domains/$name/renew" >/dev/null || ae_fail "renew request refused"
+curl -sf -X POST "$(cl_admin a)/v1/domains/$name/renew" >/dev/null || ae_fail "renew request refused"
 for ((i = 0; i < 300; i++)); do
-  s2=$(serial_at "$PORT_a" "$name")
+  s2=$(serial_at a "$name")
   [ -n "$s2" ] && [ "$s2" != "$s1" ] && break
   sleep 0.1
 done
 [ "$s2" != "$s1" ] || ae_fail "A did not renew $name"
 for n in b c; do
-  port=PORT_$n
-  ms=$(wait_serial "${!port}" "$name" "$s2" 10) || ae_fail "instance $n still serves the old certificate after A's renewal"
+  ms=$(wait_serial "$n" "$name" "$s2" 10) || ae_fail "instance $n still serves the old certificate after A's renewal"
   echo "propagation of the renewal to $n: ${ms} ms (after A served it)"
 done
 
@@ -92,8 +87,7 @@ ae_rcli HINCRBY "$hk" ver 1 >/dev/null
 ae_rcli EVAL "local g = redis.call('INCR', KEYS[1]); redis.call('ZADD', KEYS[2], g, ARGV[1]); return g" 2 \
   'acmedge{ns}:gen' "acmedge{ns}:chg:$ca" "$name" >/dev/null
 for n in a b c; do
-  port=PORT_$n
-  ms=$(wait_serial "${!port}" "$name" "$s3" 15) || ae_fail "instance $n did not reconcile the unannounced change"
+  ms=$(wait_serial "$n" "$name" "$s3" 15) || ae_fail "instance $n did not reconcile the unannounced change"
   echo "reconcile on $n: ${ms} ms"
 done
 
@@ -114,7 +108,7 @@ echo "subscribers back after $((i * 100)) ms"
 # and the live gauge at 1, so the count below cannot include that stale event.
 b_settled() {
   [ "$(grep -c '\[event\] storage_up' "$T/b.log" || true)" -ge "$(grep -c '\[event\] storage_down' "$T/b.log" || true)" ] &&
-    curl -s "http://127.0.0.1:$ADMIN_b/metrics" | grep -q '^acmedge_storage_up 1'
+    curl -s "$(cl_admin b)/metrics" | grep -q '^acmedge_storage_up 1'
 }
 ae_wait_for b_settled || ae_fail "B did not report the storage up again after the subscriber kill"
 downs=$(grep -c '\[event\] storage_down' "$T/b.log" || true)
@@ -122,12 +116,11 @@ redis_stop
 more_downs() { [ "$(grep -c '\[event\] storage_down' "$T/b.log" || true)" -gt "$downs" ]; }
 ae_wait_for more_downs || ae_fail "no storage_down event on B"
 for n in a b c; do
-  port=PORT_$n
-  [ "$(serial_at "${!port}" "$name")" = "$s3" ] || ae_fail "instance $n stopped serving $name while Redis is down"
+  [ "$(serial_at "$n" "$name")" = "$s3" ] || ae_fail "instance $n stopped serving $name while Redis is down"
 done
-b_down_gauge() { curl -s "http://127.0.0.1:$ADMIN_b/metrics" | grep -q '^acmedge_storage_up 0'; }
+b_down_gauge() { curl -s "$(cl_admin b)/metrics" | grep -q '^acmedge_storage_up 0'; }
 ae_wait_for b_down_gauge || ae_fail "metrics do not show the storage down"
-[ "$(curl -s "http://127.0.0.1:$ADMIN_b/healthz")" = "degraded: storage unreachable" ] || ae_fail "/healthz does not say degraded"
+[ "$(curl -s "$(cl_admin b)/healthz")" = "degraded: storage unreachable" ] || ae_fail "/healthz does not say degraded"
 for n in a b c; do eval "ups_$n=$(grep -c '\[event\] storage_up' "$T/$n.log" || true)"; done
 redis_start
 for n in a b c; do
@@ -142,10 +135,10 @@ for n in a b c; do
   ae_pid_alive "$(cat "$T/$n.pid")" || ae_fail "instance $n died"
 done
 for ((i = 0; i < 100; i++)); do
-  [ "$(curl -s "http://127.0.0.1:$ADMIN_b/healthz")" = ok ] && break
+  [ "$(curl -s "$(cl_admin b)/healthz")" = ok ] && break
   sleep 0.1
 done
-[ "$(curl -s "http://127.0.0.1:$ADMIN_b/healthz")" = ok ] || ae_fail "/healthz did not return to ok"
+[ "$(curl -s "$(cl_admin b)/healthz")" = ok ] || ae_fail "/healthz did not return to ok"
 stats=$(ae_rcli INFO commandstats)
 if grep -Eq '^cmdstat_(keys|scan):' <<<"$stats"; then ae_fail "KEYS or SCAN was used"; fi
 echo "ok"
