@@ -134,7 +134,7 @@ static inline const char *tc_name(const tls_conn *c) { return c->t.sni[0] ? c->t
 /* (Re)starts the connection timer; its callback acts on the current state. */
 void tc_arm(tls_conn *c, uint64_t ms);
 void tc_timer_cb(uv_timer_t *t);
-/* Removes c from the front's held list (no-op unless held). */
+/* Removes c from the front's held list (no-op unless held); c is then in TC_READ_HELLO. */
 void tc_unhold(tls_conn *c);
 /* Closes both handles (reset = RST when allowed); the connection is freed after both closed. */
 void tc_close_handles(tls_conn *c, int reset);

@@ -36,6 +36,9 @@ void tc_unhold(tls_conn *c) {
     c->hnext->hprev = c->hprev;
   c->hprev = c->hnext = NULL;
   f->nheld--;
+  /* Back to "hello read, no certificate yet": a refusal sent now (an alert, no session) must not
+   * unlink c a second time when it closes. */
+  c->state = TC_READ_HELLO;
 }
 
 /* ---- finishing ---------------------------------------------------------------------------- */

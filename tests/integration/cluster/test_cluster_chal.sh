@@ -4,12 +4,15 @@
 # however often it is asked), and a flood of random tokens is bounded (at most 20 reads a second).
 set -euo pipefail
 source "$AE_SRC/tests/lib/common.sh"
+source "$AE_SRC/tests/lib/cluster.sh"
 ae_setup
 redis_start
+cl_ports # instance A on 127.0.0.2
 export ACMEDGE_RECONCILE_MS=1000
-ae_config_write "$T/a.json" \
+cl_config a \
   "{\"storage\": {\"type\": \"redis\", \"path\": \"$T/st\", \"redis\": {\"address\": \"127.0.0.1:$REDIS_PORT\", \"encrypt_keys\": false}}}"
-acmedge_start "$T/a.json"
+inst_run a
+ACMEDGE_PID=$(cat "$T/a.pid")
 for ((i = 0; i < 100; i++)); do
   grep -q '^cmdstat_subscribe:' <<<"$(ae_rcli INFO commandstats)" && break
   sleep 0.1
@@ -19,7 +22,7 @@ MON=$(cat "$T/monitor.pid")
 for ((i = 0; i < 50; i++)); do [ -s "$T/monitor.log" ] && break; sleep 0.1; done
 get() { # get TOKEN -> "STATUS BODY"
   curl -s -m 10 -o "$T/body" -w '%{http_code}' -H 'Host: late.example.test' \
-    "http://127.0.0.1:$AE_HTTP_PORT/.well-known/acme-challenge/$1" || true
+    "http://$(cl_addr a):$CL_HTTP/.well-known/acme-challenge/$1" || true
 }
 reads() { grep -cF "\"GET\" \"acmedge{ns}:chal:http:$1" "$T/monitor.log" || true; }
 
@@ -48,7 +51,7 @@ code=$(get 'no%2Etoken')
 t0=$(date +%s%3N)
 for ((i = 0; i < 200; i++)); do echo "Flood$i$RANDOM$RANDOM"; done |
   xargs -P 8 -I{} curl -s -m 10 -o /dev/null -H 'Host: late.example.test' \
-    "http://127.0.0.1:$AE_HTTP_PORT/.well-known/acme-challenge/{}"
+    "http://$(cl_addr a):$CL_HTTP/.well-known/acme-challenge/{}"
 el=$(($(date +%s%3N) - t0))
 code=$(get "$tok")
 [ "$code" = 200 ] || ae_fail "the found answer is gone after the flood: HTTP $code"
