@@ -103,6 +103,8 @@ static struct {
   atomic_int misses;
   atomic_int closes;   /* on_close of handed-over transports */
   atomic_int established;
+  atomic_int late_ready;   /* hook_chal has an answer for "late*" names (looked up elsewhere) */
+  atomic_int alpn_misses;
 } S;
 
 static void async_cb(uv_async_t *a) {
@@ -153,7 +155,16 @@ static ae_miss_action hook_miss(void *ud, const char *name) {
 
 static ae_cert *hook_chal(void *ud, const char *name) {
   (void)ud;
+  if (strncmp(name, "late", 4) == 0 && atomic_load(&S.late_ready))
+    return ae_cert_ref(g_chal);
   return strcmp(name, "chal.example.test") == 0 ? ae_cert_ref(g_chal) : NULL;
+}
+
+/* "late*" names have their acme-tls/1 answer looked up elsewhere (shared storage). */
+static int hook_alpn_miss(void *ud, const char *name) {
+  (void)ud;
+  atomic_fetch_add(&S.alpn_misses, 1);
+  return strncmp(name, "late", 4) == 0;
 }
 
 /* The upper layer used by most tests: echoes every byte back. */
@@ -198,7 +209,7 @@ static int start_server(int echo) {
   ae_certstore_put(S.cs, "rsa.example.test", g_rsa);
   if (uv_loop_init(&S.loop) != 0 || uv_async_init(&S.loop, &S.async, async_cb) != 0)
     return -1;
-  ae_tls_front_hooks hooks = {.on_miss = hook_miss, .alpn_challenge_cert = hook_chal,
+  ae_tls_front_hooks hooks = {.on_miss = hook_miss, .alpn_challenge_cert = hook_chal, .alpn_miss = hook_alpn_miss,
                               .on_established = echo ? hook_established : NULL};
   ae_err err = {0};
   if (ae_tls_front_new(&S.loop, &S.cfg, S.cs, &hooks, &S.front, &err) != 0) {
@@ -266,6 +277,10 @@ static void get_open(void *arg) {
 
 static void do_wake(void *arg) {
   ae_tls_front_wake(S.front, ((arg_t *)arg)->name);
+}
+
+static void do_wake_alpn(void *arg) {
+  ae_tls_front_wake_alpn(S.front, ((arg_t *)arg)->name);
 }
 
 static void set_cfg(void *arg) {
@@ -761,6 +776,69 @@ static void test_acme_tls_alpn(void **state) {
   client_close(&c2);
 }
 
+static unsigned wait_held(unsigned want) {
+  unsigned n = held_now();
+  for (int i = 0; i < 300 && n != want; i++) {
+    sleep_ms(10);
+    n = held_now();
+  }
+  return n;
+}
+
+/* acme-tls/1 for a name without a local answer: held while the answer is looked up elsewhere,
+ * then answered (wake_alpn after the answer arrived) or refused (wake_alpn without one); a plain
+ * wake leaves it held; a name nobody looks up is refused at once. The held count stays exact. */
+static void test_acme_tls_alpn_held(void **state) {
+  (void)state;
+  client cl = {.sni = "late1.example.test", .fd = -1, .alpn = "acme-tls/1"};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, client_thread, &cl), 0);
+  assert_int_equal(wait_held(1), 1);
+  arg_t a = {0, "late1.example.test"};
+  on_loop(do_wake, &a); /* a certificate wake is not about challenge answers */
+  assert_int_equal(held_now(), 1);
+  atomic_store(&S.late_ready, 1);
+  on_loop(do_wake_alpn, &a);
+  pthread_join(th, NULL);
+  assert_int_equal(cl.rc, 0);
+  assert_string_equal(cl.alpn_sel, "acme-tls/1");
+  assert_string_equal(cl.cn, "chal.example.test");
+  client_close(&cl);
+  assert_int_equal(held_now(), 0);
+
+  /* No answer anywhere: refused when the look-up ends. */
+  atomic_store(&S.late_ready, 0);
+  client c2 = {.sni = "late2.example.test", .fd = -1, .alpn = "acme-tls/1"};
+  client c3 = {.sni = "hold6.example.test", .fd = -1};
+  pthread_t t2, t3;
+  assert_int_equal(pthread_create(&t2, NULL, client_thread, &c2), 0);
+  assert_int_equal(pthread_create(&t3, NULL, client_thread, &c3), 0);
+  assert_int_equal(wait_held(2), 2);
+  arg_t b = {0, "late2.example.test"};
+  on_loop(do_wake_alpn, &b);
+  pthread_join(t2, NULL);
+  assert_true(c2.rc < 0);
+  client_close(&c2);
+  /* The refused one left the held list exactly once: the other hold is intact and wakes. */
+  assert_int_equal(wait_held(1), 1);
+  assert_int_equal(ae_certstore_put(S.cs, "hold6.example.test", g_held), 0);
+  arg_t h = {0, "hold6.example.test"};
+  on_loop(do_wake, &h);
+  pthread_join(t3, NULL);
+  assert_int_equal(c3.rc, 0);
+  assert_string_equal(c3.cn, "hold1.example.test");
+  client_close(&c3);
+  assert_int_equal(held_now(), 0);
+
+  /* Nobody looks this name up: refused without a hold. */
+  int before = atomic_load(&S.alpn_misses);
+  client c4 = {.sni = "other.example.test", .fd = -1, .alpn = "acme-tls/1"};
+  assert_true(client_open(&c4, S.port) < 0);
+  client_close(&c4);
+  assert_int_equal(atomic_load(&S.alpn_misses), before + 1);
+  assert_int_equal(held_now(), 0);
+}
+
 static void test_swap_while_open(void **state) {
   (void)state;
   ae_cert *one = ae_cert_ref(g_swap1);
@@ -1003,6 +1081,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_hold_client_gives_up, setup_echo, teardown),
     cmocka_unit_test_setup_teardown(test_alert_on_miss, setup_echo, teardown),
     cmocka_unit_test_setup_teardown(test_acme_tls_alpn, setup_echo, teardown),
+    cmocka_unit_test_setup_teardown(test_acme_tls_alpn_held, setup_echo, teardown),
     cmocka_unit_test_setup_teardown(test_swap_while_open, setup_echo, teardown),
     cmocka_unit_test_setup_teardown(test_garbage_and_slow_do_not_disturb, setup_echo, teardown),
     cmocka_unit_test_setup_teardown(test_renegotiation_refused, setup_echo, teardown),
