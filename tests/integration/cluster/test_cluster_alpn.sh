@@ -157,6 +157,9 @@ grep -qF "$name: tls-alpn-01 answer read from redis" "$T/c.log" ||
 grep -qF "tls-alpn-01 handshake for $name done" "$T/c.log" || ae_fail "C did not answer the CA's acme-tls/1 handshake for $name"
 if grep -qF "tls-alpn-01 handshake for $name done" "$T/a.log"; then ae_fail "A answered the validation itself"; fi
 s=$(serial_at a "$name")
+inst_a=$(grep -o '"instance":"[^"]*"' "$T/a.log" | head -1 | cut -d'"' -f4)
+[ -n "$inst_a" ] && [ "$(ae_rcli HGET "acmedge{ns}:cert:$ca:$name" by)" = "$inst_a" ] ||
+  ae_fail "the stored $name was not committed by A ($inst_a)"
 for n in b c; do
   for ((i = 0; i < 100; i++)); do
     [ "$(serial_at "$n" "$name")" = "$s" ] && break
