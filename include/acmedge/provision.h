@@ -107,6 +107,9 @@ json_t *ae_provision_domains_query(ae_provision *p, size_t limit, const char *af
  * certificates) instead of this instance's renewal index. New reference. */
 json_t *ae_provision_domains_query_stored(ae_provision *p, size_t limit, const char *after, const char *state,
                                           const ae_storage_certref *stored, size_t nstored);
+/* How many of the n stored names have a record in memory (their page entry comes from the
+ * record, so they do not count towards filling a page with stored names). */
+size_t ae_provision_records_among(ae_provision *p, const ae_storage_certref *refs, size_t n);
 /* Per-domain Prometheus series (malloc'd text, caller frees). */
 char *ae_provision_metrics(ae_provision *p);
 

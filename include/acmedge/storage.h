@@ -158,9 +158,14 @@ typedef struct ae_storage_certref {
   char by[96];        /* instance that committed it */
 } ae_storage_certref;
 
-/* Every certificate stored for ca_host (Redis: the renew-at set), with renew_at filled; *out
- * malloc'd (caller frees). AE_EINVAL for a backend without a shared index (fs). */
+/* Every certificate stored for ca_host (Redis: the lexical name index, read in chunks), in byte
+ * order with renew_at filled; *out malloc'd (caller frees). AE_EINVAL for a backend without a
+ * shared index (fs). */
 int ae_storage_cert_index(ae_storage *st, const char *ca_host, ae_storage_certref **out, size_t *n, ae_err *err);
+/* At most max stored names of ca_host after `after` (NULL or "": from the first) in byte order,
+ * renew_at filled; *out malloc'd (caller frees). AE_EINVAL on fs. */
+int ae_storage_cert_page(ae_storage *st, const char *ca_host, const char *after, size_t max,
+                         ae_storage_certref **out, size_t *n, ae_err *err);
 /* Fills version, not_after and by of each ref from storage (a few round trips per page). */
 int ae_storage_cert_info(ae_storage *st, const char *ca_host, ae_storage_certref *refs, size_t n, ae_err *err);
 

@@ -94,6 +94,8 @@ static void job_free(ae_acme_job *job) {
   free(job->replaces);
   free(job->revoke_payload);
   ae_key_free(job->cert_key);
+  ae_key_free(job->acct_key);
+  free(job->acct_url);
   free(job);
 }
 

@@ -142,79 +142,139 @@ static void on_directory(ae_acme_job *job, const ae_http_response *resp) {
 
 /* ---------- account key and account.json ---------- */
 
-/* Loads account.key (and the URL from account.json), or generates and persists a new key.
- * Returns 0, or ends the job and returns <0. */
-static int account_load(ae_acme_job *job) {
+/* Reads account.key (and the URL from account.json), or generates and persists a new key. Runs
+ * in the thread pool: on a shared storage each read is a network round trip, which must not
+ * stall the loop. Touches only the storage and the client's fixed paths; the outcome goes into
+ * the job's acct_* fields and is applied on the loop by account_loaded_cb. */
+static void account_work(uv_work_t *w) {
+  ae_acme_job *job = w->data;
   ae_acme *a = job->a;
-  ae_err err = {0};
-  char *pem = NULL;
-  size_t len = 0;
-  int rc = ae_storage_get(a->storage, a->key_path, &pem, &len, &err);
-  if (rc == 0) {
+  ae_err *err = &job->work_err;
+  for (int attempt = 0;; attempt++) {
+    char *pem = NULL;
+    size_t len = 0;
+    int rc = ae_storage_get(a->storage, a->key_path, &pem, &len, err);
+    if (rc == 0) {
+      ae_key *k = NULL;
+      ae_err kerr = {0};
+      rc = ae_key_from_pem(pem, len, &k, &kerr);
+      free(pem);
+      if (rc < 0) {
+        ae_err_set(err, rc, "%s: %s", a->key_path, kerr.msg);
+        job->acct_fatal = 1;
+        job->work_rc = rc;
+        return;
+      }
+      job->acct_key = k;
+      char *js = NULL;
+      size_t jslen = 0;
+      ae_err jerr = {0};
+      if (ae_storage_get(a->storage, a->json_path, &js, &jslen, &jerr) == 0) {
+        json_error_t perr;
+        json_t *o = json_loadb(js, jslen, 0, &perr);
+        const char *url = json_string_value(json_object_get(o, "url"));
+        if (url != NULL && url[0] != '\0') job->acct_url = ae_strdup(url);
+        json_decref(o);
+        free(js);
+      }
+      job->work_rc = 0;
+      return;
+    }
+    if (rc != AE_ENOTFOUND) {
+      char msg[sizeof(err->msg)];
+      snprintf(msg, sizeof(msg), "%s", err->msg);
+      ae_err_set(err, rc, "reading %s: %s", a->key_path, msg);
+      job->work_rc = rc;
+      return;
+    }
+    /* Account keys are always ECDSA P-256; acme.key_type is for certificate keys. */
     ae_key *k = NULL;
-    rc = ae_key_from_pem(pem, len, &k, &err);
-    free(pem);
+    ae_err kerr = {0};
+    rc = ae_key_generate(AE_KEY_ECDSA_P256, &k, &kerr);
+    if (rc == 0) rc = ae_key_to_pem(k, &pem, &kerr);
     if (rc < 0) {
-      char detail[1200];
-      snprintf(detail, sizeof(detail), "%s: %s", a->key_path, err.msg);
-      acme_job_fail(job, rc, "acmedge:account-key", detail, 0, 0);
-      return rc;
+      ae_key_free(k);
+      ae_err_set(err, rc, "%s", kerr.msg);
+      job->acct_internal = 1;
+      job->work_rc = rc;
+      return;
     }
-    a->account_key = k;
-    char *js = NULL;
-    size_t jslen = 0;
-    ae_err jerr = {0};
-    if (ae_storage_get(a->storage, a->json_path, &js, &jslen, &jerr) == 0) {
-      json_error_t perr;
-      json_t *o = json_loadb(js, jslen, 0, &perr);
-      const char *url = json_string_value(json_object_get(o, "url"));
-      if (url != NULL && url[0] != '\0') a->account_url = ae_strdup(url);
-      json_decref(o);
-      free(js);
-    }
-    AE_INFO(ACME_SUB, "%s: using stored account key %s%s%s", job->domain, a->key_path,
-            a->account_url ? ", account " : "", a->account_url ? a->account_url : "");
-    a->account_loaded = 1;
-    return 0;
-  }
-  if (rc != AE_ENOTFOUND) {
-    char detail[1200];
-    snprintf(detail, sizeof(detail), "reading %s: %s", a->key_path, err.msg);
-    acme_job_fail(job, rc, "acmedge:storage", detail, 1, 0);
-    return rc;
-  }
-  /* Account keys are always ECDSA P-256; acme.key_type is for certificate keys. */
-  ae_key *k = NULL;
-  rc = ae_key_generate(AE_KEY_ECDSA_P256, &k, &err);
-  if (rc < 0) {
-    acme_job_fail(job, rc, "acmedge:internal", err.msg, 1, 0);
-    return rc;
-  }
-  rc = ae_key_to_pem(k, &pem, &err);
-  if (rc == 0) {
     /* Create-if-absent: instances sharing the storage that start empty at once all generate a
      * key, one of them is stored, and the others adopt it, so the CA sees one account. */
-    rc = ae_storage_put_new(a->storage, a->key_path, pem, strlen(pem), 1, &err);
+    rc = ae_storage_put_new(a->storage, a->key_path, pem, strlen(pem), 1, &kerr);
     memset(pem, 0, strlen(pem));
     free(pem);
+    if (rc == AE_EEXIST && attempt == 0) {
+      ae_key_free(k);
+      job->account_adopted = 1;
+      continue;
+    }
+    if (rc < 0) {
+      ae_key_free(k);
+      ae_err_set(err, rc, "persisting %s: %s", a->key_path, kerr.msg);
+      job->work_rc = rc;
+      return;
+    }
+    job->acct_key = k;
+    job->acct_generated = 1;
+    job->work_rc = 0;
+    return;
   }
-  if (rc == AE_EEXIST && !job->account_adopted) {
+}
+
+static void account_loaded_cb(uv_work_t *w, int status) {
+  ae_acme_job *job = w->data;
+  ae_acme *a = job->a;
+  job->work_busy = 0;
+  ae_key *k = job->acct_key;
+  char *url = job->acct_url;
+  job->acct_key = NULL;
+  job->acct_url = NULL;
+  if (job->ended) {
     ae_key_free(k);
-    job->account_adopted = 1;
+    free(url);
+    acme_job_work_done(job);
+    return;
+  }
+  if (status != 0 || job->work_rc < 0 || k == NULL) {
+    ae_key_free(k);
+    free(url);
+    int rc = job->work_rc < 0 ? job->work_rc : AE_ERR;
+    const char *msg = job->work_err.msg[0] ? job->work_err.msg : "loading the account key failed";
+    if (job->acct_fatal)
+      acme_job_fail(job, rc, "acmedge:account-key", msg, 0, 0);
+    else
+      acme_job_fail(job, rc, job->acct_internal ? "acmedge:internal" : "acmedge:storage", msg, 1, 0);
+    return;
+  }
+  if (job->account_adopted)
     AE_INFO(ACME_SUB, "%s: another instance stored an account key first; using it", job->domain);
-    return account_load(job);
+  if (job->acct_generated) {
+    AE_INFO(ACME_SUB, "%s: generated account key %s", job->domain, a->key_path);
+  } else {
+    AE_INFO(ACME_SUB, "%s: using stored account key %s%s%s", job->domain, a->key_path, url ? ", account " : "",
+            url ? url : "");
   }
-  if (rc < 0) {
-    ae_key_free(k);
-    char detail[1200];
-    snprintf(detail, sizeof(detail), "persisting %s: %s", a->key_path, err.msg);
-    acme_job_fail(job, rc, "acmedge:storage", detail, 1, 0);
-    return rc;
-  }
-  AE_INFO(ACME_SUB, "%s: generated account key %s", job->domain, a->key_path);
+  ae_key_free(a->account_key);
   a->account_key = k;
+  free(a->account_url);
+  a->account_url = url;
   a->account_loaded = 1;
-  return 0;
+  prereq_step(job);
+}
+
+/* Starts reading (or creating) the account key off the loop; prereq_step resumes when done. */
+static void account_load(ae_acme_job *job) {
+  job->work_rc = 0;
+  memset(&job->work_err, 0, sizeof(job->work_err));
+  job->acct_fatal = job->acct_internal = job->acct_generated = 0;
+  job->work.data = job;
+  job->work_busy = 1;
+  int rc = uv_queue_work(job->a->loop, &job->work, account_work, account_loaded_cb);
+  if (rc != 0) {
+    job->work_busy = 0;
+    acme_job_fail(job, AE_ERR, "acmedge:internal", uv_strerror(rc), 1, 0);
+  }
 }
 
 static void account_save_json(ae_acme_job *job) {
@@ -316,7 +376,10 @@ static void prereq_step(ae_acme_job *job) {
     prereq_done(job);
     return;
   }
-  if (!a->account_loaded && account_load(job) < 0) return;
+  if (!a->account_loaded) {
+    account_load(job);
+    return;
+  }
   if (a->account_url == NULL) {
     new_account(job);
     return;

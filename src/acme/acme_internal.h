@@ -128,6 +128,10 @@ struct ae_acme_job {
   char share_token[136];   /* copies: the job's own strings may go while the write runs */
   int share_alpn, share_rc, chall_processing;
   int account_adopted;     /* the account key was created by another instance meanwhile */
+  /* Account key read off the loop (acme_account.c): the outcome until the loop applies it. */
+  ae_key *acct_key;
+  char *acct_url;
+  int acct_generated, acct_fatal, acct_internal;
   ae_err share_err;
   uint64_t poll_deadline;
   unsigned poll_delay_ms;

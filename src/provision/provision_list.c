@@ -88,6 +88,14 @@ json_t *ae_provision_domains_query_stored(ae_provision *p, size_t limit, const c
   return query(p, limit, after, state, stored, nstored, 1);
 }
 
+size_t ae_provision_records_among(ae_provision *p, const ae_storage_certref *refs, size_t n) {
+  size_t c = 0;
+  for (size_t i = 0; i < n; i++)
+    if (ae_strmap_get(&p->doms, refs[i].domain))
+      c++;
+  return c;
+}
+
 static json_t *query(ae_provision *p, size_t limit, const char *after, const char *state,
                      const ae_storage_certref *stored, size_t nstored, int use_stored) {
   sel s = {.limit = limit, .after = after && *after ? after : NULL, .state = state && *state ? state : NULL};

@@ -29,6 +29,7 @@ const char *const rs_lua_commit =
     "redis.call('HSET', KEYS[1], 'chain', ARGV[3], 'key', ARGV[4], 'meta', ARGV[5], 'not_after', ARGV[6],"
     " 'ver', nv, 'fence', f, 'by', ARGV[8])\n"
     "redis.call('ZADD', KEYS[2], ARGV[7], ARGV[9])\n"
+    "redis.call('ZADD', KEYS[7], 0, ARGV[9])\n"
     "redis.call('SADD', KEYS[5], ARGV[11])\n"
     "local g = redis.call('INCR', KEYS[3])\n"
     "redis.call('ZADD', KEYS[4], g, ARGV[9])\n"
@@ -44,6 +45,7 @@ const char *const rs_lua_put_field =
 const char *const rs_lua_del_cert =
     "local n = redis.call('DEL', KEYS[1])\n"
     "redis.call('ZREM', KEYS[2], ARGV[1])\n"
+    "redis.call('ZREM', KEYS[5], ARGV[1])\n"
     "local g = redis.call('INCR', KEYS[3])\n"
     "redis.call('ZADD', KEYS[4], g, ARGV[1])\n"
     "redis.call('PUBLISH', ARGV[2], 'del ' .. ARGV[3] .. ' ' .. ARGV[1] .. ' 0 ' .. g)\n"
@@ -249,16 +251,17 @@ static int rs_del(ae_storage *st, const char *key, ae_err *err) {
     return r;
   redisReply *rep = NULL;
   if (k.kind == RK_CERT_DIR) {
-    char exp[400], gen[200], chg[400], chan[200];
+    char exp[400], gen[200], chg[400], chan[200], names[400];
     rs_name(s, exp, sizeof(exp), "exp:%s", k.ca);
     rs_name(s, gen, sizeof(gen), "gen");
     rs_name(s, chg, sizeof(chg), "chg:%s", k.ca);
     rs_name(s, chan, sizeof(chan), "ev");
-    const char *argv[] = {"EVAL", rs_lua_del_cert, "4", k.rkey, exp, gen, chg, k.domain, chan, k.ca};
-    size_t argl[10];
-    for (int i = 0; i < 10; i++)
+    rs_name(s, names, sizeof(names), "name:%s", k.ca);
+    const char *argv[] = {"EVAL", rs_lua_del_cert, "5", k.rkey, exp, gen, chg, names, k.domain, chan, k.ca};
+    size_t argl[11];
+    for (int i = 0; i < 11; i++)
       argl[i] = strlen(argv[i]);
-    if ((r = rs_cmd(s, k.rkey, &rep, 10, argv, argl, err)) != 0)
+    if ((r = rs_cmd(s, k.rkey, &rep, 11, argv, argl, err)) != 0)
       return r;
     int existed = rep->type == REDIS_REPLY_INTEGER && rep->integer > 0;
     freeReplyObject(rep);
@@ -328,11 +331,12 @@ static int rs_list(ae_storage *st, const char *prefix, char ***names, size_t *n,
 
 static int rs_commit(ae_storage *st, const ae_storage_bundle *b, ae_err *err) {
   rs_storage *s = (rs_storage *)st;
-  char hk[700], exp[400], gen[200], chg[400], cas[200], chan[200], lk[700], lname[600];
+  char hk[700], exp[400], gen[200], chg[400], cas[200], chan[200], lk[700], lname[600], names[400];
   rs_name(s, hk, sizeof(hk), "cert:%s:%s", b->ca_host, b->domain);
   snprintf(lname, sizeof(lname), "cert:%s:%s", b->ca_host, b->domain);
   rs_lock_key(s, lname, lk, sizeof(lk));
   rs_name(s, exp, sizeof(exp), "exp:%s", b->ca_host);
+  rs_name(s, names, sizeof(names), "name:%s", b->ca_host);
   rs_name(s, gen, sizeof(gen), "gen");
   rs_name(s, chg, sizeof(chg), "chg:%s", b->ca_host);
   rs_name(s, cas, sizeof(cas), "cas");
@@ -359,13 +363,13 @@ static int rs_commit(ae_storage *st, const ae_storage_bundle *b, ae_err *err) {
     snprintf(na, sizeof(na), "%lld", (long long)b->not_after);
     int64_t renew = b->not_before + (b->not_after - b->not_before) * 2 / 3;
     snprintf(ra, sizeof(ra), "%lld", (long long)renew);
-    const char *argv[] = {"EVAL", rs_lua_commit, "6", hk, exp, gen, chg, cas, lk, ver, fence, b->chain, keyv, b->meta,
-                          na, ra, s->instance, b->domain, chan, b->ca_host};
-    size_t argl[20];
-    for (int j = 0; j < 20; j++)
+    const char *argv[] = {"EVAL", rs_lua_commit, "7", hk,   exp,     gen, chg,         cas,       lk,   names, ver,
+                          fence,  b->chain,      keyv, b->meta, na, ra, s->instance, b->domain, chan, b->ca_host};
+    size_t argl[21];
+    for (int j = 0; j < 21; j++)
       argl[j] = strlen(argv[j]);
     redisReply *rep = NULL;
-    int r = rs_cmd(s, what, &rep, 20, argv, argl, err);
+    int r = rs_cmd(s, what, &rep, 21, argv, argl, err);
     free(sealed);
     if (r != 0)
       return r;
