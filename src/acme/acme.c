@@ -94,6 +94,7 @@ static void job_free(ae_acme_job *job) {
   free(job->replaces);
   free(job->revoke_payload);
   ae_key_free(job->cert_key);
+  acme_resume_free(job);
   free(job);
 }
 
@@ -507,19 +508,26 @@ static int cert_id_ok(const char *id) {
   return dots == 1;
 }
 
-int ae_acme_issue_renewal(ae_acme *a, const char *domain, const char *replaces_cert_id, const ae_acme_callbacks *cb,
-                          ae_acme_job **out, ae_err *err) {
+int ae_acme_issue_with(ae_acme *a, const char *domain, const ae_acme_issue_opts *o, const ae_acme_callbacks *cb,
+                       ae_acme_job **out, ae_err *err) {
   if (out != NULL) *out = NULL;
-  if (a == NULL || domain == NULL || cb == NULL) return ae_err_set(err, AE_EINVAL, "acme: missing argument");
+  if (a == NULL || domain == NULL || cb == NULL || o == NULL) return ae_err_set(err, AE_EINVAL, "acme: missing argument");
   if (a->closing) return ae_err_set(err, AE_ECANCELED, "acme: client is closing");
   char name[256];
   if (!domain_ok(domain, name, sizeof(name)))
     return ae_err_set(err, AE_EINVAL, "acme: '%.80s' is not a name we can order (wildcards need dns-01)", domain);
+  const char *replaces_cert_id = o->replaces_cert_id;
   if (replaces_cert_id != NULL && replaces_cert_id[0] != '\0' && !cert_id_ok(replaces_cert_id))
     return ae_err_set(err, AE_EINVAL, "acme: '%.80s' is not an ARI certificate identifier", replaces_cert_id);
   ae_acme_job *job = acme_job_new(a, name, sizeof(*job), 0, err);
   if (job == NULL) return AE_ERR;
   job->cb = *cb;
+  job->fence = o->fence;
+  if (o->resume != NULL && o->resume->url != NULL && o->resume->key_pem != NULL) {
+    job->resume = ae_calloc(1, sizeof(*job->resume));
+    *job->resume = *o->resume; /* taken over */
+    memset(o->resume, 0, sizeof(*o->resume));
+  }
   if (replaces_cert_id != NULL && replaces_cert_id[0] != '\0') job->replaces = ae_strdup(replaces_cert_id);
   AE_INFO(ACME_SUB, "%s: issuance started%s%s", job->domain, job->replaces ? ", replacing " : "",
           job->replaces ? job->replaces : "");
@@ -527,6 +535,12 @@ int ae_acme_issue_renewal(ae_acme *a, const char *domain, const char *replaces_c
   acme_job_later(job, 0, job_begin);
   if (out != NULL) *out = job;
   return 0;
+}
+
+int ae_acme_issue_renewal(ae_acme *a, const char *domain, const char *replaces_cert_id, const ae_acme_callbacks *cb,
+                          ae_acme_job **out, ae_err *err) {
+  ae_acme_issue_opts o = {.replaces_cert_id = replaces_cert_id};
+  return ae_acme_issue_with(a, domain, &o, cb, out, err);
 }
 
 int ae_acme_issue(ae_acme *a, const char *domain, const ae_acme_callbacks *cb, ae_acme_job **out, ae_err *err) {

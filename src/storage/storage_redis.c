@@ -33,6 +33,7 @@ const char *const rs_lua_commit =
     "local g = redis.call('INCR', KEYS[3])\n"
     "redis.call('ZADD', KEYS[4], g, ARGV[9])\n"
     "redis.call('PUBLISH', ARGV[10], 'cert ' .. ARGV[11] .. ' ' .. ARGV[9] .. ' ' .. nv .. ' ' .. g .. ' ' .. ARGV[8])\n"
+    "if tonumber(ARGV[2]) > 0 then redis.call('DEL', KEYS[7]) end\n"
     "return {1, tostring(nv)}\n";
 
 const char *const rs_lua_put_field =
@@ -328,8 +329,9 @@ static int rs_list(ae_storage *st, const char *prefix, char ***names, size_t *n,
 
 static int rs_commit(ae_storage *st, const ae_storage_bundle *b, ae_err *err) {
   rs_storage *s = (rs_storage *)st;
-  char hk[700], exp[400], gen[200], chg[400], cas[200], chan[200], lk[700], lname[600];
+  char hk[700], exp[400], gen[200], chg[400], cas[200], chan[200], lk[700], lname[600], ok[700];
   rs_name(s, hk, sizeof(hk), "cert:%s:%s", b->ca_host, b->domain);
+  rs_order_key(s, b->ca_host, b->domain, ok, sizeof(ok)); /* the order this commit ends */
   snprintf(lname, sizeof(lname), "cert:%s:%s", b->ca_host, b->domain);
   rs_lock_key(s, lname, lk, sizeof(lk));
   rs_name(s, exp, sizeof(exp), "exp:%s", b->ca_host);
@@ -359,13 +361,13 @@ static int rs_commit(ae_storage *st, const ae_storage_bundle *b, ae_err *err) {
     snprintf(na, sizeof(na), "%lld", (long long)b->not_after);
     int64_t renew = b->not_before + (b->not_after - b->not_before) * 2 / 3;
     snprintf(ra, sizeof(ra), "%lld", (long long)renew);
-    const char *argv[] = {"EVAL", rs_lua_commit, "6", hk, exp, gen, chg, cas, lk, ver, fence, b->chain, keyv, b->meta,
-                          na, ra, s->instance, b->domain, chan, b->ca_host};
-    size_t argl[20];
-    for (int j = 0; j < 20; j++)
+    const char *argv[] = {"EVAL", rs_lua_commit, "7", hk, exp, gen, chg, cas, lk, ok, ver, fence, b->chain, keyv,
+                          b->meta, na, ra, s->instance, b->domain, chan, b->ca_host};
+    size_t argl[21];
+    for (int j = 0; j < 21; j++)
       argl[j] = strlen(argv[j]);
     redisReply *rep = NULL;
-    int r = rs_cmd(s, what, &rep, 20, argv, argl, err);
+    int r = rs_cmd(s, what, &rep, 21, argv, argl, err);
     free(sealed);
     if (r != 0)
       return r;
@@ -444,7 +446,10 @@ static const ae_storage_ops rs_ops = {.put = rs_put,
                                       .unlock = rs_unlock,
                                       .put_new = rs_put_new,
                                       .share_challenge = rs_share_challenge,
-                                      .lock_lease = rs_lock_lease};
+                                      .lock_lease = rs_lock_lease,
+                                      .order_put = rs_order_put,
+                                      .order_get = rs_order_get,
+                                      .order_del = rs_order_del};
 
 int rs_is(const ae_storage *st) { return st->ops == &rs_ops; }
 
