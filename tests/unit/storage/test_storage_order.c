@@ -285,6 +285,7 @@ static void test_redis_fenced(void **state) {
   assert_int_equal(ae_storage_order_get(st, "ca_14000", "a.example", &back, &err), AE_ENOTFOUND);
 
   /* A failed order's record is deleted by its holder. */
+  ae_storage_order_clear(&o);
   fill(&o, t2);
   o.expires = (int64_t)time(NULL) + 60;
   assert_int_equal(ae_storage_order_put(st, "a.example", &o, &err), 0);
