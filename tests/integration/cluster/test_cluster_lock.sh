@@ -115,6 +115,10 @@ echo "30 handshakes over 3 instances: $orders order"
 kname=kill.example.test
 okey="acmedge{ns}:order:$ca:$kname"
 before_k=$(pebble_count_orders)
+# C answers every validation: stopped, it holds A's order at its authorization (Pebble waits up to
+# 15 s for an answer) so A can be killed after saving the order and before finishing it.
+kill -STOP "$(cat "$T/c.pid")"
+kfail() { kill -CONT "$(cat "$T/c.pid")"; ae_fail "$@"; }
 (serial_at "$PORT_a" "$kname" >/dev/null) &
 bgk=$!
 # A's log line "<name>: order <url> saved for resume": kill it only once the order is saved.
@@ -122,13 +126,14 @@ for ((i = 0; i < 60 * 50; i++)); do
   grep -F "$kname: order " "$T/a.log" | grep -qF "saved for resume" && break
   sleep 0.02
 done
-grep -F "$kname: order " "$T/a.log" | grep -qF "saved for resume" || ae_fail "A did not save an order for $kname"
+grep -F "$kname: order " "$T/a.log" | grep -qF "saved for resume" || kfail "A did not save an order for $kname"
 kill -STOP "$(cat "$T/a.pid")"
-[ "$(events a cert_installed "$kname")" -eq 0 ] || ae_fail "A finished $kname before it could be killed; nothing was tested"
-[ "$(ae_rcli EXISTS "$okey")" = 1 ] || ae_fail "no saved order for $kname in Redis while A holds it"
+[ "$(events a cert_installed "$kname")" -eq 0 ] || kfail "A finished $kname before it could be killed; nothing was tested"
+[ "$(ae_rcli EXISTS "$okey")" = 1 ] || kfail "no saved order for $kname in Redis while A holds it"
 saved_url=$(ae_rcli GET "$okey" | sed -n 's/.*"url":"\([^"]*\)".*/\1/p')
-[ -n "$saved_url" ] || ae_fail "the saved order of $kname has no URL"
+[ -n "$saved_url" ] || kfail "the saved order of $kname has no URL"
 kill -KILL "$(cat "$T/a.pid")"
+kill -CONT "$(cat "$T/c.pid")"
 t0=$(date +%s%3N)
 (serial_at "$PORT_b" "$kname" >/dev/null) &
 bgk2=$!
