@@ -346,7 +346,7 @@ static void after_cb(uv_work_t *req, int status) {
     if (w->drop_order < 0)
       AE_WARN(SUB, "%s: deleting the saved order: %s", lk->lname, w->order_err.msg);
     else if (w->drop_order)
-      AE_INFO(SUB, "%s: saved order deleted after the failure", lk->domain);
+      AE_INFO(SUB, "%s: saved order deleted after the failure (if the lock was still ours)", lk->domain);
     if (w->rc != 0)
       AE_WARN(SUB, "%s: releasing the issuance lock: %s", lk->lname, w->err.msg);
   }
