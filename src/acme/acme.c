@@ -511,7 +511,8 @@ static int cert_id_ok(const char *id) {
 int ae_acme_issue_with(ae_acme *a, const char *domain, const ae_acme_issue_opts *o, const ae_acme_callbacks *cb,
                        ae_acme_job **out, ae_err *err) {
   if (out != NULL) *out = NULL;
-  if (a == NULL || domain == NULL || cb == NULL || o == NULL) return ae_err_set(err, AE_EINVAL, "acme: missing argument");
+  if (a == NULL || domain == NULL || cb == NULL || o == NULL)
+    return ae_err_set(err, AE_EINVAL, "acme: missing argument");
   if (a->closing) return ae_err_set(err, AE_ECANCELED, "acme: client is closing");
   char name[256];
   if (!domain_ok(domain, name, sizeof(name)))

@@ -467,7 +467,8 @@ static void finalize_send(ae_acme_job *job) {
   char *csr = NULL;
   ae_err err = {0};
   /* A saved (or resumed) order finalizes with the CSR saved with it. */
-  int rc = job->csr ? ((csr = ae_strdup(job->csr)) ? 0 : AE_ENOMEM) : ae_csr_new(job->cert_key, job->domain, &csr, &err);
+  int rc = job->csr ? ((csr = ae_strdup(job->csr)) ? 0 : AE_ENOMEM)
+                    : ae_csr_new(job->cert_key, job->domain, &csr, &err);
   if (rc < 0) {
     acme_job_fail(job, rc, "acmedge:internal", err.msg, 1, 0);
     return;
