@@ -107,6 +107,34 @@ int ae_acme_cert_id(const char *cert_pem, char *out, size_t outlen, ae_err *err)
 int ae_acme_issue_renewal(ae_acme *a, const char *domain, const char *replaces_cert_id, const ae_acme_callbacks *cb,
                           ae_acme_job **out, ae_err *err);
 
+/* Options of one issuance. */
+typedef struct ae_acme_issue_opts {
+  const char *replaces_cert_id; /* see ae_acme_issue_renewal; NULL or "" for none */
+  uint64_t fence;               /* >0: the name's issuance lock token; the order is saved under it
+                                 * (ae_storage_order_put) as soon as it is created */
+  ae_storage_order *resume;     /* a saved order to continue; its strings are taken over (cleared) */
+} ae_acme_issue_opts;
+
+/* Like ae_acme_issue_renewal with options: saves the order for a takeover, or resumes a saved one
+ * (POST-as-GET of its URL; placing a new order when the CA no longer has it usable). */
+int ae_acme_issue_with(ae_acme *a, const char *domain, const ae_acme_issue_opts *o, const ae_acme_callbacks *cb,
+                       ae_acme_job **out, ae_err *err);
+
+/* What a taker does with a saved order, from the CA's answer to its POST-as-GET. */
+typedef enum ae_acme_resume_action {
+  AE_RESUME_NEW = 0,     /* unusable (invalid, gone, expired, unreadable): place a new order */
+  AE_RESUME_AUTHZ,       /* pending: answer its authorizations */
+  AE_RESUME_FINALIZE,    /* ready: finalize with the saved CSR */
+  AE_RESUME_POLL,        /* processing: poll until valid */
+  AE_RESUME_DOWNLOAD     /* valid: download the certificate, keep the saved key */
+} ae_acme_resume_action;
+
+/* Decides the resume action: http_status of the POST-as-GET (<0: no answer), the order's status
+ * (NULL: no readable order object), its expires (0: none) and now (unix seconds). */
+ae_acme_resume_action ae_acme_resume_decide(long http_status, const char *status, int64_t expires, int64_t now);
+/* Name of an action for logs ("new", "authorizations", "finalize", "poll", "download"). */
+const char *ae_acme_resume_action_name(ae_acme_resume_action a);
+
 /* Revokes a certificate (RFC 8555 7.6 revokeCert, signed with the account key): cert_der is the
  * leaf, reason an RFC 5280 CRLReason (-1: none sent). cb->on_done gets code 0 on success, else the
  * CA's problem type and detail unchanged (alreadyRevoked, badRevocationReason, unauthorized...).

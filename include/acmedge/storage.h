@@ -20,6 +20,18 @@ typedef struct ae_storage_bundle {
   uint64_t fence;       /* lock fencing token of the writer, 0 without a lock */
 } ae_storage_bundle;
 
+/* An ACME order in flight, saved so that the instance taking a name over after its lock holder
+ * died continues it instead of placing another one (docs/cluster.md). Strings malloc'd; see
+ * ae_storage_order_clear. */
+typedef struct ae_storage_order {
+  char *url;         /* the order URL */
+  char *key_pem;     /* the new certificate's private key (plain here, sealed at rest) */
+  char *csr;         /* base64url DER CSR for that key, sent at finalize */
+  char ca_host[256]; /* see ae_storage_ca_host */
+  uint64_t fence;    /* lock token of the instance that placed it */
+  int64_t created, expires; /* unix seconds; the record is forgotten at expires */
+} ae_storage_order;
+
 typedef struct ae_storage_ops {
   /* Writes atomically; private_ selects mode 0600 (else 0644). */
   int (*put)(ae_storage *st, const char *key, const void *data, size_t len, int private_, ae_err *err);
@@ -54,6 +66,15 @@ typedef struct ae_storage_ops {
                          ae_err *err);
   /* Lease of the issuance lock in milliseconds. */
   unsigned (*lock_lease)(const ae_storage *st);
+  /* Optional (NULL: orders are not saved; a single process has nobody to resume them). Saves o
+   * under o->ca_host/domain until o->expires; refused with AE_EEXIST unless the name's issuance
+   * lock still holds o->fence. */
+  int (*order_put)(ae_storage *st, const char *domain, const ae_storage_order *o, ae_err *err);
+  /* Reads a saved order into *o (caller clears it); AE_ENOTFOUND when none, AE_EPROTO when the
+   * record is unreadable (garbage, or a key that does not open here). */
+  int (*order_get)(ae_storage *st, const char *ca_host, const char *domain, ae_storage_order *o, ae_err *err);
+  /* Deletes the saved order when the name's issuance lock still holds fence. */
+  int (*order_del)(ae_storage *st, const char *ca_host, const char *domain, uint64_t fence, ae_err *err);
 } ae_storage_ops;
 
 /* Backends embed this struct first. */
@@ -90,6 +111,16 @@ int ae_storage_put_new(ae_storage *st, const char *key, const void *data, size_t
 /* Shares a challenge answer with every instance; 0 when the backend shares nothing. */
 int ae_storage_share_challenge(ae_storage *st, int alpn, const char *domain, const char *token, const char *keyauth,
                                ae_err *err);
+/* Saves an order in flight (see ae_storage_ops.order_put); 0 when the backend saves none. */
+int ae_storage_order_put(ae_storage *st, const char *domain, const ae_storage_order *o, ae_err *err);
+/* Reads a saved order; AE_ENOTFOUND when none or the backend saves none. */
+int ae_storage_order_get(ae_storage *st, const char *ca_host, const char *domain, ae_storage_order *o, ae_err *err);
+/* Deletes a saved order under fence; 0 when the backend saves none. */
+int ae_storage_order_del(ae_storage *st, const char *ca_host, const char *domain, uint64_t fence, ae_err *err);
+/* 1 when the backend saves orders in flight. */
+int ae_storage_saves_orders(const ae_storage *st);
+/* Frees the strings of o (the key wiped first) and zeroes it. */
+void ae_storage_order_clear(ae_storage_order *o);
 /* 1 when the backend shares challenge answers between instances. */
 int ae_storage_shares_challenges(const ae_storage *st);
 /* storage.redis (config): parsed and checked by ae_storage_config_parse. */

@@ -140,6 +140,14 @@ struct ae_acme_job {
   char *revoke_payload;    /* revokeCert body (acme_revoke.c) */
   ae_err work_err;
   int work_rc;
+
+  /* Order resume (acme_resume.c): the issuance lock's token, the CSR saved with the order, the
+   * order being saved while the save runs, and a saved order to continue instead of ordering. */
+  uint64_t fence;
+  char *csr;
+  json_t *saving_order;
+  ae_storage_order save_rec;
+  ae_storage_order *resume;
 };
 
 /* acme.c */
@@ -181,6 +189,23 @@ void acme_prereq_abandon(ae_acme *a, ae_acme_job *leader, const ae_acme_result *
 
 /* acme_order.c */
 void acme_order_start(ae_acme_job *job);
+/* Acts on an order object's status (pending, ready, processing, valid, invalid); resp may be
+ * NULL (no Retry-After). */
+void acme_order_dispatch(ae_acme_job *job, json_t *order, const ae_http_response *resp);
+/* Places a new order (newOrder). */
+void acme_order_new(ae_acme_job *job);
+
+/* acme_resume.c */
+/* 1 when the order just created must be saved for a takeover first (a lock fence and a backend
+ * that saves orders). */
+int acme_order_saving(const ae_acme_job *job);
+/* Generates the certificate key and CSR and saves the order off the loop, then dispatches order
+ * (a reference is taken). */
+void acme_order_save(ae_acme_job *job, json_t *order);
+/* Reads the saved order job->resume at the CA and continues it, or places a new order. */
+void acme_resume_fetch(ae_acme_job *job);
+/* Frees the job's resume state. */
+void acme_resume_free(ae_acme_job *job);
 
 /* acme_ari.c: struct ae_acme_ari_req wraps the job (first member, so the job's address is the
  * request's and job_free releases both). */

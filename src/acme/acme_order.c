@@ -65,7 +65,7 @@ static void fail_embedded(ae_acme_job *job, json_t *problem, const char *fallbac
 /* ---------- order object ---------- */
 
 /* Acts on an order's status (after newOrder, finalize, or a poll). Consumes nothing. */
-static void order_dispatch(ae_acme_job *job, json_t *order, const ae_http_response *resp) {
+void acme_order_dispatch(ae_acme_job *job, json_t *order, const ae_http_response *resp) {
   const char *status = jstr(order, "status");
   if (status == NULL) {
     fail_bad(job, "order without status");
@@ -113,13 +113,12 @@ static void on_order_poll(ae_acme_job *job, const ae_http_response *resp) {
   }
   json_t *order = acme_resp_json(job, resp, "order");
   if (order == NULL) return;
-  order_dispatch(job, order, resp);
+  acme_order_dispatch(job, order, resp);
   json_decref(order);
 }
 
 static void order_poll(ae_acme_job *job) { acme_post(job, job->order_url, NULL, 0, on_order_poll); }
 
-static void order_new(ae_acme_job *job);
 
 /* 1 when a newOrder that carried "replaces" was refused because of that field: the certificate
  * was already replaced (RFC 9773 alreadyReplaced), or the CA objects to the field itself. */
@@ -139,7 +138,7 @@ static void on_new_order(ae_acme_job *job, const ae_http_response *resp) {
     AE_WARN(ACME_SUB, "%s: the CA refused \"replaces\" %s (HTTP %ld); ordering without it", job->domain,
             job->replaces, resp->status);
     job->replaces_dropped = 1;
-    order_new(job);
+    acme_order_new(job);
     return;
   }
   if (resp->code < 0 || (resp->status != 201 && resp->status != 200)) {
@@ -182,11 +181,14 @@ static void on_new_order(ae_acme_job *job, const ae_http_response *resp) {
     return;
   }
   job->poll_deadline = ae_now_ms() + ACME_POLL_TOTAL_MS;
-  order_dispatch(job, order, resp);
+  if (acme_order_saving(job))
+    acme_order_save(job, order); /* dispatches once the order is saved for a takeover */
+  else
+    acme_order_dispatch(job, order, resp);
   json_decref(order);
 }
 
-static void order_new(ae_acme_job *job) {
+void acme_order_new(ae_acme_job *job) {
   json_t *payload = json_pack("{s:[{s:s,s:s}]}", "identifiers", "type", "dns", "value", job->domain);
   /* RFC 9773 §5: only a CA that offers renewalInfo understands "replaces". */
   job->replaces_sent = 0;
@@ -206,7 +208,7 @@ static void order_new(ae_acme_job *job) {
   free(text);
 }
 
-void acme_order_start(ae_acme_job *job) { acme_job_prereq(job, order_new); }
+void acme_order_start(ae_acme_job *job) { acme_job_prereq(job, job->resume ? acme_resume_fetch : acme_order_new); }
 
 /* ---------- authorizations and challenges ---------- */
 
@@ -457,14 +459,16 @@ static void on_finalize(ae_acme_job *job, const ae_http_response *resp) {
   json_t *order = acme_resp_json(job, resp, "finalize");
   if (order == NULL) return;
   job->poll_delay_ms = 0;
-  order_dispatch(job, order, resp);
+  acme_order_dispatch(job, order, resp);
   json_decref(order);
 }
 
 static void finalize_send(ae_acme_job *job) {
   char *csr = NULL;
   ae_err err = {0};
-  int rc = ae_csr_new(job->cert_key, job->domain, &csr, &err);
+  /* A saved (or resumed) order finalizes with the CSR saved with it. */
+  int rc = job->csr ? ((csr = ae_strdup(job->csr)) ? 0 : AE_ENOMEM)
+                    : ae_csr_new(job->cert_key, job->domain, &csr, &err);
   if (rc < 0) {
     acme_job_fail(job, rc, "acmedge:internal", err.msg, 1, 0);
     return;

@@ -191,6 +191,11 @@ void ae_provision_lock_begin(struct ae_provision *p, ae_dom *d);
 int ae_provision_lock_fence(const ae_dom *d, uint64_t *fence);
 /* Stops the heartbeat and releases d's lock if held (after the commit or a failure). */
 void ae_provision_lock_end(struct ae_provision *p, ae_dom *d);
+/* The saved order the lock's acquisition found for d (caller owns: ae_storage_order_clear and
+ * free), NULL when none. */
+ae_storage_order *ae_provision_lock_take_resume(ae_dom *d);
+/* The failed order's saved record goes with the lock's release (fenced delete). */
+void ae_provision_lock_drop_order(ae_dom *d);
 /* Releases and frees d's lock state when the record goes. */
 void ae_provision_lock_detach(struct ae_provision *p, ae_dom *d);
 /* Starts d's issuance job once its lock is held (provision_queue.c). */

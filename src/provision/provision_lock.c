@@ -6,7 +6,9 @@
  * certificate, re-reading storage and retrying the lock, so after the holder dies (lease expiry)
  * someone else orders. Acquire and release run in the thread pool; each renewal runs on a thread
  * of its own, so a heartbeat never waits behind other storage work queued in the pool (a delayed
- * renewal would make the holder fence itself). */
+ * renewal would make the holder fence itself). The acquisition also reads the name's saved
+ * order, which the job then continues (order resume); a failed order's record is deleted with
+ * the lock's release. */
 #include "provision_internal.h"
 
 #include <pthread.h>
@@ -32,6 +34,8 @@ struct ae_plock {
   unsigned lease_ms;
   uint64_t last_ok_ms;      /* loop-clock time just before the last successful acquire/renew ran */
   int renewing;             /* a renewal is in flight */
+  int drop_order;           /* the release also deletes the saved order (the job failed) */
+  ae_storage_order *resume; /* saved order found by the acquisition, until the job takes it */
   unsigned refs;            /* the record, works in flight, the timer until closed */
   uv_timer_t timer;         /* heartbeat while held, retry while another instance holds it */
   int timer_closing;
@@ -45,6 +49,9 @@ typedef struct lock_work {
   uint64_t token, sent_ms;
   int64_t have_not_after;   /* acquire: the record's certificate, 0 when none */
   ae_cert *cert;            /* LR_FOUND: the stored certificate, parsed */
+  ae_storage_order *order;  /* LR_ACQUIRED: the saved order of a previous holder */
+  int drop_order;           /* LK_UNLOCK: delete the saved order first */
+  ae_err order_err;         /* why a saved order could not be read */
   char cert_id[320];
   ae_err err;
 } lock_work;
@@ -56,9 +63,34 @@ static uint64_t since_ok(const ae_plock *lk) {
   return now > lk->last_ok_ms ? now - lk->last_ok_ms : 0;
 }
 
+static void order_free(ae_storage_order *o) {
+  if (o) {
+    ae_storage_order_clear(o);
+    free(o);
+  }
+}
+
 static void lk_unref(ae_plock *lk) {
-  if (--lk->refs == 0)
+  if (--lk->refs == 0) {
+    order_free(lk->resume);
     free(lk);
+  }
+}
+
+/* Thread pool, lock held and nothing stored: an order the previous holder saved. */
+static void read_saved_order(lock_work *w, ae_storage *st) {
+  ae_plock *lk = w->lk;
+  ae_storage_order *o = ae_calloc(1, sizeof(*o));
+  int r = ae_storage_order_get(st, lk->p->ca_host, lk->domain, o, &w->order_err);
+  if (r == 0 && strcmp(o->ca_host, lk->p->ca_host) != 0)
+    r = ae_err_set(&w->order_err, AE_EPROTO, "saved order is for CA %s, not %s", o->ca_host, lk->p->ca_host);
+  if (r == 0) {
+    w->order = o;
+    return;
+  }
+  if (r == AE_ENOTFOUND)
+    w->order_err.msg[0] = '\0';
+  order_free(o);
 }
 
 static void timer_closed(uv_handle_t *h) {
@@ -84,6 +116,8 @@ static void work_cb(uv_work_t *req) {
     return;
   }
   if (w->op == LK_UNLOCK) {
+    if (w->drop_order && ae_storage_order_del(st, lk->p->ca_host, lk->domain, w->token, &w->order_err) != 0)
+      w->drop_order = -1;
     w->rc = ae_storage_unlock(st, lk->lname, w->token, &w->err);
     return;
   }
@@ -118,6 +152,8 @@ static void work_cb(uv_work_t *req) {
     if (w->result == LR_ACQUIRED)
       ae_storage_unlock(st, lk->lname, w->token, &e);
     w->result = LR_FOUND;
+  } else if (w->result == LR_ACQUIRED) {
+    read_saved_order(w, st);
   }
 }
 
@@ -174,6 +210,10 @@ static void queue_op(ae_plock *lk, int op) {
   w->token = lk->token;
   w->sent_ms = uv_now(p->deps.loop);
   w->have_not_after = lk->d && lk->d->has_cert ? lk->d->not_after : 0;
+  if (op == LK_UNLOCK) {
+    w->drop_order = lk->drop_order;
+    lk->drop_order = 0;
+  }
   lk->refs++;
   p->bg++;
   if (op == LK_RENEW && start_renew(w, p->deps.loop) == 0)
@@ -238,6 +278,11 @@ static void acquired(ae_plock *lk, lock_work *w) {
     unsigned beat = lk->lease_ms / 3 ? lk->lease_ms / 3 : 1;
     uv_timer_start(&lk->timer, heartbeat_cb, beat, beat);
     AE_INFO(SUB, "%s: issuance lock taken (fence %llu)", d->name, (unsigned long long)lk->token);
+    if (w->order_err.msg[0])
+      AE_WARN(SUB, "%s: saved order not usable, ordering anew: %s", d->name, w->order_err.msg);
+    order_free(lk->resume);
+    lk->resume = w->order; /* the job continues it (ae_provision_lock_take_resume) */
+    w->order = NULL;
     lk->slot = 0; /* the job owns it now */
     ae_provision_issue_locked(p, d);
     return;
@@ -297,9 +342,15 @@ static void after_cb(uv_work_t *req, int status) {
       else
         AE_WARN(SUB, "%s: lease renewal failed: %s", lk->lname, w->err.msg);
     }
-  } else if (w->rc != 0) {
-    AE_WARN(SUB, "%s: releasing the issuance lock: %s", lk->lname, w->err.msg);
+  } else {
+    if (w->drop_order < 0)
+      AE_WARN(SUB, "%s: deleting the saved order: %s", lk->lname, w->order_err.msg);
+    else if (w->drop_order)
+      AE_INFO(SUB, "%s: saved order deleted after the failure (if the lock was still ours)", lk->domain);
+    if (w->rc != 0)
+      AE_WARN(SUB, "%s: releasing the issuance lock: %s", lk->lname, w->err.msg);
   }
+  order_free(w->order);
   ae_cert_unref(w->cert);
   free(w);
   lk_unref(lk);
@@ -325,6 +376,7 @@ void ae_provision_lock_begin(ae_provision *p, ae_dom *d) {
   }
   lk->lease_ms = ae_storage_lock_lease(p->deps.storage);
   lk->fenced = 0;
+  lk->drop_order = 0;
   lk->slot = 1;
   queue_op(lk, LK_ACQUIRE);
 }
@@ -353,6 +405,20 @@ void ae_provision_lock_end(ae_provision *p, ae_dom *d) {
     queue_op(lk, LK_UNLOCK);
   }
   (void)p;
+}
+
+ae_storage_order *ae_provision_lock_take_resume(ae_dom *d) {
+  ae_plock *lk = d ? d->lk : NULL;
+  if (!lk)
+    return NULL;
+  ae_storage_order *o = lk->resume;
+  lk->resume = NULL;
+  return o;
+}
+
+void ae_provision_lock_drop_order(ae_dom *d) {
+  if (d && d->lk && d->lk->held)
+    d->lk->drop_order = 1;
 }
 
 void ae_provision_lock_detach(ae_provision *p, ae_dom *d) {

@@ -5,6 +5,7 @@
 #include "provision_internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "acmedge/log.h"
@@ -182,6 +183,7 @@ static void on_done(void *ud, const ae_acme_result *res) {
     d->state = DS_INSTALLING;
     ae_provision_install(p, d->name, res->cert_pem, res->key_pem, res->challenge_type);
   } else {
+    ae_provision_lock_drop_order(d); /* a final failure: no one resumes this order */
     ae_provision_lock_end(p, d);
     d->failures++;
     const ae_config *c = p->cfg;
@@ -251,10 +253,19 @@ void ae_provision_job_go(ae_provision *p, ae_dom *d) {
 void ae_provision_issue_locked(ae_provision *p, ae_dom *d) {
   ae_acme_callbacks cbs = {.ud = d, .on_progress = on_progress, .on_done = on_done};
   ae_err err = {0};
+  /* Under a cluster lock the order is saved with its fence, or a saved one is continued. */
+  ae_acme_issue_opts o = {.replaces_cert_id = d->has_cert ? d->cert_id : NULL};
+  if (ae_provision_lock_fence(d, &o.fence) != 0)
+    o.fence = 0;
+  o.resume = ae_provision_lock_take_resume(d);
   int r = ae_config_internal_name(p->cfg, d->name)
               ? (p->deps.ca ? ae_provision_mint_start(p, d, &err)
                             : ae_err_set(&err, AE_EINVAL, "%s: the internal CA is not running", d->name))
-              : ae_acme_issue_renewal(p->deps.acme, d->name, d->has_cert ? d->cert_id : NULL, &cbs, &d->job, &err);
+              : ae_acme_issue_with(p->deps.acme, d->name, &o, &cbs, &d->job, &err);
+  if (o.resume) {
+    ae_storage_order_clear(o.resume);
+    free(o.resume);
+  }
   if (r != 0) {
     d->job = NULL;
     /* Same path as a CA failure so backoff and events stay uniform. */

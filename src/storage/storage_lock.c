@@ -1,6 +1,6 @@
 /* Cluster coordination through the backend, with single-process defaults: the issuance lock
  * (a backend without one has a single writer, so the lock always succeeds with token 0),
- * create-if-absent writes and shared challenge answers. */
+ * create-if-absent writes, shared challenge answers and saved orders. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,3 +44,32 @@ int ae_storage_share_challenge(ae_storage *st, int alpn, const char *domain, con
 }
 
 int ae_storage_shares_challenges(const ae_storage *st) { return st->ops->share_challenge != NULL; }
+
+int ae_storage_order_put(ae_storage *st, const char *domain, const ae_storage_order *o, ae_err *err) {
+  return st->ops->order_put ? st->ops->order_put(st, domain, o, err) : 0;
+}
+
+int ae_storage_order_get(ae_storage *st, const char *ca_host, const char *domain, ae_storage_order *o, ae_err *err) {
+  memset(o, 0, sizeof(*o));
+  if (!st->ops->order_get)
+    return ae_err_set(err, AE_ENOTFOUND, "%s: no saved order", domain);
+  return st->ops->order_get(st, ca_host, domain, o, err);
+}
+
+int ae_storage_order_del(ae_storage *st, const char *ca_host, const char *domain, uint64_t fence, ae_err *err) {
+  return st->ops->order_del && fence ? st->ops->order_del(st, ca_host, domain, fence, err) : 0;
+}
+
+int ae_storage_saves_orders(const ae_storage *st) { return st->ops->order_put != NULL; }
+
+void ae_storage_order_clear(ae_storage_order *o) {
+  if (!o)
+    return;
+  if (o->key_pem) {
+    memset(o->key_pem, 0, strlen(o->key_pem));
+    free(o->key_pem);
+  }
+  free(o->url);
+  free(o->csr);
+  memset(o, 0, sizeof(*o));
+}

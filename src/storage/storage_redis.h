@@ -72,6 +72,12 @@ unsigned rs_lock_lease(const ae_storage *st);
 int rs_put_new(ae_storage *st, const char *key, const void *data, size_t len, int private_, ae_err *err);
 int rs_share_challenge(ae_storage *st, int alpn, const char *domain, const char *token, const char *keyauth,
                        ae_err *err);
+/* Saved orders (storage_redis_order.c); see ae_storage_ops. */
+int rs_order_put(ae_storage *st, const char *domain, const ae_storage_order *o, ae_err *err);
+int rs_order_get(ae_storage *st, const char *ca_host, const char *domain, ae_storage_order *o, ae_err *err);
+int rs_order_del(ae_storage *st, const char *ca_host, const char *domain, uint64_t fence, ae_err *err);
+/* Writes the saved order's key ("<pfx>order:<ca>:<domain>") into buf. */
+void rs_order_key(const rs_storage *s, const char *ca_host, const char *domain, char *buf, size_t len);
 /* Writes the lock key of name ("<pfx>lock:<name>") into buf. */
 void rs_lock_key(const rs_storage *s, const char *name, char *buf, size_t len);
 /* Every stored object as a sorted list of fs-layout keys (storage_redis_walk.c); accounts of the

@@ -35,7 +35,9 @@ int rs_connect(rs_storage *s, redisContext **out, ae_err *err) {
     return r;
   }
   redisSetTimeout(c, tv);
-  redisEnableKeepAlive(c);
+  /* TCP only: on a Unix socket the call fails and leaves c->err set, which fails every command. */
+  if (!s->unix_path)
+    redisEnableKeepAlive(c);
   redisReply *rep = NULL;
   if (s->password) {
     rep = redisCommand(c, "AUTH %s", s->password);
