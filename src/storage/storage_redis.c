@@ -1,9 +1,8 @@
-/* Redis storage backend (docs/cluster.md): one HASH per certificate written by
- * one script, a renew-at sorted set per CA as the listing (never KEYS or SCAN),
- * a generation counter and a change set that let every instance catch up on
- * what it missed, and private keys sealed with AES-256-GCM bound to their
- * location. Calls are synchronous and run in the thread pool, like the fs
- * backend's. */
+/* Redis storage backend (docs/cluster.md): one HASH per certificate written by one script, a
+ * renew-at sorted set per CA as the listing (never KEYS or SCAN), a generation counter and a
+ * change set that let every instance catch up on what it missed, and private keys sealed with
+ * AES-256-GCM bound to their location. Calls are synchronous and run in the thread pool, like the
+ * fs backend's. */
 #include "storage_redis.h"
 
 #include <stdio.h>
@@ -19,26 +18,22 @@
 const char *const rs_lua_commit =
     "local cur = redis.call('HGET', KEYS[1], 'ver') or '0'\n"
     "local cv = tonumber(cur)\n"
-    "if not cv then return redis.error_reply('field ver of ' .. KEYS[1] .. ' "
-    "is not a number') end\n"
+    "if not cv then return redis.error_reply('field ver of ' .. KEYS[1] .. ' is not a number') end\n"
     "if cur ~= ARGV[1] then return {0, cur} end\n"
     "local f = tonumber(ARGV[2])\n"
     "local sf = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0') or 0\n"
     "if f > 0 and sf >= f then return {-1, tostring(sf)} end\n"
-    "if f > 0 and redis.call('GET', KEYS[6]) ~= ARGV[2] then return {-2, "
-    "tostring(sf)} end\n"
+    "if f > 0 and redis.call('GET', KEYS[6]) ~= ARGV[2] then return {-2, tostring(sf)} end\n"
     "if f < sf then f = sf end\n"
     "local nv = cv + 1\n"
-    "redis.call('HSET', KEYS[1], 'chain', ARGV[3], 'key', ARGV[4], 'meta', "
-    "ARGV[5], 'not_after', ARGV[6],"
+    "redis.call('HSET', KEYS[1], 'chain', ARGV[3], 'key', ARGV[4], 'meta', ARGV[5], 'not_after', ARGV[6],"
     " 'ver', nv, 'fence', f, 'by', ARGV[8])\n"
     "redis.call('ZADD', KEYS[2], ARGV[7], ARGV[9])\n"
     "redis.call('ZADD', KEYS[7], 0, ARGV[9])\n"
     "redis.call('SADD', KEYS[5], ARGV[11])\n"
     "local g = redis.call('INCR', KEYS[3])\n"
     "redis.call('ZADD', KEYS[4], g, ARGV[9])\n"
-    "redis.call('PUBLISH', ARGV[10], 'cert ' .. ARGV[11] .. ' ' .. ARGV[9] .. "
-    "' ' .. nv .. ' ' .. g .. ' ' .. ARGV[8])\n"
+    "redis.call('PUBLISH', ARGV[10], 'cert ' .. ARGV[11] .. ' ' .. ARGV[9] .. ' ' .. nv .. ' ' .. g .. ' ' .. ARGV[8])\n"
     "if tonumber(ARGV[2]) > 0 then redis.call('DEL', KEYS[8]) end\n"
     "return {1, tostring(nv)}\n";
 
@@ -48,43 +43,32 @@ const char *const rs_lua_put_field =
     "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
     "return {1, cur}\n";
 
-const char *const rs_lua_del_cert = "local n = redis.call('DEL', KEYS[1])\n"
-                                    "redis.call('ZREM', KEYS[2], ARGV[1])\n"
-                                    "redis.call('ZREM', KEYS[5], ARGV[1])\n"
-                                    "local g = redis.call('INCR', KEYS[3])\n"
-                                    "redis.call('ZADD', KEYS[4], g, ARGV[1])\n"
-                                    "redis.call('PUBLISH', ARGV[2], 'del ' .. "
-                                    "ARGV[3] .. ' ' .. ARGV[1] .. ' 0 ' .. g)\n"
-                                    "return n\n";
+const char *const rs_lua_del_cert =
+    "local n = redis.call('DEL', KEYS[1])\n"
+    "redis.call('ZREM', KEYS[2], ARGV[1])\n"
+    "redis.call('ZREM', KEYS[5], ARGV[1])\n"
+    "local g = redis.call('INCR', KEYS[3])\n"
+    "redis.call('ZADD', KEYS[4], g, ARGV[1])\n"
+    "redis.call('PUBLISH', ARGV[2], 'del ' .. ARGV[3] .. ' ' .. ARGV[1] .. ' 0 ' .. g)\n"
+    "return n\n";
 
-static void ad_for(char *buf, size_t len, const char *rkey, const char *field,
-                   const char *ver) {
+static void ad_for(char *buf, size_t len, const char *rkey, const char *field, const char *ver) {
   snprintf(buf, len, "%s|%s|%s", rkey, field, ver);
 }
 
-/* Opens a value read from Redis: sealed ones are decrypted under their
- * location; a plain private key while encryption is on is refused (it was not
- * written by us). */
-static int open_value(rs_storage *s, const char *ad, const char *what,
-                      const char *v, size_t len, char **out, size_t *outlen,
-                      ae_err *err) {
+/* Opens a value read from Redis: sealed ones are decrypted under their location; a plain private
+ * key while encryption is on is refused (it was not written by us). */
+static int open_value(rs_storage *s, const char *ad, const char *what, const char *v, size_t len, char **out,
+                      size_t *outlen, ae_err *err) {
   if (len > RS_VALUE_MAX)
-    return ae_err_set(err, AE_ELIMIT,
-                      "redis %s: value of %zu bytes is over the size cap (%d)",
-                      what, len, RS_VALUE_MAX);
+    return ae_err_set(err, AE_ELIMIT, "redis %s: value of %zu bytes is over the size cap (%d)", what, len, RS_VALUE_MAX);
   if (ae_seal_is_sealed(v, len)) {
     if (!s->encrypt)
-      return ae_err_set(err, AE_EPROTO,
-                        "redis %s: value is encrypted but "
-                        "storage.redis.encrypt_keys is false",
-                        what);
+      return ae_err_set(err, AE_EPROTO, "redis %s: value is encrypted but storage.redis.encrypt_keys is false", what);
     return ae_unseal(s->key, ad, v, len, out, outlen, err);
   }
   if (s->encrypt && memmem(v, len, "PRIVATE KEY", 11))
-    return ae_err_set(err, AE_EPROTO,
-                      "redis %s: private key stored unencrypted; refused while "
-                      "encrypt_keys is on",
-                      what);
+    return ae_err_set(err, AE_EPROTO, "redis %s: private key stored unencrypted; refused while encrypt_keys is on", what);
   char *c = malloc(len + 1);
   if (!c)
     return ae_err_set(err, AE_ENOMEM, "out of memory");
@@ -95,20 +79,15 @@ static int open_value(rs_storage *s, const char *ad, const char *what,
   return 0;
 }
 
-static int is_str(const redisReply *r) {
-  return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS);
-}
+static int is_str(const redisReply *r) { return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS); }
 
-/* Writes one hash field; a sealed value is bound to the hash's current version
- * (compare and set). */
-static int put_field(rs_storage *s, const rs_key *k, const void *data,
-                     size_t len, int private_, ae_err *err) {
+/* Writes one hash field; a sealed value is bound to the hash's current version (compare and set). */
+static int put_field(rs_storage *s, const rs_key *k, const void *data, size_t len, int private_, ae_err *err) {
   char what[1024];
   snprintf(what, sizeof(what), "HSET %s %s", k->rkey, k->field);
   if (!private_ || !s->encrypt) {
     redisReply *rep = NULL;
-    int r = rs_cmdf(s, what, &rep, err, "HSET %s %s %b", k->rkey, k->field,
-                    data, len);
+    int r = rs_cmdf(s, what, &rep, err, "HSET %s %s %b", k->rkey, k->field, data, len);
     if (r == 0)
       freeReplyObject(rep);
     return r;
@@ -120,22 +99,14 @@ static int put_field(rs_storage *s, const rs_key *k, const void *data,
     int r = ae_seal(s->key, ad, data, len, &sealed, err);
     if (r != 0)
       return r;
-    const char *argv[] = {"EVAL",   rs_lua_put_field, "1", k->rkey,
-                          k->field, sealed,           ver};
-    size_t argl[] = {4,
-                     strlen(rs_lua_put_field),
-                     1,
-                     strlen(k->rkey),
-                     strlen(k->field),
-                     strlen(sealed),
-                     strlen(ver)};
+    const char *argv[] = {"EVAL", rs_lua_put_field, "1", k->rkey, k->field, sealed, ver};
+    size_t argl[] = {4, strlen(rs_lua_put_field), 1, strlen(k->rkey), strlen(k->field), strlen(sealed), strlen(ver)};
     redisReply *rep = NULL;
     r = rs_cmd(s, what, &rep, 7, argv, argl, err);
     free(sealed);
     if (r != 0)
       return r;
-    int ok = rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
-             rep->element[0]->type == REDIS_REPLY_INTEGER;
+    int ok = rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 && rep->element[0]->type == REDIS_REPLY_INTEGER;
     if (ok && rep->element[0]->integer == 1) {
       freeReplyObject(rep);
       return 0;
@@ -144,15 +115,12 @@ static int put_field(rs_storage *s, const rs_key *k, const void *data,
       snprintf(ver, sizeof(ver), "%.30s", rep->element[1]->str);
     freeReplyObject(rep);
     if (!ok)
-      return ae_err_set(err, AE_EPROTO, "redis %s: unexpected script reply",
-                        what);
+      return ae_err_set(err, AE_EPROTO, "redis %s: unexpected script reply", what);
   }
-  return ae_err_set(err, AE_EAGAIN, "redis %s: the hash kept changing; gave up",
-                    what);
+  return ae_err_set(err, AE_EAGAIN, "redis %s: the hash kept changing; gave up", what);
 }
 
-static int put_kv(rs_storage *s, const rs_key *k, const void *data, size_t len,
-                  int private_, ae_err *err) {
+static int put_kv(rs_storage *s, const rs_key *k, const void *data, size_t len, int private_, ae_err *err) {
   char *sealed = NULL;
   if (private_ && s->encrypt) {
     char ad[1100];
@@ -178,8 +146,7 @@ static int put_kv(rs_storage *s, const rs_key *k, const void *data, size_t len,
     const char *next = strchr(p + start, '/');
     size_t end = next ? (size_t)(next - p) : plen;
     rs_name(s, dirk, sizeof(dirk), "dir:%.*s", start ? (int)(start - 1) : 0, p);
-    if ((r = rs_cmdf(s, dirk, &rep, err, "SADD %s %b", dirk, p + start,
-                     end - start)) != 0)
+    if ((r = rs_cmdf(s, dirk, &rep, err, "SADD %s %b", dirk, p + start, end - start)) != 0)
       return r;
     freeReplyObject(rep);
     start = end + 1;
@@ -187,18 +154,15 @@ static int put_kv(rs_storage *s, const rs_key *k, const void *data, size_t len,
   return 0;
 }
 
-static int rs_put(ae_storage *st, const char *key, const void *data, size_t len,
-                  int private_, ae_err *err) {
+static int rs_put(ae_storage *st, const char *key, const void *data, size_t len, int private_, ae_err *err) {
   rs_storage *s = (rs_storage *)st;
   rs_key k;
   int r = rs_map_key(s, key, &k, err);
   if (r != 0)
     return r;
   if (len > RS_VALUE_MAX)
-    return ae_err_set(
-        err, AE_ELIMIT,
-        "storage key '%s': value of %zu bytes is over the size cap (%d)", key,
-        len, RS_VALUE_MAX);
+    return ae_err_set(err, AE_ELIMIT, "storage key '%s': value of %zu bytes is over the size cap (%d)", key, len,
+                      RS_VALUE_MAX);
   if (k.kind == RK_CERT || k.kind == RK_ACCT)
     return put_field(s, &k, data, len, private_, err);
   if (k.kind == RK_KV && !k.is_dir)
@@ -206,8 +170,7 @@ static int rs_put(ae_storage *st, const char *key, const void *data, size_t len,
   return ae_err_set(err, AE_EINVAL, "storage key '%s': not a value key", key);
 }
 
-static int rs_get(ae_storage *st, const char *key, char **data, size_t *len,
-                  ae_err *err) {
+static int rs_get(ae_storage *st, const char *key, char **data, size_t *len, ae_err *err) {
   rs_storage *s = (rs_storage *)st;
   rs_key k;
   int r = rs_map_key(s, key, &k, err);
@@ -217,18 +180,14 @@ static int rs_get(ae_storage *st, const char *key, char **data, size_t *len,
   char what[1024], ad[900];
   if (k.kind == RK_CERT || k.kind == RK_ACCT) {
     snprintf(what, sizeof(what), "%s field %s", k.rkey, k.field);
-    if ((r = rs_cmdf(s, what, &rep, err, "HMGET %s %s ver", k.rkey, k.field)) !=
-        0)
+    if ((r = rs_cmdf(s, what, &rep, err, "HMGET %s %s ver", k.rkey, k.field)) != 0)
       return r;
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
-        !is_str(rep->element[0])) {
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 || !is_str(rep->element[0])) {
       freeReplyObject(rep);
       return ae_err_set(err, AE_ENOTFOUND, "%s: not found", what);
     }
-    ad_for(ad, sizeof(ad), k.rkey, k.field,
-           is_str(rep->element[1]) ? rep->element[1]->str : "0");
-    r = open_value(s, ad, what, rep->element[0]->str, rep->element[0]->len,
-                   data, len, err);
+    ad_for(ad, sizeof(ad), k.rkey, k.field, is_str(rep->element[1]) ? rep->element[1]->str : "0");
+    r = open_value(s, ad, what, rep->element[0]->str, rep->element[0]->len, data, len, err);
   } else if (k.kind == RK_KV && !k.is_dir) {
     if ((r = rs_cmdf(s, k.rkey, &rep, err, "GET %s", k.rkey)) != 0)
       return r;
@@ -245,8 +204,7 @@ static int rs_get(ae_storage *st, const char *key, char **data, size_t *len,
   return r;
 }
 
-static int del_kv(rs_storage *s, const char *path, int is_dir, int depth,
-                  ae_err *err) {
+static int del_kv(rs_storage *s, const char *path, int is_dir, int depth, ae_err *err) {
   char rk[700];
   redisReply *rep = NULL;
   int r;
@@ -256,8 +214,7 @@ static int del_kv(rs_storage *s, const char *path, int is_dir, int depth,
     rs_name(s, rk, sizeof(rk), "dir:%s", path);
     if ((r = rs_cmdf(s, rk, &rep, err, "SMEMBERS %s", rk)) != 0)
       return r;
-    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements;
-         i++) {
+    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++) {
       char child[600];
       snprintf(child, sizeof(child), "%s/%s", path, rep->element[i]->str);
       char ck[700];
@@ -281,8 +238,7 @@ static int del_kv(rs_storage *s, const char *path, int is_dir, int depth,
   freeReplyObject(rep);
   const char *slash = strrchr(path, '/');
   rs_name(s, rk, sizeof(rk), "dir:%.*s", slash ? (int)(slash - path) : 0, path);
-  if ((r = rs_cmdf(s, rk, &rep, err, "SREM %s %s", rk,
-                   slash ? slash + 1 : path)) != 0)
+  if ((r = rs_cmdf(s, rk, &rep, err, "SREM %s %s", rk, slash ? slash + 1 : path)) != 0)
     return r;
   freeReplyObject(rep);
   return 0;
@@ -302,8 +258,7 @@ static int rs_del(ae_storage *st, const char *key, ae_err *err) {
     rs_name(s, chg, sizeof(chg), "chg:%s", k.ca);
     rs_name(s, chan, sizeof(chan), "ev");
     rs_name(s, names, sizeof(names), "name:%s", k.ca);
-    const char *argv[] = {"EVAL", rs_lua_del_cert, "5",      k.rkey, exp, gen,
-                          chg,    names,           k.domain, chan,   k.ca};
+    const char *argv[] = {"EVAL", rs_lua_del_cert, "5", k.rkey, exp, gen, chg, names, k.domain, chan, k.ca};
     size_t argl[11];
     for (int i = 0; i < 11; i++)
       argl[i] = strlen(argv[i]);
@@ -318,25 +273,19 @@ static int rs_del(ae_storage *st, const char *key, ae_err *err) {
       return r;
     int existed = rep->type == REDIS_REPLY_INTEGER && rep->integer > 0;
     freeReplyObject(rep);
-    return existed ? 0
-                   : ae_err_set(err, AE_ENOTFOUND, "%s %s: not found", k.rkey,
-                                k.field);
+    return existed ? 0 : ae_err_set(err, AE_ENOTFOUND, "%s %s: not found", k.rkey, k.field);
   }
   if (k.kind == RK_KV) {
     char path[900];
-    snprintf(path, sizeof(path), "%s%s%s", k.parent, k.parent[0] ? "/" : "",
-             k.base);
+    snprintf(path, sizeof(path), "%s%s%s", k.parent, k.parent[0] ? "/" : "", k.base);
     return del_kv(s, path, k.is_dir, 0, err);
   }
   return ae_err_set(err, AE_EINVAL, "storage key '%s': cannot be deleted", key);
 }
 
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static int rs_list(ae_storage *st, const char *prefix, char ***names, size_t *n,
-                   ae_err *err) {
+static int rs_list(ae_storage *st, const char *prefix, char ***names, size_t *n, ae_err *err) {
   rs_storage *s = (rs_storage *)st;
   rs_key k;
   int r = rs_map_key(s, prefix, &k, err);
@@ -351,12 +300,10 @@ static int rs_list(ae_storage *st, const char *prefix, char ***names, size_t *n,
     rs_name(s, rk, sizeof(rk), "cas");
     r = rs_cmdf(s, rk, &rep, err, "SMEMBERS %s", rk);
   } else if (k.kind == RK_KV) {
-    rs_name(s, rk, sizeof(rk), "dir:%s%s%s", k.parent, k.parent[0] ? "/" : "",
-            k.base);
+    rs_name(s, rk, sizeof(rk), "dir:%s%s%s", k.parent, k.parent[0] ? "/" : "", k.base);
     r = rs_cmdf(s, rk, &rep, err, "SMEMBERS %s", rk);
   } else {
-    return ae_err_set(err, AE_EINVAL, "storage prefix '%s': not a directory",
-                      prefix);
+    return ae_err_set(err, AE_EINVAL, "storage prefix '%s': not a directory", prefix);
   }
   if (r != 0)
     return r;
@@ -385,11 +332,9 @@ static int rs_list(ae_storage *st, const char *prefix, char ***names, size_t *n,
 
 static int rs_commit(ae_storage *st, const ae_storage_bundle *b, ae_err *err) {
   rs_storage *s = (rs_storage *)st;
-  char hk[700], exp[400], gen[200], chg[400], cas[200], chan[200], lk[700],
-      lname[600], names[400], ok[700];
+  char hk[700], exp[400], gen[200], chg[400], cas[200], chan[200], lk[700], lname[600], names[400], ok[700];
   rs_name(s, hk, sizeof(hk), "cert:%s:%s", b->ca_host, b->domain);
-  rs_order_key(s, b->ca_host, b->domain, ok,
-               sizeof(ok)); /* the order this commit ends */
+  rs_order_key(s, b->ca_host, b->domain, ok, sizeof(ok)); /* the order this commit ends */
   snprintf(lname, sizeof(lname), "cert:%s:%s", b->ca_host, b->domain);
   rs_lock_key(s, lname, lk, sizeof(lk));
   rs_name(s, exp, sizeof(exp), "exp:%s", b->ca_host);
@@ -400,9 +345,7 @@ static int rs_commit(ae_storage *st, const ae_storage_bundle *b, ae_err *err) {
   rs_name(s, chan, sizeof(chan), "ev");
   size_t total = strlen(b->chain) + strlen(b->key) + strlen(b->meta);
   if (total > RS_VALUE_MAX)
-    return ae_err_set(err, AE_ELIMIT,
-                      "%s: bundle of %zu bytes is over the size cap (%d)", hk,
-                      total, RS_VALUE_MAX);
+    return ae_err_set(err, AE_ELIMIT, "%s: bundle of %zu bytes is over the size cap (%d)", hk, total, RS_VALUE_MAX);
   char ver[32] = "0";
   char what[1024];
   snprintf(what, sizeof(what), "commit %s", hk);
@@ -422,10 +365,8 @@ static int rs_commit(ae_storage *st, const ae_storage_bundle *b, ae_err *err) {
     snprintf(na, sizeof(na), "%lld", (long long)b->not_after);
     int64_t renew = b->not_before + (b->not_after - b->not_before) * 2 / 3;
     snprintf(ra, sizeof(ra), "%lld", (long long)renew);
-    const char *argv[] = {"EVAL",      rs_lua_commit, "8",  hk,        exp, gen,
-                          chg,         cas,           lk,   names,     ok,  ver,
-                          fence,       b->chain,      keyv, b->meta,   na,  ra,
-                          s->instance, b->domain,     chan, b->ca_host};
+    const char *argv[] = {"EVAL", rs_lua_commit, "8", hk,   exp,     gen, chg,         cas,       lk,   names, ok,
+                          ver,    fence,         b->chain, keyv, b->meta, na, ra, s->instance, b->domain, chan, b->ca_host};
     size_t argl[22];
     for (int j = 0; j < 22; j++)
       argl[j] = strlen(argv[j]);
@@ -440,23 +381,16 @@ static int rs_commit(ae_storage *st, const ae_storage_bundle *b, ae_err *err) {
     if (code == 1)
       return 0;
     if (code == -1)
-      return ae_err_set(err, AE_EEXIST,
-                        "%s: refused: a newer lock holder (fence %s) already "
-                        "committed; ours is %s",
-                        hk, ver, fence);
+      return ae_err_set(err, AE_EEXIST, "%s: refused: a newer lock holder (fence %s) already committed; ours is %s", hk,
+                        ver, fence);
     if (code == -2)
-      return ae_err_set(
-          err, AE_EEXIST,
-          "%s: refused: our issuance lock (fence %s) lapsed or was taken over",
-          hk, fence);
+      return ae_err_set(err, AE_EEXIST, "%s: refused: our issuance lock (fence %s) lapsed or was taken over", hk, fence);
   }
-  return ae_err_set(err, AE_EAGAIN,
-                    "redis %s: the certificate kept changing; gave up", what);
+  return ae_err_set(err, AE_EAGAIN, "redis %s: the certificate kept changing; gave up", what);
 }
 
-static int rs_get_cert(ae_storage *st, const char *ca_host, const char *domain,
-                       char **chain, size_t *chain_len, char **key,
-                       size_t *key_len, ae_err *err) {
+static int rs_get_cert(ae_storage *st, const char *ca_host, const char *domain, char **chain, size_t *chain_len,
+                       char **key, size_t *key_len, ae_err *err) {
   rs_storage *s = (rs_storage *)st;
   char hk[700], ad[1100];
   rs_name(s, hk, sizeof(hk), "cert:%s:%s", ca_host, domain);
@@ -464,8 +398,7 @@ static int rs_get_cert(ae_storage *st, const char *ca_host, const char *domain,
   int r = rs_cmdf(s, hk, &rep, err, "HMGET %s chain key ver", hk);
   if (r != 0)
     return r;
-  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
-      !is_str(rep->element[0])) {
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 || !is_str(rep->element[0])) {
     freeReplyObject(rep);
     return ae_err_set(err, AE_ENOTFOUND, "%s: not found", hk);
   }
@@ -473,16 +406,13 @@ static int rs_get_cert(ae_storage *st, const char *ca_host, const char *domain,
     freeReplyObject(rep);
     return ae_err_set(err, AE_EPROTO, "redis %s: has a chain but no key", hk);
   }
-  ad_for(ad, sizeof(ad), hk, "key",
-         is_str(rep->element[2]) ? rep->element[2]->str : "0");
+  ad_for(ad, sizeof(ad), hk, "key", is_str(rep->element[2]) ? rep->element[2]->str : "0");
   char what[1024];
   snprintf(what, sizeof(what), "%s field chain", hk);
-  r = open_value(s, "", what, rep->element[0]->str, rep->element[0]->len, chain,
-                 chain_len, err);
+  r = open_value(s, "", what, rep->element[0]->str, rep->element[0]->len, chain, chain_len, err);
   if (r == 0) {
     snprintf(what, sizeof(what), "%s field key", hk);
-    r = open_value(s, ad, what, rep->element[1]->str, rep->element[1]->len, key,
-                   key_len, err);
+    r = open_value(s, ad, what, rep->element[1]->str, rep->element[1]->len, key, key_len, err);
     if (r != 0) {
       free(*chain);
       *chain = NULL;
@@ -527,10 +457,8 @@ static const ae_storage_ops rs_ops = {.put = rs_put,
 
 int rs_is(const ae_storage *st) { return st->ops == &rs_ops; }
 
-/* Opens the Redis backend (no connection yet: the first command connects).
- * Caller owns *out. */
-int ae_storage_redis_new(const ae_storage_redis_cfg *c, ae_storage **out,
-                         ae_err *err) {
+/* Opens the Redis backend (no connection yet: the first command connects). Caller owns *out. */
+int ae_storage_redis_new(const ae_storage_redis_cfg *c, ae_storage **out, ae_err *err) {
   rs_storage *s = ae_calloc(1, sizeof(*s));
   s->base.ops = &rs_ops;
   s->host = c->host ? ae_strdup(c->host) : NULL;
