@@ -50,6 +50,9 @@ int ae_read_file(const char *path, size_t max, char **out, size_t *len, ae_err *
 /* Writes data atomically: temp file in the same dir, fsync, rename, fsync dir; mode e.g. 0600. */
 int ae_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode, ae_err *err);
 
+/* Like ae_write_file_atomic but only creates: AE_EEXIST (nothing written) when path exists. */
+int ae_write_file_new(const char *path, const void *data, size_t len, unsigned mode, ae_err *err);
+
 /* Creates a directory and its parents (mode 0700 for new ones). */
 int ae_mkdirs(const char *path, ae_err *err);
 

@@ -241,37 +241,60 @@ static int file_exists(const char *path) {
   return path && stat(path, &st) == 0;
 }
 
-/* Uses the configured default certificate, or creates one on first start (design §4). */
-static int load_default_cert(ae_app *app, ae_err *err) {
-  const char *cp = app->cfg->default_cert, *kp = app->cfg->default_key;
-  if (!file_exists(cp) && !file_exists(kp)) {
-    char *cert_pem = NULL, *key_pem = NULL;
-    int r = ae_cert_generate_selfsigned("acmedge default", NULL, 0, 3650, &cert_pem, &key_pem, err);
-    if (r != 0)
-      return r;
+/* Waits (bounded) until path exists: another instance sharing the paths created the key and is
+ * about to write the certificate. */
+static int wait_for_file(const char *path, const char *other, ae_err *err) {
+  for (int i = 0; i < 500 && !file_exists(path); i++) {
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  if (!file_exists(path))
+    return ae_err_set(err, AE_EIO, "default_cert: %s exists but %s is missing (another instance died writing them?)",
+                      other, path);
+  return 0;
+}
+
+/* Generates the default certificate and key on first start. Instances sharing one config
+ * directory may start at once: the key is created with ae_write_file_new, so exactly one of them
+ * writes the pair and the others use it; a certificate never meets another instance's key. */
+static int create_default_cert(const char *cp, const char *kp, ae_err *err) {
+  char *cert_pem = NULL, *key_pem = NULL;
+  int r = ae_cert_generate_selfsigned("acmedge default", NULL, 0, 3650, &cert_pem, &key_pem, err);
+  if (r != 0)
+    return r;
+  const char *paths[] = {kp, cp};
+  for (int i = 0; i < 2 && r == 0; i++) {
     char dir[4096];
-    snprintf(dir, sizeof(dir), "%s", kp);
+    snprintf(dir, sizeof(dir), "%s", paths[i]);
     char *slash = strrchr(dir, '/');
     if (slash) {
       *slash = '\0';
-      if (dir[0] && (r = ae_mkdirs(dir, err)) != 0)
-        goto out;
+      if (dir[0])
+        r = ae_mkdirs(dir, err);
     }
-    snprintf(dir, sizeof(dir), "%s", cp);
-    slash = strrchr(dir, '/');
-    if (slash) {
-      *slash = '\0';
-      if (dir[0] && (r = ae_mkdirs(dir, err)) != 0)
-        goto out;
-    }
-    if ((r = ae_write_file_atomic(kp, key_pem, strlen(key_pem), 0600, err)) != 0)
-      goto out;
-    if ((r = ae_write_file_atomic(cp, cert_pem, strlen(cert_pem), 0644, err)) != 0)
-      goto out;
-    AE_INFO(SUB, "generated default certificate %s (key %s)", cp, kp);
-  out:
-    free(cert_pem);
-    free(key_pem);
+  }
+  if (r == 0) {
+    r = ae_write_file_new(kp, key_pem, strlen(key_pem), 0600, err);
+    if (r == AE_EEXIST)
+      r = wait_for_file(cp, kp, err);
+    else if (r == 0 && (r = ae_write_file_atomic(cp, cert_pem, strlen(cert_pem), 0644, err)) == 0)
+      AE_INFO(SUB, "generated default certificate %s (key %s)", cp, kp);
+  }
+  free(cert_pem);
+  free(key_pem);
+  return r;
+}
+
+/* Uses the configured default certificate, or creates one on first start (design §4). */
+static int load_default_cert(ae_app *app, ae_err *err) {
+  const char *cp = app->cfg->default_cert, *kp = app->cfg->default_key;
+  int have_cert = file_exists(cp), have_key = file_exists(kp);
+  if (!have_cert && !have_key) {
+    int r = create_default_cert(cp, kp, err);
+    if (r != 0)
+      return r;
+  } else if (!have_cert) {
+    int r = wait_for_file(cp, kp, err);
     if (r != 0)
       return r;
   }

@@ -162,12 +162,14 @@ static int fsync_dir_of(const char *path) {
   return r;
 }
 
-int ae_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode, ae_err *err) {
-  char tmp[4200];
+/* Writes data into a fresh temp file next to path (fsync'd, created with its final mode) and
+ * names it in tmp. */
+static int write_temp(const char *path, const void *data, size_t len, unsigned mode, char *tmp, size_t tmpsz,
+                      ae_err *err) {
   /* pid + a process-wide counter: two threads writing the same path never share a temp file. */
   static atomic_uint seq;
-  int n = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld%u", path, (long)getpid(), atomic_fetch_add(&seq, 1u));
-  if (n < 0 || (size_t)n >= sizeof(tmp))
+  int n = snprintf(tmp, tmpsz, "%s.tmp.%ld%u", path, (long)getpid(), atomic_fetch_add(&seq, 1u));
+  if (n < 0 || (size_t)n >= tmpsz)
     return ae_err_set(err, AE_EINVAL, "%s: path too long", path);
   /* Created with the final mode so a private key is never readable by others, not even briefly. */
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
@@ -201,10 +203,37 @@ int ae_write_file_atomic(const char *path, const void *data, size_t len, unsigne
     return ae_err_set(err, AE_EIO, "%s: fsync: %s", tmp, strerror(e));
   }
   close(fd);
+  return 0;
+}
+
+int ae_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode, ae_err *err) {
+  char tmp[4200];
+  int r = write_temp(path, data, len, mode, tmp, sizeof(tmp), err);
+  if (r != 0)
+    return r;
   if (rename(tmp, path) != 0) {
     int e = errno;
     unlink(tmp);
     return ae_err_set(err, AE_EIO, "%s: rename: %s", path, strerror(e));
+  }
+  if (fsync_dir_of(path) != 0)
+    return ae_err_set(err, AE_EIO, "%s: fsync directory: %s", path, strerror(errno));
+  return 0;
+}
+
+int ae_write_file_new(const char *path, const void *data, size_t len, unsigned mode, ae_err *err) {
+  char tmp[4200];
+  int r = write_temp(path, data, len, mode, tmp, sizeof(tmp), err);
+  if (r != 0)
+    return r;
+  /* link(2), unlike rename(2), refuses an existing target: of several writers exactly one wins,
+   * and nobody ever sees a partial file. */
+  int lr = link(tmp, path), e = errno;
+  unlink(tmp);
+  if (lr != 0) {
+    if (e == EEXIST)
+      return ae_err_set(err, AE_EEXIST, "%s: already exists", path);
+    return ae_err_set(err, AE_EIO, "%s: link: %s", path, strerror(e));
   }
   if (fsync_dir_of(path) != 0)
     return ae_err_set(err, AE_EIO, "%s: fsync directory: %s", path, strerror(errno));

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Three instances (127.0.0.2/.3/.4, the same ports) on one Redis and one Pebble whose validation
 # always lands on instance C (challtestsrv answers every name of the test with C's address):
+# - three instances started at once on an empty Redis and one config directory: one default
+#   certificate;
 # - three first handshakes at once (one per instance, three names): one account at Pebble, and
 #   A's and B's challenges are answered by C (shared through Redis);
 # - 30 concurrent handshakes (10 per instance) for one new name: exactly one order, one
@@ -53,8 +55,17 @@ wait_log() { # wait_log INSTANCE FIXED_TEXT SECONDS (polls every 20 ms)
 # Every name of this test resolves to C: whichever instance orders it, the CA validates against C.
 for d in first-a first-b first-c one kill stop; do cl_point "$d.example.test" c; done
 for n in a b c; do inst_config "$n"; done
-# One after the other: they share the generated default certificate's files.
-for n in a b c; do inst_run "$n"; done
+# All three at once on an empty Redis (and one config directory: the default certificate is
+# created by exactly one of them, the others use it).
+for n in a b c; do ae_bg "$n" "$ACMEDGE_BIN" run -c "$T/$n.json"; done
+for n in a b c; do inst_wait_listen "$n" 150; done
+dfp=$(openssl x509 -in "$T/default.crt" -noout -fingerprint -sha256) || ae_fail "no default certificate"
+for n in a b c; do
+  [ "$(timeout 10 openssl s_client -connect "$(cl_addr "$n"):$CL_HTTPS" </dev/null 2>/dev/null |
+    openssl x509 -noout -fingerprint -sha256)" = "$dfp" ] || ae_fail "instance $n does not serve the one default certificate"
+done
+[ "$(openssl pkey -in "$T/default.key" -pubout)" = "$(openssl x509 -in "$T/default.crt" -noout -pubkey)" ] ||
+  ae_fail "the default key does not match the default certificate"
 
 # --- one account for three instances whose first orders start together; C answers all ---
 pids=()

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "acmedge/common.h"
@@ -95,6 +96,59 @@ static void test_write_atomic(void **state) {
   assert_int_equal(ae_write_file_atomic(bad, "x", 1, 0600, &err), AE_EIO);
   assert_int_equal(err.code, AE_EIO);
   assert_non_null(strstr(err.msg, "no/such/dir/f"));
+  assert_int_equal(count_temp_files(g_dir), 0);
+  unlink(p);
+}
+
+/* Create-only writes: the first writer wins whole, later or concurrent ones change nothing. */
+static void test_write_new(void **state) {
+  (void)state;
+  char p[128];
+  path_in(p, sizeof(p), "created.key");
+  ae_err err = {0};
+  assert_int_equal(ae_write_file_new(p, "mine", 4, 0600, &err), 0);
+  struct stat st;
+  assert_int_equal(stat(p, &st), 0);
+  assert_int_equal(st.st_mode & 07777, 0600);
+  memset(&err, 0, sizeof(err));
+  assert_int_equal(ae_write_file_new(p, "theirs", 6, 0600, &err), AE_EEXIST);
+  assert_non_null(strstr(err.msg, "created.key"));
+  char *buf = NULL;
+  size_t len = 0;
+  assert_int_equal(ae_read_file(p, 1024, &buf, &len, &err), 0);
+  assert_string_equal(buf, "mine");
+  free(buf);
+  assert_int_equal(count_temp_files(g_dir), 0);
+  unlink(p);
+
+  /* Eight processes race for one path: exactly one creates it, with its whole content. */
+  enum { RACERS = 8 };
+  pid_t pids[RACERS];
+  for (int i = 0; i < RACERS; i++) {
+    pids[i] = fork();
+    assert_true(pids[i] >= 0);
+    if (pids[i] == 0) {
+      char data[64];
+      int n = snprintf(data, sizeof(data), "racer %d %s", i, "0123456789abcdef0123456789abcdef");
+      ae_err e = {0};
+      int r = ae_write_file_new(p, data, (size_t)n, 0600, &e);
+      _exit(r == 0 ? 0 : r == AE_EEXIST ? 2 : 1);
+    }
+  }
+  int winners = 0, losers = 0;
+  for (int i = 0; i < RACERS; i++) {
+    int ws = 0;
+    assert_int_equal(waitpid(pids[i], &ws, 0), pids[i]);
+    assert_true(WIFEXITED(ws));
+    winners += WEXITSTATUS(ws) == 0;
+    losers += WEXITSTATUS(ws) == 2;
+  }
+  assert_int_equal(winners, 1);
+  assert_int_equal(losers, RACERS - 1);
+  assert_int_equal(ae_read_file(p, 1024, &buf, &len, &err), 0);
+  assert_int_equal(len, strlen("racer 0 0123456789abcdef0123456789abcdef"));
+  assert_memory_equal(buf, "racer ", 6);
+  free(buf);
   assert_int_equal(count_temp_files(g_dir), 0);
   unlink(p);
 }
@@ -339,7 +393,7 @@ static void test_log_text(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_write_atomic), cmocka_unit_test(test_read_file_cap), cmocka_unit_test(test_mkdirs),
+      cmocka_unit_test(test_write_atomic), cmocka_unit_test(test_write_new), cmocka_unit_test(test_read_file_cap), cmocka_unit_test(test_mkdirs),
       cmocka_unit_test(test_rfc3339),      cmocka_unit_test(test_misc_helpers),  cmocka_unit_test(test_log_json),
       cmocka_unit_test(test_log_text),
   };
