@@ -24,6 +24,12 @@ typedef struct ae_workers_hooks {
   /* On the control loop: a worker saw a ClientHello whose host_name is not a DNS name (shown: a
    * printable rendition), for the denial event. May be NULL. */
   void (*on_invalid_name)(void *ud, const char *shown);
+  /* On a worker thread: a new reference to name's stored certificate (normalized name) when
+   * storage has it at hand without blocking, ids filled; else NULL. May be NULL. */
+  ae_cert *(*stored_cert)(void *ud, const char *name, ae_cert_ids *ids);
+  /* On the control loop: a worker served name with a certificate from stored_cert; install it
+   * (cert stays the caller's). Needed with stored_cert. */
+  void (*on_loaded)(void *ud, const char *name, ae_cert *cert, const char *cert_id);
 } ae_workers_hooks;
 
 /* Starts n worker threads (n >= 1) bound to cfg->listen_https. Caller owns *out. */
