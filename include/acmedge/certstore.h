@@ -35,6 +35,8 @@ int ae_cert_from_parts(gnutls_x509_crt_t leaf, const gnutls_datum_t *chain, unsi
 int ae_cert_load_files(const char *cert_path, const char *key_path, ae_cert **out, ae_err *err);
 /* Adds a reference; returns c. */
 ae_cert *ae_cert_ref(ae_cert *c);
+/* 1 when the leaf names an http(s) OCSP responder (AIA), read once when the cert was parsed. */
+int ae_cert_has_ocsp_url(const ae_cert *c);
 /* Drops a reference (NULL is fine). */
 void ae_cert_unref(ae_cert *c);
 /* The parsed chain (leaf first) for a certificate retrieve callback; *n gets its length. Owned by

@@ -47,6 +47,18 @@ int ae_strcasecmp(const char *a, const char *b);
 /* Reads a whole file into a malloc'd NUL-terminated buffer (caller frees); caps at max bytes. */
 int ae_read_file(const char *path, size_t max, char **out, size_t *len, ae_err *err);
 
+/* ae_read_file_ex flags. */
+enum {
+  /* Only a regular file: anything else (directory, FIFO, device) is AE_ENOTFOUND "not a file",
+   * and the open never blocks (O_NONBLOCK). The size fstat gives is trusted (one read). */
+  AE_READ_REGULAR = 1,
+  /* Only what the kernel has cached (path lookup and data): AE_EAGAIN when the read would wait
+   * for the disk, or the kernel cannot tell. Implies AE_READ_REGULAR. */
+  AE_READ_NOWAIT = 2
+};
+/* ae_read_file with AE_READ_* flags; caller frees *out. */
+int ae_read_file_ex(const char *path, size_t max, unsigned flags, char **out, size_t *len, ae_err *err);
+
 /* Writes data atomically: temp file in the same dir, fsync, rename, fsync dir; mode e.g. 0600. */
 int ae_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode, ae_err *err);
 

@@ -63,6 +63,15 @@ void ae_provision_storage_removed(ae_provision *p, const char *name);
 /* New reference: the renewal index of stored names not in memory, {"ready", "stored_at_start",
  * "pending", "soonest": [{"domain", "renew_at"}] (at most max, soonest first)}. */
 json_t *ae_provision_renewal_index_json(ae_provision *p, size_t max);
+/* Any thread: name's stored pair (normalized name, exact entry only) read from the kernel's
+ * caches without blocking and parsed; *cert gets one reference (caller's). Nonzero when it is
+ * not at hand (absent, not cached, unusable, or a backend that cannot answer without waiting):
+ * then the miss path reads it in the thread pool. */
+int ae_provision_read_cached(ae_provision *p, const char *name, ae_cert **cert, ae_cert_ids *ids);
+/* Control loop: a worker served name with cert from ae_provision_read_cached; installs it (record,
+ * renewal, cert_loaded) unless it is in memory already or a read in flight will. cert stays the
+ * caller's. */
+void ae_provision_loaded(ae_provision *p, const char *name, ae_cert *cert, const char *cert_id);
 /* TLS miss path: decides default / hold / alert for an SNI without a certificate and starts
  * issuance when policy allows. */
 ae_miss_action ae_provision_on_sni(ae_provision *p, const char *name);

@@ -75,6 +75,9 @@ typedef struct ae_storage_ops {
   int (*order_get)(ae_storage *st, const char *ca_host, const char *domain, ae_storage_order *o, ae_err *err);
   /* Deletes the saved order when the name's issuance lock still holds fence. */
   int (*order_del)(ae_storage *st, const char *ca_host, const char *domain, uint64_t fence, ae_err *err);
+  /* Optional (NULL: never). get without blocking, safe on an event loop: AE_EAGAIN when the
+   * value is not at hand (the caller then uses get in the thread pool). */
+  int (*get_nowait)(ae_storage *st, const char *key, char **data, size_t *len, ae_err *err);
 } ae_storage_ops;
 
 /* Backends embed this struct first. */
@@ -98,6 +101,10 @@ int ae_storage_commit(ae_storage *st, const ae_storage_bundle *b, ae_err *err);
 /* Reads a stored certificate's chain and key (malloc'd, caller frees); AE_ENOTFOUND when absent. */
 int ae_storage_get_cert(ae_storage *st, const char *ca_host, const char *domain, char **chain, size_t *chain_len,
                         char **key, size_t *key_len, ae_err *err);
+/* ae_storage_get_cert without blocking (any thread): AE_EAGAIN when the backend cannot answer
+ * from memory or the kernel's caches; then call ae_storage_get_cert off the loop. */
+int ae_storage_get_cert_nowait(ae_storage *st, const char *ca_host, const char *domain, char **chain,
+                               size_t *chain_len, char **key, size_t *key_len, ae_err *err);
 /* Takes name's issuance lock (see ae_storage_ops.lock); token 0 and success without a lock. */
 int ae_storage_lock(ae_storage *st, const char *name, uint64_t *token, ae_err *err);
 /* Extends a held lock; 0 without a lock. */

@@ -43,6 +43,10 @@ typedef struct ae_tls_front_hooks {
    * rendition): reports it and answers AE_MISS_DEFAULT or AE_MISS_ALERT (ignored when the peek
    * already refuses the hello for that name). NULL => default. */
   ae_miss_action (*on_invalid_name)(void *ud, const char *shown);
+  /* Called on the loop for a ClientHello whose SNI has no certificate, before on_miss: a new
+   * reference to the stored certificate for name when storage has it at hand without blocking
+   * (then the handshake is served at once, on_miss is not called), else NULL. NULL hook => none. */
+  ae_cert *(*stored_cert)(void *ud, const char *name);
 } ae_tls_front_hooks;
 
 /* Binds and listens on cfg->listen_https. The front keeps pointers to cs (not owned). */

@@ -28,6 +28,12 @@ typedef struct ae_workers_hooks {
    * return 1 when a look-up started whose outcome calls ae_workers_wake_alpn(name), 0 to have
    * it refused now. NULL: such handshakes are refused at once, never held. */
   int (*alpn_miss)(void *ud, const char *name);
+  /* On a worker thread: a new reference to name's stored certificate (normalized name) when
+   * storage has it at hand without blocking, ids filled; else NULL. May be NULL. */
+  ae_cert *(*stored_cert)(void *ud, const char *name, ae_cert_ids *ids);
+  /* On the control loop: a worker served name with a certificate from stored_cert; install it
+   * (cert stays the caller's). Needed with stored_cert. */
+  void (*on_loaded)(void *ud, const char *name, ae_cert *cert, const char *cert_id);
 } ae_workers_hooks;
 
 /* Starts n worker threads (n >= 1) bound to cfg->listen_https. Caller owns *out. */

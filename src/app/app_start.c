@@ -82,6 +82,18 @@ static void workers_on_miss(void *ud, const char *name, int allowed) {
     ae_workers_wake(app->workers, name);
 }
 
+/* On a worker thread (ae_provision_read_cached touches nothing that changes after start). */
+static ae_cert *workers_stored_cert(void *ud, const char *name, ae_cert_ids *ids) {
+  ae_app *app = ud;
+  ae_cert *cert = NULL;
+  return ae_provision_read_cached(app->provision, name, &cert, ids) == 0 ? cert : NULL;
+}
+
+static void workers_on_loaded(void *ud, const char *name, ae_cert *cert, const char *cert_id) {
+  ae_app *app = ud;
+  ae_provision_loaded(app->provision, name, cert, cert_id);
+}
+
 static ae_h80_state h80_host_state(void *ud, const char *host, unsigned *retry_after_s) {
   ae_app *app = ud;
   return ae_provision_on_http(app->provision, host, retry_after_s);
@@ -482,7 +494,8 @@ int app_start(ae_app *app, ae_err *err) {
     if (n > 1) {
       ae_workers_hooks wh = {.ud = app, .on_miss = workers_on_miss, .fallback_cert = front_fallback_cert,
                              .on_invalid_name = workers_on_invalid_name,
-                             .alpn_miss = app->cluster ? front_alpn_miss : NULL};
+                             .alpn_miss = app->cluster ? front_alpn_miss : NULL, .stored_cert = workers_stored_cert,
+                             .on_loaded = workers_on_loaded};
       if ((r = ae_workers_start(&app->loop, n - 1, cfg, app->certs, app->challenges, &wh, &app->workers, err)) != 0)
         return r;
     }

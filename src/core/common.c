@@ -92,54 +92,6 @@ int ae_strcasecmp(const char *a, const char *b) {
   }
 }
 
-int ae_read_file(const char *path, size_t max, char **out, size_t *len, ae_err *err) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return ae_err_set(err, errno == ENOENT ? AE_ENOTFOUND : AE_EIO, "%s: %s", path, strerror(errno));
-  size_t cap = max < 4096 ? max : 4096, n = 0;
-  char *buf = ae_malloc(cap + 1);
-  for (;;) {
-    if (n == cap) {
-      if (cap >= max) {
-        /* At the cap: one more byte tells "exactly max bytes" from "too large". */
-        char extra;
-        ssize_t r;
-        do {
-          r = read(fd, &extra, 1);
-        } while (r < 0 && errno == EINTR);
-        if (r == 0)
-          break;
-        int e = errno;
-        free(buf);
-        close(fd);
-        if (r < 0)
-          return ae_err_set(err, AE_EIO, "%s: %s", path, strerror(e));
-        return ae_err_set(err, AE_ELIMIT, "%s: larger than %zu bytes", path, max);
-      }
-      cap = cap * 2 > max ? max : cap * 2;
-      buf = ae_realloc(buf, cap + 1);
-    }
-    ssize_t r = read(fd, buf + n, cap - n);
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      int e = errno;
-      free(buf);
-      close(fd);
-      return ae_err_set(err, AE_EIO, "%s: %s", path, strerror(e));
-    }
-    if (r == 0)
-      break;
-    n += (size_t)r;
-  }
-  close(fd);
-  buf[n] = '\0';
-  *out = buf;
-  if (len)
-    *len = n;
-  return 0;
-}
-
 static int fsync_dir_of(const char *path) {
   char dir[4096];
   const char *slash = strrchr(path, '/');

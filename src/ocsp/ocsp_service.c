@@ -312,7 +312,8 @@ void ae_ocsp_cert_changed(ae_ocsp *o, const char *name, ae_cert *old_cert, ae_ce
     if (!loaded)
       ae_ocsp_store_delete(o, name);
   }
-  if (new_cert && loaded && o->enabled)
+  /* A stored staple only exists for a certificate with a responder. */
+  if (new_cert && loaded && o->enabled && ae_cert_has_ocsp_url(new_cert))
     ae_ocsp_store_load(o, name, new_cert);
 }
 

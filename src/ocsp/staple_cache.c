@@ -161,7 +161,8 @@ static int claim_fetch_locked(entry *e, int64_t now) {
 }
 
 ae_staple *ae_ocsp_cache_get(ae_ocsp_cache *c, ae_cert *cert, int64_t now) {
-  if (!c || !cert || !ae_cert_serial(cert)[0])
+  /* Nothing to staple without a responder: no lock, no entry, no job. */
+  if (!c || !cert || !ae_cert_serial(cert)[0] || !ae_cert_has_ocsp_url(cert))
     return NULL;
   uint64_t h = hash2(ae_cert_issuer(cert), ae_cert_serial(cert));
   ae_staple *s = NULL;
@@ -330,6 +331,10 @@ int ae_ocsp_cache_info(ae_ocsp_cache *c, ae_cert *cert, int64_t now, ae_ocsp_inf
   out->state = "none";
   if (!c || !cert)
     return AE_ENOTFOUND;
+  if (c->need && !ae_cert_has_ocsp_url(cert)) {
+    out->state = "no_responder"; /* known from the parse: never entered the cache */
+    return 0;
+  }
   uint64_t h = hash2(ae_cert_issuer(cert), ae_cert_serial(cert));
   pthread_mutex_lock(&c->mu);
   entry *e = find_locked(c, cert, h, NULL);

@@ -26,26 +26,65 @@ typedef struct load_req {
   ae_err err;
 } load_req;
 
-/* Reads and parses name's pair by direct path (no directory listing). AE_ENOTFOUND when absent. */
-static int read_one(load_req *l, const char *name) {
+/* Reads (from storage, or with nowait from the kernel's caches only) and parses name's pair.
+ * Touches only what never changes after ae_provision_new, so any thread may call it. */
+static int read_pair(ae_provision *p, const char *name, int nowait, ae_cert **cert, ae_cert_ids *ids, ae_err *err) {
   char *cert_pem = NULL, *key_pem = NULL;
   size_t clen = 0, klen = 0;
-  int r = ae_storage_get_cert(l->p->deps.storage, l->p->ca_host, name, &cert_pem, &clen, &key_pem, &klen, &l->err);
+  int r = nowait ? ae_storage_get_cert_nowait(p->deps.storage, p->ca_host, name, &cert_pem, &clen, &key_pem, &klen, err)
+                 : ae_storage_get_cert(p->deps.storage, p->ca_host, name, &cert_pem, &clen, &key_pem, &klen, err);
   if (r != 0)
     return r;
   /* One parse of the leaf gives the served form and the ARI identifier. */
-  ae_cert_ids ids;
-  r = ae_cert_from_pem_ids(name, cert_pem, clen, key_pem, klen, &l->cert, &ids, &l->err);
-  if (r == 0) {
-    snprintf(l->cert_id, sizeof(l->cert_id), "%s", ids.cert_id);
-    snprintf(l->installed, sizeof(l->installed), "%s", name);
-  } else {
-    l->cert = NULL;
-  }
+  r = ae_cert_from_pem_ids(name, cert_pem, clen, key_pem, klen, cert, ids, err);
+  if (r != 0)
+    *cert = NULL;
   free(cert_pem);
   memset(key_pem, 0, klen);
   free(key_pem);
   return r;
+}
+
+/* Reads and parses name's pair by direct path (no directory listing). AE_ENOTFOUND when absent. */
+static int read_one(load_req *l, const char *name) {
+  ae_cert_ids ids;
+  int r = read_pair(l->p, name, 0, &l->cert, &ids, &l->err);
+  if (r == 0) {
+    snprintf(l->cert_id, sizeof(l->cert_id), "%s", ids.cert_id);
+    snprintf(l->installed, sizeof(l->installed), "%s", name);
+  }
+  return r;
+}
+
+int ae_provision_read_cached(ae_provision *p, const char *name, ae_cert **cert, ae_cert_ids *ids) {
+  ae_err err = {0};
+  *cert = NULL;
+  return read_pair(p, name, 1, cert, ids, &err);
+}
+
+void ae_provision_loaded(ae_provision *p, const char *name, ae_cert *cert, const char *cert_id) {
+  /* Already in memory, or a read in flight installs it (one cert_loaded per load). */
+  if (p->closing || ae_strmap_get(&p->loads, name) || !ae_provision_need_load(p, name))
+    return;
+  p->lazy_loads++;
+  AE_DEBUG(SUB, "%s: loaded from storage (sni, cached)", name);
+  ae_provision_installed(p, name, cert, cert_id && cert_id[0] ? cert_id : NULL, 1, NULL);
+}
+
+/* The pair from the kernel's caches, installed at once: no thread-pool round trip and nothing
+ * held for long. -1 when it is not at hand (absent, not cached, unreadable): the caller reads in
+ * the thread pool, which also tells absent from unusable. */
+static int load_cached(ae_provision *p, const char *name, const char *source) {
+  ae_cert *cert = NULL;
+  ae_cert_ids ids;
+  if (ae_provision_read_cached(p, name, &cert, &ids) != 0)
+    return -1;
+  p->lazy_loads++;
+  AE_DEBUG(SUB, "%s: loaded from storage (%s, cached)", name, source);
+  ae_provision_installed(p, name, cert, ids.cert_id[0] ? ids.cert_id : NULL, 1, NULL);
+  ae_provision_wake_name(p, name);
+  ae_cert_unref(cert);
+  return 0;
 }
 
 static void load_work_cb(uv_work_t *req) {
@@ -122,6 +161,11 @@ int ae_provision_need_load(ae_provision *p, const char *name) {
 void ae_provision_load_name(ae_provision *p, const char *name, const char *source) {
   if (p->closing || ae_strmap_get(&p->loads, name))
     return; /* joined: the load in flight wakes every waiter of this name */
+  /* Renewal and cluster reads run from timers and subscriptions that do not expect an install
+   * under their feet; they keep the thread pool. */
+  if ((strcmp(source, "sni") == 0 || strcmp(source, "http") == 0 || strcmp(source, "api") == 0) &&
+      load_cached(p, name, source) == 0)
+    return;
   load_req *l = ae_calloc(1, sizeof(*l));
   l->req.data = l;
   l->p = p;

@@ -30,23 +30,38 @@ int ae_storage_commit(ae_storage *st, const ae_storage_bundle *b, ae_err *err) {
   return ae_storage_put(st, key, b->meta, strlen(b->meta), 0, err);
 }
 
-int ae_storage_get_cert(ae_storage *st, const char *ca_host, const char *domain, char **chain, size_t *chain_len,
-                        char **key, size_t *key_len, ae_err *err) {
-  if (st->ops->get_cert)
-    return st->ops->get_cert(st, ca_host, domain, chain, chain_len, key, key_len, err);
+/* The pair as two gets (of get or get_nowait): cert, then key. */
+static int get_pair(ae_storage *st, int (*get)(ae_storage *, const char *, char **, size_t *, ae_err *),
+                    const char *ca_host, const char *domain, char **chain, size_t *chain_len, char **key,
+                    size_t *key_len, ae_err *err) {
   ae_storage_bundle b = {.ca_host = ca_host, .domain = domain};
   char k[700];
   bundle_key(&b, "cert.pem", k, sizeof(k));
-  int r = ae_storage_get(st, k, chain, chain_len, err);
+  int r = get(st, k, chain, chain_len, err);
   if (r != 0)
     return r;
   bundle_key(&b, "key.pem", k, sizeof(k));
-  r = ae_storage_get(st, k, key, key_len, err);
+  r = get(st, k, key, key_len, err);
   if (r != 0) {
     free(*chain);
     *chain = NULL;
   }
   return r;
+}
+
+int ae_storage_get_cert(ae_storage *st, const char *ca_host, const char *domain, char **chain, size_t *chain_len,
+                        char **key, size_t *key_len, ae_err *err) {
+  if (st->ops->get_cert)
+    return st->ops->get_cert(st, ca_host, domain, chain, chain_len, key, key_len, err);
+  return get_pair(st, st->ops->get, ca_host, domain, chain, chain_len, key, key_len, err);
+}
+
+int ae_storage_get_cert_nowait(ae_storage *st, const char *ca_host, const char *domain, char **chain,
+                               size_t *chain_len, char **key, size_t *key_len, ae_err *err) {
+  /* A backend with its own get_cert reads the pair consistently over the network: not here. */
+  if (st->ops->get_cert || !st->ops->get_nowait)
+    return ae_err_set(err, AE_EAGAIN, "%s: storage cannot be read without waiting", domain);
+  return get_pair(st, st->ops->get_nowait, ca_host, domain, chain, chain_len, key, key_len, err);
 }
 
 int ae_storage_is_redis(const ae_storage *st) { return st && rs_is(st); }

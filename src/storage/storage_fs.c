@@ -92,57 +92,25 @@ static int fs_put(ae_storage *st, const char *key, const void *data, size_t len,
   return ae_write_file_atomic(path, data, len, private_ ? 0600 : 0644, err);
 }
 
-/* One open, one fstat and (for a file of the size of a certificate) one read: this runs on the
- * first handshake of every stored name that is not in memory. O_NONBLOCK keeps a FIFO planted at
- * the path from blocking the open; it is then refused as not a file. */
+/* One open, one fstat and one read (ae_read_file_ex): this runs on the first handshake of every
+ * stored name that is not in memory. A FIFO planted at the path neither blocks the open nor is
+ * read: it is refused as not a file. */
 static int fs_get(ae_storage *st, const char *key, char **data, size_t *len, ae_err *err) {
   char path[FS_PATH_MAX];
   int rc = file_path(st, key, path, sizeof(path), err);
   if (rc < 0)
     return rc;
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) {
-    if (errno == ENOENT || errno == ENOTDIR)
-      return ae_err_set(err, AE_ENOTFOUND, "%s: not found", path);
-    return ae_err_set(err, AE_EIO, "%s: %s", path, strerror(errno));
-  }
-  struct stat sb;
-  if (fstat(fd, &sb) != 0) {
-    rc = ae_err_set(err, AE_EIO, "%s: %s", path, strerror(errno));
-    close(fd);
+  return ae_read_file_ex(path, FS_VALUE_MAX, AE_READ_REGULAR, data, len, err);
+}
+
+/* fs_get from the kernel's caches only: AE_EAGAIN when the lookup or the data would wait for the
+ * disk (the caller then reads in the thread pool). */
+static int fs_get_nowait(ae_storage *st, const char *key, char **data, size_t *len, ae_err *err) {
+  char path[FS_PATH_MAX];
+  int rc = file_path(st, key, path, sizeof(path), err);
+  if (rc < 0)
     return rc;
-  }
-  if (!S_ISREG(sb.st_mode)) {
-    close(fd);
-    return ae_err_set(err, AE_ENOTFOUND, "%s: not a file", path);
-  }
-  if (sb.st_size > FS_VALUE_MAX) {
-    close(fd);
-    return ae_err_set(err, AE_ELIMIT, "%s: larger than %d bytes", path, FS_VALUE_MAX);
-  }
-  /* Files are replaced by rename, so the open file keeps the size fstat gave: one read. */
-  size_t want = (size_t)sb.st_size, n = 0;
-  char *buf = ae_malloc(want + 1);
-  while (n < want) {
-    ssize_t r = read(fd, buf + n, want - n);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r < 0) {
-      rc = ae_err_set(err, AE_EIO, "%s: %s", path, strerror(errno));
-      free(buf);
-      close(fd);
-      return rc;
-    }
-    if (r == 0)
-      break; /* truncated in place meanwhile: what is there is what a stat-then-read would see */
-    n += (size_t)r;
-  }
-  close(fd);
-  buf[n] = '\0';
-  *data = buf;
-  if (len)
-    *len = n;
-  return 0;
+  return ae_read_file_ex(path, FS_VALUE_MAX, AE_READ_NOWAIT, data, len, err);
 }
 
 /* Removes everything below the open directory dfd (which is closed). Symlinks are unlinked,
@@ -310,7 +278,8 @@ static void fs_free(ae_storage *st) {
   free(fs);
 }
 
-static const ae_storage_ops fs_ops = {.put = fs_put, .get = fs_get, .del = fs_del, .list = fs_list, .free = fs_free};
+static const ae_storage_ops fs_ops = {
+    .put = fs_put, .get = fs_get, .get_nowait = fs_get_nowait, .del = fs_del, .list = fs_list, .free = fs_free};
 
 int ae_storage_fs_new(const char *path, ae_storage **out, ae_err *err) {
   if (!path || !*path)

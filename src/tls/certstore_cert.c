@@ -27,6 +27,7 @@ struct ae_cert {
   atomic_int refs;
   unsigned npcerts;        /* entries of pcerts filled in */
   uint32_t bytes;          /* accounted size (ae_cert_bytes) */
+  uint8_t ocsp_url;        /* the leaf names an http(s) OCSP responder (AIA) */
   gnutls_privkey_t key;
   int64_t not_before;
   int64_t not_after;
@@ -163,8 +164,31 @@ static size_t account(const ae_cert *c, size_t key_bytes) {
   return b;
 }
 
+/* Whether the leaf names an http(s) OCSP responder: certificates without one (most ACME
+ * certificates today) never enter the staple cache, so their handshakes take no staple lock and
+ * their first load starts no OCSP job just to find there is nothing to fetch. */
+static int has_ocsp_url(gnutls_x509_crt_t leaf) {
+  for (unsigned seq = 0; seq < 32; seq++) {
+    gnutls_datum_t d = {NULL, 0};
+    int g = gnutls_x509_crt_get_authority_info_access(leaf, seq, GNUTLS_IA_OCSP_URI, &d, NULL);
+    if (g == GNUTLS_E_UNKNOWN_ALGORITHM)
+      continue; /* a CA Issuers entry or another access method */
+    if (g < 0)
+      return 0;
+    int ok = d.size > 7 && (strncmp((const char *)d.data, "http://", 7) == 0 ||
+                            (d.size > 8 && strncmp((const char *)d.data, "https://", 8) == 0));
+    gnutls_free(d.data);
+    if (ok)
+      return 1;
+  }
+  return 0;
+}
+
+int ae_cert_has_ocsp_url(const ae_cert *c) { return c && c->ocsp_url; }
+
 /* Validity, serial, issuer DN, names and the accounted size, all read from the parsed leaf. */
 static void collect_meta(ae_cert *c, gnutls_x509_crt_t leaf, size_t key_bytes) {
+  c->ocsp_url = (uint8_t)has_ocsp_url(leaf);
   c->not_before = (int64_t)gnutls_x509_crt_get_activation_time(leaf);
   c->not_after = (int64_t)gnutls_x509_crt_get_expiration_time(leaf);
   collect_serial(c, leaf);

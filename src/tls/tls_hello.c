@@ -135,6 +135,11 @@ static void conn_choose_cert(tls_conn *c, const ae_clienthello *ch) {
     tc_close_handles(c, 1);
     return;
   }
+  /* A stored name already in the kernel's caches: served now, nothing held. */
+  if (f->hooks.stored_cert && (cert = f->hooks.stored_cert(f->hooks.ud, c->t.sni)) != NULL) {
+    tc_start_tls(c, cert, TC_KIND_KNOWN);
+    return;
+  }
   ae_miss_action act = f->hooks.on_miss ? f->hooks.on_miss(f->hooks.ud, c->t.sni) : AE_MISS_DEFAULT;
   if (c->closing_handles)
     return;

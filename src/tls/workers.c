@@ -13,7 +13,7 @@
 
 #define SUB "workers"
 
-typedef enum { CMD_WAKE, CMD_WAKE_ALPN, CMD_CONFIG, CMD_STOP, CMD_MISS, CMD_INVALID, CMD_ALPN_MISS } cmd_type;
+typedef enum { CMD_WAKE, CMD_WAKE_ALPN, CMD_CONFIG, CMD_STOP, CMD_MISS, CMD_INVALID, CMD_ALPN_MISS, CMD_LOADED } cmd_type;
 
 typedef struct cmd {
   struct cmd *next;
@@ -21,6 +21,8 @@ typedef struct cmd {
   int allowed;          /* CMD_MISS */
   unsigned drain_ms;    /* CMD_STOP */
   ae_config *cfg;       /* CMD_CONFIG: one reference */
+  ae_cert *cert;        /* CMD_LOADED: one reference */
+  char *cert_id;        /* CMD_LOADED: malloc'd, may be NULL */
   char name[256];
 } cmd;
 
@@ -80,6 +82,8 @@ static void free_cmds(cmd *c) {
   while (c) {
     cmd *n = c->next;
     ae_config_free(c->cfg);
+    ae_cert_unref(c->cert);
+    free(c->cert_id);
     free(c);
     c = n;
   }
@@ -130,6 +134,29 @@ static ae_miss_action w_on_miss(void *ud, const char *raw) {
   if (cfg->on_demand.fallback_internal && !ae_config_internal_name(cfg, c->name))
     return AE_MISS_FALLBACK;
   return cfg->on_demand.first_wait ? AE_MISS_HOLD : AE_MISS_DEFAULT;
+}
+
+/* A stored name read from the kernel's caches on this thread: served at once; the control loop,
+ * which owns the provisioning state, installs it afterwards. */
+static ae_cert *w_stored_cert(void *ud, const char *raw) {
+  worker *w = ud;
+  ae_workers *ws = w->ws;
+  char name[256];
+  const char *why = NULL;
+  if (!ws->hooks.stored_cert || !ws->hooks.on_loaded || ae_policy_normalize(raw, name, sizeof(name), &why) != 0 ||
+      ae_certstore_known_absent(ws->certs, name))
+    return NULL;
+  ae_cert_ids ids;
+  ae_cert *cert = ws->hooks.stored_cert(ws->hooks.ud, name, &ids);
+  if (!cert)
+    return NULL;
+  cmd *c = ae_calloc(1, sizeof(*c));
+  c->type = CMD_LOADED;
+  snprintf(c->name, sizeof(c->name), "%s", name);
+  c->cert = ae_cert_ref(cert);
+  c->cert_id = ids.cert_id[0] ? ae_strdup(ids.cert_id) : NULL;
+  mb_post(&ws->mb, c);
+  return cert;
 }
 
 static ae_cert *w_fallback_cert(void *ud, const char *name) {
@@ -203,6 +230,7 @@ static void w_on_async(uv_async_t *a) {
     case CMD_MISS:
     case CMD_INVALID:
     case CMD_ALPN_MISS:
+    case CMD_LOADED:
       break;
     }
   }
@@ -212,7 +240,8 @@ static void w_on_async(uv_async_t *a) {
 static void worker_main(void *arg) {
   worker *w = arg;
   ae_tls_front_hooks fh = {.ud = w, .on_miss = w_on_miss, .alpn_challenge_cert = w_alpn_cert, .alpn_miss = w_alpn_miss, .on_established = w_established,
-                           .fallback_cert = w_fallback_cert, .on_invalid_name = w_on_invalid_name};
+                           .fallback_cert = w_fallback_cert, .on_invalid_name = w_on_invalid_name,
+                           .stored_cert = w_stored_cert};
   if (ae_proxy_new(&w->loop, w->cfg, &w->proxy, &w->start_err) != 0 ||
       ae_tls_front_new(&w->loop, w->cfg, w->ws->certs, &fh, &w->front, &w->start_err) != 0) {
     uv_sem_post(&w->ready);
@@ -238,6 +267,8 @@ static void c_on_async(uv_async_t *a) {
     /* No look-up started: the held handshake is refused now, not at the end of its hold. */
     if (it->type == CMD_ALPN_MISS && ws->hooks.alpn_miss && !ws->stopped && !ws->hooks.alpn_miss(ws->hooks.ud, it->name))
       ae_workers_wake_alpn(ws, it->name);
+    if (it->type == CMD_LOADED && ws->hooks.on_loaded && !ws->stopped)
+      ws->hooks.on_loaded(ws->hooks.ud, it->name, it->cert, it->cert_id);
   }
   free_cmds(c);
 }

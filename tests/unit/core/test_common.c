@@ -202,6 +202,62 @@ static void test_read_file_cap(void **state) {
   unlink(p);
 }
 
+/* The storage flavours: a regular file is read whole at its fstat size; a FIFO or a directory is
+ * refused as "not a file" without blocking (no writer ever opens the FIFO); the cache-only read
+ * returns the content of a file just written (its pages are cached) or, where the kernel cannot
+ * tell, AE_EAGAIN, never a partial buffer. */
+static void test_read_file_regular(void **state) {
+  (void)state;
+  char p[160], fifo[160], dir[160];
+  path_in(p, sizeof(p), "regular");
+  path_in(fifo, sizeof(fifo), "fifo");
+  path_in(dir, sizeof(dir), "adir");
+  write_n(p, 5000);
+  char *buf = NULL;
+  size_t len = 0;
+  ae_err err = {0};
+  static const unsigned flags[] = {AE_READ_REGULAR, AE_READ_NOWAIT};
+  assert_int_equal(mkfifo(fifo, 0600), 0);
+  assert_int_equal(mkdir(dir, 0700), 0);
+  for (size_t i = 0; i < 2; i++) {
+    buf = NULL;
+    int rc = ae_read_file_ex(p, 5000, flags[i], &buf, &len, &err);
+    if (rc == 0) {
+      assert_int_equal(len, 5000);
+      assert_int_equal(strlen(buf), 5000);
+      free(buf);
+    } else {
+      if (!(flags[i] & AE_READ_NOWAIT) || rc != AE_EAGAIN)
+        fail_msg("flags %u: %d %s", flags[i], rc, err.msg);
+      assert_null(buf);
+    }
+    assert_int_equal(ae_read_file_ex(p, 4999, flags[i], &buf, &len, &err), AE_ELIMIT);
+    const char *refused[] = {fifo, dir};
+    for (size_t j = 0; j < 2; j++) {
+      buf = NULL;
+      memset(&err, 0, sizeof(err));
+      rc = ae_read_file_ex(refused[j], 100, flags[i], &buf, &len, &err);
+      if (rc == AE_EAGAIN && (flags[i] & AE_READ_NOWAIT))
+        continue;
+      if (rc != AE_ENOTFOUND)
+        fail_msg("%s flags %u: %d %s", refused[j], flags[i], rc, err.msg);
+      assert_non_null(strstr(err.msg, "not a file"));
+      assert_non_null(strstr(err.msg, refused[j]));
+      assert_null(buf);
+    }
+    char missing[200];
+    path_in(missing, sizeof(missing), "regular/below-a-file");
+    /* A lookup that ends in no entry is not answered from the dentry cache: AE_EAGAIN then. */
+    rc = ae_read_file_ex(missing, 100, flags[i], &buf, &len, &err);
+    if (rc != AE_ENOTFOUND && !(rc == AE_EAGAIN && (flags[i] & AE_READ_NOWAIT)))
+      fail_msg("%s flags %u: %d %s", missing, flags[i], rc, err.msg);
+    assert_non_null(strstr(err.msg, missing));
+  }
+  unlink(p);
+  unlink(fifo);
+  rmdir(dir);
+}
+
 static void test_mkdirs(void **state) {
   (void)state;
   char p[160];
@@ -393,7 +449,8 @@ static void test_log_text(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_write_atomic), cmocka_unit_test(test_write_new), cmocka_unit_test(test_read_file_cap), cmocka_unit_test(test_mkdirs),
+      cmocka_unit_test(test_write_atomic), cmocka_unit_test(test_write_new), cmocka_unit_test(test_read_file_cap),
+      cmocka_unit_test(test_read_file_regular), cmocka_unit_test(test_mkdirs),
       cmocka_unit_test(test_rfc3339),      cmocka_unit_test(test_misc_helpers),  cmocka_unit_test(test_log_json),
       cmocka_unit_test(test_log_text),
   };

@@ -313,12 +313,57 @@ static void test_evicted_name_reloads(void **state) {
   fx_close(&f);
 }
 
+/* A stored pair the kernel has cached (just written) is read without the thread pool: on the
+ * control loop the miss installs it before on_sni returns, and a worker's inline read is
+ * installed once by ae_provision_loaded (a second report, or one for a name in memory, changes
+ * nothing). An absent name is not marked absent by the cache-only read: the thread pool decides. */
+static void test_cached_read_inline(void **state) {
+  (void)state;
+  fx f;
+  fx_open(&f, 0);
+  int64_t now = (int64_t)time(NULL);
+  store(f.st, "i1.example.test", now - 3600, now + 90 * 86400);
+  store(f.st, "i2.example.test", now - 3600, now + 90 * 86400);
+  fx_start(&f);
+  ae_cert *cert = NULL;
+  ae_cert_ids ids;
+  int rc = ae_provision_read_cached(f.p, "i2.example.test", &cert, &ids);
+  if (rc != 0) {
+    /* A kernel without openat2 RESOLVE_CACHED: the thread pool serves every load. */
+    print_message("cache-only read unavailable (%d): checking the thread-pool path only\n", rc);
+    assert_null(cert);
+    assert_int_equal(ae_provision_on_sni(f.p, "i1.example.test"), AE_MISS_HOLD);
+    run_until(&f, in_cache, "i1.example.test");
+    fx_close(&f);
+    return;
+  }
+  assert_non_null(cert);
+  assert_false(in_cache(&f, "i2.example.test"));
+  ae_provision_loaded(f.p, "i2.example.test", cert, ids.cert_id);
+  assert_true(in_cache(&f, "i2.example.test"));
+  ae_provision_loaded(f.p, "i2.example.test", cert, ids.cert_id);
+  ae_cert_unref(cert);
+  assert_int_equal(loaded_count(&f.r, "i2.example.test"), 1);
+
+  assert_int_equal(ae_provision_on_sni(f.p, "i1.example.test"), AE_MISS_HOLD);
+  assert_true(in_cache(&f, "i1.example.test")); /* installed before on_sni returned */
+  assert_int_equal(loaded_count(&f.r, "i1.example.test"), 1);
+  assert_true(f.r.wakes >= 1);
+
+  assert_int_not_equal(ae_provision_read_cached(f.p, "none.example.test", &cert, &ids), 0);
+  assert_null(cert);
+  assert_false(absent(&f, "none.example.test"));
+  assert_int_equal(f.r.requested, 0);
+  fx_close(&f);
+}
+
 int main(void) {
   ae_log_set_level(getenv("AE_TEST_DEBUG") ? AE_LOG_DEBUG : AE_LOG_ERROR);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_singleflight_and_negative),
       cmocka_unit_test(test_index_order_and_due_renewal),
       cmocka_unit_test(test_evicted_name_reloads),
+      cmocka_unit_test(test_cached_read_inline),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -352,6 +352,17 @@ static void test_fs_read_pair(void **state) {
   ae_cert_unref(c);
   free(rc);
   free(rk);
+  /* The cache-only read of the pair just written: the same bytes, or AE_EAGAIN and nothing. */
+  rc = rk = NULL;
+  int nr = ae_storage_get_cert_nowait(f->st, "ca.test", "s.parse.test", &rc, &rcl, &rk, &rkl, &err);
+  if (nr == 0) {
+    assert_string_equal(rc, cp);
+    assert_string_equal(rk, kp);
+  } else if (nr != AE_EAGAIN) {
+    fail_msg("nowait read: %d %s", nr, err.msg);
+  }
+  free(rc);
+  free(rk);
 
   assert_int_equal(ae_storage_get_cert(f->st, "ca.test", "absent.parse.test", &rc, &rcl, &rk, &rkl, &err),
                    AE_ENOTFOUND);
