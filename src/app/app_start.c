@@ -82,11 +82,20 @@ static void workers_on_miss(void *ud, const char *name, int allowed) {
     ae_workers_wake(app->workers, name);
 }
 
-/* On a worker thread (ae_provision_read_cached touches nothing that changes after start). */
+/* On a worker thread (ae_provision_read_cached touches nothing that changes after start). A leaf
+ * with an OCSP responder is not served from here: its stored staple is read when the control loop
+ * installs it, and a handshake answered before that would go out without the staple (and start a
+ * needless fetch). It takes the held path instead, which wakes after the install. */
 static ae_cert *workers_stored_cert(void *ud, const char *name, ae_cert_ids *ids) {
   ae_app *app = ud;
   ae_cert *cert = NULL;
-  return ae_provision_read_cached(app->provision, name, &cert, ids) == 0 ? cert : NULL;
+  if (ae_provision_read_cached(app->provision, name, &cert, ids) != 0)
+    return NULL;
+  if (ae_cert_has_ocsp_url(cert) && ae_ocsp_enabled(app->ocsp)) {
+    ae_cert_unref(cert);
+    return NULL;
+  }
+  return cert;
 }
 
 static void workers_on_loaded(void *ud, const char *name, ae_cert *cert, const char *cert_id) {

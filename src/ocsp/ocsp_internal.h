@@ -3,6 +3,7 @@
 #define ACMEDGE_OCSP_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "acmedge/httpc.h"
 #include "acmedge/ocsp.h"
@@ -12,7 +13,7 @@ struct job;
 struct ae_ocsp {
   ae_ocsp_deps deps;
   char *ca_host;
-  int enabled;
+  atomic_int enabled; /* set on reload (loop), read by handshake threads */
   ae_ocsp_cache *cache;
   ae_httpc *http;
   uv_async_t async;          /* handshake threads wake the loop for queued fetches */
