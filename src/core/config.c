@@ -6,7 +6,12 @@
 #include "acmedge/tokens.h"
 #include "config_internal.h"
 
+/* How long a generated default pair may take to appear in full (start-up waits up to 5 s). */
+#define DEFAULT_PAIR_WRITE_S 10
+
 #include <jansson.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -265,6 +270,12 @@ static int parse_root(pctx *c, json_t *root, ae_config *cfg) {
   return 0;
 }
 
+/* 1 when path was modified less than secs seconds ago. */
+static int file_younger_than(const char *path, int secs) {
+  struct stat st;
+  return path && stat(path, &st) == 0 && time(NULL) - st.st_mtime < secs;
+}
+
 /* Cross-field and file-system checks, after every field parsed. */
 static int validate(pctx *c, ae_config *cfg, int ca_bundle_explicit) {
   int rc;
@@ -288,7 +299,10 @@ static int validate(pctx *c, ae_config *cfg, int ca_bundle_explicit) {
     return cfg_fail(c, "default_cert.key", "%s: %s", cfg->default_key, kproblem);
   if (crc == 0 && krc == AE_ENOTFOUND)
     return cfg_fail(c, "default_cert.key", "%s: %s (the certificate file exists)", cfg->default_key, kproblem);
-  if (krc == 0 && crc == AE_ENOTFOUND)
+  /* The generated pair is written key first (the key is the create-only claim): a key younger
+   * than DEFAULT_PAIR_WRITE_S without its certificate is another instance writing the pair now,
+   * and start-up waits for it. */
+  if (krc == 0 && crc == AE_ENOTFOUND && !file_younger_than(cfg->default_key, DEFAULT_PAIR_WRITE_S))
     return cfg_fail(c, "default_cert.cert", "%s: %s (the key file exists)", cfg->default_cert, problem);
   if (cfg->events.hook) {
     rc = ae_cfg_check_executable(cfg->events.hook, problem, sizeof(problem));

@@ -80,6 +80,25 @@ echo "{\"default_cert\": {\"cert\": \"$T/default.crt\", \"key\": \"$T/none.key\"
 expect_check "$T/halfpair.json" 1 \
   "$T/halfpair.json: default_cert.key: $T/none.key: No such file or directory (the certificate file exists)"
 
+# A key without its certificate: a mistake once it is old; while young it is another instance
+# writing the generated pair (key first), which start-up waits for, bounded.
+mkdir -p "$T/kp"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/kp/default.key" 2>/dev/null
+touch -d '1 minute ago' "$T/kp/default.key"
+echo "{\"default_cert\": {\"cert\": \"$T/kp/default.crt\", \"key\": \"$T/kp/default.key\"}, $OD}" >"$T/keyonly.json"
+expect_check "$T/keyonly.json" 1 \
+  "$T/keyonly.json: default_cert.cert: $T/kp/default.crt: No such file or directory (the key file exists)"
+touch "$T/kp/default.key"
+expect_check "$T/keyonly.json" 0 "$T/keyonly.json: ok"
+start=$(date +%s%3N)
+run_bin run -c "$T/keyonly.json"
+waited=$(($(date +%s%3N) - start))
+[ "$RC" != 0 ] || fail "run with a key and no certificate: exit 0"
+grep -qF "$T/kp/default.key exists but $T/kp/default.crt is missing" <<<"$ERR" ||
+  fail "run with a key and no certificate: stderr does not name both files: $ERR"
+[ "$waited" -ge 4000 ] && [ "$waited" -lt 15000 ] || fail "run gave up after $waited ms, want about 5 s"
+[ ! -e "$T/kp/default.crt" ] || fail "run wrote a certificate beside another instance's key"
+
 echo "{\"listen\": {\"admin\": \"0.0.0.0:2020\"}, $OD}" >"$T/admin.json"
 expect_check "$T/admin.json" 1 "$T/admin.json: listen.admin: non-loopback address requires admin.token"
 echo "{\"listen\": {\"admin\": \"0.0.0.0:2020\"}, \"admin\": {\"token\": \"t0ken\"}, $OD}" >"$T/admin_ok.json"
