@@ -55,6 +55,9 @@ int rs_cmd(rs_storage *s, const char *what, redisReply **out, int argc, const ch
 /* Reads the {code, version} reply of the put/commit scripts and frees rep: 0 with *code and ver
  * filled, AE_EPROTO naming `what` when the reply has another shape. */
 int rs_script_reply(redisReply *rep, const char *what, long long *code, char *ver, size_t vlen, ae_err *err);
+/* Runs a command (argv form, at most 12 arguments) whose reply is an integer, into *out;
+ * AE_EPROTO naming `what` for any other reply. */
+int rs_eval_int(rs_storage *s, const char *what, int argc, const char **argv, long long *out, ae_err *err);
 /* Same with printf-style hiredis format. */
 int rs_cmdf(rs_storage *s, const char *what, redisReply **out, ae_err *err, const char *fmt, ...);
 /* Opens one connection (authenticated, db selected); caller frees with redisFree. */

@@ -45,8 +45,10 @@ static const char *const lua_challenge =
 
 void rs_lock_key(const rs_storage *s, const char *name, char *buf, size_t len) { rs_name(s, buf, len, "lock:%s", name); }
 
-static int eval_int(rs_storage *s, const char *what, int argc, const char **argv, long long *out, ae_err *err) {
+int rs_eval_int(rs_storage *s, const char *what, int argc, const char **argv, long long *out, ae_err *err) {
   size_t argl[12];
+  if (argc > 12)
+    return ae_err_set(err, AE_EINVAL, "redis %s: too many arguments", what);
   for (int i = 0; i < argc; i++)
     argl[i] = strlen(argv[i]);
   redisReply *rep = NULL;
@@ -70,7 +72,7 @@ int rs_lock(ae_storage *st, const char *name, uint64_t *token, ae_err *err) {
   snprintf(lease, sizeof(lease), "%u", s->lease_ms);
   const char *argv[] = {"EVAL", lua_lock, "2", lk, fk, lease};
   long long t = 0;
-  int r = eval_int(s, lk, 6, argv, &t, err);
+  int r = rs_eval_int(s, lk, 6, argv, &t, err);
   if (r != 0)
     return r;
   if (t <= 0)
@@ -87,7 +89,7 @@ int rs_lock_renew(ae_storage *st, const char *name, uint64_t token, ae_err *err)
   snprintf(lease, sizeof(lease), "%u", s->lease_ms);
   const char *argv[] = {"EVAL", lua_renew, "1", lk, tok, lease};
   long long ok = 0;
-  int r = eval_int(s, lk, 6, argv, &ok, err);
+  int r = rs_eval_int(s, lk, 6, argv, &ok, err);
   if (r != 0)
     return r;
   return ok == 1 ? 0 : ae_err_set(err, AE_ECANCELED, "%s: lease lapsed or taken over (our fence %s)", lk, tok);
@@ -100,7 +102,7 @@ int rs_unlock(ae_storage *st, const char *name, uint64_t token, ae_err *err) {
   snprintf(tok, sizeof(tok), "%llu", (unsigned long long)token);
   const char *argv[] = {"EVAL", lua_unlock, "1", lk, tok};
   long long n = 0;
-  return eval_int(s, lk, 5, argv, &n, err);
+  return rs_eval_int(s, lk, 5, argv, &n, err);
 }
 
 unsigned rs_lock_lease(const ae_storage *st) { return ((const rs_storage *)st)->lease_ms; }
@@ -170,5 +172,5 @@ int rs_share_challenge(ae_storage *st, int alpn, const char *domain, const char 
   snprintf(msg, sizeof(msg), "chal %s %s %s %s", alpn ? "alpn" : "http", domain, alpn ? "-" : token, keyauth);
   const char *argv[] = {"EVAL", lua_challenge, "1", ck, keyauth, ttl, chan, msg};
   long long n = 0;
-  return eval_int(s, ck, 8, argv, &n, err);
+  return rs_eval_int(s, ck, 8, argv, &n, err);
 }

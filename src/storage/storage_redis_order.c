@@ -40,21 +40,7 @@ static int eval_fenced(rs_storage *s, const char *what, const char *script, cons
   char tok[32];
   snprintf(tok, sizeof(tok), "%llu", (unsigned long long)fence);
   const char *argv[] = {"EVAL", script, "2", ok, lk, tok, value, ttl};
-  int argc = value ? 8 : 6;
-  size_t argl[8];
-  for (int i = 0; i < argc; i++)
-    argl[i] = strlen(argv[i]);
-  redisReply *rep = NULL;
-  int r = rs_cmd(s, what, &rep, argc, argv, argl, err);
-  if (r != 0)
-    return r;
-  if (rep->type != REDIS_REPLY_INTEGER) {
-    freeReplyObject(rep);
-    return ae_err_set(err, AE_EPROTO, "redis %s: unexpected script reply", what);
-  }
-  *out = rep->integer;
-  freeReplyObject(rep);
-  return 0;
+  return rs_eval_int(s, what, value ? 8 : 6, argv, out, err);
 }
 
 int rs_order_put(ae_storage *st, const char *domain, const ae_storage_order *o, ae_err *err) {

@@ -180,6 +180,7 @@ fence=$(ae_rcli HGET "acmedge{ns}:cert:$ca:$sname" fence)
 # Stopped for at least twice the lease in all.
 while (($(date +%s%3N) - t_stop < 2 * LEASE_MS)); do sleep 0.1; done
 kill -CONT "$(cat "$T/a.pid")"
+t_cont=$(date +%s%3N)
 wait_log a "$sname: issuance lock lost" 30 || grep -qF "lapsed or was taken over" "$T/a.log" ||
   ae_fail "A did not notice it lost the lock for $sname"
 for ((i = 0; i < 100; i++)); do
@@ -187,6 +188,7 @@ for ((i = 0; i < 100; i++)); do
   sleep 0.1
 done
 [ "$(serial_at a "$sname")" = "$sb" ] || ae_fail "A does not serve the winner's certificate for $sname after SIGCONT"
+echo "SIGCONT -> A serves the winner's certificate: $(($(date +%s%3N) - t_cont)) ms"
 [ "$(events a cert_installed "$sname")" -eq 0 ] || ae_fail "A installed its own certificate for $sname after losing the lock"
 [ "$(ae_rcli HGET "acmedge{ns}:cert:$ca:$sname" by)" = "$by" ] || ae_fail "the stored $sname was overwritten by the fenced instance"
 [ "$(ae_rcli HGET "acmedge{ns}:cert:$ca:$sname" fence)" = "$fence" ] || ae_fail "the stored fence of $sname changed"
