@@ -169,9 +169,14 @@ static void on_progress(void *ud, const char *step, const char *detail) {
     if (detail)
       json_object_set_new(det, "challenge", json_string(detail));
     ae_events_emit(d->p->deps.events, step, d->name, det);
+  } else if (strcmp(step, "order_resumed") == 0) {
+    /* A cluster instance took over another's saved order instead of placing a new one. */
+    json_t *det = json_object();
+    if (detail)
+      json_object_set_new(det, "order", json_string(detail));
+    ae_events_emit(d->p->deps.events, step, d->name, det);
   }
 }
-
 
 static void on_done(void *ud, const ae_acme_result *res) {
   ae_dom *d = ud;

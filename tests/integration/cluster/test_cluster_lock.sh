@@ -141,6 +141,8 @@ wait_pebble_at b "$kname" 90 || ae_fail "no instance took over $kname after A wa
 korders=$(($(pebble_count_orders) - before_k))
 echo "takeover after SIGKILL: $(($(date +%s%3N) - t0)) ms (lease $LEASE_MS ms), $korders order(s) for $kname"
 grep -qF "$kname: resuming order $saved_url" "$T/b.log" || ae_fail "B did not resume A's order $saved_url"
+grep -F '[event] order_resumed ' "$T/b.log" | grep -F "\"domain\":\"$kname\"" | grep -qF "\"order\":\"$saved_url\"" ||
+  ae_fail "no order_resumed event on B naming $saved_url"
 [ "$korders" -eq 1 ] || ae_fail "$korders orders for $kname around the takeover, expected exactly 1 (resumed)"
 [ "$(events b cert_installed "$kname")" -eq 1 ] || ae_fail "B did not install $kname itself"
 [ "$(ae_rcli EXISTS "$okey")" = 0 ] || ae_fail "the saved order of $kname was not deleted by the commit"
