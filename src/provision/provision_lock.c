@@ -4,9 +4,11 @@
  * and never writes (self-fencing), and its commit is refused by the storage when the lock no
  * longer holds its token. An instance that finds the lock taken waits for the holder's
  * certificate, re-reading storage and retrying the lock, so after the holder dies (lease expiry)
- * someone else orders. Acquire and release run in the thread pool; each renewal runs on a thread
- * of its own, so a heartbeat never waits behind other storage work queued in the pool (a delayed
- * renewal would make the holder fence itself). The acquisition also reads the name's saved
+ * someone else orders. Every lock operation (acquire, renewal, release) runs on a short-lived
+ * thread of its own, never in the libuv thread pool: queued behind handshake-path storage reads,
+ * a renewal would be late and make the holder fence itself, and an acquire would hold a job
+ * slot longer than the lock asks. There are few of them at once: an acquire holds a job slot,
+ * a renewal and a release belong to a held lock. The acquisition also reads the name's saved
  * order, which the job then continues (order resume); a failed order's record is deleted with
  * the lock's release. */
 #include "provision_internal.h"
@@ -77,7 +79,7 @@ static void lk_unref(ae_plock *lk) {
   }
 }
 
-/* Thread pool, lock held and nothing stored: an order the previous holder saved. */
+/* Lock held and nothing stored: an order the previous holder saved. */
 static void read_saved_order(lock_work *w, ae_storage *st) {
   ae_plock *lk = w->lk;
   ae_storage_order *o = ae_calloc(1, sizeof(*o));
@@ -101,15 +103,15 @@ static void timer_closed(uv_handle_t *h) {
   ae_provision_maybe_closed(p);
 }
 
-/* Thread pool. Acquire also reads the stored certificate: the lock's previous holder may have
+/* On the operation's thread. Acquire also reads the stored certificate: the lock's previous holder may have
  * committed it (then there is nothing to order), and while another instance holds the lock the
  * waiter picks the result up here. */
 static void work_cb(uv_work_t *req) {
   lock_work *w = req->data;
   ae_plock *lk = w->lk;
   ae_storage *st = lk->p->deps.storage;
-  /* The lease starts after this moment; time spent waiting for a pool thread does not count
-   * (the same monotonic clock as the loop's). */
+  /* The lease starts after this moment; time spent starting the thread does not count (the same
+   * monotonic clock as the loop's). */
   w->sent_ms = uv_hrtime() / 1000000;
   if (w->op == LK_RENEW) {
     w->rc = ae_storage_lock_renew(st, lk->lname, w->token, &w->err);
@@ -159,30 +161,30 @@ static void work_cb(uv_work_t *req) {
 
 static void after_cb(uv_work_t *req, int status);
 
-/* The renewal's thread: one short Redis call (bounded by the backend's command timeout). */
-static void *renew_thread(void *arg) {
+/* An operation's thread: a few Redis calls, each bounded by the backend's command timeout. */
+static void *op_thread(void *arg) {
   lock_work *w = arg;
   work_cb(&w->req);
   uv_async_send(&w->done);
   return NULL;
 }
 
-static void renew_closed(uv_handle_t *h) {
+static void op_closed(uv_handle_t *h) {
   lock_work *w = h->data;
   w->lk->p->closing_handles--;
   after_cb(&w->req, 0); /* frees w */
 }
 
-static void renew_done(uv_async_t *a) {
+static void op_done(uv_async_t *a) {
   lock_work *w = a->data;
   w->lk->p->closing_handles++;
-  uv_close((uv_handle_t *)&w->done, renew_closed);
+  uv_close((uv_handle_t *)&w->done, op_closed);
 }
 
-/* Starts a renewal on a detached thread of its own (uv_async_send is safe against the close
- * in renew_done: libuv waits for a sender still inside it). Not 0: nothing was started. */
-static int start_renew(lock_work *w, uv_loop_t *loop) {
-  if (uv_async_init(loop, &w->done, renew_done) != 0)
+/* Starts an operation on a detached thread of its own (uv_async_send is safe against the close
+ * in op_done: libuv waits for a sender still inside it). Not 0: nothing was started. */
+static int start_op(lock_work *w, uv_loop_t *loop) {
+  if (uv_async_init(loop, &w->done, op_done) != 0)
     return AE_ERR;
   w->done.data = w;
   pthread_attr_t at;
@@ -190,12 +192,14 @@ static int start_renew(lock_work *w, uv_loop_t *loop) {
   int r = pthread_attr_init(&at);
   if (r == 0) {
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    r = pthread_create(&th, &at, renew_thread, w);
+    r = pthread_create(&th, &at, op_thread, w);
     pthread_attr_destroy(&at);
   }
   if (r != 0) {
-    /* Reported like a failed renewal: the next heartbeat tries again. */
-    w->rc = ae_err_set(&w->err, AE_ERR, "cannot start the lease renewal thread");
+    /* Reported like an unreachable storage: a renewal is tried again at the next heartbeat, an
+     * acquire with the name's next attempt, a release is left to the lease. */
+    w->rc = ae_err_set(&w->err, AE_ERR, "cannot start a storage lock thread");
+    w->result = LR_ERROR;
     uv_async_send(&w->done);
   }
   return 0;
@@ -216,7 +220,7 @@ static void queue_op(ae_plock *lk, int op) {
   }
   lk->refs++;
   p->bg++;
-  if (op == LK_RENEW && start_renew(w, p->deps.loop) == 0)
+  if (start_op(w, p->deps.loop) == 0)
     return;
   if (uv_queue_work(p->deps.loop, &w->req, work_cb, after_cb) != 0) {
     w->rc = AE_ERR;
