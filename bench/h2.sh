@@ -52,7 +52,7 @@ KEY=$CERTDIR/key.pem
 # ---- upstreams: nginx serving a small file; a Python upstream that holds every request ------------
 UP_PORT=$(ae_free_port)
 mkdir -p "$T/up/www" "$T/up/tmp" "$T/up/logs"
-head -c 1024 /dev/urandom | base64 -w 0 | head -c 1024 >"$T/up/www/small.txt"
+head -c 768 /dev/urandom | base64 -w 0 >"$T/up/www/small.txt"
 chmod -R a+rX "$T/up"
 cat >"$T/up/nginx.conf" <<EOF
 worker_processes 1;

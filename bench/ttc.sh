@@ -89,7 +89,7 @@ run_phase() {
   if [ "$TTC_VERBOSE" = "1" ]; then
     grep -v '^summary ' "$T/client.last" | sed "s/^/  $label: /" >&2
   fi
-  grep '^fail ' "$T/client.last" | head -5 | sed "s/^/  $label: /" >&2 || true
+  grep '^fail ' "$T/client.last" | sed -n 1,5p | sed "s/^/  $label: /" >&2 || true
   echo "$n $label $(_field median "$summary") $(_field p90 "$summary") $(_field max "$summary") $orders $(_field failures "$summary")" >>"$RESULTS"
   bench_run_stop
 }
@@ -112,7 +112,7 @@ echo
 echo "Time to certificate ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, Pebble with PEBBLE_AUTHZREUSE=0" \
   "PEBBLE_WFE_NONCEREJECT=$PEBBLE_WFE_NONCEREJECT PEBBLE_VA_NOSLEEP=1)"
 echo "acmedge: first_handshake default, max_concurrent 50, rate burst 100 per_minute 600;" \
-  "acmedge-defaults: shipped on_demand defaults; caddy: $("${CADDY_BIN:-caddy}" version 2>/dev/null | head -1 | cut -d' ' -f1) on_demand_tls"
+  "acmedge-defaults: shipped on_demand defaults; caddy: $("${CADDY_BIN:-caddy}" version 2>/dev/null | sed -n 1p | cut -d' ' -f1) on_demand_tls"
 printf '%-6s %-17s %9s %7s %7s %7s %9s\n' names side median_s p90_s max_s orders failures
 while read -r n label med p90 max orders fails; do
   printf '%-6s %-17s %9s %7s %7s %7s %9s\n' "$n" "$label" "$med" "$p90" "$max" "$orders/$n" "$fails"

@@ -78,13 +78,13 @@ cl_point() {
 # serial_at INSTANCE NAME: the serial of the certificate the instance serves for NAME ("" when none).
 serial_at() {
   timeout 10 gnutls-cli --insecure --print-cert --sni-hostname="$2" -p "$CL_HTTPS" "$(cl_addr "$1")" </dev/null 2>/dev/null |
-    awk '/BEGIN CERT/{p=1} p{print} /END CERT/{exit}' | certtool -i 2>/dev/null | awk '/Serial Number/{print $NF; exit}' || true
+    awk 'd{next} /BEGIN CERT/{p=1} p{print} /END CERT/{if (p) d=1}' | certtool -i 2>/dev/null | awk '!n && /Serial Number/{print $NF; n=1}' || true
 }
 
 # issuer_at INSTANCE NAME: the issuer line of the certificate the instance serves for NAME.
 issuer_at() {
   timeout 10 gnutls-cli --insecure --print-cert --sni-hostname="$2" -p "$CL_HTTPS" "$(cl_addr "$1")" </dev/null 2>/dev/null |
-    awk '/BEGIN CERT/{p=1} p{print} /END CERT/{exit}' | certtool -i 2>/dev/null | grep 'Issuer:' | head -1 || true
+    awk 'd{next} /BEGIN CERT/{p=1} p{print} /END CERT/{if (p) d=1}' | certtool -i 2>/dev/null | grep 'Issuer:' | sed -n 1p || true
 }
 
 # inst_wait_listen INSTANCE TRIES: returns once the instance listens on its https port, checked

@@ -368,7 +368,7 @@ ae_sni_cert() {
   local name=$1 port=${2:-$AE_HTTPS_PORT} out
   out=$(timeout 10 gnutls-cli --insecure --print-cert --sni-hostname="$name" -p "$port" 127.0.0.1 \
     </dev/null 2>/dev/null || true)
-  printf '%s\n' "$out" | awk '/-----BEGIN CERTIFICATE-----/{p=1} p{print} /-----END CERTIFICATE-----/{exit}' |
+  printf '%s\n' "$out" | awk 'd{next} /-----BEGIN CERTIFICATE-----/{p=1} p{print} /-----END CERTIFICATE-----/{if (p) d=1}' |
     certtool -i 2>/dev/null | grep -E 'Subject:|Issuer:|DNSname:' || true
 }
 

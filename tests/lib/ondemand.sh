@@ -2,17 +2,17 @@
 
 # Prints the issuer line of the certificate served for SNI NAME.
 od_issuer() {
-  ae_sni_cert "$1" | grep 'Issuer:' | head -1
+  ae_sni_cert "$1" | grep 'Issuer:' | sed -n 1p
 }
 
 # 0 when the certificate served for NAME was issued by Pebble.
 od_is_pebble() {
-  od_issuer "$1" | grep -q 'Pebble'
+  od_issuer "$1" | grep 'Pebble' >/dev/null
 }
 
 # 0 when the certificate served for NAME is acmedge's default certificate.
 od_is_default() {
-  ae_sni_cert "$1" | grep 'Subject:' | grep -q 'acmedge default'
+  ae_sni_cert "$1" | grep 'Subject:' | grep 'acmedge default' >/dev/null
 }
 
 # od_wait_issued NAME [SECONDS] : waits until NAME is served with a Pebble certificate.
@@ -53,7 +53,7 @@ od_wait_event() {
 # od_serial NAME : serial number (hex) of the certificate served for NAME.
 od_serial() {
   timeout 10 gnutls-cli --insecure --print-cert --sni-hostname="$1" -p "$AE_HTTPS_PORT" 127.0.0.1 </dev/null 2>/dev/null |
-    awk '/BEGIN CERT/{p=1} p{print} /END CERT/{exit}' | certtool -i 2>/dev/null | awk '/Serial Number/{print $NF; exit}'
+    awk 'd{next} /BEGIN CERT/{p=1} p{print} /END CERT/{if (p) d=1}' | certtool -i 2>/dev/null | awk '!n && /Serial Number/{print $NF; n=1}'
 }
 
 # pebble_count_order_requests : newOrder requests Pebble received (accepted or refused). Run Pebble

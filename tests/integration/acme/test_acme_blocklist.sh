@@ -19,7 +19,7 @@ case "$line" in
   "fail blocked.example.test urn:ietf:params:acme:error:rejectedIdentifier "*"retryable=0") ;;
   *) ae_fail "unexpected result: $line" ;;
 esac
-echo "$line" | grep -qi 'blocked' || ae_fail "the CA's detail is not in the result"
+echo "$line" | grep -i 'blocked' >/dev/null || ae_fail "the CA's detail is not in the result"
 [ "$(grep -c 'blocked.example.test: creating order' "$T/issue.log")" = 1 ] || ae_fail "newOrder was sent more than once"
 # The same process (same loop, same client) then issued the next name.
 grep -q '^ok fine.example.test ' "$T/issue.out" || ae_fail "no ok line for fine.example.test after the failure"

@@ -37,7 +37,7 @@ case "$line" in
   *" retryable=1") ;;
   *) ae_fail "failure is not retryable: $line" ;;
 esac
-echo "$line" | grep -q 'acmedge:ca-unreachable' || ae_fail "expected acmedge:ca-unreachable: $line"
+echo "$line" | grep 'acmedge:ca-unreachable' >/dev/null || ae_fail "expected acmedge:ca-unreachable: $line"
 
 wait_line '^waiting up.example.test'
 pebble_restart

@@ -164,16 +164,16 @@ done
 for args in version --version; do
   run_bin $args
   [ "$RC" = 0 ] || fail "$args: exit $RC"
-  first=$(printf '%s\n' "$OUT" | head -n 1)
+  first=$(printf '%s\n' "$OUT" | sed -n 1p)
   [[ "$first" =~ ^acmedge\ [0-9]+\.[0-9]+\.[0-9]+$ ]] || fail "$args: first line '$first'"
   for lib in GnuTLS libuv libcurl jansson; do
-    printf '%s\n' "$OUT" | grep -Eq "^  $lib [0-9]+\.[0-9]+" || fail "$args: no $lib version"
+    printf '%s\n' "$OUT" | grep -E "^  $lib [0-9]+\.[0-9]+" >/dev/null || fail "$args: no $lib version"
   done
 done
 if [ -f "$SRC/CMakeLists.txt" ]; then
   want=$(sed -n 's/^project(acmedge VERSION \([0-9.]*\).*/\1/p' "$SRC/CMakeLists.txt")
   run_bin version
-  [ "$(printf '%s\n' "$OUT" | head -n 1)" = "acmedge $want" ] || fail "version is not $want"
+  [ "$(printf '%s\n' "$OUT" | sed -n 1p)" = "acmedge $want" ] || fail "version is not $want"
 fi
 
 if [ "$FAILS" -ne 0 ]; then

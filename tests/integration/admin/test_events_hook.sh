@@ -23,7 +23,7 @@ od_wait_event cert_installed "$name" 10
 hook_file() {
   local type=$1 domain=$2 i f
   for ((i = 0; i < 100; i++)); do
-    f=$(grep -lx "EVENT=$type" "$HOOK_OUT_DIR"/*.txt 2>/dev/null | xargs -r grep -lx "DOMAIN=$domain" 2>/dev/null | head -1 || true)
+    f=$(grep -lx "EVENT=$type" "$HOOK_OUT_DIR"/*.txt 2>/dev/null | xargs -r grep -lx "DOMAIN=$domain" 2>/dev/null | sed -n 1p || true)
     if [ -n "$f" ]; then
       echo "$f"
       return 0

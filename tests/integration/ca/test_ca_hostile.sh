@@ -52,7 +52,7 @@ wait_until() {
   return 1
 }
 
-wait_until 30 'curl -sf --max-time 5 "http://127.0.0.1:$AE_ADMIN_PORT/metrics" | grep -q "^acmedge_internal_ca_mints_total "' ||
+wait_until 30 'curl -sf --max-time 5 "http://127.0.0.1:$AE_ADMIN_PORT/metrics" | grep "^acmedge_internal_ca_mints_total " >/dev/null' ||
   ae_fail "no internal CA metrics"
 [ "$(metric acmedge_internal_ca_mints_total)" = 0 ] || ae_fail "mints before any handshake"
 find "$T/storage" -type f | sort >"$T/storage.before"

@@ -28,7 +28,7 @@ inst_config() { # inst_config NAME
     "{\"storage\": {\"type\": \"redis\", \"path\": \"$T/st-$1\", \"redis\": {\"address\": \"127.0.0.1:$REDIS_PORT\", \"encrypt_keys\": false, \"lock_lease_ms\": $LEASE_MS}}, \"on_demand\": {\"enabled\": true}}"
 }
 is_pebble_at() { # is_pebble_at INSTANCE NAME
-  issuer_at "$1" "$2" | grep -q Pebble
+  issuer_at "$1" "$2" | grep Pebble >/dev/null
 }
 wait_pebble_at() { # wait_pebble_at INSTANCE NAME SECONDS
   local i
@@ -123,10 +123,10 @@ kfail() { kill -CONT "$(cat "$T/c.pid")"; ae_fail "$@"; }
 bgk=$!
 # A's log line "<name>: order <url> saved for resume": kill it only once the order is saved.
 for ((i = 0; i < 60 * 50; i++)); do
-  grep -F "$kname: order " "$T/a.log" | grep -qF "saved for resume" && break
+  grep -F "$kname: order " "$T/a.log" | grep -F "saved for resume" >/dev/null && break
   sleep 0.02
 done
-grep -F "$kname: order " "$T/a.log" | grep -qF "saved for resume" || kfail "A did not save an order for $kname"
+grep -F "$kname: order " "$T/a.log" | grep -F "saved for resume" >/dev/null || kfail "A did not save an order for $kname"
 kill -STOP "$(cat "$T/a.pid")"
 [ "$(events a cert_installed "$kname")" -eq 0 ] || kfail "A finished $kname before it could be killed; nothing was tested"
 [ "$(ae_rcli EXISTS "$okey")" = 1 ] || kfail "no saved order for $kname in Redis while A holds it"
@@ -141,7 +141,7 @@ wait_pebble_at b "$kname" 90 || ae_fail "no instance took over $kname after A wa
 korders=$(($(pebble_count_orders) - before_k))
 echo "takeover after SIGKILL: $(($(date +%s%3N) - t0)) ms (lease $LEASE_MS ms), $korders order(s) for $kname"
 grep -qF "$kname: resuming order $saved_url" "$T/b.log" || ae_fail "B did not resume A's order $saved_url"
-grep -F '[event] order_resumed ' "$T/b.log" | grep -F "\"domain\":\"$kname\"" | grep -qF "\"order\":\"$saved_url\"" ||
+grep -F '[event] order_resumed ' "$T/b.log" | grep -F "\"domain\":\"$kname\"" | grep -F "\"order\":\"$saved_url\"" >/dev/null ||
   ae_fail "no order_resumed event on B naming $saved_url"
 [ "$korders" -eq 1 ] || ae_fail "$korders orders for $kname around the takeover, expected exactly 1 (resumed)"
 [ "$(events b cert_installed "$kname")" -eq 1 ] || ae_fail "B did not install $kname itself"
@@ -183,7 +183,7 @@ fence=$(ae_rcli HGET "acmedge{ns}:cert:$ca:$sname" fence)
 while (($(date +%s%3N) - t_stop < 2 * LEASE_MS)); do sleep 0.1; done
 kill -CONT "$(cat "$T/a.pid")"
 t_cont=$(date +%s%3N)
-wait_log a "$sname: issuance lock lost" 30 || grep -qF "lapsed or was taken over" "$T/a.log" ||
+wait_log a "$sname: issuance lock lost" 30 || grep -F "lapsed or was taken over" "$T/a.log" >/dev/null ||
   ae_fail "A did not notice it lost the lock for $sname"
 for ((i = 0; i < 100; i++)); do
   [ "$(serial_at a "$sname")" = "$sb" ] && break

@@ -42,10 +42,10 @@ name=p.example.test
 cl_point "$name" a # the CA validates against A, the instance that orders
 # Only A is asked first; B and C must then find the certificate in Redis instead of ordering.
 for ((i = 0; i < 300; i++)); do
-  issuer_at a "$name" | grep -q Pebble && break
+  issuer_at a "$name" | grep Pebble >/dev/null && break
   sleep 0.2
 done
-issuer_at a "$name" | grep -q Pebble || ae_fail "A was not served a Pebble certificate for $name within 60 s"
+issuer_at a "$name" | grep Pebble >/dev/null || ae_fail "A was not served a Pebble certificate for $name within 60 s"
 s1=$(serial_at a "$name")
 orders=$(pebble_count_orders)
 for n in b c; do
@@ -78,7 +78,7 @@ tls_www_server
 EOF
 certtool --generate-privkey --key-type=ecdsa --outfile "$T/hand.key" >/dev/null 2>&1
 certtool --generate-self-signed --load-privkey "$T/hand.key" --template "$T/hand.tmpl" --outfile "$T/hand.crt" >/dev/null 2>&1
-s3=$(certtool -i <"$T/hand.crt" | awk '/Serial Number/{print $NF; exit}')
+s3=$(certtool -i <"$T/hand.crt" | awk '!n && /Serial Number/{print $NF; n=1}')
 hk="acmedge{ns}:cert:$ca:$name"
 ae_rcli -x HSET "$hk" chain <"$T/hand.crt" >/dev/null
 ae_rcli -x HSET "$hk" key <"$T/hand.key" >/dev/null
@@ -108,7 +108,7 @@ echo "subscribers back after $((i * 100)) ms"
 # and the live gauge at 1, so the count below cannot include that stale event.
 b_settled() {
   [ "$(grep -c '\[event\] storage_up' "$T/b.log" || true)" -ge "$(grep -c '\[event\] storage_down' "$T/b.log" || true)" ] &&
-    curl -s "$(cl_admin b)/metrics" | grep -q '^acmedge_storage_up 1'
+    curl -s "$(cl_admin b)/metrics" | grep '^acmedge_storage_up 1' >/dev/null
 }
 ae_wait_for b_settled || ae_fail "B did not report the storage up again after the subscriber kill"
 downs=$(grep -c '\[event\] storage_down' "$T/b.log" || true)
@@ -118,7 +118,7 @@ ae_wait_for more_downs || ae_fail "no storage_down event on B"
 for n in a b c; do
   [ "$(serial_at "$n" "$name")" = "$s3" ] || ae_fail "instance $n stopped serving $name while Redis is down"
 done
-b_down_gauge() { curl -s "$(cl_admin b)/metrics" | grep -q '^acmedge_storage_up 0'; }
+b_down_gauge() { curl -s "$(cl_admin b)/metrics" | grep '^acmedge_storage_up 0' >/dev/null; }
 ae_wait_for b_down_gauge || ae_fail "metrics do not show the storage down"
 [ "$(curl -s "$(cl_admin b)/healthz")" = "degraded: storage unreachable" ] || ae_fail "/healthz does not say degraded"
 for n in a b c; do eval "ups_$n=$(grep -c '\[event\] storage_up' "$T/$n.log" || true)"; done

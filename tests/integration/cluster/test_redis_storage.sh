@@ -46,12 +46,12 @@ od_wait_issued "$name" 60
 ae_verify_chain "$name" || ae_fail "chain for $name does not verify: $(cat "$T/verify-$name.out")"
 serial=$(od_serial "$name")
 [ "$(ae_rcli HGET "$hk" ver)" = 1 ] || ae_fail "$hk: ver is '$(ae_rcli HGET "$hk" ver)', want 1"
-ae_rcli HGET "$hk" chain | grep -q 'BEGIN CERTIFICATE' || ae_fail "$hk has no PEM chain"
-ae_rcli HGET "$hk" key | grep -q '^aeenc1:' || ae_fail "$hk: key is not sealed"
+ae_rcli HGET "$hk" chain | grep 'BEGIN CERTIFICATE' >/dev/null || ae_fail "$hk has no PEM chain"
+ae_rcli HGET "$hk" key | grep '^aeenc1:' >/dev/null || ae_fail "$hk: key is not sealed"
 [ "$(ae_rcli ZSCORE "acmedge{ns}:exp:$ca" "$name")" -gt "$(date +%s)" ] || ae_fail "no renew-at entry for $name"
 [ "$(ae_rcli GET 'acmedge{ns}:gen')" -ge 1 ] || ae_fail "generation counter not bumped"
 [ -n "$(ae_rcli HGET "acmedge{ns}:acct:$ca" account.json)" ] || ae_fail "account not stored in Redis"
-ae_rcli HGET "acmedge{ns}:acct:$ca" account.key | grep -q '^aeenc1:' || ae_fail "account key is not sealed"
+ae_rcli HGET "acmedge{ns}:acct:$ca" account.key | grep '^aeenc1:' >/dev/null || ae_fail "account key is not sealed"
 [ ! -e "$T/storage/certs" ] || ae_fail "redis backend wrote certificates to the filesystem"
 acmedge_stop
 

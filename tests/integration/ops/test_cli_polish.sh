@@ -59,7 +59,7 @@ for ((i = 0; i < 300; i++)); do
 done
 cp "$T/evpty.log" "$T/ev.out"
 grep -q "cert_loaded" "$T/ev.out" || ae_fail "events on a pty: no cert_loaded line: $(cat -v "$T/ev.out")"
-line=$(grep 'cert_loaded' "$T/ev.out" | head -1)
+line=$(grep 'cert_loaded' "$T/ev.out" | sed -n 1p)
 grep -q "${ESC}\[32mcert_loaded" <<<"$line" || ae_fail "event type not coloured: $(cat -v <<<"$line")"
 grep -q 'placed.example.test' <<<"$line" || ae_fail "event line lacks the domain"
 acmedge_stop

@@ -31,6 +31,6 @@ out=$("$ACMEDGE_BIN" run -c "$T/bad.json" 2>&1)
 rc=$?
 set -e
 [ "$rc" -eq 1 ] || ae_fail "unwritable log.file: exit $rc, expected 1"
-printf '%s\n' "$out" | grep -q "log.file: cannot open $T/missing-dir/x.log" ||
+printf '%s\n' "$out" | grep "log.file: cannot open $T/missing-dir/x.log" >/dev/null ||
   ae_fail "unwritable log.file error does not name the field and path: $out"
 echo ok

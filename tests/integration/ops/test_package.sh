@@ -34,7 +34,7 @@ for want in '^Type=notify$' '^ExecStart=/usr/bin/acmedge run -c /etc/acmedge/acm
   '^NoNewPrivileges=yes$' '^WantedBy=multi-user.target$'; do
   grep -qE "$want" "$unit" || ae_fail "acmedge.service lacks a line matching $want"
 done
-"$T/root/usr/bin/acmedge" version | grep -q '^acmedge ' || ae_fail "installed binary does not run"
+"$T/root/usr/bin/acmedge" version | grep '^acmedge ' >/dev/null || ae_fail "installed binary does not run"
 # The shipped config is valid as is.
 "$ACMEDGE_BIN" check -c "$T/root/etc/acmedge/acmedge.json" >/dev/null 2>"$T/check.err" ||
   ae_fail "shipped default config is invalid: $(cat "$T/check.err")"
@@ -63,14 +63,14 @@ done
 
 # --- the .deb ---
 (cd "$BUILD" && cpack -G DEB -B "$T/pkg") >"$T/cpack.log" 2>&1 || ae_fail "cpack -G DEB failed"
-deb=$(ls "$T/pkg"/acmedge_*.deb 2>/dev/null | head -1)
+deb=$(ls "$T/pkg"/acmedge_*.deb 2>/dev/null | sed -n 1p)
 [ -n "$deb" ] || ae_fail "no .deb produced"
 got=$(dpkg-deb -c "$deb" | awk '$1 !~ /^d/ {print $6}' | sed 's|^\./||' | sort)
 [ "$got" = "$EXPECTED" ] || ae_fail ".deb file list differs:
 $(diff <(echo "$EXPECTED") <(echo "$got") || true)"
-dpkg-deb -f "$deb" Package | grep -qx acmedge || ae_fail "package name"
-dpkg-deb -f "$deb" Depends | grep -q 'libgnutls30' || ae_fail "Depends lacks libgnutls30: $(dpkg-deb -f "$deb" Depends)"
-dpkg-deb -f "$deb" Depends | grep -q 'libuv1' || ae_fail "Depends lacks libuv1"
+dpkg-deb -f "$deb" Package | grep -x acmedge >/dev/null || ae_fail "package name"
+dpkg-deb -f "$deb" Depends | grep 'libgnutls30' >/dev/null || ae_fail "Depends lacks libgnutls30: $(dpkg-deb -f "$deb" Depends)"
+dpkg-deb -f "$deb" Depends | grep 'libuv1' >/dev/null || ae_fail "Depends lacks libuv1"
 mkdir -p "$T/ctl"
 dpkg-deb -e "$deb" "$T/ctl"
 diff <(sort "$T/ctl/conffiles") <(printf '/etc/acmedge/acmedge.json\n/etc/logrotate.d/acmedge\n') >/dev/null ||
@@ -86,7 +86,7 @@ if ! command -v lintian >/dev/null 2>&1; then
 fi
 rc=0
 lintian --fail-on error --tag-display-limit 0 "$deb" >"$T/lintian.log" 2>&1 || rc=$?
-if [ "$rc" -ne 0 ] || grep -q '^E: ' "$T/lintian.log"; then
+if [ "$rc" -ne 0 ] || grep '^E: ' "$T/lintian.log" >/dev/null; then
   ae_fail "lintian (exit $rc): $(cat "$T/lintian.log")"
 fi
 echo ok

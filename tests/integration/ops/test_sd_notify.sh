@@ -29,9 +29,9 @@ wait_count() {
 # 2 s watchdog: pings expected every ~1 s.
 NOTIFY_SOCKET=$T/notify.sock WATCHDOG_USEC=2000000 acmedge_start "$T/acmedge.json"
 wait_count '\|?READY=1' 1 300 || ae_fail "no READY=1 datagram within 30 s"
-grep -E 'READY=1' "$OUT" | head -1 | grep -q 'ports=open' ||
-  ae_fail "READY=1 sent before every listener accepted: $(grep READY "$OUT" | head -1)"
-grep -E 'READY=1' "$OUT" | head -1 | grep -q "MAINPID=$ACMEDGE_PID" || ae_fail "READY lacks MAINPID=$ACMEDGE_PID"
+grep -E 'READY=1' "$OUT" | sed -n 1p | grep 'ports=open' >/dev/null ||
+  ae_fail "READY=1 sent before every listener accepted: $(grep READY "$OUT" | sed -n 1p)"
+grep -E 'READY=1' "$OUT" | sed -n 1p | grep "MAINPID=$ACMEDGE_PID" >/dev/null || ae_fail "READY lacks MAINPID=$ACMEDGE_PID"
 
 wait_count '^[0-9.]+ WATCHDOG=1 ' 5 400 || ae_fail "fewer than 5 WATCHDOG=1 pings within 40 s"
 # Median gap between pings: half the interval (1 s); scheduling delays under load only add to
@@ -46,9 +46,9 @@ print("%.3f" % statistics.median([b - a for a, b in zip(t, t[1:])]))')
 # SIGHUP: RELOADING=1 then READY=1.
 kill -HUP "$ACMEDGE_PID"
 wait_count 'RELOADING=1' 1 300 || ae_fail "no RELOADING=1 after SIGHUP"
-grep 'RELOADING=1' "$OUT" | grep -qE 'MONOTONIC_USEC=[0-9]+' || ae_fail "RELOADING=1 without MONOTONIC_USEC"
+grep 'RELOADING=1' "$OUT" | grep -E 'MONOTONIC_USEC=[0-9]+' >/dev/null || ae_fail "RELOADING=1 without MONOTONIC_USEC"
 wait_count 'READY=1' 2 300 || ae_fail "no READY=1 after the reload"
-rl=$(grep -nE 'RELOADING=1' "$OUT" | head -1 | cut -d: -f1)
+rl=$(grep -nE 'RELOADING=1' "$OUT" | sed -n 1p | cut -d: -f1)
 rd=$(grep -nE 'READY=1' "$OUT" | sed -n 2p | cut -d: -f1)
 [ "$rd" -gt "$rl" ] || ae_fail "second READY=1 came before RELOADING=1"
 ae_wait_for grep -q 'configuration reloaded' "$T/acmedge.log" || ae_fail "reload not logged"
@@ -56,7 +56,7 @@ ae_wait_for grep -q 'configuration reloaded' "$T/acmedge.log" || ae_fail "reload
 # SIGTERM: STOPPING=1, exit 0.
 acmedge_stop
 [ "$(count 'STOPPING=1')" -ge 1 ] || ae_fail "no STOPPING=1 on SIGTERM"
-st=$(grep -nE 'STOPPING=1' "$OUT" | head -1 | cut -d: -f1)
+st=$(grep -nE 'STOPPING=1' "$OUT" | sed -n 1p | cut -d: -f1)
 [ "$st" -gt "$rd" ] || ae_fail "STOPPING=1 out of order"
 
 # WATCHDOG_PID naming another process: the variables are not for us, no pings.

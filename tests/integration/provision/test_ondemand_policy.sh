@@ -31,7 +31,7 @@ od_is_default outside.example.org || ae_fail "outside.example.org did not get th
 od_is_default nope.example.test || ae_fail "nope.example.test did not get the default certificate"
 od_wait_event domain_denied nope.example.test 10
 od_wait_event domain_denied outside.example.org 10
-grep -F "[event] domain_denied " "$T/acmedge.log" | grep -F '"domain":"nope.example.test"' | grep -q 'ask_denied' ||
+grep -F "[event] domain_denied " "$T/acmedge.log" | grep -F '"domain":"nope.example.test"' | grep 'ask_denied' >/dev/null ||
   ae_fail "ask denial reason missing"
 od_is_default nope.example.test || ae_fail "denied name served something else later"
 ! grep -qx 'outside.example.org' "$T/ask-requests" 2>/dev/null || ae_fail "a name outside allow reached the ask URL"

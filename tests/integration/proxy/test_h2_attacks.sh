@@ -100,8 +100,8 @@ ok_after settings-flood
 # The content-length: 0 request is complete as declared when its HEADERS arrive, so the upstream
 # may see it with an empty body; its DATA (a whole request) must never follow.
 allowed='^GET /ok-\|^GET /te-trailers 0$\|^GET /rr \|^POST /h2cl 0$'
-if grep -v "$allowed" "$T/counted.log" | grep -q .; then
-  ae_fail "requests reached the upstream that should not have: $(grep -v "$allowed" "$T/counted.log" | head)"
+if grep -v "$allowed" "$T/counted.log" | grep . >/dev/null; then
+  ae_fail "requests reached the upstream that should not have: $(grep -v "$allowed" "$T/counted.log" | sed -n 1,10p)"
 fi
 grep -q smuggled "$T/counted.log" && ae_fail "smuggled request reached the upstream"
 acmedge_stop

@@ -133,8 +133,8 @@ print(v)' "$1" <"$T/flood-$2.json"; }
 [ "$(field closed continuation)" -gt 0 ] || ae_fail "CONTINUATION flood connections never closed: $(cat "$T/flood-continuation.json")"
 
 # ---- nothing of the attacks reached the upstream, beyond the bounded Rapid Reset starts -----------
-if grep -v '^GET /load 0$\|^GET /rr 0$' "$T/counted.log" | grep -q .; then
-  ae_fail "requests reached the upstream that should not have: $(grep -v '^GET /load 0$\|^GET /rr 0$' "$T/counted.log" | sort | uniq -c | head)"
+if grep -v '^GET /load 0$\|^GET /rr 0$' "$T/counted.log" | grep . >/dev/null; then
+  ae_fail "requests reached the upstream that should not have: $(grep -v '^GET /load 0$\|^GET /rr 0$' "$T/counted.log" | sort | uniq -c | sed -n 1,10p)"
 fi
 rr=$(grep -c '^GET /rr ' "$T/counted.log" || true)
 rr_conns=$(field connections rapid-reset)

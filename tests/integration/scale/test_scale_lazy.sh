@@ -150,5 +150,5 @@ acmedge_stop
 
 ae_config_write "$T/badbytes.json" '{"cert_cache": {"max_bytes": -1}}'
 if out=$("$ACMEDGE_BIN" check -c "$T/badbytes.json" 2>&1); then ae_fail "check accepted max_bytes -1"; fi
-echo "$out" | grep -q "cert_cache.max_bytes" || ae_fail "check's error does not name cert_cache.max_bytes: $out"
+echo "$out" | grep "cert_cache.max_bytes" >/dev/null || ae_fail "check's error does not name cert_cache.max_bytes: $out"
 echo "ok"

@@ -40,7 +40,7 @@ check_fails() { # OVERRIDES FIELD
   rc=$?
   set -e
   [ "$rc" -eq 1 ] || ae_fail "check accepted $1 (exit $rc): $out"
-  echo "$out" | grep -qF "$2" || ae_fail "check message for $1 does not name $2: $out"
+  echo "$out" | grep -F "$2" >/dev/null || ae_fail "check message for $1 does not name $2: $out"
 }
 check_fails '{"cap_tokens": {"keys": {"ops": "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, "audience": "edge-1"}}' "cap_tokens.keys.ops"
 check_fails '{"cap_tokens": {"keys": {"ops": "AAAA"}, "audience": "edge-1"}}' "cap_tokens.keys.ops"

@@ -155,10 +155,10 @@ if grep -q "${t_team#cap:}" "$T/acmedge.log" "$T/echo.log"; then ae_fail "a toke
 route_events() {
   curl -s --noproxy '*' -N --max-time 3 -H "Authorization: Bearer $admin_tok" \
     "http://127.0.0.1:$AE_ADMIN_PORT/v1/events?since=0" >"$T/events" || true
-  grep '"type":"token_rejected"' "$T/events" | grep '"source":"route"' | grep -q '"reason":"binding_mismatch"'
+  grep '"type":"token_rejected"' "$T/events" | grep '"source":"route"' | grep '"reason":"binding_mismatch"' >/dev/null
 }
-ae_wait_for route_events || ae_fail "no route token_rejected event: $(grep token_rejected "$T/events" | head -5)"
-grep '"type":"token_rejected"' "$T/events" | grep '"source":"route"' | grep -q '"domain":"bound.example.test"' ||
+ae_wait_for route_events || ae_fail "no route token_rejected event: $(grep token_rejected "$T/events" | sed -n 1,5p)"
+grep '"type":"token_rejected"' "$T/events" | grep '"source":"route"' | grep '"domain":"bound.example.test"' >/dev/null ||
   ae_fail "route event without the host"
 if grep -q 'cap:\|carol\|dave' "$T/events"; then ae_fail "a token or subject leaked into the events"; fi
 acmedge_stop
