@@ -32,7 +32,8 @@ static int open_cached(const char *path, int flags) {
 #endif
 }
 
-/* One read at off; with nowait only from the page cache (EAGAIN otherwise). */
+/* One read: with nowait at off and only from the page cache (EAGAIN otherwise), else at the file
+ * position (pipes and /proc files have no offsets), which the callers keep equal to off. */
 static ssize_t read_at(int fd, char *buf, size_t n, off_t off, int nowait) {
   ssize_t r;
   do {
@@ -90,7 +91,7 @@ int ae_read_file_ex(const char *path, size_t max, unsigned flags, char **out, si
       if (cap >= max || (size && n == size)) {
         /* One more byte tells "exactly this size" from "more" (grown, or over max). */
         char extra;
-        ssize_t r = read_at(fd, &extra, 1, (off_t)n, 0);
+        ssize_t r = read_at(fd, &extra, 1, (off_t)n, nowait);
         if (r == 0)
           break;
         if (r < 0)
