@@ -6,15 +6,15 @@
 #include "acmedge/tokens.h"
 #include "config_internal.h"
 
-/* How long a generated default pair may take to appear in full (start-up waits up to 5 s). */
-#define DEFAULT_PAIR_WRITE_S 10
-
 #include <jansson.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* How long a generated default pair may take to appear in full (start-up waits up to 5 s). */
+#define DEFAULT_PAIR_WRITE_S 10
 
 #define AE_CONFIG_MAX_BYTES (4u * 1024u * 1024u)
 

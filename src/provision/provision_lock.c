@@ -103,9 +103,9 @@ static void timer_closed(uv_handle_t *h) {
   ae_provision_maybe_closed(p);
 }
 
-/* On the operation's thread. Acquire also reads the stored certificate: the lock's previous holder may have
- * committed it (then there is nothing to order), and while another instance holds the lock the
- * waiter picks the result up here. */
+/* On the operation's thread. Acquire also reads the stored certificate: the lock's previous
+ * holder may have committed it (then there is nothing to order), and while another instance
+ * holds the lock the waiter picks the result up here. */
 static void work_cb(uv_work_t *req) {
   lock_work *w = req->data;
   ae_plock *lk = w->lk;
