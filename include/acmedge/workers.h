@@ -29,10 +29,13 @@ typedef struct ae_workers_hooks {
    * it refused now. NULL: such handshakes are refused at once, never held. */
   int (*alpn_miss)(void *ud, const char *name);
   /* On a worker thread: a new reference to name's stored certificate (normalized name) when
-   * storage has it at hand without blocking, ids filled; else NULL. May be NULL. */
-  ae_cert *(*stored_cert)(void *ud, const char *name, ae_cert_ids *ids);
-  /* On the control loop: a worker served name with a certificate from stored_cert; install it
-   * (cert stays the caller's). Needed with stored_cert. */
+   * storage has it at hand without blocking, ids filled; else NULL. *install_first set: the
+   * handshake is not answered with it but held, and its miss, posted after on_loaded, finds the
+   * name installed and wakes it (the install adds what the handshake needs, e.g. a stored OCSP
+   * staple). May be NULL. */
+  ae_cert *(*stored_cert)(void *ud, const char *name, ae_cert_ids *ids, int *install_first);
+  /* On the control loop: a worker read name's certificate with stored_cert; install it (cert
+   * stays the caller's). Needed with stored_cert. */
   void (*on_loaded)(void *ud, const char *name, ae_cert *cert, const char *cert_id);
 } ae_workers_hooks;
 

@@ -83,18 +83,15 @@ static void workers_on_miss(void *ud, const char *name, int allowed) {
 }
 
 /* On a worker thread (ae_provision_read_cached touches nothing that changes after start). A leaf
- * with an OCSP responder is not served from here: its stored staple is read when the control loop
- * installs it, and a handshake answered before that would go out without the staple (and start a
- * needless fetch). It takes the held path instead, which wakes after the install. */
-static ae_cert *workers_stored_cert(void *ud, const char *name, ae_cert_ids *ids) {
+ * with an OCSP responder is installed before it is served: its stored staple is read at the
+ * install, and a handshake answered before that would go out without it (and start a needless
+ * fetch). */
+static ae_cert *workers_stored_cert(void *ud, const char *name, ae_cert_ids *ids, int *install_first) {
   ae_app *app = ud;
   ae_cert *cert = NULL;
   if (ae_provision_read_cached(app->provision, name, &cert, ids) != 0)
     return NULL;
-  if (ae_cert_has_ocsp_url(cert) && ae_ocsp_enabled(app->ocsp)) {
-    ae_cert_unref(cert);
-    return NULL;
-  }
+  *install_first = ae_cert_has_ocsp_url(cert) && ae_ocsp_enabled(app->ocsp);
   return cert;
 }
 

@@ -44,8 +44,7 @@ struct ae_plock {
 };
 
 typedef struct lock_work {
-  uv_work_t req;
-  uv_async_t done;          /* LK_RENEW: its own thread reports back on the loop */
+  uv_async_t done;          /* the operation's thread reports back on the loop */
   ae_plock *lk;
   int op, result, rc;
   uint64_t token, sent_ms;
@@ -59,7 +58,7 @@ typedef struct lock_work {
 } lock_work;
 
 /* Milliseconds since the last successful acquire/renew started (monotonic clock, read now: the
- * loop's cached time may predate a pool thread's reading). */
+ * loop's cached time may predate an operation thread's reading). */
 static uint64_t since_ok(const ae_plock *lk) {
   uint64_t now = uv_hrtime() / 1000000;
   return now > lk->last_ok_ms ? now - lk->last_ok_ms : 0;
@@ -106,8 +105,7 @@ static void timer_closed(uv_handle_t *h) {
 /* On the operation's thread. Acquire also reads the stored certificate: the lock's previous
  * holder may have committed it (then there is nothing to order), and while another instance
  * holds the lock the waiter picks the result up here. */
-static void work_cb(uv_work_t *req) {
-  lock_work *w = req->data;
+static void work_cb(lock_work *w) {
   ae_plock *lk = w->lk;
   ae_storage *st = lk->p->deps.storage;
   /* The lease starts after this moment; time spent starting the thread does not count (the same
@@ -159,12 +157,12 @@ static void work_cb(uv_work_t *req) {
   }
 }
 
-static void after_cb(uv_work_t *req, int status);
+static void after_cb(lock_work *w);
 
 /* An operation's thread: a few Redis calls, each bounded by the backend's command timeout. */
 static void *op_thread(void *arg) {
   lock_work *w = arg;
-  work_cb(&w->req);
+  work_cb(w);
   uv_async_send(&w->done);
   return NULL;
 }
@@ -172,7 +170,7 @@ static void *op_thread(void *arg) {
 static void op_closed(uv_handle_t *h) {
   lock_work *w = h->data;
   w->lk->p->closing_handles--;
-  after_cb(&w->req, 0); /* frees w */
+  after_cb(w); /* frees w */
 }
 
 static void op_done(uv_async_t *a) {
@@ -181,11 +179,15 @@ static void op_done(uv_async_t *a) {
   uv_close((uv_handle_t *)&w->done, op_closed);
 }
 
-/* Starts an operation on a detached thread of its own (uv_async_send is safe against the close
- * in op_done: libuv waits for a sender still inside it). Not 0: nothing was started. */
-static int start_op(lock_work *w, uv_loop_t *loop) {
-  if (uv_async_init(loop, &w->done, op_done) != 0)
-    return AE_ERR;
+/* Runs an operation on a detached thread of its own (uv_async_send is safe against the close in
+ * op_done: libuv waits for a sender still inside it); its outcome reaches after_cb on the loop. */
+static void start_op(lock_work *w, uv_loop_t *loop) {
+  if (uv_async_init(loop, &w->done, op_done) != 0) {
+    w->rc = ae_err_set(&w->err, AE_ERR, "cannot start a storage lock operation");
+    w->result = LR_ERROR;
+    after_cb(w);
+    return;
+  }
   w->done.data = w;
   pthread_attr_t at;
   pthread_t th;
@@ -202,13 +204,11 @@ static int start_op(lock_work *w, uv_loop_t *loop) {
     w->result = LR_ERROR;
     uv_async_send(&w->done);
   }
-  return 0;
 }
 
 static void queue_op(ae_plock *lk, int op) {
   ae_provision *p = lk->p;
   lock_work *w = ae_calloc(1, sizeof(*w));
-  w->req.data = w;
   w->lk = lk;
   w->op = op;
   w->token = lk->token;
@@ -220,14 +220,7 @@ static void queue_op(ae_plock *lk, int op) {
   }
   lk->refs++;
   p->bg++;
-  if (start_op(w, p->deps.loop) == 0)
-    return;
-  if (uv_queue_work(p->deps.loop, &w->req, work_cb, after_cb) != 0) {
-    w->rc = AE_ERR;
-    ae_err_set(&w->err, AE_ERR, "cannot queue storage work");
-    w->result = LR_ERROR;
-    after_cb(&w->req, 0);
-  }
+  start_op(w, p->deps.loop);
 }
 
 static void stop_timer(ae_plock *lk) {
@@ -318,15 +311,10 @@ static void acquired(ae_plock *lk, lock_work *w) {
   }
 }
 
-static void after_cb(uv_work_t *req, int status) {
-  lock_work *w = req->data;
+static void after_cb(lock_work *w) {
   ae_plock *lk = w->lk;
   ae_provision *p = lk->p;
   p->bg--;
-  if (status != 0 && w->op == LK_ACQUIRE) {
-    w->result = LR_ERROR;
-    w->rc = AE_ECANCELED;
-  }
   if (w->op == LK_ACQUIRE) {
     if (!lk->d || p->closing) {
       if (w->result == LR_ACQUIRED) { /* the record went away meanwhile: give the lock back */

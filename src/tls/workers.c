@@ -136,8 +136,10 @@ static ae_miss_action w_on_miss(void *ud, const char *raw) {
   return cfg->on_demand.first_wait ? AE_MISS_HOLD : AE_MISS_DEFAULT;
 }
 
-/* A stored name read from the kernel's caches on this thread: served at once; the control loop,
- * which owns the provisioning state, installs it afterwards. */
+/* A stored name read from the kernel's caches on this thread: served at once, or, when the hook
+ * asks for the install first, held (NULL: the miss path holds it, and its CMD_MISS, queued behind
+ * this CMD_LOADED, wakes it once installed). The control loop owns the provisioning state and
+ * installs the certificate either way, so it is read once. */
 static ae_cert *w_stored_cert(void *ud, const char *raw) {
   worker *w = ud;
   ae_workers *ws = w->ws;
@@ -147,7 +149,8 @@ static ae_cert *w_stored_cert(void *ud, const char *raw) {
       ae_certstore_known_absent(ws->certs, name))
     return NULL;
   ae_cert_ids ids;
-  ae_cert *cert = ws->hooks.stored_cert(ws->hooks.ud, name, &ids);
+  int install_first = 0;
+  ae_cert *cert = ws->hooks.stored_cert(ws->hooks.ud, name, &ids, &install_first);
   if (!cert)
     return NULL;
   cmd *c = ae_calloc(1, sizeof(*c));
@@ -156,6 +159,10 @@ static ae_cert *w_stored_cert(void *ud, const char *raw) {
   c->cert = ae_cert_ref(cert);
   c->cert_id = ids.cert_id[0] ? ae_strdup(ids.cert_id) : NULL;
   mb_post(&ws->mb, c);
+  if (install_first) {
+    ae_cert_unref(cert);
+    return NULL;
+  }
   return cert;
 }
 

@@ -12,10 +12,10 @@
 #include <time.h>
 
 /* Makes an RSA key of the given size and a self-signed server certificate for cn (and name as
- * its only DNS SAN when not NULL). *cert_pem and *key_pem (PKCS#8) are malloc'd. 0 or a GnuTLS
- * error code. */
-static int ae_test_make_rsa_cert(const char *cn, const char *name, unsigned bits, char **cert_pem,
-                                 char **key_pem) {
+ * its only DNS SAN when not NULL, ocsp_url as its AIA OCSP responder when not NULL). *cert_pem
+ * and *key_pem (PKCS#8) are malloc'd. 0 or a GnuTLS error code. */
+static inline int ae_test_make_rsa_cert_ocsp(const char *cn, const char *name, unsigned bits, const char *ocsp_url,
+                                             char **cert_pem, char **key_pem) {
   gnutls_x509_privkey_t key = NULL;
   gnutls_x509_crt_t crt = NULL;
   gnutls_datum_t cd = {NULL, 0}, kd = {NULL, 0};
@@ -44,6 +44,10 @@ static int ae_test_make_rsa_cert(const char *cn, const char *name, unsigned bits
   if (g >= 0 && name)
     g = gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, name, (unsigned)strlen(name),
                                              GNUTLS_FSAN_APPEND);
+  if (g >= 0 && ocsp_url) {
+    gnutls_datum_t url = {(unsigned char *)ocsp_url, (unsigned)strlen(ocsp_url)};
+    g = gnutls_x509_crt_set_authority_info_access(crt, GNUTLS_IA_OCSP_URI, &url);
+  }
   if (g >= 0)
     g = gnutls_x509_crt_set_key(crt, key);
   if (g >= 0)
@@ -76,6 +80,12 @@ static int ae_test_make_rsa_cert(const char *cn, const char *name, unsigned bits
   if (key)
     gnutls_x509_privkey_deinit(key);
   return g;
+}
+
+/* The same without an OCSP responder. */
+static inline int ae_test_make_rsa_cert(const char *cn, const char *name, unsigned bits, char **cert_pem,
+                                        char **key_pem) {
+  return ae_test_make_rsa_cert_ocsp(cn, name, bits, NULL, cert_pem, key_pem);
 }
 
 #endif

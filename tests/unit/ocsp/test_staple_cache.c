@@ -9,12 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <gnutls/gnutls.h>
-#include <gnutls/x509.h>
-#include <time.h>
-
 #include "acmedge/certstore.h"
 #include "acmedge/ocsp.h"
+#include "certstore_test_util.h"
 
 typedef struct needs {
   atomic_int calls;
@@ -46,37 +43,14 @@ static ae_cert *make_cert_plain(const char *cn) {
 
 /* The cache only takes leaves that name a responder, so the fixtures carry an AIA OCSP URI. */
 static ae_cert *make_cert(const char *cn) {
-  gnutls_x509_privkey_t key;
-  gnutls_x509_crt_t crt;
-  assert_int_equal(gnutls_x509_privkey_init(&key), 0);
-  assert_int_equal(gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA, GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0), 0);
-  assert_int_equal(gnutls_x509_crt_init(&crt), 0);
-  assert_int_equal(gnutls_x509_crt_set_version(crt, 3), 0);
-  unsigned char serial[8] = {0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, (unsigned char)cn[0]};
-  assert_int_equal(gnutls_x509_crt_set_serial(crt, serial, sizeof(serial)), 0);
-  time_t now = time(NULL);
-  assert_int_equal(gnutls_x509_crt_set_activation_time(crt, now - 60), 0);
-  assert_int_equal(gnutls_x509_crt_set_expiration_time(crt, now + 30 * 86400), 0);
-  assert_int_equal(gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, cn, (unsigned)strlen(cn)), 0);
-  assert_int_equal(gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, cn, (unsigned)strlen(cn),
-                                                        GNUTLS_FSAN_SET),
-                   0);
-  static const char url[] = "http://127.0.0.1:9/ocsp";
-  gnutls_datum_t d = {(unsigned char *)url, sizeof(url) - 1};
-  assert_int_equal(gnutls_x509_crt_set_authority_info_access(crt, GNUTLS_IA_OCSP_URI, &d), 0);
-  assert_int_equal(gnutls_x509_crt_set_key(crt, key), 0);
-  assert_int_equal(gnutls_x509_crt_sign2(crt, crt, key, GNUTLS_DIG_SHA256, 0), 0);
-  gnutls_datum_t cp = {0}, kp = {0};
-  assert_int_equal(gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_PEM, &cp), 0);
-  assert_int_equal(gnutls_x509_privkey_export2(key, GNUTLS_X509_FMT_PEM, &kp), 0);
+  char *cp = NULL, *kp = NULL;
   ae_err err = {0};
   ae_cert *c = NULL;
-  assert_int_equal(ae_cert_from_pem((const char *)cp.data, cp.size, (const char *)kp.data, kp.size, &c, &err), 0);
+  assert_int_equal(ae_test_make_rsa_cert_ocsp(cn, cn, 2048, "http://127.0.0.1:9/ocsp", &cp, &kp), 0);
+  assert_int_equal(ae_cert_from_pem(cp, strlen(cp), kp, strlen(kp), &c, &err), 0);
   assert_true(ae_cert_has_ocsp_url(c));
-  gnutls_free(cp.data);
-  gnutls_free(kp.data);
-  gnutls_x509_crt_deinit(crt);
-  gnutls_x509_privkey_deinit(key);
+  free(cp);
+  free(kp);
   return c;
 }
 
